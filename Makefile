@@ -1,0 +1,76 @@
+# meshlab: `make lab` opens the lessons, `make test` runs every check. Each sets itself up:
+# a .venv is created when missing, Python packages are installed into it, and (as root on
+# Debian/Ubuntu) the Debian packages the real-kernel lab and the browser tests need.
+
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+PIP         := $(PY) -m pip
+DEB_LAB     := python3-venv
+DEB_TEST    := python3-venv iptables conntrack iproute2 chromium
+NBVAL_FLAGS := --nbval --sanitize-with notebooks/nbval-sanitize.cfg
+# JupyterLab defaults for the lessons (widget state saved, no news pop-up), as Binder's postBuild.
+JUPYTER_SETTINGS = mkdir -p $(VENV)/share/jupyter/lab/settings && \
+	cp jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
+
+.PHONY: lab test check lint unit bench notebooks live-clean setup-lab setup-test clean
+
+lab: setup-lab
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+test: setup-test lint
+	$(PY) -m pytest $(NBVAL_FLAGS) tests notebooks
+
+# Quick checks without set-up (assumes `make test` ran once).
+check: lint unit
+lint:
+	$(VENV)/bin/ruff check meshlab tests benchmarks
+unit:
+	$(PY) -m pytest -q -m "not live and not browser" tests
+
+bench: setup-test
+	$(PY) -m benchmarks
+
+# Re-execute every lesson in place after a library change (stored outputs are what nbval checks).
+notebooks: setup-test
+	cd notebooks && ../$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+	  --ExecutePreprocessor.store_widget_state=True --ExecutePreprocessor.timeout=120 [0-9]*.ipynb
+
+live-clean:
+	$(VENV)/bin/meshlab live clean
+
+setup-lab: $(VENV)/.lab-installed
+	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(DEB_LAB)"
+
+setup-test: $(VENV)/.test-installed
+	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(DEB_TEST)"
+
+$(PY):
+	@python3 -m venv $(VENV) 2>/dev/null || { \
+	  $(MAKE) --no-print-directory debian-packages PACKAGES="$(DEB_LAB)" && python3 -m venv $(VENV); }
+
+$(VENV)/.lab-installed: pyproject.toml jupyter/overrides.json | $(PY)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[lab]'
+	$(JUPYTER_SETTINGS)
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml jupyter/overrides.json | $(PY)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[lab,test]'
+	$(JUPYTER_SETTINGS)
+	touch $@ $(VENV)/.lab-installed
+
+# Installs the missing Debian packages when root with apt-get; otherwise says what is skipped.
+debian-packages:
+	@missing=""; for p in $(PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+	  echo "not root (or no apt-get): not installing$$missing; tests that need them will say so and skip"; \
+	fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info
