@@ -5,8 +5,8 @@
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
 PIP         := $(PY) -m pip
-DEB_LAB     := python3-venv
-DEB_TEST    := python3-venv iptables conntrack iproute2 chromium
+DEB_VENV    := python3-venv
+DEB_TEST    := iptables conntrack iproute2 chromium
 NBVAL_FLAGS := --nbval --sanitize-with notebooks/nbval-sanitize.cfg
 # JupyterLab defaults for the lessons (widget state saved, no news pop-up), as Binder's postBuild.
 JUPYTER_SETTINGS = mkdir -p $(VENV)/share/jupyter/lab/settings && \
@@ -39,14 +39,13 @@ live-clean:
 	$(VENV)/bin/meshlab live clean
 
 setup-lab: $(VENV)/.lab-installed
-	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(DEB_LAB)"
 
 setup-test: $(VENV)/.test-installed
 	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(DEB_TEST)"
 
 $(PY):
 	@python3 -m venv $(VENV) 2>/dev/null || { \
-	  $(MAKE) --no-print-directory debian-packages PACKAGES="$(DEB_LAB)" && python3 -m venv $(VENV); }
+	  $(MAKE) --no-print-directory debian-packages PACKAGES="$(DEB_VENV)" && python3 -m venv $(VENV); }
 
 $(VENV)/.lab-installed: pyproject.toml jupyter/overrides.json | $(PY)
 	$(PIP) install -q --upgrade pip

@@ -1,0 +1,119 @@
+"""``meshlab walk``: run a catalog scenario end to end and show every step.
+
+::
+
+    meshlab walk SCENARIO [--without-rule "TEXT"]... [--flags "istio-iptables flags"] [--json]
+    meshlab walk --list
+
+``SCENARIO`` is a name from ``data/scenarios.yaml`` (``inbound`` and ``outbound`` are the
+article's two cases). ``--without-rule`` removes each rule whose restore-form text, without the
+``-A CHAIN`` prefix, equals TEXT (e.g. ``-m owner --uid-owner 1337 -j RETURN``); it may be
+repeated. ``--flags`` replaces the scenario's ``istio-init`` flags. ``--json`` prints the
+object described in issue 4: scenario, outcome, delivered_to, loop and steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from typing import Any
+
+from meshlab.errors import MeshlabError
+
+NAME = "walk"
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        NAME,
+        help="run a scenario through the pod, rule by rule, proxy and all",
+        description=__doc__.split("::")[0].strip() if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("scenario", nargs="?", metavar="SCENARIO",
+                   help="a scenario name (see --list); 'inbound' and 'outbound' are the "
+                        "article's two cases")
+    p.add_argument("--without-rule", action="append", default=[], metavar="TEXT",
+                   help="remove the rule with this text (restore form without '-A CHAIN'); "
+                        "may be repeated")
+    p.add_argument("--flags", metavar="FLAGS",
+                   help='istio-iptables flags replacing the default istio-init ones, e.g. '
+                        '"-p 15001 -z 15006 -u 1337 -m REDIRECT -i * -x \'\' -b * '
+                        '-d 15090,15021,15020"')
+    p.add_argument("--json", action="store_true", help="print the walk as one JSON object")
+    p.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from meshlab.scenarios import catalog, get_scenario, run_scenario
+
+    if args.list:
+        scenarios = catalog()
+        if args.json:
+            print(json.dumps([{"name": s.name, "title": s.title, "expected": s.expect.outcome,
+                               "article": s.article} for s in scenarios.values()], indent=2))
+            return 0
+        width = max(len(name) for name in scenarios)
+        for scenario in scenarios.values():
+            print(f"{scenario.name:<{width}}  {scenario.expect.outcome:<9}  {scenario.title}")
+        return 0
+    if not args.scenario:
+        names = ", ".join(catalog())
+        raise MeshlabError(f"name a scenario (one of: {names}), or use --list")
+    scenario = get_scenario(args.scenario)
+    flags = None
+    if args.flags is not None:
+        try:
+            flags = shlex.split(args.flags)
+        except ValueError as error:
+            raise MeshlabError(f"--flags {args.flags!r}: {error}; close the quotes") from None
+    walk = run_scenario(scenario, without_rules=args.without_rule, flags=flags)
+    if args.json:
+        print(json.dumps(walk.to_json(), indent=2))
+        return 0
+    print(render_text(walk, scenario.title))
+    return 0
+
+
+def render_text(walk: Any, title: str = "") -> str:
+    """The walk as lines a person reads: numbered steps, each hit, the outcome."""
+    from meshlab.lesson import numbered_steps, step_numbers
+
+    numbers = step_numbers(walk)
+    lines = [f"scenario {walk.scenario}: {title}".rstrip(": ")]
+    if walk.flags:
+        lines.append(f"istio-iptables {shlex.join(walk.flags)}")
+    for text in walk.removed_rules:
+        lines.append(f"without rule: {text}")
+    lines.append("")
+    for event in walk.hits:
+        n = numbers.get(event.index)
+        mark = f"{n:>2}" if n is not None else "  "
+        where = ""
+        if event.kind in ("rule", "policy"):
+            where = f"{event.hook} {event.table} {event.chain}"
+            where += f" #{event.rule}" if event.rule else " policy"
+            if event.text and event.rule:
+                where += f" `{event.text}`"
+            where += ": "
+        elif event.listener:
+            where = f"{event.listener}: "
+        lines.append(f"{mark} [{event.pod}] {event.actor:<6} {where}{event.decision}")
+    lines.append("")
+    if walk.outcome == "delivered" and walk.delivered_to is not None:
+        d = walk.delivered_to
+        lines.append(f"outcome: delivered to {d.process} on port {d.port} in {d.host}; it sees "
+                     f"the client as {d.sees_source}")
+    else:
+        lines.append(f"outcome: {walk.outcome}: {walk.reason}")
+    if walk.loop is not None:
+        lines.append(f"loop ({walk.loop.detected_by}, {walk.loop.hops} hops): {walk.loop.text}")
+        lines.append(walk.loop.gives_out)
+    lines.append("")
+    lines.append("the article's steps:")
+    for step in numbered_steps(walk):
+        lines.append(f"  {step.n:>2} {step.status:<8} {step.title}"
+                     + ("" if step.status == "ok" else f" - {step.explanation}"))
+    return "\n".join(lines)

@@ -1,0 +1,807 @@
+"""Sidecar injection: the pod the webhook really produces, and the ``istio-init`` arguments.
+
+When the webhook injects (see :mod:`meshlab.istio.webhook` for *whether* it does), istiod
+renders Istio's injection template against the pod and merges the result into it. This
+module renders the parts that decide where traffic goes, as the template at Istio HEAD
+does (``ISTIO-FACTS.md`` sections 3.1-3.4):
+
+* ``istio-init``, an init container that runs ``istio-iptables`` once, as root with
+  ``NET_ADMIN``/``NET_RAW``, to write the nat rules into the pod's network namespace.
+  Its arguments come from the pod's annotations, always in the order
+  ``-p -z -u -m -i -x -b -d``, then ``-q -o -k -c`` when asked for, then
+  ``--log_output_level=...``. :attr:`InjectionResult.init_args` feeds them straight into
+  :mod:`meshlab.istio.capture`, so "annotations -> flags -> rules" is one call.
+* ``istio-proxy``, the Envoy sidecar (started by ``pilot-agent``), running as UID/GID 1337.
+  That identity is what the rules exempt (``-m owner --uid-owner 1337 -j RETURN``), so the
+  proxy's own connections are not captured again. In TPROXY mode it runs as UID 0 with GID
+  1337 and ``NET_ADMIN`` (it must bind non-local addresses), so only the GID rules exempt it.
+* The ``sidecar.istio.io/status`` annotation (JSON) recording what was added.
+
+**Why ``-d`` always starts with ``15090,15021``.** ``-d`` lists inbound ports that are *not*
+redirected to Envoy. 15090 (Envoy's Prometheus stats) and 15021 (the health-check port the
+kubelet's readiness probe calls) are served by the sidecar itself; redirecting a connection
+to them into port 15006 would hand the kubelet's probe to the inbound listener instead of to
+the port that answers it. The template therefore writes them unconditionally, then the
+user's ``excludeInboundPorts``, then the agent's status port (15020) unless it is ``0`` or
+already listed - exactly the template's ``excludeInboundPort`` helper
+(:func:`exclude_inbound_port`). Nothing is de-duplicated.
+
+**Layout.** meshlab puts ``istio-proxy`` in ``spec.containers`` (after the application
+containers), the classic layout every article and most clusters show. Istio HEAD defaults
+to Kubernetes native sidecars instead (``istio-proxy`` in ``initContainers`` with
+``restartPolicy: Always``); pass ``native_sidecar=True`` for that layout. The capture rules
+are the same either way.
+
+Simplifications (they do not change where traffic goes): no CNI mode (``istio-validation``),
+no probe rewriting (``ISTIO_KUBE_APP_PROBERS``), no ``proxyMetadata`` env, no
+resource requests, a fixed proxy image, one revision (``default``), no Prometheus
+annotation merging beyond adding the three ``prometheus.io/*`` annotations when absent.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from meshlab.errors import MeshlabError
+from meshlab.istio.webhook import InjectionDecision, should_inject
+
+if TYPE_CHECKING:  # imported lazily at run time: written concurrently by another module
+    from meshlab.istio.capture import CaptureRules
+    from meshlab.istio.flags import CaptureConfig
+
+__all__ = [
+    "ANNOTATIONS",
+    "DEFAULT_PROXY_IMAGE",
+    "InjectionDecision",
+    "InjectionResult",
+    "PodError",
+    "exclude_inbound_port",
+    "init_args_for",
+    "inject",
+    "load_pod",
+    "should_inject",
+]
+
+DEFAULT_PROXY_IMAGE = "docker.io/istio/proxyv2:1.27.0"
+PROXY_UID = 1337
+PROXY_GID = 1337
+PROXY_PORT = 15001          # -p: where ISTIO_REDIRECT sends outbound connections
+INBOUND_CAPTURE_PORT = 15006  # -z: where ISTIO_IN_REDIRECT sends inbound connections
+STATUS_PORT = "15020"       # pilot-agent's status/merged-metrics port (global.proxy.statusPort)
+HEALTH_PORT = 15021         # Envoy's health-check listener (/healthz/ready)
+INTERCEPTION_MODES = ("REDIRECT", "TPROXY", "NONE")
+
+# Annotation names (istio/api annotation/annotations.yaml).
+A_INTERCEPTION = "sidecar.istio.io/interceptionMode"
+A_INCLUDE_OUT_CIDRS = "traffic.sidecar.istio.io/includeOutboundIPRanges"
+A_EXCLUDE_OUT_CIDRS = "traffic.sidecar.istio.io/excludeOutboundIPRanges"
+A_INCLUDE_IN_PORTS = "traffic.sidecar.istio.io/includeInboundPorts"
+A_EXCLUDE_IN_PORTS = "traffic.sidecar.istio.io/excludeInboundPorts"
+A_INCLUDE_OUT_PORTS = "traffic.sidecar.istio.io/includeOutboundPorts"
+A_EXCLUDE_OUT_PORTS = "traffic.sidecar.istio.io/excludeOutboundPorts"
+A_EXCLUDE_IFACES = "traffic.sidecar.istio.io/excludeInterfaces"
+A_KUBEVIRT = "traffic.sidecar.istio.io/kubevirtInterfaces"
+A_REROUTE = "istio.io/reroute-virtual-interfaces"
+A_STATUS_PORT = "status.sidecar.istio.io/port"
+A_AGENT_LOG = "sidecar.istio.io/agentLogLevel"
+A_PROXY_LOG = "sidecar.istio.io/logLevel"
+A_COMPONENT_LOG = "sidecar.istio.io/componentLogLevel"
+A_CAP_BIND = "sidecar.istio.io/capNetBindService"
+A_STATUS = "sidecar.istio.io/status"
+
+#: The annotations that shape capture, and the istio-iptables flag each one fills.
+ANNOTATIONS: Mapping[str, str] = {
+    A_INTERCEPTION: "-m",
+    A_INCLUDE_OUT_CIDRS: "-i",
+    A_EXCLUDE_OUT_CIDRS: "-x",
+    A_INCLUDE_IN_PORTS: "-b",
+    A_EXCLUDE_IN_PORTS: "-d",
+    A_STATUS_PORT: "-d",
+    A_INCLUDE_OUT_PORTS: "-q",
+    A_EXCLUDE_OUT_PORTS: "-o",
+    A_REROUTE: "-k",
+    A_KUBEVIRT: "-k",
+    A_EXCLUDE_IFACES: "-c",
+}
+
+_VOLUMES: tuple[tuple[str, dict[str, Any], str], ...] = (
+    # (volume name, volume source, mount path in istio-proxy)
+    ("workload-socket", {"emptyDir": {}}, "/var/run/secrets/workload-spiffe-uds"),
+    ("credential-socket", {"emptyDir": {}}, "/var/run/secrets/credential-uds"),
+    ("workload-certs", {"emptyDir": {}}, "/var/run/secrets/workload-spiffe-credentials"),
+    ("istio-envoy", {"emptyDir": {"medium": "Memory"}}, "/etc/istio/proxy"),
+    ("istio-data", {"emptyDir": {}}, "/var/lib/istio/data"),
+    ("istio-podinfo", {"downwardAPI": {"items": [
+        {"fieldRef": {"fieldPath": "metadata.labels"}, "path": "labels"},
+        {"fieldRef": {"fieldPath": "metadata.annotations"}, "path": "annotations"},
+    ]}}, "/etc/istio/pod"),
+    ("istio-token", {"projected": {"sources": [{"serviceAccountToken": {
+        "audience": "istio-ca", "expirationSeconds": 43200, "path": "istio-token"}}]}},
+     "/var/run/secrets/tokens"),
+    ("istiod-ca-cert", {"configMap": {"name": "istio-ca-root-cert"}}, "/var/run/secrets/istio"),
+)
+
+
+# --- errors and where they are ------------------------------------------------------------
+
+class PodError(MeshlabError):
+    """A Pod manifest meshlab (or Kubernetes, or Istio's injector) cannot accept.
+
+    ``line``/``column`` are 1-based and ``None`` when the pod was given as a dict;
+    ``field`` is the dotted path of the offending field (``"metadata.annotations[...]"``).
+    """
+
+    def __init__(self, message: str, *, line: int | None = None, column: int | None = None,
+                 field: str | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+        self.column = column
+        self.field = field
+
+
+PathPart = str | int
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Maps a field path of a loaded manifest back to its line and column in the text."""
+
+    source: str                      # file name, "<stdin>", "<text>" or "<dict>"
+    root: yaml.Node | None = None
+
+    def locate(self, path: Sequence[PathPart]) -> tuple[int, int] | None:
+        node = self.root
+        if node is None:
+            return None
+        best = node
+        for part in path:
+            nxt: yaml.Node | None = None
+            if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+                for key, value in node.value:
+                    if isinstance(key, yaml.ScalarNode) and key.value == part:
+                        nxt = value
+                        break
+            elif (isinstance(node, yaml.SequenceNode) and isinstance(part, int)
+                  and 0 <= part < len(node.value)):
+                nxt = node.value[part]
+            if nxt is None:
+                break
+            node = best = nxt
+        return best.start_mark.line + 1, best.start_mark.column + 1
+
+    def error(self, what: str, fix: str, path: Sequence[PathPart] = ()) -> PodError:
+        dotted = _dotted(path)
+        position = self.locate(path)
+        where = self.source
+        if position is not None:
+            where += f", line {position[0]}, column {position[1]}"
+        if dotted:
+            where += f" ({dotted})"
+        return PodError(f"{where}: {what}. {fix}", line=position[0] if position else None,
+                        column=position[1] if position else None, field=dotted or None)
+
+
+def _dotted(path: Sequence[PathPart]) -> str:
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif "." in part or "/" in part:
+            text += f"[{part!r}]"
+        else:
+            text += f".{part}" if text else part
+    return text
+
+
+# --- loading and validating a Pod ----------------------------------------------------------
+
+def load_pod(source: str | Path | Mapping[str, Any], *, name: str | None = None
+             ) -> dict[str, Any]:
+    """Read a Pod manifest from YAML text, a file path, or a dict; check it; return a dict.
+
+    ``name`` labels YAML text in error messages (e.g. ``"<stdin>"``); a path labels itself.
+
+    Raises :class:`PodError` (a :class:`~meshlab.errors.MeshlabError`) saying what is wrong,
+    where (line and column for text) and how to fix it: bad YAML, more than one document,
+    a kind other than ``Pod``, no containers, a label or annotation that is not a string.
+    """
+    return _load(source, name)[0]
+
+
+def _load(source: str | Path | Mapping[str, Any], name: str | None = None
+          ) -> tuple[dict[str, Any], _Where]:
+    if isinstance(source, Mapping):
+        where = _Where(name or "<dict>")
+        pod = copy.deepcopy(dict(source))
+    else:
+        text, label = _read_text(source)
+        where, pod = _parse_yaml(text, name if label == "<text>" and name else label)
+    _validate_pod(pod, where)
+    return pod, where
+
+
+def _read_text(source: str | Path) -> tuple[str, str]:
+    if isinstance(source, Path) or ("\n" not in source and source.strip().endswith(
+            (".yaml", ".yml", ".json"))):
+        path = Path(source)
+        try:
+            return path.read_text(encoding="utf-8"), str(path)
+        except FileNotFoundError:
+            raise PodError(f"{path}: no such file. Check the path, or pass the YAML text "
+                           "itself (or '-' on the command line to read standard input)."
+                           ) from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise PodError(f"{path}: cannot read it ({error}). Pass a readable UTF-8 YAML "
+                           "file.") from None
+    if "\n" not in source and Path(source).is_file():
+        return Path(source).read_text(encoding="utf-8"), source
+    return source, "<text>"
+
+
+def _parse_yaml(text: str, name: str) -> tuple[_Where, dict[str, Any]]:
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        problem = getattr(error, "problem", None) or str(error)
+        context = getattr(error, "context", None)
+        if mark is not None:
+            place = f"{name}, line {mark.line + 1}, column {mark.column + 1}"
+            line, column = mark.line + 1, mark.column + 1
+        else:
+            place, line, column = name, None, None
+        detail = f"{context} ... {problem}" if context else problem
+        raise PodError(
+            f"{place}: not valid YAML: {detail}. Check the indentation (spaces, not tabs) and "
+            "quote values that contain ': ' or start with '*', '&', '!' or '{'.",
+            line=line, column=column) from None
+    nodes = [node for node in nodes if node is not None]
+    if not nodes:
+        raise PodError(f"{name}: the document is empty. Pass one Pod manifest "
+                       "(apiVersion: v1, kind: Pod, metadata, spec.containers).")
+    if len(nodes) > 1:
+        second = nodes[1].start_mark.line + 1
+        raise PodError(f"{name}: found {len(nodes)} YAML documents (the second starts at line "
+                       f"{second}). meshlab inject takes exactly one Pod; split the file.",
+                       line=second, column=1)
+    root = nodes[0]
+    loader = yaml.SafeLoader("")
+    try:
+        data = loader.construct_document(root)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        raise PodError(f"{name}, line {line}: cannot read this YAML value: {error}. "
+                       "Quote it as a string.", line=line) from None
+    finally:
+        loader.dispose()
+    where = _Where(name, root)
+    if not isinstance(data, dict):
+        raise where.error(f"the document is a {type(data).__name__}, not a mapping",
+                          "A Pod manifest is a mapping with apiVersion, kind, metadata, spec.")
+    return where, data
+
+
+def _validate_pod(pod: dict[str, Any], where: _Where) -> None:
+    kind = pod.get("kind")
+    if kind is None:
+        raise where.error("the manifest has no 'kind'", "Add 'kind: Pod' and 'apiVersion: v1'.")
+    if kind != "Pod":
+        hint = ("Copy its spec.template (metadata and spec) into a manifest with "
+                "'apiVersion: v1' and 'kind: Pod'."
+                if kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")
+                else "Pass a manifest with 'kind: Pod'.")
+        raise where.error(f"kind is {kind!r}, not 'Pod'; the injector mutates Pods", hint,
+                          ["kind"])
+    metadata = pod.setdefault("metadata", {})
+    if metadata is None:
+        metadata = pod["metadata"] = {}
+    if not isinstance(metadata, dict):
+        raise where.error("metadata is not a mapping", "Write 'metadata:' followed by indented "
+                          "fields such as name and labels.", ["metadata"])
+    for key in ("labels", "annotations"):
+        values = metadata.get(key)
+        if values is None:
+            metadata.pop(key, None)
+            continue
+        if not isinstance(values, dict):
+            raise where.error(f"metadata.{key} is not a mapping", f"Write one 'key: \"value\"' "
+                              f"per line under '{key}:'.", ["metadata", key])
+        for name, value in values.items():
+            if not isinstance(value, str):
+                shown = json.dumps(value) if isinstance(value, (bool, int, float)) else repr(value)
+                raise where.error(
+                    f"the value of {key[:-1]} {name!r} is {shown} ({type(value).__name__}); "
+                    f"Kubernetes only accepts strings here",
+                    f"Quote it: {name}: \"{_plain(value)}\".", ["metadata", key, str(name)])
+    spec = pod.get("spec")
+    if not isinstance(spec, dict):
+        raise where.error("the pod has no spec (or it is not a mapping)",
+                          "Add 'spec:' with a 'containers:' list.", ["spec"])
+    containers = spec.get("containers")
+    if not isinstance(containers, list) or not containers:
+        raise where.error("the pod has no containers", "Add at least one container under "
+                          "spec.containers (each with a name and an image).",
+                          ["spec", "containers"] if "containers" in spec else ["spec"])
+    for group in ("initContainers", "containers"):
+        items = spec.get(group) or []
+        if not isinstance(items, list):
+            raise where.error(f"spec.{group} is not a list", "Write each container as a "
+                              "'- name: ...' item.", ["spec", group])
+        for index, container in enumerate(items):
+            if not isinstance(container, dict) or not isinstance(container.get("name"), str):
+                raise where.error(f"spec.{group}[{index}] has no name",
+                                  "Give every container a 'name:'.", ["spec", group, index])
+            for p_index, port in enumerate(container.get("ports") or []):
+                number = port.get("containerPort") if isinstance(port, dict) else None
+                if not isinstance(number, int) or isinstance(number, bool) \
+                        or not 1 <= number <= 65535:
+                    raise where.error(
+                        f"containerPort {number!r} is not a port number",
+                        "Use an integer from 1 to 65535 (unquoted).",
+                        ["spec", group, index, "ports", p_index])
+    if "hostNetwork" in spec and not isinstance(spec["hostNetwork"], bool):
+        raise where.error(f"hostNetwork is {spec['hostNetwork']!r}, not true or false",
+                          "Write hostNetwork: true or hostNetwork: false (unquoted).",
+                          ["spec", "hostNetwork"])
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# --- annotation values ---------------------------------------------------------------------
+
+_PORT = re.compile(r"[0-9]+")
+_BITS = re.compile(r"0|[1-9][0-9]*")
+
+
+def _check_port(text: str) -> str | None:
+    """The problem with one port (after trimming), or None. Like Go's ParseUint(s, 10, 16)."""
+    item = text.strip()
+    if not _PORT.fullmatch(item):
+        return f"{text!r} is not a port number"
+    if int(item) > 65535:
+        return f"{item} is larger than 65535"
+    return None
+
+
+def _check_port_list(value: str) -> str | None:
+    if not value.strip():
+        return None
+    for item in value.strip().split(","):
+        problem = _check_port(item)
+        if problem:
+            return problem + (" (an empty item: remove the extra comma)" if not item.strip()
+                              else "")
+    return None
+
+
+def _check_cidr_list(value: str) -> str | None:
+    """Like Go's netip.ParsePrefix for each comma-separated item (no spaces allowed)."""
+    if value == "":
+        return None
+    for item in value.split(","):
+        if item != item.strip():
+            return f"{item!r} has spaces around it (write the list without spaces)"
+        address, slash, bits = item.partition("/")
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return f"{address!r} in {item!r} is not an IP address"
+        if not slash:
+            return f"{item!r} has no prefix length (write e.g. {item}/{ip.max_prefixlen})"
+        if not _BITS.fullmatch(bits) or int(bits) > ip.max_prefixlen:
+            return (f"prefix length {bits!r} in {item!r} is not a number from 0 to "
+                    f"{ip.max_prefixlen}")
+    return None
+
+
+def _validators() -> dict[str, tuple[Any, str]]:
+    def ports_or_star(value: str) -> str | None:
+        return None if value == "*" else _check_port_list(value)
+
+    def cidrs_or_star(value: str) -> str | None:
+        return None if value == "*" else _check_cidr_list(value)
+
+    def mode(value: str) -> str | None:
+        if value in INTERCEPTION_MODES:
+            return None
+        upper = " (interception modes are upper case)" if value.upper() in \
+            INTERCEPTION_MODES else ""
+        return f"{value!r} is not an interception mode{upper}"
+
+    def uint32(value: str) -> str | None:
+        return None if value.isdigit() and int(value) < 2**32 else f"{value!r} is not a number"
+
+    example_ports = 'e.g. "8080,9090"'
+    return {
+        A_INTERCEPTION: (mode, "Use REDIRECT, TPROXY or NONE."),
+        A_STATUS_PORT: (_check_port, "Use one port number, or \"0\" to disable the status port."),
+        A_INCLUDE_IN_PORTS: (ports_or_star, f"Use \"*\", \"\" or a comma list of ports, "
+                                            f"{example_ports}."),
+        A_EXCLUDE_IN_PORTS: (_check_port_list, f"Use a comma list of ports, {example_ports}."),
+        A_EXCLUDE_OUT_PORTS: (_check_port_list, f"Use a comma list of ports, {example_ports}."),
+        # Istio's injector does not check includeOutboundPorts; istio-iptables would then
+        # fail inside istio-init and the pod would never start. meshlab reports it here.
+        A_INCLUDE_OUT_PORTS: (_check_port_list, f"Use a comma list of ports, {example_ports}."),
+        A_INCLUDE_OUT_CIDRS: (cidrs_or_star, "Use \"*\", \"\" or CIDRs such as "
+                                             "\"10.96.0.0/12,10.244.0.0/16\"."),
+        A_EXCLUDE_OUT_CIDRS: (_check_cidr_list, "Use CIDRs such as \"10.96.0.2/32\" ('*' is "
+                                                "not allowed here)."),
+        "readiness.status.sidecar.istio.io/initialDelaySeconds": (uint32, "Use a whole number."),
+        "readiness.status.sidecar.istio.io/periodSeconds": (uint32, "Use a whole number."),
+        "readiness.status.sidecar.istio.io/failureThreshold": (uint32, "Use a whole number."),
+    }
+
+
+_VALIDATORS = _validators()
+
+
+def _validate_annotations(annotations: Mapping[str, str], where: _Where) -> None:
+    """Check annotation values as istiod's ``validateAnnotations`` does before rendering.
+
+    Istio rejects the whole injection on a bad value, and since the webhook's
+    ``failurePolicy`` is ``Fail``, the pod is not created at all.
+    """
+    for name in sorted(annotations):
+        if name not in _VALIDATORS:
+            continue
+        check, fix = _VALIDATORS[name]
+        problem = check(annotations[name])
+        if problem:
+            raise where.error(
+                f"invalid value {annotations[name]!r} for annotation {name}: {problem}; Istio's "
+                "injector rejects the pod (failurePolicy: Fail, so it is not created)",
+                fix, ["metadata", "annotations", name])
+
+
+# --- the template ----------------------------------------------------------------------------
+
+def exclude_inbound_port(status_port: str, excludes: str) -> str:
+    """The template helper ``excludeInboundPort``: append the status port to the excludes.
+
+    Returns ``excludes`` unchanged when the status port is empty or ``"0"`` or already one of
+    the (untrimmed) items; otherwise the trimmed, non-empty items plus the status port.
+
+    >>> exclude_inbound_port("15020", "")
+    '15020'
+    >>> exclude_inbound_port("15020", "4, 5,,6")
+    '4,5,6,15020'
+    >>> exclude_inbound_port("0", "4,5")
+    '4,5'
+    """
+    port = status_port.strip()
+    if not port or port == "0":
+        return excludes
+    kept: list[str] = []
+    for item in excludes.split(","):
+        if item == port:
+            return excludes
+        if item.strip():
+            kept.append(item.strip())
+    kept.append(port)
+    return ",".join(kept)
+
+
+def init_args_for(annotations: Mapping[str, str], *, interception_mode: str = "REDIRECT",
+                  proxy_uid: int = PROXY_UID) -> tuple[str, ...]:
+    """The ``istio-iptables`` arguments the template renders for these pod annotations.
+
+    Without the leading ``istio-iptables`` and the trailing ``--log_output_level=...``.
+    ``interception_mode`` is the mesh-wide default (``ProxyConfig.interceptionMode``);
+    the annotation overrides it. Annotation values are used as written (validate first).
+    """
+    mode = annotations.get(A_INTERCEPTION, interception_mode)
+    status = annotations.get(A_STATUS_PORT, STATUS_PORT)
+    excludes = exclude_inbound_port(status, annotations.get(A_EXCLUDE_IN_PORTS, ""))
+    args = [
+        "-p", str(PROXY_PORT),
+        "-z", str(INBOUND_CAPTURE_PORT),
+        "-u", "1337" if mode == "TPROXY" else str(proxy_uid),
+        "-m", mode,
+        "-i", annotations.get(A_INCLUDE_OUT_CIDRS, "*"),
+        "-x", annotations.get(A_EXCLUDE_OUT_CIDRS, ""),
+        "-b", annotations.get(A_INCLUDE_IN_PORTS, "*"),
+        "-d", f"15090,15021,{excludes}" if excludes else "15090,15021",
+    ]
+    if A_INCLUDE_OUT_PORTS in annotations:
+        args += ["-q", annotations[A_INCLUDE_OUT_PORTS]]
+    if A_EXCLUDE_OUT_PORTS in annotations:
+        args += ["-o", annotations[A_EXCLUDE_OUT_PORTS]]
+    if A_REROUTE in annotations:
+        args += ["-k", annotations[A_REROUTE]]
+    elif A_KUBEVIRT in annotations:
+        args += ["-k", annotations[A_KUBEVIRT]]
+    if A_EXCLUDE_IFACES in annotations:
+        args += ["-c", annotations[A_EXCLUDE_IFACES]]
+    return tuple(args)
+
+
+def _init_container(args: Sequence[str], log_level: str, image: str) -> dict[str, Any]:
+    return {
+        "args": ["istio-iptables", *args, f"--log_output_level={log_level}"],
+        "image": image,
+        "name": "istio-init",
+        "resources": {},
+        # Root with NET_ADMIN/NET_RAW: writing iptables rules needs both, and nothing else.
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
+            "privileged": False,
+            "readOnlyRootFilesystem": False,
+            "runAsGroup": 0,
+            "runAsNonRoot": False,
+            "runAsUser": 0,
+        },
+    }
+
+
+def _proxy_container(*, mode: str, annotations: Mapping[str, str], app_ports: list[Any],
+                     app_names: list[str], workload: str, image: str, native: bool,
+                     uid: int, gid: int, cap_bind: bool) -> dict[str, Any]:
+    log_level = annotations.get(A_AGENT_LOG, "default:info")
+    added = (["NET_ADMIN"] if mode == "TPROXY" else []) + (["NET_BIND_SERVICE"] if cap_bind
+                                                           else [])
+    capabilities: dict[str, Any] = {"drop": ["ALL"]}
+    if added:
+        capabilities = {"add": added, "drop": ["ALL"]}
+    env: list[dict[str, Any]] = [
+        {"name": "PILOT_CERT_PROVIDER", "value": "istiod"},
+        {"name": "CA_ADDR", "value": "istiod.istio-system.svc:15012"},
+        *({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}} for name, path in (
+            ("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace"),
+            ("INSTANCE_IP", "status.podIP"), ("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+            ("HOST_IP", "status.hostIP"))),
+        {"name": "ISTIO_META_POD_PORTS", "value": json.dumps(app_ports, separators=(",", ":"))},
+        {"name": "ISTIO_META_APP_CONTAINERS", "value": ",".join(app_names)},
+        {"name": "ISTIO_META_CLUSTER_ID", "value": "Kubernetes"},
+        {"name": "ISTIO_META_INTERCEPTION_MODE", "value": mode},
+        {"name": "ISTIO_META_WORKLOAD_NAME", "value": workload},
+        {"name": "ISTIO_META_MESH_ID", "value": "cluster.local"},
+        {"name": "TRUST_DOMAIN", "value": "cluster.local"},
+    ]
+    container: dict[str, Any] = {
+        "args": [
+            "proxy", "sidecar", "--domain", "$(POD_NAMESPACE).svc.cluster.local",
+            f"--proxyLogLevel={annotations.get(A_PROXY_LOG, 'warning')}",
+            f"--proxyComponentLogLevel={annotations.get(A_COMPONENT_LOG, 'misc:error')}",
+            f"--log_output_level={log_level}",
+        ],
+        "env": env,
+        "image": image,
+        "name": "istio-proxy",
+        "ports": [{"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"}],
+        "resources": {},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": capabilities,
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            "runAsGroup": gid,
+            "runAsNonRoot": uid != 0,
+            "runAsUser": uid,
+        },
+        "volumeMounts": [{"mountPath": path, "name": name} for name, _, path in _VOLUMES],
+    }
+    if annotations.get(A_STATUS_PORT, STATUS_PORT) != "0":
+        # The kubelet asks Envoy's health listener; that is why -d always excludes 15021.
+        def probe(**timing: int) -> dict[str, Any]:
+            return {"httpGet": {"path": "/healthz/ready", "port": HEALTH_PORT}, **timing}
+
+        container["readinessProbe"] = probe(failureThreshold=4, initialDelaySeconds=0,
+                                            periodSeconds=15, timeoutSeconds=3)
+        container["startupProbe"] = probe(failureThreshold=600, initialDelaySeconds=0,
+                                          periodSeconds=1, timeoutSeconds=3)
+    if native:
+        container["restartPolicy"] = "Always"
+    return container
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    """Writes shared objects out in full (kubectl never prints YAML anchors)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+# --- the result ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class InjectionResult:
+    """What injection did to one pod.
+
+    ``pod`` is the injected manifest (or the original, unchanged, when not injected).
+    ``init_args`` are the ``istio-init`` arguments after ``istio-iptables`` and without the
+    log flag (``None`` when there is no ``istio-init``: not injected, or mode ``NONE``).
+    ``proxy_uid``/``proxy_gid`` are the identity ``istio-proxy`` runs as.
+    """
+
+    decision: InjectionDecision
+    pod: dict[str, Any]
+    init_args: tuple[str, ...] | None
+    proxy_uid: int
+    proxy_gid: int
+    interception_mode: str
+    native_sidecar: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def injected(self) -> bool:
+        return self.decision.inject
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """Why (not) injected, then what was rendered: sentences for a person."""
+        return self.decision.reasons + self.notes
+
+    def capture_config(self) -> CaptureConfig:
+        """The ``istio-iptables`` configuration istio-init runs with (from :attr:`init_args`)."""
+        if self.init_args is None:
+            if not self.decision.inject:
+                raise MeshlabError("the pod was not injected, so there is no istio-init and no "
+                                   "capture configuration. Make the webhook inject it first "
+                                   "(see the reasons).")
+            raise MeshlabError("interception mode NONE removes istio-init: nothing writes "
+                               "iptables rules, so there is no capture configuration. Use "
+                               "REDIRECT or TPROXY to capture traffic.")
+        try:
+            from meshlab.istio.flags import CaptureConfig
+        except ImportError:  # the contract also allows it to live in capture.py
+            from meshlab.istio.capture import CaptureConfig  # type: ignore[no-redef,unused-ignore]
+        return CaptureConfig.from_args(list(self.init_args))
+
+    def rules(self) -> CaptureRules:
+        """The rules istio-init writes: annotations -> flags -> rules in one call."""
+        from meshlab.istio.capture import generate
+
+        return generate(self.capture_config())
+
+    def to_yaml(self) -> str:
+        """The pod as ``kubectl get pod -o yaml`` would order it (keys sorted)."""
+        return str(yaml.dump(self.pod, Dumper=_NoAliasDumper, sort_keys=True,
+                             default_flow_style=False, width=1000))
+
+
+def inject(pod: str | Path | Mapping[str, Any], namespace_labels: Mapping[str, str] | None = None,
+           namespace: str | None = None, *, revision: str = "default",
+           interception_mode: str = "REDIRECT", native_sidecar: bool = False,
+           proxy_image: str = DEFAULT_PROXY_IMAGE,
+           enable_namespaces_by_default: bool = False,
+           source_name: str | None = None) -> InjectionResult:
+    """Run the webhook on ``pod`` (YAML text, a path or a dict) and return the result.
+
+    ``namespace`` defaults to the pod's ``metadata.namespace``, else ``"default"``; when both
+    are given they must agree (as ``kubectl apply -n`` insists). ``interception_mode`` is the
+    mesh-wide default; the ``sidecar.istio.io/interceptionMode`` annotation overrides it.
+    ``source_name`` labels YAML text in error messages. Raises :class:`PodError` for a
+    manifest or annotation Istio would refuse.
+    """
+    manifest, where = _load(pod, source_name)
+    metadata = manifest["metadata"]
+    declared = metadata.get("namespace")
+    if declared is not None and namespace is not None and declared != namespace:
+        raise where.error(
+            f"the pod says namespace {declared!r} but it is being created in {namespace!r}",
+            "Drop metadata.namespace or pass the same namespace.", ["metadata", "namespace"])
+    ns = namespace or declared or "default"
+    if interception_mode not in INTERCEPTION_MODES:
+        raise MeshlabError(f"interception mode {interception_mode!r} is unknown. Use REDIRECT, "
+                           "TPROXY or NONE.")
+    decision = should_inject(manifest, namespace_labels, ns, revision=revision,
+                             enable_namespaces_by_default=enable_namespaces_by_default)
+    annotations: dict[str, str] = dict(metadata.get("annotations") or {})
+    if not decision.inject:
+        return InjectionResult(decision, manifest, None, PROXY_UID, PROXY_GID,
+                               annotations.get(A_INTERCEPTION, interception_mode)
+                               if annotations.get(A_INTERCEPTION) in INTERCEPTION_MODES
+                               else interception_mode, native_sidecar)
+
+    _validate_annotations(annotations, where)
+    mode = annotations.get(A_INTERCEPTION, interception_mode)
+    cap_bind = annotations.get(A_CAP_BIND, "false") == "true"
+    # TPROXY: the proxy must bind the client's address (IP_TRANSPARENT needs NET_ADMIN), so
+    # it runs as root; only its GID 1337 is left for the owner rules to recognise it.
+    uid = 0 if mode == "TPROXY" or cap_bind else PROXY_UID
+    gid = PROXY_GID
+    spec = manifest["spec"]
+    labels: dict[str, str] = dict(metadata.get("labels") or {})
+    app_names = [c["name"] for c in spec["containers"] if c["name"] != "istio-proxy"]
+    app_ports = [port for c in spec["containers"] for port in (c.get("ports") or [])]
+    workload = (labels.get("app.kubernetes.io/name") or labels.get("app")
+                or metadata.get("name") or metadata.get("generateName", "").rstrip("-")
+                or "unknown")
+
+    init_args = None if mode == "NONE" else init_args_for(annotations, interception_mode=mode)
+    proxy = _proxy_container(mode=mode, annotations=annotations, app_ports=app_ports,
+                             app_names=app_names, workload=workload, image=proxy_image,
+                             native=native_sidecar, uid=uid, gid=gid, cap_bind=cap_bind)
+    init_containers = list(spec.get("initContainers") or [])
+    added_init: list[str] = []
+    if init_args is not None:
+        init_containers.insert(0, _init_container(
+            init_args, annotations.get(A_AGENT_LOG, "default:info"), proxy_image))
+        added_init.append("istio-init")
+    containers = list(spec["containers"])
+    if native_sidecar:
+        init_containers.insert(len(added_init), proxy)
+        added_init.append("istio-proxy")
+        added_containers: list[str] | None = None
+    else:
+        containers.append(proxy)
+        added_containers = ["istio-proxy"]
+    if init_containers:
+        spec["initContainers"] = init_containers
+    else:
+        spec.pop("initContainers", None)
+    spec["containers"] = containers
+    spec["volumes"] = list(spec.get("volumes") or []) + [
+        {"name": name, **source} for name, source, _ in _VOLUMES]
+
+    labels.setdefault("security.istio.io/tlsMode", "istio")
+    labels.setdefault("service.istio.io/canonical-name", workload[:63].rstrip("-"))
+    labels.setdefault("service.istio.io/canonical-revision",
+                      labels.get("app.kubernetes.io/version") or labels.get("version") or "latest")
+    metadata["labels"] = labels
+    status = {
+        "initContainers": added_init or None,
+        "containers": added_containers,
+        "volumes": [name for name, _, _ in _VOLUMES],
+        "imagePullSecrets": None,
+        "revision": revision,
+    }
+    new_annotations = dict(annotations)
+    new_annotations.setdefault("istio.io/rev", revision)
+    if app_names:
+        new_annotations.setdefault("kubectl.kubernetes.io/default-container", app_names[0])
+        new_annotations.setdefault("kubectl.kubernetes.io/default-logs-container", app_names[0])
+    if annotations.get(A_STATUS_PORT, STATUS_PORT) != "0":
+        new_annotations.setdefault("prometheus.io/path", "/stats/prometheus")
+        new_annotations.setdefault("prometheus.io/port", STATUS_PORT)
+        new_annotations.setdefault("prometheus.io/scrape", "true")
+    new_annotations[A_STATUS] = json.dumps(status, separators=(",", ":"))
+    metadata["annotations"] = new_annotations
+
+    notes = _notes(mode, init_args, uid, gid, native_sidecar, annotations)
+    return InjectionResult(decision, manifest, init_args, uid, gid, mode, native_sidecar,
+                           notes)
+
+
+def _notes(mode: str, init_args: tuple[str, ...] | None, uid: int, gid: int, native: bool,
+           annotations: Mapping[str, str]) -> tuple[str, ...]:
+    notes: list[str] = []
+    if init_args is None:
+        notes.append("interception mode NONE: no istio-init, so no iptables rules; traffic "
+                     "reaches the proxy only if the application sends it there")
+    else:
+        notes.append("istio-init runs: istio-iptables " + " ".join(
+            _shell_word(arg) for arg in init_args))
+        used = [name for name in ANNOTATIONS if name in annotations]
+        if used:
+            notes.append("from annotations: " + ", ".join(
+                f"{name} -> {ANNOTATIONS[name]}" for name in used))
+    who = f"UID {uid}, GID {gid}"
+    if mode == "TPROXY":
+        who += " (TPROXY: root with NET_ADMIN; the GID 1337 rules exempt its traffic)"
+    notes.append(f"istio-proxy runs as {who} in "
+                 + ("initContainers (native sidecar)" if native else "containers"))
+    return tuple(notes)
+
+
+def _shell_word(arg: str) -> str:
+    if arg == "":
+        return '""'
+    if re.fullmatch(r"[A-Za-z0-9_.,:/=+-]+", arg):
+        return arg
+    return "'" + arg.replace("'", "'\\''") + "'"

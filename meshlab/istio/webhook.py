@@ -1,0 +1,266 @@
+"""Which pods get a sidecar: the injection webhook's selection, step by step.
+
+Injection is decided in two places, and a learner needs to see both:
+
+1. **The Kubernetes API server** evaluates the ``MutatingWebhookConfiguration``
+   ``istio-sidecar-injector``. Each of its webhook entries has a ``namespaceSelector``
+   (matched against the *namespace's* labels) and an ``objectSelector`` (matched against the
+   *pod's* labels - never its annotations). Only when one entry matches is the pod sent to
+   istiod at all. The entries are written so that at most one matches.
+2. **istiod** (``injectRequired`` in ``pkg/kube/inject/inject.go``) then decides again: it
+   never injects a ``hostNetwork`` pod (the rules would be written into the *node's*
+   network namespace) nor a pod in a Kubernetes system namespace; an explicit
+   ``sidecar.istio.io/inject`` label (or the deprecated annotation of the same name; the
+   label wins when both are set) decides; otherwise the injection policy
+   (``global.proxy.autoInject``, default ``enabled``) injects.
+
+:func:`should_inject` runs both steps and records, in plain words, why the answer is what
+it is. It models the default revision unless told otherwise, and no
+``neverInjectSelector`` / ``alwaysInjectSelector`` (both empty by default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+#: Namespaces istiod never injects into, whatever their labels say.
+SYSTEM_NAMESPACES: tuple[str, ...] = (
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "local-path-storage",
+)
+
+INJECT_LABEL = "sidecar.istio.io/inject"
+REV_LABEL = "istio.io/rev"
+NAMESPACE_LABEL = "istio-injection"
+STATUS_ANNOTATION = "sidecar.istio.io/status"
+
+#: Values of ``sidecar.istio.io/inject`` that istiod reads as "yes" (YAML 1.1 booleans,
+#: compared case-insensitively). Any other non-empty value means "no".
+TRUE_VALUES: frozenset[str] = frozenset({"y", "yes", "true", "on"})
+
+
+@dataclass(frozen=True, slots=True)
+class InjectionDecision:
+    """Whether the webhook injects a pod, which webhook entry matched, and why.
+
+    ``reasons`` are sentences for a person, in the order the decision was taken.
+    """
+
+    inject: bool
+    webhook: str | None
+    reasons: tuple[str, ...]
+
+
+# --- label selectors, as Kubernetes evaluates them ---------------------------------------
+
+Labels = Mapping[str, str]
+Requirement = tuple[str, Callable[[Labels], bool]]
+
+
+def _in(key: str, *values: str) -> Requirement:
+    return (f"{key} In [{', '.join(values)}]", lambda labels: labels.get(key) in values)
+
+
+def _not_in(key: str, *values: str) -> Requirement:
+    # Kubernetes: NotIn also matches when the key is absent.
+    return (f"{key} NotIn [{', '.join(values)}]", lambda labels: labels.get(key) not in values)
+
+
+def _does_not_exist(key: str) -> Requirement:
+    return (f"{key} DoesNotExist", lambda labels: key not in labels)
+
+
+@dataclass(frozen=True)
+class WebhookEntry:
+    """One entry of the ``MutatingWebhookConfiguration`` (``webhooks[]``)."""
+
+    name: str
+    namespace_selector: tuple[Requirement, ...]
+    object_selector: tuple[Requirement, ...]
+
+    def failed(self, namespace_labels: Labels, pod_labels: Labels) -> list[str]:
+        """The requirements that do not hold (empty list = this entry matches)."""
+        failures = [f"namespaceSelector {text}" for text, test in self.namespace_selector
+                    if not test(namespace_labels)]
+        failures += [f"objectSelector {text}" for text, test in self.object_selector
+                     if not test(pod_labels)]
+        return failures
+
+
+def webhook_entries(revision: str = "default", *,
+                    enable_namespaces_by_default: bool = False) -> tuple[WebhookEntry, ...]:
+    """The webhook entries Istio's chart renders for ``revision`` (facts section 3.5).
+
+    The ``namespace.`` and ``object.`` entries exist only for the default revision; the
+    ``rev.`` entries select ``istio.io/rev=<revision>``. ``auto.sidecar-injector.istio.io``
+    exists only when ``sidecarInjectorWebhook.enableNamespacesByDefault`` is set.
+    """
+    entries = [
+        WebhookEntry(
+            "rev.namespace.sidecar-injector.istio.io",
+            (_in(REV_LABEL, revision), _does_not_exist(NAMESPACE_LABEL)),
+            (_not_in(INJECT_LABEL, "false"),),
+        ),
+        WebhookEntry(
+            "rev.object.sidecar-injector.istio.io",
+            (_does_not_exist(REV_LABEL), _does_not_exist(NAMESPACE_LABEL)),
+            (_not_in(INJECT_LABEL, "false"), _in(REV_LABEL, revision)),
+        ),
+    ]
+    if revision == "default":
+        entries += [
+            WebhookEntry(
+                "namespace.sidecar-injector.istio.io",
+                (_in(NAMESPACE_LABEL, "enabled"),),
+                (_not_in(INJECT_LABEL, "false"),),
+            ),
+            WebhookEntry(
+                "object.sidecar-injector.istio.io",
+                (_does_not_exist(NAMESPACE_LABEL), _does_not_exist(REV_LABEL)),
+                (_in(INJECT_LABEL, "true"), _does_not_exist(REV_LABEL)),
+            ),
+        ]
+    if enable_namespaces_by_default:
+        entries.append(WebhookEntry(
+            "auto.sidecar-injector.istio.io",
+            (_does_not_exist(NAMESPACE_LABEL), _does_not_exist(REV_LABEL)),
+            (_does_not_exist(INJECT_LABEL), _does_not_exist(REV_LABEL)),
+        ))
+    return tuple(entries)
+
+
+def _string_map(value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def should_inject(pod: Mapping[str, Any], namespace_labels: Mapping[str, str] | None = None,
+                  namespace: str = "default", *, revision: str = "default",
+                  enable_namespaces_by_default: bool = False) -> InjectionDecision:
+    """Decide, as the API server and then istiod would, whether ``pod`` gets a sidecar.
+
+    ``pod`` is a Pod manifest as a dict (see :func:`meshlab.istio.inject.load_pod` to read
+    YAML); ``namespace_labels`` are the labels of the namespace it is created in.
+    """
+    ns_labels = _string_map(namespace_labels or {})
+    metadata: Mapping[str, Any] = pod["metadata"] if isinstance(pod.get("metadata"),
+                                                                  Mapping) else {}
+    pod_labels = _string_map(metadata.get("labels"))
+    annotations = _string_map(metadata.get("annotations"))
+    spec: Mapping[str, Any] = pod["spec"] if isinstance(pod.get("spec"), Mapping) else {}
+    reasons: list[str] = []
+
+    if STATUS_ANNOTATION in annotations:
+        return InjectionDecision(False, None, (
+            f"the pod already carries the {STATUS_ANNOTATION} annotation, so it was already "
+            "injected; the webhook runs once per pod (reinvocationPolicy: Never) and meshlab "
+            "does not inject twice",
+        ))
+
+    # Step 1: the API server evaluates the webhook entries' selectors.
+    ns_text = ", ".join(f"{k}={v}" for k, v in sorted(ns_labels.items())) or "no labels"
+    matched: WebhookEntry | None = None
+    misses: list[str] = []
+    for entry in webhook_entries(revision,
+                                 enable_namespaces_by_default=enable_namespaces_by_default):
+        failures = entry.failed(ns_labels, pod_labels)
+        if not failures:
+            matched = entry
+            break
+        misses.append(f"{entry.name} needs {' and '.join(failures)}")
+    if matched is None:
+        reasons.append(
+            f"no webhook entry of istio-sidecar-injector matches (namespace {namespace!r} has "
+            f"{ns_text}), so the API server never sends the pod to istiod"
+        )
+        reasons.extend(f"  {miss}" for miss in misses)
+        reasons.append(_how_to_enable(ns_labels, pod_labels, annotations, revision))
+        return InjectionDecision(False, None, tuple(reasons))
+    reasons.append(f"webhook {matched.name} matches ({_why_matched(matched.name, revision)})")
+
+    # Step 2: istiod's injectRequired.
+    if spec.get("hostNetwork") is True:
+        reasons.append(
+            "istiod skips pods with hostNetwork: true: istio-init would rewrite the node's own "
+            "iptables rules, not the pod's"
+        )
+        return InjectionDecision(False, matched.name, tuple(reasons))
+    if namespace in SYSTEM_NAMESPACES:
+        reasons.append(
+            f"istiod never injects into the system namespace {namespace!r} "
+            f"(ignored: {', '.join(SYSTEM_NAMESPACES)})"
+        )
+        return InjectionDecision(False, matched.name, tuple(reasons))
+
+    if INJECT_LABEL in pod_labels:
+        value, where = pod_labels[INJECT_LABEL], "label"
+        if INJECT_LABEL in annotations and annotations[INJECT_LABEL] != value:
+            reasons.append(
+                f"the pod has both the label and the deprecated annotation {INJECT_LABEL}; "
+                f"the label ({value!r}) wins over the annotation ({annotations[INJECT_LABEL]!r})"
+            )
+    elif INJECT_LABEL in annotations:
+        value, where = annotations[INJECT_LABEL], "deprecated annotation"
+    else:
+        value, where = "", ""
+
+    if value == "":
+        reasons.append(
+            f"no {INJECT_LABEL} label or annotation, so istiod applies the injection policy "
+            "'enabled' (global.proxy.autoInject): inject"
+        )
+        return InjectionDecision(True, matched.name, tuple(reasons))
+    if value.lower() in TRUE_VALUES:
+        reasons.append(f"{where} {INJECT_LABEL}={value!r} asks for injection: inject")
+        return InjectionDecision(True, matched.name, tuple(reasons))
+    if value.lower() != "false":
+        reasons.append(
+            f"{where} {INJECT_LABEL}={value!r} is neither true nor false; istiod reads any value "
+            "other than y/yes/true/on as 'do not inject' - use \"true\" or \"false\""
+        )
+    else:
+        reasons.append(f"{where} {INJECT_LABEL}={value!r} refuses injection")
+    return InjectionDecision(False, matched.name, tuple(reasons))
+
+
+def _why_matched(name: str, revision: str) -> str:
+    return {
+        "namespace.sidecar-injector.istio.io":
+            "the namespace is labelled istio-injection=enabled and the pod is not labelled "
+            "sidecar.istio.io/inject=false",
+        "object.sidecar-injector.istio.io":
+            "the pod is labelled sidecar.istio.io/inject=true and the namespace has no "
+            "istio-injection or istio.io/rev label",
+        "rev.namespace.sidecar-injector.istio.io":
+            f"the namespace is labelled istio.io/rev={revision} and has no istio-injection label",
+        "rev.object.sidecar-injector.istio.io":
+            f"the pod is labelled istio.io/rev={revision} and the namespace has no istio labels",
+        "auto.sidecar-injector.istio.io":
+            "enableNamespacesByDefault is on and neither the namespace nor the pod has istio "
+            "labels",
+    }.get(name, "its selectors hold")
+
+
+def _how_to_enable(ns_labels: Labels, pod_labels: Labels, annotations: Labels,
+                   revision: str) -> str:
+    if ns_labels.get(NAMESPACE_LABEL) not in (None, "enabled"):
+        return (f"the namespace label {NAMESPACE_LABEL}={ns_labels[NAMESPACE_LABEL]} turns "
+                "injection off for every pod in it; set it to 'enabled' to inject")
+    if pod_labels.get(INJECT_LABEL) == "false":
+        return f"the pod label {INJECT_LABEL}=false excludes it from every webhook entry"
+    if annotations.get(INJECT_LABEL, "").lower() in TRUE_VALUES:
+        return (f"the annotation {INJECT_LABEL} is only read by istiod after a webhook entry "
+                "matched, and objectSelectors read labels only: use the label "
+                f"{INJECT_LABEL}: \"true\" instead, or label the namespace "
+                f"{NAMESPACE_LABEL}=enabled")
+    if REV_LABEL in ns_labels or REV_LABEL in pod_labels:
+        return (f"{REV_LABEL} selects a revision other than {revision!r}; meshlab models the "
+                f"{revision!r} revision (label the namespace {REV_LABEL}={revision})")
+    return (f"to inject, label the namespace {NAMESPACE_LABEL}=enabled "
+            f"(kubectl label namespace NAME {NAMESPACE_LABEL}=enabled) or the pod "
+            f"{INJECT_LABEL}=\"true\"")

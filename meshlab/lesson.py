@@ -1,0 +1,293 @@
+"""The article's numbered steps, as a view over a :class:`~meshlab.walk.Walk`.
+
+The article this project teaches from numbers the journey of a request through a pod with an
+Istio sidecar. Inbound (a peer calls the app):
+
+1. the packet arrives; nat PREROUTING sends it to ISTIO_INBOUND;
+2. the port is not excluded, so ISTIO_INBOUND jumps to ISTIO_IN_REDIRECT;
+3. REDIRECT rewrites the destination to port 15006;
+4. Envoy's virtualInbound listener picks the chain ``Addr: *:9080`` -> cluster
+   ``inbound|9080||`` (ORIGINAL_DST, source 127.0.0.6);
+5. Envoy's connection to the app enters OUTPUT;
+6. nat OUTPUT jumps to ISTIO_OUTPUT;
+7. source 127.0.0.6 leaving by lo: RETURN (not captured again);
+8. through POSTROUTING and back in by lo to the app.
+
+Outbound (the app calls a peer):
+
+9. the app's connection enters OUTPUT;
+10. nat OUTPUT jumps to ISTIO_OUTPUT;
+11. no exemption matches, so ISTIO_OUTPUT jumps to ISTIO_REDIRECT;
+12. REDIRECT rewrites the destination to 127.0.0.1:15001 (Envoy);
+13. Envoy's own connection to the original destination enters OUTPUT;
+14. nat OUTPUT jumps to ISTIO_OUTPUT;
+15. owner UID 1337: RETURN, and the packet leaves by eth0.
+
+:func:`numbered_steps` finds each step among the walk's events. A step whose event is there is
+``"ok"``; a step where something else happened instead (an excluded port's RETURN, a removed
+rule, a loop) is ``"changed"`` and points at what happened; a step the walk never reached is
+``"skipped"``. Steps are never renumbered: a learner always sees 1-8 or 9-15. This module only
+*reads* the walk; every decision was taken by the kernel model and the proxy model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from meshlab.walk import Event, Walk
+
+CASES = ("inbound", "outbound")
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One numbered step: what the article says, and what this walk did there.
+
+    ``status`` is ``"ok"`` (the step happened as the article tells), ``"changed"`` (something
+    else happened at this point: ``event`` is that, ``explanation`` says what) or ``"skipped"``
+    (the walk never got here; ``event`` is ``None``).
+    """
+
+    n: int
+    title: str
+    explanation: str
+    event: Event | None
+    status: str
+
+
+# (n, title, explanation) as the article tells them
+INBOUND_STEPS: tuple[tuple[int, str, str], ...] = (
+    (1, "PREROUTING -> ISTIO_INBOUND",
+     "The peer's SYN arrives on eth0; nat PREROUTING sends every TCP packet to ISTIO_INBOUND."),
+    (2, "ISTIO_INBOUND -> ISTIO_IN_REDIRECT",
+     "The destination port is not excluded (-d), so ISTIO_INBOUND jumps to ISTIO_IN_REDIRECT."),
+    (3, "REDIRECT to 15006",
+     "REDIRECT rewrites the destination to the pod's address, port 15006; conntrack remembers "
+     "the original one."),
+    (4, "virtualInbound: Addr: *:9080 -> inbound|9080||",
+     "Envoy accepts on 15006, reads SO_ORIGINAL_DST, picks the filter chain for the port and "
+     "its cluster (ORIGINAL_DST, bound to source 127.0.0.6)."),
+    (5, "Envoy's connection enters OUTPUT",
+     "Envoy (UID 1337) connects from 127.0.0.6 to the original destination; the pod IP is "
+     "local, so the packet will leave by lo."),
+    (6, "OUTPUT -> ISTIO_OUTPUT",
+     "nat OUTPUT sends every locally generated packet to ISTIO_OUTPUT."),
+    (7, "source 127.0.0.6 on lo -> RETURN",
+     "The first ISTIO_OUTPUT rule lets connections from 127.0.0.6 leaving by lo through, so "
+     "Envoy's inbound traffic is not captured a second time."),
+    (8, "POSTROUTING -> the app",
+     "Through POSTROUTING, out by lo and back in: the app accepts the connection and sees "
+     "127.0.0.6 as the client."),
+)
+OUTBOUND_STEPS: tuple[tuple[int, str, str], ...] = (
+    (9, "the app's connection enters OUTPUT",
+     "The app (UID 1000) calls connect(); the route chooses eth0 and the source address."),
+    (10, "OUTPUT -> ISTIO_OUTPUT",
+     "nat OUTPUT sends every locally generated packet to ISTIO_OUTPUT."),
+    (11, "nothing matches -> ISTIO_REDIRECT",
+     "No exemption (127.0.0.6, loopback, UID/GID 1337, excluded CIDR or port) matches, so the "
+     "last rule jumps to ISTIO_REDIRECT."),
+    (12, "REDIRECT to 15001",
+     "REDIRECT rewrites the destination to 127.0.0.1:15001, where Envoy's virtualOutbound "
+     "listens; conntrack remembers the original."),
+    (13, "Envoy's connection enters OUTPUT",
+     "Envoy reads SO_ORIGINAL_DST, picks a cluster and connects to the original destination as "
+     "UID 1337."),
+    (14, "OUTPUT -> ISTIO_OUTPUT",
+     "Envoy's packet goes through nat OUTPUT and ISTIO_OUTPUT like any other."),
+    (15, "owner UID 1337 -> RETURN, out through eth0",
+     "-m owner --uid-owner 1337 -j RETURN exempts the proxy's own traffic; it leaves by eth0 "
+     "to the peer, which sees the pod's IP."),
+)
+
+Finder = Callable[[list[Event]], Event | None]
+
+
+def article_case(walk: Walk) -> str:
+    """``"inbound"`` when the first connection comes into the pod from outside, else
+    ``"outbound"``."""
+    first = next((e for e in walk.events if e.kind == "connect"), None)
+    if first is not None and first.actor == "peer":
+        return "inbound"
+    return "outbound"
+
+
+def numbered_steps(walk: Walk, case: str | None = None) -> list[Step]:
+    """The article's steps (1-8 inbound, 9-15 outbound) for ``walk``, each with a status.
+
+    ``case`` defaults to :func:`article_case`. For a walk that is neither article case (the app
+    calling its own Service goes out *and* back in) the steps of the chosen case are matched
+    as far as they apply; the rest show as changed or skipped.
+    """
+    case = case or article_case(walk)
+    if case not in CASES:
+        raise ValueError(f"case must be 'inbound' or 'outbound', not {case!r}")
+    events = list(walk.events)
+    subject = _subject_pod(walk)
+    mine = [e for e in events if e.pod == subject]
+    first_conn = min((e.connection for e in mine), default=0)
+    if case == "inbound":
+        return _inbound(mine, first_conn)
+    return _outbound(mine, first_conn)
+
+
+def step_numbers(walk: Walk) -> dict[int, int]:
+    """``{event index: step number}`` for the events that are one of the article's steps."""
+    return {s.event.index: s.n for s in numbered_steps(walk) if s.event is not None}
+
+
+def steps_frame(walk: Walk):  # type: ignore[no-untyped-def]
+    """:func:`numbered_steps` as a pandas DataFrame (n, title, status, explanation, event)."""
+    import pandas
+
+    rows = [(s.n, s.title, s.status, s.explanation,
+             None if s.event is None else s.event.index) for s in numbered_steps(walk)]
+    return pandas.DataFrame(rows, columns=["n", "title", "status", "explanation", "event"]
+                            ).set_index("n")
+
+
+# ---------------------------------------------------------------------------- matching
+
+
+def _subject_pod(walk: Walk) -> str:
+    """The pod whose rules the walk is about: the first pod with rule events."""
+    for event in walk.events:
+        if event.kind in ("rule", "policy", "proxy"):
+            return event.pod
+    return walk.events[0].pod if walk.events else ""
+
+
+def _first(events: list[Event], pred: Callable[[Event], bool]) -> Event | None:
+    return next((e for e in events if pred(e)), None)
+
+
+def _hit(e: Event) -> bool:
+    return e.kind == "rule" and bool(e.matched)
+
+
+def _jumps_to(e: Event, *chains: str) -> bool:
+    return _hit(e) and any(e.decision.startswith(f"jump {c}") or e.decision == c or
+                           (e.text or "").endswith(f"-j {c}") for c in chains)
+
+
+def _is_nat_to(e: Event, target: str) -> bool:
+    return _hit(e) and (e.decision.startswith(target) or f"-j {target}" in (e.text or ""))
+
+
+def _decisive(events: list[Event], conn: int, chain: str) -> Event | None:
+    """The rule that decided in ``chain`` (a RETURN, a jump, a NAT target) for ``conn``."""
+    return _first(events, lambda e: e.connection == conn and _hit(e) and e.chain == chain)
+
+
+def _final(events: list[Event], conn: int | None = None) -> Event | None:
+    ends = ("deliver", "refused", "drop", "loop", "close", "timeout")
+    for e in reversed(events):
+        if e.kind in ends and (conn is None or e.connection >= conn):
+            return e
+    return None
+
+
+def _make(spec: tuple[int, str, str], found: Event | None, instead: Event | None,
+          instead_text: str = "") -> Step:
+    n, title, explanation = spec
+    if found is not None:
+        return Step(n, title, explanation, found, "ok")
+    if instead is not None:
+        what = instead_text or f"instead: {instead.decision}"
+        if instead.kind == "rule" and instead.text:
+            what = instead_text or (f"instead, {instead.chain} rule {instead.rule} "
+                                    f"`{instead.text}` matched: {instead.decision}")
+        return Step(n, title, what, instead, "changed")
+    return Step(n, title, f"skipped: the walk did not get here ({explanation})", None, "skipped")
+
+
+def _inbound(events: list[Event], c0: int) -> list[Step]:
+    s = INBOUND_STEPS
+    steps: list[Step] = []
+    e1 = _first(events, lambda e: e.connection == c0 and e.chain == "PREROUTING"
+                and _jumps_to(e, "ISTIO_INBOUND"))
+    steps.append(_make(s[0], e1, _first(events, lambda e: e.connection == c0 and _hit(e)
+                                        and e.hook == "PREROUTING")))
+    e2 = _first(events, lambda e: e.connection == c0 and e.chain == "ISTIO_INBOUND"
+                and _jumps_to(e, "ISTIO_IN_REDIRECT"))
+    steps.append(_make(s[1], e2, None if e1 is None else
+                       _decisive(events, c0, "ISTIO_INBOUND")))
+    e3 = _first(events, lambda e: e.connection == c0 and _is_nat_to(e, "REDIRECT"))
+    tproxy = _first(events, lambda e: e.connection == c0 and _is_nat_to(e, "TPROXY"))
+    steps.append(_make(s[2], e3, tproxy, "" if tproxy is None else
+                       "TPROXY mode: the mangle table's TPROXY target hands the connection to "
+                       "Envoy's transparent 15006 listener without rewriting the destination "
+                       f"({tproxy.decision})"))
+    e4 = _first(events, lambda e: e.connection == c0 and e.kind == "proxy"
+                and e.listener == "virtualInbound")
+    instead4 = None
+    if e4 is None and e3 is None and tproxy is None:
+        instead4 = _final(events, c0)
+        if instead4 is not None and instead4.connection != c0:
+            instead4 = None
+    steps.append(_make(s[3], e4, instead4))
+    c1 = c0 + 1
+    e5 = _first(events, lambda e: e.connection == c1 and e.kind == "connect"
+                and e.actor == "proxy") if e4 is not None else None
+    steps.append(_make(s[4], e5, None))
+    e6 = _first(events, lambda e: e.connection == c1 and e.chain == "OUTPUT"
+                and _jumps_to(e, "ISTIO_OUTPUT")) if e5 is not None else None
+    steps.append(_make(s[5], e6, None))
+    e7 = None
+    instead7 = None
+    if e6 is not None:
+        e7 = _first(events, lambda e: e.connection == c1 and e.chain == "ISTIO_OUTPUT"
+                    and _hit(e) and "127.0.0.6" in (e.text or "") and e.decision == "RETURN")
+        instead7 = _decisive(events, c1, "ISTIO_OUTPUT")
+    steps.append(_make(s[6], e7, instead7))
+    e8 = None
+    instead8 = None
+    if e5 is not None:
+        final = _final(events, c1)
+        if final is not None and final.kind == "deliver" and final.connection == c1:
+            e8 = final
+        else:
+            instead8 = final
+    steps.append(_make(s[7], e8, instead8))
+    return steps
+
+
+def _outbound(events: list[Event], c0: int) -> list[Step]:
+    s = OUTBOUND_STEPS
+    steps: list[Step] = []
+    e9 = _first(events, lambda e: e.connection == c0 and e.kind == "connect")
+    steps.append(_make(s[0], e9, None))
+    e10 = _first(events, lambda e: e.connection == c0 and e.chain == "OUTPUT"
+                 and e.table == "nat" and _jumps_to(e, "ISTIO_OUTPUT"))
+    steps.append(_make(s[1], e10, None))
+    e11 = _first(events, lambda e: e.connection == c0 and e.chain == "ISTIO_OUTPUT"
+                 and _jumps_to(e, "ISTIO_REDIRECT"))
+    steps.append(_make(s[2], e11, None if e10 is None else
+                       _decisive(events, c0, "ISTIO_OUTPUT")))
+    e12 = _first(events, lambda e: e.connection == c0 and _is_nat_to(e, "REDIRECT")
+                 and e.chain == "ISTIO_REDIRECT")
+    instead12 = None
+    if e12 is None and e11 is None:
+        final = _final(events)
+        instead12 = final if final is not None and final.connection == c0 else None
+    steps.append(_make(s[3], e12, instead12))
+    c1 = c0 + 1
+    e13 = _first(events, lambda e: e.connection == c1 and e.kind == "connect"
+                 and e.actor == "proxy") if e12 is not None else None
+    instead13 = None
+    if e12 is not None and e13 is None:
+        instead13 = _final(events, c0)
+    steps.append(_make(s[4], e13, instead13))
+    e14 = _first(events, lambda e: e.connection == c1 and e.chain == "OUTPUT"
+                 and e.table == "nat" and _jumps_to(e, "ISTIO_OUTPUT")) if e13 else None
+    steps.append(_make(s[5], e14, None))
+    e15 = None
+    instead15 = None
+    if e14 is not None:
+        e15 = _first(events, lambda e: e.connection == c1 and e.chain == "ISTIO_OUTPUT"
+                     and _hit(e) and e.decision == "RETURN"
+                     and "--uid-owner" in (e.text or "") and "!" not in (e.text or ""))
+        instead15 = _decisive(events, c1, "ISTIO_OUTPUT")
+    steps.append(_make(s[6], e15, instead15))
+    return steps

@@ -1,0 +1,156 @@
+"""The client agent: makes one real connection per request, as any UID/GID, quickly.
+
+The owner match (``-m owner --uid-owner 1337``) reads the UID and GID of the socket that
+sends a packet, so the lab must open connections *as* a given identity. Starting a fresh
+``setpriv --reuid U --regid G`` process per connection works but costs tens of
+milliseconds; the randomized check makes hundreds of connections. So one agent runs as
+root inside each namespace and, for every request, forks a child that drops to the
+requested identity (``setgroups([])``, ``setresgid``, ``setresuid``: the same three steps
+``setpriv --clear-groups`` takes), opens the connection and reports back. Forking keeps the
+identity change confined to the child; the agent itself stays root.
+
+Protocol: one JSON request per line on stdin, one JSON result per line on stdout::
+
+    -> {"id": "c1", "uid": 1000, "gid": 1000, "src": null, "dst": "10.244.0.9",
+        "dport": 80, "timeout": 2.0}
+    <- {"id": "c1", "outcome": "answered", "local": "10.244.0.5:40312", "sport": 40312,
+        "reply": {...what the server saw...}}
+
+``outcome`` is ``answered`` (a server replied), ``closed`` (accepted, then closed without a
+word: a BlackHole), ``refused`` (RST: nobody listens there), ``timeout`` (no answer in time:
+dropped), ``reset`` or ``error`` (with ``error`` saying why, e.g. cannot bind the source).
+The socket is bound before ``connect`` so the source port is known even when the
+connection fails; the kernel's counters can then be matched to this exact connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import sys
+from typing import Any
+
+from meshlab.live import wire
+
+
+def attempt(request: dict[str, Any]) -> dict[str, Any]:
+    """Open one connection as the current process identity and describe what happened."""
+    timeout = float(request.get("timeout", 2.0))
+    result: dict[str, Any] = {"id": request["id"], "outcome": "error"}
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with sock:
+        sock.settimeout(timeout)
+        try:
+            sock.bind((request.get("src") or "0.0.0.0", int(request.get("sport") or 0)))
+        except OSError as error:
+            result["error"] = f"cannot bind source {request.get('src')}: {error.strerror}"
+            return result
+        result["sport"] = sock.getsockname()[1]
+        try:
+            sock.connect((request["dst"], int(request["dport"])))
+        except ConnectionRefusedError:
+            return {**result, "outcome": "refused"}
+        except (TimeoutError, socket.timeout):
+            return {**result, "outcome": "timeout"}
+        except OSError as error:
+            return {**result, "error": error.strerror or str(error)}
+        result["local"] = wire.endpoint(sock.getsockname())
+        try:
+            sock.sendall(wire.header(str(request["id"]), 0))
+            line = wire.read_line(sock, limit=65536)
+        except (TimeoutError, socket.timeout):
+            return {**result, "outcome": "timeout"}
+        except ConnectionResetError:
+            return {**result, "outcome": "reset"}
+        except OSError as error:
+            return {**result, "error": error.strerror or str(error)}
+        if not line:
+            return {**result, "outcome": "closed"}
+        try:
+            result["reply"] = json.loads(line)
+        except json.JSONDecodeError:
+            result["reply"] = {"raw": line.decode(errors="replace")}
+        return {**result, "outcome": "answered"}
+
+
+def attempt_udp(request: dict[str, Any]) -> dict[str, Any]:
+    """Send one datagram (the header) and wait for one back: UDP's idea of a request."""
+    timeout = float(request.get("timeout", 2.0))
+    result: dict[str, Any] = {"id": request["id"], "outcome": "error"}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.bind((request.get("src") or "0.0.0.0", int(request.get("sport") or 0)))
+            result["sport"] = sock.getsockname()[1]
+            sock.connect((request["dst"], int(request["dport"])))
+            result["local"] = wire.endpoint(sock.getsockname())
+            sock.send(wire.header(str(request["id"]), 0))
+            data = sock.recv(65536)
+        except ConnectionRefusedError:  # an ICMP port unreachable came back
+            return {**result, "outcome": "refused"}
+        except (TimeoutError, socket.timeout):
+            return {**result, "outcome": "timeout"}
+        except OSError as error:
+            return {**result, "error": error.strerror or str(error)}
+    try:
+        result["reply"] = json.loads(data.split(b"\n", 1)[0])
+    except json.JSONDecodeError:
+        result["reply"] = {"raw": data.decode(errors="replace")}
+    return {**result, "outcome": "answered"}
+
+
+def run_as(request: dict[str, Any]) -> dict[str, Any]:
+    """Fork; the child becomes uid/gid and runs :func:`attempt`; bounded wait for its answer."""
+    uid, gid = int(request.get("uid", 0)), int(request.get("gid", request.get("uid", 0)))
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(reader)
+        try:
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+            out = attempt_udp(request) if request.get("proto") == "udp" else attempt(request)
+        except BaseException as error:  # report anything, never return into the agent loop
+            out = {"id": request.get("id"), "outcome": "error", "error": repr(error)}
+        os.write(writer, (json.dumps(out) + "\n").encode())
+        os._exit(0)
+    os.close(writer)
+    deadline = float(request.get("timeout", 2.0)) * 2 + 1.0
+    data = b""
+    try:
+        while True:
+            ready, _, _ = select.select([reader], [], [], deadline)
+            if not ready:
+                break
+            chunk = os.read(reader, 65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(reader)
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+    if not data:
+        return {"id": request.get("id"), "outcome": "error", "error": "agent child gave no answer"}
+    result: dict[str, Any] = json.loads(data)
+    return result
+
+
+def main() -> int:
+    print("READY", flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        print(json.dumps(run_as(request)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,416 @@
+"""The real lab: a pod and the world around it, as network namespaces on the real kernel.
+
+::
+
+    peer namespace (the rest of the cluster)          pod namespace
+    eth0 10.244.0.9/24 (+ .10, .11 ...)   <-- veth -->  eth0 10.244.0.5/24, lo 127.0.0.1/8
+    lo   extra addresses (10.96.0.10 ...)               default via 10.244.0.9
+    servers: "peer" (answers on 80, 8080, 9080 ...)     servers: "app" (UID 1000, 9080),
+    agent (makes inbound connections)                   "istio-agent" (UID 1337, 15020/15021/15090),
+                                                        "proxy" (UID/GID 1337, 15001/15006),
+                                                        agent (makes the pod's connections)
+
+:class:`Lab` builds that, loads a ruleset into the *pod namespace only* (``iptables-restore``:
+first an empty document that flushes the four tables, then the rules with ``--noflush``, as
+istio-iptables does, so ``-I CHAIN N`` lines apply in order), runs its post-commands (the
+``ip rule``/``ip route`` pair TPROXY needs), and starts the processes. Then
+:meth:`Lab.connect` makes one real connection from a chosen namespace, UID, GID and source,
+and reports what the kernel did with it (:class:`KernelConnection`): the outcome, who
+accepted it on which listening port, the original destination that listener read, the
+source address the final server saw, every counter that grew (``iptables-save -c`` before
+and after) and every step of the proxy's log for that request.
+
+With ``proxy="catch"`` the proxy's ports are served by a plain answering server (run as UID
+1337 too) instead of the relaying proxy: then each connection ends at the first listening
+socket, which is what a per-connection comparison with one model trace needs.
+
+Use it as a context manager; everything is removed at the end, however it ends::
+
+    with Lab(rules=capture.generate(config).restore_v4) as lab:
+        seen = lab.connect("10.244.0.5", 9080, side="peer")
+        seen.listener, seen.original_dst, seen.source_seen, seen.nat
+
+Privileges: the lab needs root (CAP_SYS_ADMIN for ``ip netns add``, CAP_NET_ADMIN for rules)
+and iptables, iproute2 and util-linux's ``setpriv``. See :mod:`meshlab.live` for running it
+in an unprivileged user namespace instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shlex
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from meshlab.live import counters as ctr
+from meshlab.live import netns, proc
+from meshlab.live.netns import LabError, LabUnavailable, Registry
+
+POD_IP = "10.244.0.5"
+PEER_IP = "10.244.0.9"
+PREFIX_LEN = 24
+APP_UID = 1000
+PROXY_UID = 1337
+
+FLUSH_DOCUMENT = "".join(
+    f"*{table}\n" + "".join(f":{chain} ACCEPT [0:0]\n" for chain in chains) + "COMMIT\n"
+    for table, chains in {
+        "raw": ("PREROUTING", "OUTPUT"),
+        "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
+        "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+        "filter": ("INPUT", "FORWARD", "OUTPUT"),
+    }.items()
+)
+"""Fed to ``iptables-restore`` (without --noflush): empties the four tables, deletes user
+chains and resets policies and counters - a clean slate before each ruleset."""
+
+
+class RestoreRenderable(Protocol):
+    def render_restore(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Server:
+    """A real answering server (:mod:`meshlab.live.app`) run in a namespace."""
+
+    name: str
+    ports: tuple[int | str, ...]   # 9080, "127.0.0.1:15000", "udp/53", "udp/127.0.0.1:15053"
+    uid: int = 0
+    gid: int | None = None
+    transparent: bool = False
+
+
+@dataclass(frozen=True)
+class ProxySpec:
+    """How to run the real proxy (:mod:`meshlab.live.proxy`) in the pod."""
+
+    inbound_ports: tuple[int, ...] = (9080,)
+    services: tuple[Mapping[str, Any], ...] = ()
+    mode: str = "REDIRECT"
+    outbound_port: int = 15001
+    inbound_port: int = 15006
+    hop_limit: int = 8
+    uid: int = PROXY_UID
+    gid: int = PROXY_UID
+
+
+DEFAULT_POD_SERVERS = (
+    Server("app", (9080,), uid=APP_UID),
+    Server("istio-agent", (15020, 15021, 15090), uid=PROXY_UID),
+)
+DEFAULT_PEER_SERVERS = (Server("peer", (80, 443, 8080, 9080)),)
+
+
+@dataclass(frozen=True)
+class KernelConnection:
+    """What the real kernel (and the real processes) did with one connection."""
+
+    id: str
+    side: str                      # "pod" (made inside the pod) | "peer" (arrived from outside)
+    proto: str
+    uid: int
+    gid: int
+    src: str | None                # requested source address (None = the kernel chose)
+    dst: str
+    dport: int
+    outcome: str                   # answered | closed | refused | timeout | reset | error
+    sport: int | None
+    local: str | None              # the client's local address after connect
+    reply: Mapping[str, Any] | None    # what the answering server saw
+    grew: Mapping[ctr.Key, int]    # every counter that grew, all tables, policies as index 0
+    proxy_log: tuple[Mapping[str, Any], ...] = ()
+    trace: tuple[Mapping[str, Any], ...] | None = None
+    error: str | None = None
+
+    @property
+    def nat(self) -> dict[ctr.Key, int]:
+        """nat-table rules that counted (policies left out): one per connection that hit it."""
+        return ctr.only_table(self.grew, "nat")
+
+    @property
+    def accepts(self) -> list[Mapping[str, Any]]:
+        return [e for e in self.proxy_log if e.get("event") == "accept"]
+
+    @property
+    def listener(self) -> tuple[str, int] | None:
+        """(process, port) of the listening socket that accepted the *first* connection."""
+        if self.accepts:
+            return ("proxy", int(self.accepts[0]["listener_port"]))
+        if self.reply and "server" in self.reply:
+            return (str(self.reply["server"]), int(self.reply["listener"]))
+        return None
+
+    @property
+    def original_dst(self) -> str | None:
+        """SO_ORIGINAL_DST as the first accepting listener read it."""
+        if self.accepts:
+            return str(self.accepts[0]["original_dst"])
+        return None if not self.reply else self.reply.get("original_dst")
+
+    @property
+    def delivered_to(self) -> tuple[str, int, str] | None:
+        """(process, port, source it sees) of the server that finally answered."""
+        if not self.reply or "server" not in self.reply:
+            return None
+        return (str(self.reply["server"]), int(self.reply["listener"]),
+                str(self.reply["peer"]).rsplit(":", 1)[0])
+
+    @property
+    def source_seen(self) -> str | None:
+        return self.delivered_to[2] if self.delivered_to else None
+
+    @property
+    def hops(self) -> int:
+        """How many times the real proxy accepted this request."""
+        return len(self.accepts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "side": self.side, "proto": self.proto, "uid": self.uid, "gid": self.gid,
+            "src": self.src, "dst": f"{self.dst}:{self.dport}", "outcome": self.outcome,
+            "sport": self.sport, "local": self.local, "reply": self.reply,
+            "listener": list(self.listener) if self.listener else None,
+            "original_dst": self.original_dst,
+            "delivered_to": list(self.delivered_to) if self.delivered_to else None,
+            "hops": self.hops,
+            "grew": [{"table": t, "chain": c, "rule": i, "packets": n}
+                     for (t, c, i), n in sorted(self.grew.items())],
+            "proxy_log": list(self.proxy_log), "error": self.error,
+        }
+
+
+def check_environment() -> None:
+    """Raise :class:`LabUnavailable` saying why the lab cannot run here, if it cannot."""
+    if os.geteuid() != 0:
+        raise LabUnavailable(
+            "the live lab needs root (to create network namespaces and load iptables rules); "
+            "run it with sudo, or inside `unshare --map-users=auto --map-groups=auto -rnm` "
+            "(see `meshlab.live`)")
+    for tool, package in (("ip", "iproute2"), ("iptables-restore", "iptables"),
+                          ("iptables-save", "iptables"), ("setpriv", "util-linux")):
+        if shutil.which(tool) is None:
+            raise LabUnavailable(f"`{tool}` is not installed; install the {package} package")
+    done = netns.run(["ip", "netns", "list"], check=False)
+    if done.returncode != 0:
+        raise LabUnavailable(f"`ip netns` does not work here: {done.stderr.strip()}")
+
+
+@dataclass
+class Lab:
+    """A pod namespace with real rules and processes, and a peer namespace around it."""
+
+    rules: str | RestoreRenderable | None = None
+    post_commands: Sequence[str] = ()
+    pod_servers: Sequence[Server] = DEFAULT_POD_SERVERS
+    peer_servers: Sequence[Server] = DEFAULT_PEER_SERVERS
+    proxy: ProxySpec | str | None = field(default_factory=ProxySpec)  # or "catch" or None
+    peer_addresses: Sequence[str] = ("10.244.0.10", "10.244.0.11")
+    remote_addresses: Sequence[str] = ("10.96.0.10",)
+    peer_rules: str | None = None   # e.g. kube-proxy-like DNAT for Service VIPs (peer side)
+    trace: bool = False
+    deadline: float | None = None
+    keep: bool = False
+
+    def __post_init__(self) -> None:
+        self.registry = Registry()
+        self.pod = self.registry.name("pod")
+        self.peer = self.registry.name("peer")
+        self._ids = itertools.count(1)
+        self._post_undo: list[list[str]] = []
+        self._guard: Any = None
+        self.notes: list[str] = []
+        self.agents: dict[str, proc.LineChannel] = {}
+        self.channels: list[proc.LineChannel] = []
+        self.proxy_log_path: Path | None = None
+        self._proxy_log_offset = 0
+        self.tracer: Any = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def __enter__(self) -> Lab:
+        check_environment()
+        self._guard = netns.guarded(self.registry, self.deadline)
+        self._guard.__enter__()
+        try:
+            self.build()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.keep:
+            self.notes.append(f"kept namespaces {self.pod} and {self.peer}; remove them with "
+                              "`meshlab live clean --all`")
+            self.registry.namespaces.clear()
+            self.registry.tempdirs.clear()
+        if self._guard is not None:
+            guard, self._guard = self._guard, None
+            guard.__exit__(None, None, None)
+
+    def build(self) -> None:
+        """Namespaces, veth, addresses, routes, rules, processes (in that order)."""
+        reg = self.registry
+        self.workdir = reg.tempdir()
+        reg.add_namespace("pod")
+        reg.add_namespace("peer")
+        netns.veth(reg, self.pod, self.peer)
+        pod, peer = self.pod, self.peer
+        netns.in_ns(pod, ["ip", "addr", "add", f"{POD_IP}/{PREFIX_LEN}", "dev", "eth0"])
+        netns.in_ns(peer, ["ip", "addr", "add", f"{PEER_IP}/{PREFIX_LEN}", "dev", "eth0"])
+        for address in self.peer_addresses:
+            netns.in_ns(peer, ["ip", "addr", "add", f"{address}/32", "dev", "eth0"])
+        for address in self.remote_addresses:
+            netns.in_ns(peer, ["ip", "addr", "add", f"{address}/32", "dev", "lo"])
+        netns.in_ns(pod, ["ip", "route", "add", "default", "via", PEER_IP])
+        if self.peer_rules:
+            # The peer plays the node too: it forwards (a Service VIP DNATed back to the pod)
+            # and holds kube-proxy-like rules. Per-namespace sysctl: the host is untouched.
+            netns.in_ns(peer, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+            netns.in_ns(peer, ["iptables-restore"], input=self.peer_rules)
+        if self.rules is not None:
+            self.load(self.rules, self.post_commands)
+        for server in self.pod_servers:
+            self.start_server(pod, server)
+        for server in self.peer_servers:
+            self.start_server(peer, server)
+        self.start_proxy(self.proxy)
+        self.agents["pod"] = proc.start(reg, pod, "meshlab.live.agent", [], name="pod-agent",
+                                        workdir=self.workdir)
+        self.agents["peer"] = proc.start(reg, peer, "meshlab.live.agent", [],
+                                         name="peer-agent", workdir=self.workdir)
+        if self.trace:
+            from meshlab.live.xtrace import Tracer
+            self.tracer = Tracer.start(reg, pod, self.workdir)
+            if self.tracer is None:
+                self.notes.append("xtables-monitor --trace is not available here; "
+                                  "kernel traces are left out (counters are still compared)")
+
+    def _log_file(self, name: str, uid: int, gid: int) -> Path:
+        path = self.workdir / f"{name}.log"
+        path.touch()
+        os.chown(path, uid, gid)
+        return path
+
+    def start_server(self, ns: str, server: Server) -> proc.LineChannel:
+        gid = server.gid if server.gid is not None else server.uid
+        log = self._log_file(f"{ns.rsplit('-', 1)[-1]}-{server.name}", server.uid, gid)
+        args = ["--name", server.name, "--ports", ",".join(map(str, server.ports)),
+                "--log", str(log)]
+        if server.transparent:
+            args.append("--transparent")
+        return proc.start(self.registry, ns, "meshlab.live.app", args, name=server.name,
+                          uid=server.uid if server.uid else None, gid=gid,
+                          caps=("net_admin",) if server.transparent and server.uid else (),
+                          workdir=self.workdir)
+
+    def restart_proxy(self, spec: ProxySpec | str | None) -> None:
+        """Stop the running proxy (if any) and start one for ``spec``."""
+        for channel in [c for c in self.channels if c.name == "proxy"]:
+            netns.stop_process(channel.proc)
+            self.registry.processes.remove(channel.proc)
+            self.channels.remove(channel)
+        self.proxy = spec
+        self.start_proxy(spec)
+
+    def start_proxy(self, spec: ProxySpec | str | None) -> None:
+        """Start the relaying proxy (a ProxySpec), a catcher on 15001/15006 ("catch"), or none."""
+        if spec is None:
+            return
+        if isinstance(spec, str):
+            self.channels.append(self.start_server(
+                self.pod, Server("proxy", (15001, 15006), uid=PROXY_UID, transparent=True)))
+            return
+        log = self._log_file("proxy", spec.uid, spec.gid)
+        self.proxy_log_path = log
+        args = ["--pod-ip", POD_IP, "--inbound-ports", ",".join(map(str, spec.inbound_ports)),
+                "--services", json.dumps(list(spec.services)), "--mode", spec.mode,
+                "--outbound-port", str(spec.outbound_port),
+                "--inbound-port", str(spec.inbound_port),
+                "--hop-limit", str(spec.hop_limit), "--log", str(log)]
+        channel = proc.start(self.registry, self.pod, "meshlab.live.proxy", args, name="proxy",
+                             uid=spec.uid, gid=spec.gid,
+                             caps=("net_admin",) if spec.mode == "TPROXY" else (),
+                             workdir=self.workdir)
+        self.channels.append(channel)
+        self.notes += channel.notes
+
+    # -- rules and counters ------------------------------------------------------------
+    def load(self, rules: str | RestoreRenderable, post_commands: Sequence[str] = ()) -> None:
+        """Replace the pod's rules: flush, restore with --noflush, run post-commands.
+
+        Also forgets old conntrack entries (``conntrack -F`` when installed), so that a
+        connection of the previous configuration cannot be mistaken for a new one.
+        """
+        text = rules if isinstance(rules, str) else rules.render_restore()
+        for argv in reversed(self._post_undo):
+            netns.in_ns(self.pod, argv, check=False)
+        self._post_undo.clear()
+        netns.in_ns(self.pod, ["iptables-restore"], input=FLUSH_DOCUMENT)
+        netns.in_ns(self.pod, ["iptables-restore", "--noflush"], input=text)
+        for line in post_commands:
+            argv = shlex.split(line)
+            netns.in_ns(self.pod, argv)
+            if len(argv) > 2 and argv[0] == "ip" and "add" in argv:
+                at = argv.index("add")
+                self._post_undo.append([*argv[:at], "del", *argv[at + 1:]])
+        if shutil.which("conntrack"):
+            netns.in_ns(self.pod, ["conntrack", "-F"], check=False)
+
+    def zero(self) -> None:
+        """``iptables -Z`` in every table of the pod: all counters back to 0."""
+        for table in ("raw", "mangle", "nat", "filter"):
+            netns.in_ns(self.pod, ["iptables", "-t", table, "-Z"], check=False)
+
+    def save(self, *, counters: bool = True) -> str:
+        """The pod's ``iptables-save [-c]`` output."""
+        argv = ["iptables-save", "-c"] if counters else ["iptables-save"]
+        return netns.in_ns(self.pod, argv).stdout
+
+    def counters(self) -> ctr.Snapshot:
+        return ctr.parse_counters(self.save())
+
+    # -- connections ---------------------------------------------------------------------
+    def connect(self, dst: str, dport: int, *, side: str = "pod", uid: int = APP_UID,
+                gid: int | None = None, src: str | None = None, sport: int | None = None,
+                proto: str = "tcp", timeout: float = 2.0,
+                count: bool = True) -> KernelConnection:
+        """Make one real connection and report what the kernel did with it.
+
+        ``side="pod"`` connects from inside the pod as ``uid``/``gid`` (the owner match sees
+        them); ``side="peer"`` connects from the peer namespace (an inbound connection; the
+        owner is irrelevant there). ``src`` binds a source address first (127.0.0.6 to act
+        as the proxy's inbound upstream; a peer address for inbound).
+        """
+        if side not in self.agents:
+            raise LabError(f"unknown side {side!r}: use 'pod' or 'peer'")
+        gid = uid if gid is None else gid
+        rid = f"c{next(self._ids)}"
+        before = self.counters() if count else None
+        mark = self.tracer.mark() if self.tracer else None
+        result = self.agents[side].request(
+            {"id": rid, "uid": uid, "gid": gid, "src": src, "sport": sport, "dst": dst,
+             "dport": dport, "proto": proto, "timeout": timeout},
+            timeout=timeout * 2 + 3)
+        grew = self.counters().minus(before) if before is not None else {}
+        trace = None
+        if self.tracer and result.get("sport"):
+            trace = tuple(self.tracer.first_packet(mark, int(result["sport"]), self.save(
+                counters=False)))
+        return KernelConnection(
+            id=rid, side=side, proto=proto, uid=uid, gid=gid, src=src, dst=dst, dport=dport,
+            outcome=str(result.get("outcome")), sport=result.get("sport"),
+            local=result.get("local"), reply=result.get("reply"), grew=grew,
+            proxy_log=tuple(self.proxy_events(rid)), trace=trace, error=result.get("error"))
+
+    def proxy_events(self, rid: str | None = None) -> list[dict[str, Any]]:
+        """The proxy's log lines (for one request id, or all)."""
+        if self.proxy_log_path is None or not self.proxy_log_path.exists():
+            return []
+        events = [json.loads(line) for line in self.proxy_log_path.read_text().splitlines()
+                  if line.strip()]
+        return [e for e in events if rid is None or e.get("id") == rid]

@@ -1,0 +1,578 @@
+"""The Linux netfilter path of one network namespace, as a model you can read and trace.
+
+Read this file top to bottom to learn how the kernel steers a connection.
+
+**Hooks and tables.** A packet meets netfilter at five *hooks*. At each hook the tables are
+consulted in a fixed order, and each table starts at its built-in chain of the hook's name:
+
+* a packet made by a local socket: routing decision, then OUTPUT (raw -> mangle -> nat ->
+  filter), then POSTROUTING (mangle -> nat);
+* a packet arriving on an interface: PREROUTING (raw -> mangle -> nat), routing decision, then
+  INPUT (mangle -> filter -> nat) if it is for this namespace, FORWARD otherwise.
+
+**Chains.** Rules are tried in order. A rule whose matches all pass *hits*: its counter goes up
+and its target acts. ``-j CHAIN`` continues in a user chain; ``RETURN``, or running off the end
+of a user chain, goes back to the rule after the jump; running off the end of a built-in chain
+applies its policy. ACCEPT ends the table (the next table of the hook still runs); DROP ends
+everything. MARK, CONNMARK, CT, LOG and TRACE do their work and let the next rule run.
+
+**nat sees a connection once.** Conntrack gives the first packet of a connection the state NEW
+and the nat table only ever sees NEW packets: REDIRECT or DNAT change the destination there,
+conntrack remembers the change, and every later packet and every reply is translated by
+conntrack alone (:mod:`meshlab.netfilter.conntrack`).
+
+**Local destinations leave via lo.** A packet to 127.0.0.0/8 or to any address of the
+namespace is routed out through ``lo`` (so ``-o lo`` matches in OUTPUT) and comes straight back
+in through PREROUTING and INPUT on ``lo``. It is still the connection's first packet and still
+NEW, but its conntrack entry already exists (it was confirmed at POSTROUTING), so nat PREROUTING
+and nat INPUT are *not* consulted again. On its way through ``lo`` the packet is orphaned from
+its socket: owner matches only ever work in OUTPUT and POSTROUTING.
+
+**Where REDIRECT sends a connection.** In OUTPUT: to 127.0.0.1 (``::1``) and the given port;
+the route is looked up again, so the packet now leaves by ``lo``. In PREROUTING: to the primary
+address of the interface the packet came in on. TPROXY (mangle PREROUTING) hands the packet to
+a local socket on ``--on-port`` without changing the destination, and sets a mark; Istio's
+``ip rule fwmark`` + ``local default dev lo`` route, assumed present, make it local.
+
+Everything here is pure computation: no sockets, no namespaces, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv6Address,
+    IPv6Interface,
+    ip_address,
+    ip_interface,
+)
+from types import MappingProxyType
+
+from meshlab.errors import MeshlabError
+from meshlab.netfilter.conntrack import Connection, ConntrackTable, FlowTuple
+from meshlab.netfilter.packet import IPAddress, Packet, endpoint
+from meshlab.netfilter.rules import (
+    AddrMatch,
+    Connmark,
+    Ct,
+    Dnat,
+    Jump,
+    Log,
+    PortMatch,
+    Redirect,
+    Rule,
+    SetMark,
+    Tproxy,
+    Verdict,
+)
+from meshlab.netfilter.ruleset import BUILTIN_CHAINS, Ruleset
+from meshlab.netfilter.trace import NatDecision, RuleEval, Trace
+
+OUTPUT_PATH = (("OUTPUT", ("raw", "mangle", "nat", "filter")), ("POSTROUTING", ("mangle", "nat")))
+PREROUTING_PATH = (("PREROUTING", ("raw", "mangle", "nat")),)
+INPUT_PATH = (("INPUT", ("mangle", "filter", "nat")),)
+FORWARD_PATH = (("FORWARD", ("mangle", "filter")),)
+
+FIRST_EPHEMERAL_PORT = 40000
+
+
+@dataclass(frozen=True)
+class Interface:
+    """A network interface and its addresses; the first address of a family is its primary."""
+
+    name: str
+    addresses: tuple[IPv4Interface | IPv6Interface, ...]
+
+    def primary(self, version: int) -> IPAddress | None:
+        return next((a.ip for a in self.addresses if a.version == version), None)
+
+
+def pod_interfaces(pod_ip: str | IPAddress, prefixlen: int = 24) -> tuple[Interface, Interface]:
+    """A pod's two interfaces: ``lo`` (127.0.0.1/8 and ::1/128) and ``eth0`` with the pod IP
+    (``/24`` by default for IPv4, ``/64`` for IPv6; ``/32`` also works: everything not local
+    then leaves through eth0 by the default route)."""
+    ip = ip_address(pod_ip)
+    plen = prefixlen if ip.version == 4 else (64 if prefixlen == 24 else prefixlen)
+    lo = Interface("lo", (IPv4Interface("127.0.0.1/8"), IPv6Interface("::1/128")))
+    return lo, Interface("eth0", (ip_interface(f"{ip}/{plen}"),))
+
+
+# --------------------------------------------------------------------------- compiled rules
+
+
+class Skb:
+    """The packet under traversal (the kernel's ``sk_buff``): mutable, addresses as integers.
+
+    ``ctstate`` is ``INVALID`` until conntrack has seen the packet (raw runs before it), then
+    ``NEW`` for a connection's first packet.
+    """
+
+    __slots__ = ("ctmark", "ctstate", "dport", "dst", "gid", "iif", "mark", "oif", "proto",
+                 "sport", "src", "tproxy", "uid", "zone")
+
+    def __init__(self, proto: str, src: int, sport: int, dst: int, dport: int, *,
+                 iif: str | None = None, oif: str | None = None, uid: int | None = None,
+                 gid: int | None = None, mark: int = 0) -> None:
+        self.proto, self.src, self.sport, self.dst, self.dport = proto, src, sport, dst, dport
+        self.iif, self.oif, self.uid, self.gid, self.mark = iif, oif, uid, gid, mark
+        self.ctmark, self.ctstate, self.zone = 0, "INVALID", 0
+        self.tproxy: tuple[int, int] | None = None
+
+    def snapshot(self) -> tuple:
+        return (self.proto, self.src, self.sport, self.dst, self.dport, self.iif, self.oif,
+                self.uid, self.gid, self.mark)
+
+
+class _Chain:
+    """One chain compiled once: per rule its tests, its kind of target, and an index."""
+
+    __slots__ = ("index", "kinds", "name", "policy", "rules", "targets", "tests")
+
+    def __init__(self, name: str, policy: str | None, rules: tuple[Rule, ...]) -> None:
+        self.name, self.policy, self.rules = name, policy, rules
+        self.tests = tuple(r.compile() for r in rules)
+        self.kinds = tuple(_kind(r.target) for r in rules)
+        self.targets: list[object] = [r.target for r in rules]  # Jump -> _Chain after linking
+        self.index = _Index(rules) if len(rules) >= _Index.MIN_RULES else None
+
+    def candidates(self, skb: Skb) -> Sequence[int]:
+        return range(len(self.rules)) if self.index is None else self.index.candidates(skb)
+
+
+class _Index:
+    """Which rules of a long chain *could* match a packet, so the rest need not be tested.
+
+    A rule with ``-d NET`` (not negated) can only match packets whose destination is in NET; a
+    rule with ``--dport P`` only packets to port P. Rules are bucketed by the first of these
+    they have; a packet's candidates are its buckets plus the rules with neither, in rule order.
+    The trace still reports every rule in between as evaluated and not matched: the answer is
+    exactly that of trying every rule, only faster.
+    """
+
+    MIN_RULES = 16
+
+    def __init__(self, rules: tuple[Rule, ...]) -> None:
+        self.by_dst: dict[tuple[int, int], list[int]] = defaultdict(list)
+        self.by_dport: dict[int, list[int]] = defaultdict(list)
+        self.rest: list[int] = []
+        masks: dict[int, int] = {}
+        for i, rule in enumerate(rules):
+            dst: AddrMatch | None = rule.dst
+            port = next((m.dport for m in rule.modules if isinstance(m, PortMatch)
+                         and m.dport is not None), None)
+            if dst is not None and not dst.negated:
+                bits = 32 if dst.version == 4 else 128
+                masks[dst.plen] = ((1 << bits) - 1) ^ ((1 << (bits - dst.plen)) - 1)
+                self.by_dst[(dst.plen, dst.net)].append(i)
+            elif port is not None and not port.negated and port.lo == port.hi:
+                self.by_dport[port.lo].append(i)
+            else:
+                self.rest.append(i)
+        self.masks = tuple(masks.items())
+
+    def candidates(self, skb: Skb) -> list[int]:
+        found = [self.rest]
+        for plen, mask in self.masks:
+            bucket = self.by_dst.get((plen, skb.dst & mask))
+            if bucket:
+                found.append(bucket)
+        bucket = self.by_dport.get(skb.dport)
+        if bucket:
+            found.append(bucket)
+        if len(found) == 1:
+            return self.rest
+        merged = [i for run in found for i in run]
+        merged.sort()  # sorted runs: timsort merges them in linear time
+        return merged
+
+
+def _kind(target: object) -> str:
+    if isinstance(target, Verdict):
+        return target.name
+    if isinstance(target, Jump):
+        return "JUMP"
+    return type(target).__name__.upper()  # REDIRECT, DNAT, SETMARK, CONNMARK, TPROXY, CT, LOG
+
+
+def compile_ruleset(ruleset: Ruleset) -> Mapping[str, Mapping[str, _Chain]]:
+    """Compile every chain once per ruleset (cached on it); jumps point at compiled chains."""
+    if ruleset._compiled is None:
+        compiled: dict[str, dict[str, _Chain]] = {}
+        for tname, table in ruleset.tables.items():
+            chains = {n: _Chain(n, c.policy, c.rules) for n, c in table.chains.items()}
+            for chain in chains.values():
+                for i, kind in enumerate(chain.kinds):
+                    if kind == "JUMP":
+                        name = chain.targets[i].chain
+                        if name not in chains:
+                            raise MeshlabError(f"{tname} {chain.name} rule {i + 1} jumps to "
+                                               f"{name}, which does not exist")
+                        chain.targets[i] = chains[name]
+            for name in BUILTIN_CHAINS[tname]:
+                chains.setdefault(name, _Chain(name, "ACCEPT", ()))
+            compiled[tname] = chains
+        ruleset._compiled = compiled
+    return ruleset._compiled
+
+
+# --------------------------------------------------------------------------- the trace record
+
+
+class _Segment:
+    """A run of rules of one chain visit: ``start..stop`` tested, the last one matched (or
+    none did, or ``stop`` is ``-1``: the chain's policy applied)."""
+
+    __slots__ = ("chain", "hook", "matched", "snap", "start", "stop", "table", "verdict",
+                 "version")
+
+    def __init__(self, hook, table, chain, start, stop, matched, verdict, snap, version):
+        self.hook, self.table, self.chain = hook, table, chain
+        self.start, self.stop, self.matched, self.verdict = start, stop, matched, verdict
+        self.snap, self.version = snap, version
+
+    def expand(self) -> list[RuleEval]:
+        packet = _packet(self.snap, self.version)
+        chain = self.chain
+        if self.stop < 0:
+            return [RuleEval(self.hook, self.table, chain.name, 0,
+                             f"-P {chain.name} {chain.policy}", True, chain.policy, packet,
+                             chain.policy)]
+        out = []
+        for i in range(self.start, self.stop + 1):
+            hit = self.matched and i == self.stop
+            rule = chain.rules[i]
+            out.append(RuleEval(self.hook, self.table, chain.name, i + 1, rule.text, hit,
+                                self.verdict if hit else "", packet, rule.target.name))
+        return out
+
+
+def _addr(value: int, version: int) -> IPAddress:
+    return IPv4Address(value) if version == 4 else IPv6Address(value)
+
+
+def _packet(snap: tuple, version: int) -> Packet:
+    proto, src, sport, dst, dport, iif, oif, uid, gid, mark = snap
+    return Packet(proto, _addr(src, version), sport, _addr(dst, version), dport, iif, oif, uid,
+                  gid, mark)
+
+
+# --------------------------------------------------------------------------- the namespace
+
+
+class Netns:
+    """One network namespace: its rules, interfaces, routes, conntrack table and counters.
+
+    :meth:`connect` and :meth:`receive` trace the first packet of a new connection; the
+    namespace remembers the connection (conntrack) and counts the rules it hit.
+    """
+
+    def __init__(self, ruleset: Ruleset, interfaces: Sequence[Interface]) -> None:
+        self.ruleset = ruleset
+        self.interfaces = tuple(interfaces)
+        self.conntrack = ConntrackTable()
+        self.version = 6 if ruleset.family == "ipv6" else 4
+        self._chains = compile_ruleset(ruleset)
+        self._counters: defaultdict[tuple[str, str, int], int] = defaultdict(int)
+        self._next_port = FIRST_EPHEMERAL_PORT
+        self._local: set[int] = set()
+        self._lo_nets: list[tuple[int, int]] = []
+        for iface in self.interfaces:
+            for addr in iface.addresses:
+                if addr.version != self.version:
+                    continue
+                self._local.add(int(addr.ip))
+                if iface.name == "lo":  # the whole lo prefix is local (table local)
+                    self._lo_nets.append((int(addr.network.network_address),
+                                          int(addr.network.netmask)))
+
+    @property
+    def counters(self) -> Mapping[tuple[str, str, int], int]:
+        """(table, chain, rule) -> packets matched so far; rule 0 counts a chain's policy."""
+        return MappingProxyType(self._counters)
+
+    def is_local(self, ip: IPAddress | str) -> bool:
+        """Whether packets to ``ip`` are for this namespace (and so are routed via ``lo``)."""
+        return self._is_local(int(ip_address(ip)))
+
+    def _is_local(self, value: int) -> bool:
+        return value in self._local or any((value & mask) == net for net, mask in self._lo_nets)
+
+    def interface(self, name: str) -> Interface:
+        for iface in self.interfaces:
+            if iface.name == name:
+                return iface
+        raise MeshlabError(f"no interface {name!r} in this namespace; it has "
+                           + ", ".join(i.name for i in self.interfaces))
+
+    # ---------------------------------------------------------------- routing
+    def route(self, dst: int) -> tuple[str | None, int | None]:
+        """The routing decision for a locally generated packet: (out interface, source).
+
+        Local destinations go via ``lo``; the source is 127.0.0.1 for the loopback range and
+        the destination itself for the namespace's other addresses (the kernel's ``local``
+        routes carry ``src`` so). Others go to the interface whose subnet holds them, else by
+        the default route through the first other interface."""
+        if self._is_local(dst):
+            lo_src = next((net | 1 for net, mask in self._lo_nets if dst & mask == net), None)
+            return "lo", (lo_src if lo_src is not None else dst)
+        fallback: tuple[str | None, int | None] = (None, None)
+        for iface in self.interfaces:
+            if iface.name == "lo":
+                continue
+            for addr in iface.addresses:
+                if addr.version != self.version:
+                    continue
+                if dst & int(addr.network.netmask) == int(addr.network.network_address):
+                    return iface.name, int(addr.ip)
+                if fallback[0] is None:
+                    fallback = (iface.name, int(addr.ip))
+        return fallback
+
+    # ---------------------------------------------------------------- entry points
+    def connect(self, *, proto: str, dst: IPAddress | str, dport: int, uid: int, gid: int,
+                src: IPAddress | str | None = None, sport: int | None = None) -> Trace:
+        """A local socket owned by ``uid``/``gid`` sends the first packet of a new connection."""
+        dst_ip = self._check(proto, dst, dport, "dst")
+        oif, route_src = self.route(int(dst_ip))
+        notes: list[str] = []
+        if oif is None:
+            raise MeshlabError(f"no route to {dst_ip}: the namespace has no interface for "
+                               f"IPv{self.version}; add one")
+        src_int = int(self._check(proto, src, 0, "src")) if src is not None else route_src
+        sport = self._ephemeral() if sport is None else self._port(sport, "sport")
+        skb = Skb(proto, src_int, sport, int(dst_ip), dport, oif=oif, uid=uid, gid=gid)
+        log: list[_Segment] = []
+        verdict, nat = self._hooks(OUTPUT_PATH, skb, log, nat_allowed=True)
+        conn = self._confirm(skb, int(dst_ip), dport)
+        out_iface = skb.oif
+        if verdict == "ACCEPT" and out_iface == "lo":
+            # Out through lo and straight back in: same skb, same conntrack entry, no socket.
+            skb.iif, skb.oif, skb.uid, skb.gid = "lo", None, None, None
+            verdict, tnat = self._hooks(PREROUTING_PATH, skb, log, nat_allowed=False)
+            nat = nat or tnat
+            if verdict == "ACCEPT":
+                verdict, _ = self._hooks(INPUT_PATH, skb, log, nat_allowed=False)
+            notes.append("local destination: out through lo and back in (nat not consulted "
+                         "again: the conntrack entry exists)")
+        return self._trace("outbound", verdict, skb, int(dst_ip), dport, out_iface, nat, conn,
+                           notes, log, local=out_iface == "lo")
+
+    def receive(self, packet: Packet, iface: str) -> Trace:
+        """The first packet of a new connection arrives from outside on ``iface``."""
+        self.interface(iface)
+        self._check(packet.proto, packet.dst, packet.dport, "dst")
+        self._check(packet.proto, packet.src, packet.sport, "src")
+        skb = Skb(packet.proto, int(packet.src), packet.sport, int(packet.dst), packet.dport,
+                  iif=iface, mark=packet.mark)
+        log: list[_Segment] = []
+        notes: list[str] = []
+        verdict, nat = self._hooks(PREROUTING_PATH, skb, log, nat_allowed=True)
+        local = False
+        if verdict == "ACCEPT":
+            if skb.tproxy is not None or self._is_local(skb.dst):
+                if iface != "lo" and any((skb.dst & m) == n for n, m in self._lo_nets):
+                    verdict = "DROP"
+                    notes.append("martian: a loopback destination arriving on " + iface)
+                else:
+                    local = True
+                    verdict, _ = self._hooks(INPUT_PATH, skb, log, nat_allowed=True)
+            else:
+                verdict = "DROP"
+                notes.append(f"{endpoint(_addr(skb.dst, self.version), skb.dport)} is not an "
+                             "address of this namespace and pods do not forward "
+                             "(net.ipv4.ip_forward=0): dropped at the routing decision")
+        conn = self._confirm(skb, int(packet.dst), packet.dport)
+        return self._trace("inbound", verdict, skb, int(packet.dst), packet.dport, None, nat,
+                           conn, notes, log, local=local)
+
+    def reply(self, trace: Trace) -> Packet:
+        """The server's answer as the client receives it, after conntrack translated it back."""
+        back = self.conntrack.reply_for(trace.connection)
+        if trace.direction == "outbound":
+            return Packet(trace.connection.proto, back.src, back.sport, back.dst, back.dport,
+                          iif=trace.out_iface)
+        return Packet(trace.connection.proto, back.src, back.sport, back.dst, back.dport)
+
+    # ---------------------------------------------------------------- the walk
+    def _hooks(self, path, skb: Skb, log: list[_Segment], *, nat_allowed: bool):
+        """Run the hooks of ``path`` in order; stop at DROP. Returns (verdict, nat decision)."""
+        nat: NatDecision | None = None
+        for hook, tables in path:
+            for table in tables:
+                if table == "nat" and (not nat_allowed or skb.ctstate == "UNTRACKED"):
+                    continue  # nat sees only a connection's first, tracked packet, once
+                chains = self._chains.get(table)
+                if chains is None:
+                    continue
+                before = skb.dst
+                verdict, decided = self._chain(hook, table, chains[hook], skb, log)
+                nat = nat or decided
+                if verdict == "DROP":
+                    return "DROP", nat
+                if table == "raw" and skb.ctstate == "INVALID":
+                    skb.ctstate = "NEW"  # conntrack runs right after raw
+                if hook == "OUTPUT" and skb.dst != before:
+                    skb.oif, _ = self.route(skb.dst)  # ip_route_me_harder: route again
+            if hook == "PREROUTING" and skb.ctstate == "INVALID":
+                skb.ctstate = "NEW"
+        return "ACCEPT", nat
+
+    def _chain(self, hook: str, table: str, chain: _Chain, skb: Skb, log: list[_Segment]):
+        """Traverse one built-in chain (and the user chains it jumps to): the rule decision.
+
+        Returns ("ACCEPT" | "DROP", NatDecision | None).
+        """
+        version = self.version
+        counters = self._counters
+        stack: list[tuple[_Chain, Sequence[int], int]] = []
+        cands = chain.candidates(skb)
+        pos, start = 0, 0
+        while True:
+            hit = -1
+            tests = chain.tests
+            for k in range(pos, len(cands)):
+                i = cands[k]
+                for test in tests[i]:
+                    if not test(skb):
+                        break
+                else:
+                    hit, pos = i, k
+                    break
+            if hit < 0:  # fell off the end of the chain
+                if start < len(chain.rules):
+                    log.append(_Segment(hook, table, chain, start, len(chain.rules) - 1, False,
+                                        "", skb.snapshot(), version))
+                if stack:  # end of a user chain: back to the caller
+                    chain, cands, k = stack.pop()
+                    pos, start = k + 1, cands[k] + 1
+                    continue
+                counters[(table, chain.name, 0)] += 1
+                log.append(_Segment(hook, table, chain, 0, -1, True, chain.policy,
+                                    skb.snapshot(), version))
+                return chain.policy, None
+            counters[(table, chain.name, hit + 1)] += 1
+            kind = chain.kinds[hit]
+            target = chain.targets[hit]
+            snap = skb.snapshot()
+            if kind == "JUMP":
+                log.append(_Segment(hook, table, chain, start, hit, True,
+                                    f"jump {target.name}", snap, version))
+                stack.append((chain, cands, pos))
+                chain, cands, pos, start = target, target.candidates(skb), 0, 0
+                continue
+            if kind == "RETURN":
+                log.append(_Segment(hook, table, chain, start, hit, True, "RETURN", snap,
+                                    version))
+                if stack:
+                    chain, cands, k = stack.pop()
+                    pos, start = k + 1, cands[k] + 1
+                    continue
+                counters[(table, chain.name, 0)] += 1  # RETURN in a built-in chain: policy
+                log.append(_Segment(hook, table, chain, 0, -1, True, chain.policy, snap,
+                                    version))
+                return chain.policy, None
+            if kind in ("ACCEPT", "DROP"):
+                log.append(_Segment(hook, table, chain, start, hit, True, kind, snap, version))
+                return kind, None
+            words, nat = self._target(hook, table, chain.name, hit, target, skb)
+            log.append(_Segment(hook, table, chain, start, hit, True, words, snap, version))
+            if nat is not None:  # REDIRECT, DNAT and TPROXY end the table with ACCEPT
+                return "ACCEPT", nat
+            pos, start = pos + 1, hit + 1
+
+    def _target(self, hook: str, table: str, chain: str, index: int, target, skb: Skb):
+        """What a target does to the packet. Returns (words for the trace, NatDecision|None)."""
+        if isinstance(target, Redirect | Dnat):
+            if isinstance(target, Dnat):
+                to_ip = int(target.ip)
+            elif hook == "OUTPUT":
+                to_ip = 1 if self.version == 6 else 0x7F000001  # ::1 / 127.0.0.1
+            else:
+                primary = self.interface(skb.iif).primary(self.version)
+                if primary is None:
+                    return f"REDIRECT: {skb.iif} has no address, dropped", None
+                to_ip = int(primary)
+            to_port = skb.dport if target.ports is None else target.ports[0]
+            skb.dst, skb.dport = to_ip, to_port
+            to = (_addr(to_ip, self.version), to_port)
+            return (f"{target.name} {endpoint(*to)}",
+                    NatDecision(target.name, table, chain, index + 1, to))
+        if isinstance(target, Tproxy):
+            on_ip = int(target.on_ip) or skb.dst
+            skb.mark = (skb.mark & ~target.mask) ^ target.mark
+            skb.tproxy = (on_ip, target.on_port)
+            to = (_addr(on_ip, self.version), target.on_port)
+            return (f"TPROXY {endpoint(*to)} mark {skb.mark:#x}",
+                    NatDecision("TPROXY", table, chain, index + 1, to))
+        if isinstance(target, SetMark):
+            skb.mark = (skb.mark & ~target.mask & 0xFFFFFFFF) ^ target.value
+            return f"MARK set {skb.mark:#x}", None
+        if isinstance(target, Connmark):
+            if target.mode == "save":
+                skb.ctmark = (skb.ctmark & ~target.ctmask & 0xFFFFFFFF) ^ (
+                    skb.mark & target.nfmask)
+                return f"CONNMARK save {skb.ctmark:#x}", None
+            if target.mode == "restore":
+                skb.mark = (skb.mark & ~target.nfmask & 0xFFFFFFFF) ^ (
+                    skb.ctmark & target.ctmask)
+                return f"CONNMARK restore {skb.mark:#x}", None
+            skb.ctmark = (skb.ctmark & ~target.mask & 0xFFFFFFFF) ^ target.value
+            return f"CONNMARK set {skb.ctmark:#x}", None
+        if isinstance(target, Ct):
+            if target.notrack:
+                skb.ctstate = "UNTRACKED"
+                return "CT notrack", None
+            skb.zone = target.zone
+            return f"CT zone {target.zone}", None
+        assert isinstance(target, Log)
+        return target.name, None
+
+    # ---------------------------------------------------------------- helpers
+    def _confirm(self, skb: Skb, orig_dst: int, orig_dport: int) -> Connection:
+        v = self.version
+        original = FlowTuple(_addr(skb.src, v), skb.sport, _addr(orig_dst, v), orig_dport)
+        reply_dst = skb.tproxy[0] if skb.tproxy else skb.dst
+        reply = FlowTuple(_addr(reply_dst, v), skb.dport, _addr(skb.src, v), skb.sport)
+        conn = Connection(skb.proto, original, reply, skb.zone, skb.ctmark)
+        if skb.ctstate != "UNTRACKED":
+            self.conntrack.add(conn)
+        return conn
+
+    def _trace(self, direction, verdict, skb, orig_dst, orig_dport, out_iface, nat, conn,
+               notes, log, *, local: bool) -> Trace:
+        v = self.version
+        if skb.tproxy is not None:
+            delivered = (_addr(skb.tproxy[0], v), skb.tproxy[1])
+        else:
+            delivered = (_addr(skb.dst, v), skb.dport)
+        return Trace(direction, verdict, (_addr(orig_dst, v), orig_dport), delivered,
+                     local and verdict == "ACCEPT", out_iface, nat, conn, tuple(notes),
+                     tuple(log))
+
+    def _ephemeral(self) -> int:
+        port = self._next_port
+        self._next_port = FIRST_EPHEMERAL_PORT if port >= 60999 else port + 1
+        return port
+
+    def _port(self, port: int, what: str) -> int:
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            raise MeshlabError(f"{what} must be a port number from 0 to 65535, not {port!r}")
+        return port
+
+    def _check(self, proto: str, ip, port: int, what: str) -> IPAddress:
+        if proto not in ("tcp", "udp"):
+            raise MeshlabError(f"proto must be 'tcp' or 'udp', not {proto!r}")
+        try:
+            addr = ip_address(ip)
+        except ValueError:
+            raise MeshlabError(f"{what} {ip!r} is not an IP address") from None
+        if addr.version != self.version:
+            raise MeshlabError(f"{what} {addr} is IPv{addr.version} but the rules are "
+                               f"{self.ruleset.family}; trace it with the other family's rules")
+        self._port(port, what + " port")
+        return addr
+

@@ -1,0 +1,89 @@
+"""The result of sending one packet through the model: a :class:`Trace`.
+
+A trace lists every rule the packet was tested against, in order, with the packet as that
+rule saw it, whether it matched and what happened, plus where the connection ended up. Only the
+first packet of a connection is traced: it is the only one the nat table sees, and the one
+conntrack remembers for all the others.
+
+The traversal records evaluations compactly (a run of rules per chain visit); the
+:class:`RuleEval` objects are built the first time you read :attr:`Trace.evaluations`, so
+tracing stays fast when nobody looks at every rule of a 20,000-rule chain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from meshlab.netfilter.conntrack import Connection
+from meshlab.netfilter.packet import IPAddress, Packet
+
+
+@dataclass(frozen=True)
+class RuleEval:
+    """One rule (or a built-in chain's policy) evaluated for one packet."""
+
+    hook: str
+    table: str
+    chain: str
+    rule: int  # 1-based as `iptables -L --line-numbers`; 0 = the chain's policy
+    text: str  # restore form without "-A CHAIN"; "-P CHAIN ACCEPT" for a policy
+    matched: bool
+    verdict: str  # "jump ISTIO_OUTPUT", "RETURN", "REDIRECT 127.0.0.1:15001", "ACCEPT", "" ...
+    packet: Packet
+    target: str = ""  # the rule's target name: "ISTIO_OUTPUT", "RETURN", "REDIRECT", ...
+
+
+@dataclass(frozen=True)
+class NatDecision:
+    """Which rule rewrote the connection's destination, and to what."""
+
+    target: str  # "REDIRECT" | "DNAT" | "TPROXY"
+    table: str
+    chain: str
+    rule: int
+    to: tuple[IPAddress, int]
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Where one connection's first packet went, and why."""
+
+    direction: str  # "outbound" (Netns.connect) | "inbound" (Netns.receive)
+    verdict: str  # "ACCEPT" | "DROP"
+    original_dst: tuple[IPAddress, int]
+    delivered: tuple[IPAddress, int]  # destination after NAT / TPROXY
+    local: bool  # delivered to a socket in this namespace
+    out_iface: str | None  # the interface it left by (outbound): "lo" / "eth0"
+    nat: NatDecision | None
+    connection: Connection
+    notes: tuple[str, ...] = ()  # routing facts worth telling: "not local: pods do not forward"
+    segments: tuple[Any, ...] = field(default=(), repr=False, compare=False)
+
+    @cached_property
+    def evaluations(self) -> tuple[RuleEval, ...]:
+        """Every rule evaluated, in order (built from the compact record on first use)."""
+        out: list[RuleEval] = []
+        for segment in self.segments:
+            out.extend(segment.expand())
+        return tuple(out)
+
+    @cached_property
+    def hits(self) -> tuple[RuleEval, ...]:
+        """The rules that matched, in order (chain policies are not rules and are left out)."""
+        return tuple(e for e in self.evaluations if e.matched and e.rule > 0)
+
+    def to_json(self) -> dict:
+        """The ``meshlab trace --json`` object."""
+        nat = None if self.nat is None else {
+            "target": self.nat.target, "chain": self.nat.chain, "rule": self.nat.rule}
+        return {
+            "direction": self.direction,
+            "verdict": self.verdict,
+            "original_dst": {"ip": str(self.original_dst[0]), "port": self.original_dst[1]},
+            "delivered": {"ip": str(self.delivered[0]), "port": self.delivered[1]},
+            "nat": nat,
+            "hits": [{"table": e.table, "chain": e.chain, "rule": e.rule, "target": e.target}
+                     for e in self.hits],
+        }

@@ -1,0 +1,106 @@
+"""The one look every meshlab picture shares: white paper, greys, and meaning carried by shape.
+
+A learner may print a figure, read it on a projector, or not tell red from green. So a picture
+never says something with colour alone: each kind of thing has its own **line style**,
+**marker** or **hatching**, and every box has a text label. Colours here are greys plus one
+accent, used only to *repeat* what a line style or a hatch already says.
+
+Everything is deterministic: fixed figure sizes, fixed fonts and no dates, so the same walk
+always gives the same pixels (the notebooks store their outputs and compare them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)  # a picture library must never need a display
+
+from matplotlib import pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+INK = "#222222"
+"""Text and outlines."""
+GREY = "#8a8a8a"
+"""Things that exist but that the walk does not use."""
+LIGHT = "#efefef"
+"""The fill of boxes."""
+PAPER = "#ffffff"
+ACCENT = "#1f5fa8"
+"""One accent (a dark blue that stays dark in greyscale), always doubled by a shape."""
+
+# One style per connection of a walk: connection 0 is the first process's, 1 the proxy's
+# upstream, and so on. Line style + marker tell them apart without colour.
+LINESTYLES: tuple[Any, ...] = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
+MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v")
+SHADES: tuple[str, ...] = (INK, ACCENT, "#555555", "#1f5fa8", "#777777")
+HATCHES: tuple[str, ...] = ("//", "\\\\", "xx", "..", "++")
+
+RC: dict[str, Any] = {
+    "figure.facecolor": PAPER,
+    "axes.facecolor": PAPER,
+    "savefig.facecolor": PAPER,
+    "font.family": "DejaVu Sans",
+    "font.size": 9,
+    "axes.titlesize": 11,
+    "axes.labelsize": 9,
+    "axes.edgecolor": INK,
+    "text.color": INK,
+    "axes.labelcolor": INK,
+    "xtick.color": INK,
+    "ytick.color": INK,
+    "hatch.linewidth": 0.6,
+    "svg.hashsalt": "meshlab",
+    "path.simplify": True,
+}
+
+
+def connection_style(connection: int) -> dict[str, Any]:
+    """Line style, marker and shade for connection number ``connection`` (0, 1, 2, ...)."""
+    i = connection % len(LINESTYLES)
+    return {"linestyle": LINESTYLES[i], "marker": MARKERS[i], "color": SHADES[i]}
+
+
+@contextmanager
+def styled() -> Iterator[None]:
+    """Apply the meshlab look for the figures built inside the ``with`` block."""
+    with plt.rc_context(RC):
+        yield
+
+
+def new_figure(width: float, height: float, *, dpi: int = 100) -> Figure:
+    """A white figure of a fixed size that is *not* registered with pyplot.
+
+    Building :class:`~matplotlib.figure.Figure` directly (instead of ``plt.figure``) means
+    nothing is kept in pyplot's global list: the caller owns the figure, Jupyter shows it
+    when it is the value of a cell, and it is freed when no longer referenced.
+    """
+    fig = Figure(figsize=(width, height), dpi=dpi, facecolor=PAPER)
+    return fig
+
+
+def png_bytes(fig: Figure, *, dpi: int | None = None) -> bytes:
+    """The figure as PNG bytes (no timestamp or software metadata, so the bytes are stable)."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi or fig.dpi, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def figure_texts(fig: Figure) -> list[str]:
+    """Every text drawn on ``fig`` (titles, labels, annotations, tick labels), for tests."""
+    from matplotlib.text import Text
+
+    found: list[str] = []
+    for artist in fig.findobj(Text):
+        text = artist.get_text()
+        if text:
+            found.append(text)
+    return found

@@ -1,0 +1,155 @@
+"""The whole path through Istio's default sidecar rules, scenario by scenario."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+
+import pytest
+from nf_istio_fixtures import ISTIO_RESTORE, ISTIO_SAVE
+
+from meshlab.netfilter import Netns, Packet, parse_ruleset, pod_interfaces
+
+POD = ip_address("10.244.0.5")
+PEER = ip_address("10.244.0.9")
+LOCALHOST = ip_address("127.0.0.1")
+
+
+@pytest.fixture(params=["restore", "save"])
+def ns(request) -> Netns:
+    text = ISTIO_RESTORE if request.param == "restore" else ISTIO_SAVE
+    return Netns(parse_ruleset(text), pod_interfaces(POD))
+
+
+def hits(trace):
+    return [(e.table, e.chain, e.rule, e.target) for e in trace.hits]
+
+
+def test_inbound_to_9080_ends_on_15006_of_the_incoming_interface(ns):
+    trace = ns.receive(Packet("tcp", PEER, 51000, POD, 9080), "eth0")
+    assert trace.direction == "inbound"
+    assert trace.verdict == "ACCEPT" and trace.local
+    assert trace.delivered == (POD, 15006)  # REDIRECT in PREROUTING: eth0's address
+    assert trace.original_dst == (POD, 9080)
+    assert trace.nat.target == "REDIRECT" and trace.nat.chain == "ISTIO_IN_REDIRECT"
+    assert hits(trace) == [("nat", "PREROUTING", 1, "ISTIO_INBOUND"),
+                           ("nat", "ISTIO_INBOUND", 5, "ISTIO_IN_REDIRECT"),
+                           ("nat", "ISTIO_IN_REDIRECT", 1, "REDIRECT")]
+    # the proxy's accepted socket asks conntrack for the original destination
+    assert ns.conntrack.original_dst("tcp", (POD, 15006), (PEER, 51000)) == (POD, 9080)
+    # the reply reaches the peer from the address it dialled
+    reply = ns.reply(trace)
+    assert (reply.src, reply.sport, reply.dst, reply.dport) == (POD, 9080, PEER, 51000)
+
+
+def test_app_outbound_ends_on_15001_with_original_destination_kept(ns):
+    trace = ns.connect(proto="tcp", dst=PEER, dport=8080, uid=1000, gid=1000)
+    assert trace.delivered == (LOCALHOST, 15001)
+    assert trace.original_dst == (PEER, 8080)
+    assert trace.out_iface == "lo" and trace.local  # re-routed after nat OUTPUT
+    assert hits(trace) == [("nat", "OUTPUT", 1, "ISTIO_OUTPUT"),
+                           ("nat", "ISTIO_OUTPUT", 9, "ISTIO_REDIRECT"),
+                           ("nat", "ISTIO_REDIRECT", 1, "REDIRECT")]
+    src, sport = trace.connection.original.src, trace.connection.original.sport
+    assert src == POD
+    assert ns.conntrack.original_dst("tcp", (LOCALHOST, 15001), (POD, sport)) == (PEER, 8080)
+    # POSTROUTING already sees the new destination and lo
+    post = [e for e in trace.evaluations if e.hook == "POSTROUTING"]
+    assert post and all(e.packet.oif == "lo" and e.packet.dst == LOCALHOST for e in post)
+    # looped back in on lo: nat is not consulted again
+    assert not [e for e in trace.evaluations if e.hook in ("PREROUTING", "INPUT")
+                and e.table == "nat"]
+
+
+def test_proxy_outbound_as_1337_goes_out_untouched(ns):
+    trace = ns.connect(proto="tcp", dst=PEER, dport=8080, uid=1337, gid=1337)
+    assert trace.nat is None
+    assert trace.delivered == (PEER, 8080) and trace.out_iface == "eth0" and not trace.local
+    assert ("nat", "ISTIO_OUTPUT", 4, "RETURN") in hits(trace)
+
+
+def test_proxy_inbound_forwarding_from_127_0_0_6(ns):
+    trace = ns.connect(proto="tcp", src="127.0.0.6", dst=POD, dport=9080, uid=1337, gid=1337)
+    assert trace.out_iface == "lo" and trace.local
+    assert trace.nat is None and trace.delivered == (POD, 9080)
+    assert hits(trace) == [("nat", "OUTPUT", 1, "ISTIO_OUTPUT"),
+                           ("nat", "ISTIO_OUTPUT", 1, "RETURN")]
+    # re-enters on lo: PREROUTING nat (which would redirect to 15006) is not run
+    assert not [e for e in trace.evaluations if e.hook == "PREROUTING"]
+
+
+def test_removing_the_uid_and_gid_exemption_makes_the_proxy_loop(ns):
+    broken = ns.ruleset.without_rule("-m owner --uid-owner 1337 -j RETURN").without_rule(
+        "-A ISTIO_OUTPUT -m owner --gid-owner 1337 -j RETURN")
+    trace = Netns(broken, pod_interfaces(POD)).connect(
+        proto="tcp", dst=PEER, dport=8080, uid=1337, gid=1337)
+    assert trace.delivered == (LOCALHOST, 15001)
+
+
+def test_excluded_inbound_port_15021_is_not_redirected(ns):
+    trace = ns.receive(Packet("tcp", PEER, 51000, POD, 15021), "eth0")
+    assert trace.nat is None and trace.delivered == (POD, 15021) and trace.local
+    assert ("nat", "ISTIO_INBOUND", 3, "RETURN") in hits(trace)
+
+
+def test_proxy_to_own_pod_ip_not_from_127_0_0_6_goes_to_15006(ns):
+    trace = ns.connect(proto="tcp", dst=POD, dport=9080, uid=1337, gid=1337)
+    assert trace.delivered == (LOCALHOST, 15006)
+    assert trace.nat.chain == "ISTIO_IN_REDIRECT"
+    assert ("nat", "ISTIO_OUTPUT", 2, "ISTIO_IN_REDIRECT") in hits(trace)
+
+
+def test_app_to_localhost_is_not_captured(ns):
+    trace = ns.connect(proto="tcp", dst="127.0.0.1", dport=8080, uid=1000, gid=1000)
+    assert trace.nat is None and trace.delivered == (LOCALHOST, 8080) and trace.local
+    assert ("nat", "ISTIO_OUTPUT", 3, "RETURN") in hits(trace)
+
+
+def test_tunnel_port_15008_is_not_captured_inbound(ns):
+    trace = ns.receive(Packet("tcp", PEER, 51000, POD, 15008), "eth0")
+    assert trace.nat is None and hits(trace)[1] == ("nat", "ISTIO_INBOUND", 1, "RETURN")
+
+
+def test_udp_is_not_redirected_outbound(ns):
+    trace = ns.connect(proto="udp", dst=PEER, dport=53, uid=1000, gid=1000)
+    assert trace.nat is None and trace.out_iface == "eth0"
+
+
+def test_tcp_for_another_address_is_still_redirected_by_the_catch_all(ns):
+    # `-b '*'` redirects every inbound TCP connection, whatever its destination address
+    trace = ns.receive(Packet("tcp", PEER, 51000, ip_address("10.244.0.77"), 80), "eth0")
+    assert trace.delivered == (POD, 15006) and trace.original_dst[1] == 80
+
+
+def test_packet_for_another_address_is_dropped_pods_do_not_forward(ns):
+    trace = ns.receive(Packet("udp", PEER, 51000, ip_address("10.244.0.77"), 80), "eth0")
+    assert trace.verdict == "DROP" and not trace.local
+    assert any("forward" in n for n in trace.notes)
+
+
+def test_counters_count_connections_per_rule(ns):
+    for _ in range(3):
+        ns.connect(proto="tcp", dst=PEER, dport=8080, uid=1000, gid=1000)
+    ns.connect(proto="tcp", dst=PEER, dport=8080, uid=1337, gid=1337)
+    assert ns.counters[("nat", "OUTPUT", 1)] == 4
+    assert ns.counters[("nat", "ISTIO_REDIRECT", 1)] == 3
+    assert ns.counters[("nat", "ISTIO_OUTPUT", 4)] == 1
+    assert len(ns.conntrack) == 4
+
+
+def test_evaluations_list_every_rule_tried_with_the_packet_it_saw(ns):
+    trace = ns.connect(proto="tcp", dst=PEER, dport=8080, uid=1000, gid=1000)
+    chain_rules = [e.rule for e in trace.evaluations if e.chain == "ISTIO_OUTPUT"]
+    assert chain_rules == list(range(1, 10))
+    first = trace.evaluations[0]
+    assert first.packet.uid == 1000 and first.packet.oif == "eth0" and first.packet.dst == PEER
+    assert [e.matched for e in trace.evaluations if e.chain == "ISTIO_OUTPUT"] == [False] * 8 + [
+        True]
+
+
+def test_trace_json_contract(ns):
+    data = ns.connect(proto="tcp", dst=PEER, dport=8080, uid=1000, gid=1000).to_json()
+    assert set(data) == {"direction", "verdict", "original_dst", "delivered", "nat", "hits"}
+    assert data["delivered"] == {"ip": "127.0.0.1", "port": 15001}
+    assert data["nat"] == {"target": "REDIRECT", "chain": "ISTIO_REDIRECT", "rule": 1}
+    assert data["hits"][0] == {"table": "nat", "chain": "OUTPUT", "rule": 1,
+                               "target": "ISTIO_OUTPUT"}
