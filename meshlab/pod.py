@@ -351,7 +351,11 @@ def _sidecar_for(ip: IPAddress, inbound_ports: tuple[int, ...], services: tuple[
                  mode: str) -> Sidecar:
     from meshlab.istio.envoy import Sidecar
 
-    return Sidecar.build(pod_ip=ip, inbound_ports=inbound_ports, services=services,
+    # Envoy's sidecar listeners proxy TCP only: a Service's UDP ports (kube-dns 53/udp) get no
+    # outbound chain or cluster, so keep only the TCP ports of each Service.
+    tcp_only = tuple(replace(s, ports=tcp) for s in services
+                     if (tcp := tuple(p for p in s.ports if p.protocol.upper() == "TCP")))
+    return Sidecar.build(pod_ip=ip, inbound_ports=inbound_ports, services=tcp_only,
                          interception_mode=mode)
 
 

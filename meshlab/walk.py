@@ -240,11 +240,14 @@ class Walk:
         frame = pandas.DataFrame(rows, columns=columns)
         return frame.set_index("index")
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, *, detailed: bool = False) -> dict[str, Any]:
         """The ``meshlab walk --json`` object (issue 4's contract).
 
-        ``steps`` lists every event except rules that did not match; ``n`` is the article's
-        step number (1-15) when the event is one of those steps, else ``None``.
+        ``steps`` lists every event except rules that did not match, each with exactly the
+        keys ``n, actor, hook, table, chain, rule, text, decision``; ``n`` is the article's
+        step number (1-15) when the event is one of those steps, else ``None``. With
+        ``detailed=True`` each step also carries ``kind, connection, src, dst, owner, pod,
+        listener, filter_chain, cluster``.
         """
         from meshlab.lesson import step_numbers
 
@@ -253,26 +256,22 @@ class Walk:
         for event in self.events:
             if not event.is_hit:
                 continue
-            steps.append(
-                {
-                    "n": numbers.get(event.index),
-                    "actor": event.actor,
-                    "kind": event.kind,
-                    "hook": event.hook,
-                    "table": event.table,
-                    "chain": event.chain,
-                    "rule": event.rule,
-                    "text": event.text,
-                    "decision": event.decision,
-                    "connection": event.connection,
-                    "src": event.src,
-                    "dst": event.dst,
-                    "owner": event.owner,
-                    "listener": event.listener,
-                    "filter_chain": event.filter_chain,
-                    "cluster": event.cluster,
-                }
-            )
+            step: dict[str, Any] = {
+                "n": numbers.get(event.index),
+                "actor": event.actor,
+                "hook": event.hook,
+                "table": event.table,
+                "chain": event.chain,
+                "rule": event.rule,
+                "text": event.text,
+                "decision": event.decision,
+            }
+            if detailed:
+                step.update(kind=event.kind, connection=event.connection, src=event.src,
+                            dst=event.dst, owner=event.owner, pod=event.pod,
+                            listener=event.listener, filter_chain=event.filter_chain,
+                            cluster=event.cluster)
+            steps.append(step)
         return {
             "scenario": self.scenario,
             "outcome": self.outcome,

@@ -234,8 +234,17 @@ def _world_variant(world: World, key: tuple[Any, tuple[str, ...]]) -> World:
     return variant
 
 
+_IP_TEXT: dict[object, str] = {}
+
+
 def _ep(ip: object, port: int) -> str:
-    ip_text = str(ip)
+    """``10.0.0.1:80`` / ``[::1]:80``; address texts are memoised (``str(IPv4Address)`` is
+    slow and a walk formats the same few addresses dozens of times)."""
+    ip_text = _IP_TEXT.get(ip)
+    if ip_text is None:
+        if len(_IP_TEXT) > 4096:
+            _IP_TEXT.clear()
+        ip_text = _IP_TEXT[ip] = str(ip)
     return f"[{ip_text}]:{port}" if ":" in ip_text else f"{ip_text}:{port}"
 
 
@@ -585,3 +594,14 @@ def _gives_out(listener: str, original: tuple[IPAddress, int]) -> str:
         f"{report.hops_until_fds_run_out} turns before EMFILE. In practice the client times out "
         "first and Envoy logs upstream connect errors, with CPU and memory climbing."
     )
+
+
+def clear_caches() -> None:
+    """Forget every cached pod, ruleset, Sidecar and world variant (for cold-start timing)."""
+    from meshlab import pod as pod_module
+
+    _VARIANTS.clear()
+    _default_world.cache_clear()
+    _default_services.cache_clear()
+    for cached in (pod_module._rules_for, pod_module._sidecar_for, pod_module._build_injected):
+        cached.cache_clear()

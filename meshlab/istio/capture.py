@@ -267,7 +267,12 @@ def _check_numeric_groups(config: CaptureConfig) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Ranges:
-    """Step 0: ``-i``/``-x`` split into IPv4 and IPv6 lists (``*`` = wildcard in both)."""
+    """Step 0: ``-i``/``-x`` split into IPv4 and IPv6 lists (``*`` = wildcard in both).
+
+    ``include_has_loopback`` is set when some ``-i`` CIDR starts with a loopback address
+    (127.x.x.x or ``::1``): the user wants loopback traffic captured, which removes the
+    "app to app over lo" RETURN rules of steps 11b/12b, in both families.
+    """
 
     include_v4: tuple[str, ...] | None  # None = wildcard
     include_v6: tuple[str, ...] | None
@@ -286,8 +291,7 @@ class _Ranges:
             inc_v4 = _cidr_texts(include, IPv4Interface)
             inc_v6 = _cidr_texts(include, IPv6Interface)
             loopback = any(cidr.ip.is_loopback for cidr in include)
-        if exclude == WILDCARD:  # pragma: no cover - CaptureConfig.validate() rejects it first
-            raise CaptureFlagError("'*' is rejected for -x", source="-x")
+        # "-x '*'" never gets here: CaptureConfig.validate() rejects it, as Istio does.
         return cls(inc_v4, inc_v6, _cidr_texts(exclude, IPv4Interface),
                    _cidr_texts(exclude, IPv6Interface), loopback)  # fmt: skip
 
@@ -470,9 +474,10 @@ def _steps10_12_proxy_exemptions(
        ISTIO_IN_REDIRECT``: the proxy connecting to *the pod's own address* (an app calling
        its own Service: app -> outbound Envoy -> this) is sent to the *inbound* listener, so
        inbound policy applies (issue #37890). ``! --dport 15008`` since 1.18. With DNS
-       capture the UID form excludes port 53 too (``-m multiport ! --dports 53,15008``) so
-       the agent's DNS upstream traffic is not bounced back; the GID form keeps
-       ``! --dport 15008`` (an asymmetry visible in Istio's goldens).
+       capture the UID form excludes port 53 too (``-m multiport ! --dports 53,15008``): the
+       istio-agent runs as the proxy UID, and its queries to a DNS server on the pod's own
+       address must go straight there, not through Envoy's inbound listener. The GID form
+       keeps ``! --dport 15008`` (an asymmetry visible in Istio's goldens).
     b. ``-o lo -m owner ! --uid-owner U -j RETURN``: *anyone else* talking to a local
        address over ``lo`` (app to app) is left alone. With DNS capture, TCP port 53 is
        excepted (``-p tcp ! --dport 53``) so that a local resolver can still be captured.

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import (
@@ -53,6 +54,7 @@ __all__ = [
     "CaptureFlagError",
     "EnvKnob",
     "FlagSpec",
+    "split_command_line",
     "split_dns_servers",
 ]
 
@@ -551,8 +553,8 @@ class CaptureConfig:
     ) -> CaptureConfig:
         """Parse an ``istio-iptables`` command line the way Istio does.
 
-        ``argv`` is a list of words (a string is split on whitespace, without shell quoting:
-        write ``-x=`` rather than ``-x ""`` in a string). A leading ``istio-iptables`` word is
+        ``argv`` is a list of words, or one string split as a shell would (``-i '*' -x ""``
+        works, see :func:`split_command_line`). A leading ``istio-iptables`` word is
         skipped; pilot-agent's logging flags (``--log_output_level=...``, ``--log_as_json``)
         are accepted and ignored. ``env`` is the container's environment; None means an empty
         one (your shell's environment is not the pod's). Environment values apply first and
@@ -562,7 +564,7 @@ class CaptureConfig:
         and ``/etc/resolv.conf``). Raises :class:`CaptureFlagError` for anything Istio would
         reject, or that would not give a working rule.
         """
-        words = argv.split() if isinstance(argv, str) else list(argv)
+        words = split_command_line(argv) if isinstance(argv, str) else list(argv)
         env = {} if env is None else env
         given = _scan(words)
         values: dict[str, Any] = {}
@@ -681,6 +683,18 @@ def _dns_servers(v4: Iterable[str], v6: Iterable[str]) -> tuple[tuple[str, ...],
             out.append(text)
         checked.append(tuple(out))
     return checked[0], checked[1]
+
+
+def split_command_line(text: str) -> list[str]:
+    """Split a command line typed as one string into words, with shell quoting rules."""
+    try:
+        return shlex.split(text)
+    except ValueError as error:  # e.g. "No closing quotation"
+        raise CaptureFlagError(
+            f"cannot split the command line: {error}; close every quote, e.g. -i '*' -x ''",
+            source="command line",
+            value=text,
+        ) from None
 
 
 def split_dns_servers(servers: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -25,6 +25,7 @@ connection fails; the kernel's counters can then be matched to this exact connec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -52,7 +53,7 @@ def attempt(request: dict[str, Any]) -> dict[str, Any]:
             sock.connect((request["dst"], int(request["dport"])))
         except ConnectionRefusedError:
             return {**result, "outcome": "refused"}
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return {**result, "outcome": "timeout"}
         except OSError as error:
             return {**result, "error": error.strerror or str(error)}
@@ -60,7 +61,7 @@ def attempt(request: dict[str, Any]) -> dict[str, Any]:
         try:
             sock.sendall(wire.header(str(request["id"]), 0))
             line = wire.read_line(sock, limit=65536)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return {**result, "outcome": "timeout"}
         except ConnectionResetError:
             return {**result, "outcome": "reset"}
@@ -90,7 +91,7 @@ def attempt_udp(request: dict[str, Any]) -> dict[str, Any]:
             data = sock.recv(65536)
         except ConnectionRefusedError:  # an ICMP port unreachable came back
             return {**result, "outcome": "refused"}
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return {**result, "outcome": "timeout"}
         except OSError as error:
             return {**result, "error": error.strerror or str(error)}
@@ -131,10 +132,8 @@ def run_as(request: dict[str, Any]) -> dict[str, Any]:
             data += chunk
     finally:
         os.close(reader)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
         os.waitpid(pid, 0)
     if not data:
         return {"id": request.get("id"), "outcome": "error", "error": "agent child gave no answer"}

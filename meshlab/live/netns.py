@@ -235,7 +235,8 @@ def guarded(registry: Registry, deadline: float | None = None) -> Iterator[Regis
     finally:
         try:
             if main:  # a second Ctrl-C must not interrupt the cleanup itself
-                signal.setitimer(signal.ITIMER_REAL, 0) if deadline else None
+                if deadline:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
             registry.cleanup()

@@ -30,9 +30,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshlab.errors import MeshlabError
 from meshlab.live.counters import Key
 from meshlab.live.lab import KernelConnection, Lab, ProxySpec
-from meshlab.errors import MeshlabError
 from meshlab.live.netns import LabError
 
 

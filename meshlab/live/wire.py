@@ -28,6 +28,7 @@ with ``ENOENT``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -95,7 +96,5 @@ def original_dst(sock: socket.socket) -> tuple[str, int] | None:
 
 def send_json(sock: socket.socket, value: dict[str, Any]) -> None:
     """Write one JSON line (best effort: the peer may already be gone)."""
-    try:
+    with contextlib.suppress(OSError):
         sock.sendall((json.dumps(value, separators=(",", ":")) + "\n").encode())
-    except OSError:
-        pass

@@ -40,7 +40,8 @@ table ip meshlab_trace {
     chain out { type filter hook output priority -350; meta l4proto tcp meta nftrace set 1; }
 }
 """
-_TRACE = re.compile(r"^ TRACE: \d+ ([0-9a-f]+) (\w+):([^:]+):(rule|policy|return):(.*?)(?:  (.*))?$")
+_TRACE = re.compile(
+    r"^ TRACE: \d+ ([0-9a-f]+) (\w+):([^:]+):(rule|policy|return):(.*?)(?:  (.*))?$")
 _PACKET = re.compile(r"^PACKET: \d+ ([0-9a-f]+) (.*)$")
 TABLES = {"raw", "mangle", "nat", "filter"}
 VERDICTS = {"0xfffffffb": "RETURN", "0xfffffffd": "JUMP", "0xffffffff": "CONTINUE"}

@@ -406,19 +406,16 @@ class Netns:
                 if table == "nat" and (not nat_allowed or skb.ctstate == "UNTRACKED"):
                     continue  # nat sees only a connection's first, tracked packet, once
                 chains = self._chains.get(table)
-                if chains is None:
-                    continue
-                before = skb.dst
-                verdict, decided = self._chain(hook, table, chains[hook], skb, log)
-                nat = nat or decided
-                if verdict == "DROP":
-                    return "DROP", nat
+                if chains is not None:
+                    before = skb.dst
+                    verdict, decided = self._chain(hook, table, chains[hook], skb, log)
+                    nat = nat or decided
+                    if verdict == "DROP":
+                        return "DROP", nat
+                    if hook == "OUTPUT" and skb.dst != before:
+                        skb.oif, _ = self.route(skb.dst)  # ip_route_me_harder: route again
                 if table == "raw" and skb.ctstate == "INVALID":
-                    skb.ctstate = "NEW"  # conntrack runs right after raw
-                if hook == "OUTPUT" and skb.dst != before:
-                    skb.oif, _ = self.route(skb.dst)  # ip_route_me_harder: route again
-            if hook == "PREROUTING" and skb.ctstate == "INVALID":
-                skb.ctstate = "NEW"
+                    skb.ctstate = "NEW"  # conntrack runs right after raw: a first packet
         return "ACCEPT", nat
 
     def _chain(self, hook: str, table: str, chain: _Chain, skb: Skb, log: list[_Segment]):

@@ -77,9 +77,9 @@ class _Bad(Exception):
     """Raised inside a rule with the index of the offending token; turned into a
     :class:`RulesParseError` by the caller, which knows the line."""
 
-    def __init__(self, index: int, message: str, hint: str) -> None:
+    def __init__(self, index: int, message: str, hint: str, column: int | None = None) -> None:
         super().__init__(message)
-        self.index, self.message, self.hint = index, message, hint
+        self.index, self.message, self.hint, self.column = index, message, hint, column
 
 
 # --------------------------------------------------------------------------- tokens
@@ -91,17 +91,20 @@ def _split(line: str) -> list[str]:
     return [tok for tok, _ in _tokens_with_columns(line)]
 
 
+_BLANK = " \t\r\v\f"
+
+
 def _tokens_with_columns(line: str) -> list[tuple[str, int]]:
     """Shell-like words with their 1-based start columns (double quotes with ``\\`` escapes,
     single quotes verbatim). An unterminated quote raises ``_Bad``."""
     out: list[tuple[str, int]] = []
     i, n = 0, len(line)
     while i < n:
-        if line[i].isspace():
+        if line[i] in _BLANK:
             i += 1
             continue
         start, word = i, []
-        while i < n and not line[i].isspace():
+        while i < n and line[i] not in _BLANK:
             ch = line[i]
             if ch in "\"'":
                 close = i + 1
@@ -113,7 +116,8 @@ def _tokens_with_columns(line: str) -> list[tuple[str, int]]:
                     word.append(line[close])
                     close += 1
                 if close >= n:
-                    raise _Bad(len(out), f"unterminated {ch} quote", f"close the quote with {ch}")
+                    raise _Bad(len(out), f"unterminated {ch} quote", f"close the quote with {ch}",
+                               column=i + 1)
                 i = close + 1
             else:
                 word.append(ch)
@@ -223,8 +227,8 @@ class _Builder:
 
 
 def _need(toks: list[str], i: int, option: str) -> str:
-    if i + 1 >= len(toks) or (toks[i + 1].startswith("-") and toks[i + 1] not in ("-",)
-                              and not toks[i + 1][1:2].isdigit()):
+    """The value after an option: like getopt, the next word, whatever it looks like."""
+    if i + 1 >= len(toks):
         raise _Bad(i + 1, f"option {option} needs a value", f"write {option} VALUE (the line "
                    "may be cut short)")
     return toks[i + 1]
@@ -381,7 +385,11 @@ def _read_rule(toks: list[str], start: int, family: str | None) -> _Builder:
             i = _module_option(b, toks, i, neg)
             continue
         if tok.startswith("-"):
-            hint = "check the spelling; this model reads the options listed in meshlab.netfilter"
+            known = ["-s", "-d", "-i", "-o", "-p", "-m", "-j"]
+            for name, _, _ in b.modules:
+                known.extend(_MODULE_OPTIONS[name][:3])
+            known.extend(_TARGET_OPTIONS.get(b.target or "", ()))
+            hint = "check the spelling; options known at this point: " + " ".join(known)
             module = _OPTION_MODULE.get(tok)
             if module is not None:
                 hint = f"load its module first: -m {module} {tok} ..."
@@ -601,12 +609,14 @@ def _error(bad: _Bad, lineno: int, raw: str, offset: int = 0) -> RulesParseError
     except _Bad:
         cols = []
     index = bad.index + offset
-    if index < len(cols):
+    if bad.column is not None:
+        token, column = raw[bad.column - 1:].split(None, 1)[0], bad.column
+    elif index < len(cols):
         token, column = cols[index]
     else:
-        token, column = "", len(raw.rstrip()) + 1
+        token, column = "", len(raw.rstrip(_BLANK)) + 1
     return RulesParseError(bad.message, line=lineno, column=column, token=token, hint=bad.hint,
-                           source=raw.rstrip())
+                           source=raw.rstrip(_BLANK))
 
 
 def parse_ruleset(text: str, *, family: str | None = None) -> Ruleset:
@@ -617,9 +627,11 @@ def parse_ruleset(text: str, *, family: str | None = None) -> Ruleset:
     if not isinstance(text, str):
         raise MeshlabError("rules must be text (str); decode bytes first")
     doc = _Doc(family)
-    lines = text.splitlines()
+    lines = text.split("\n")  # iptables-restore splits on newlines only
+    if lines and lines[-1] == "":
+        lines.pop()
     for lineno, raw in enumerate(lines, 1):
-        line = raw.strip()
+        line = raw.strip(_BLANK)
         if not line or line[0] == "#":
             continue
         try:
@@ -631,9 +643,9 @@ def parse_ruleset(text: str, *, family: str | None = None) -> Ruleset:
         last = len(lines)
         raise RulesParseError(
             f"the *{tname} section opened on line {opened} has no COMMIT (is the file cut short?)",
-            line=last, column=len(lines[-1].rstrip()) + 1, token="",
-            hint="end every table section with a line COMMIT", source=lines[-1].rstrip())
-    return _check_and_build(doc, lines)
+            line=last, column=len(lines[-1].rstrip(_BLANK)) + 1, token="",
+            hint="end every table section with a line COMMIT", source=lines[-1].rstrip(_BLANK))
+    return _check_and_build(doc)
 
 
 def _line(doc: _Doc, line: str, lineno: int, raw: str) -> None:
@@ -809,7 +821,7 @@ def _command(doc: _Doc, tname: str, toks: list[str], i: int, lineno: int, raw: s
         chain[2].insert(position, where)
 
 
-def _check_and_build(doc: _Doc, lines: list[str]) -> Ruleset:
+def _check_and_build(doc: _Doc) -> Ruleset:
     """The kernel's load-time checks, then the immutable :class:`Ruleset`."""
     counters: dict[tuple[str, str, int], tuple[int, int]] = dict(doc.policy_counters)
     for tname, chains in doc.tables.items():
@@ -889,9 +901,11 @@ def _check_hooks(tname: str, cname: str, hooks: frozenset[str], rule: Rule,
                  where: _Where) -> None:
     incoming = hooks & {"PREROUTING", "INPUT", "FORWARD"}
     if rule.owner_match and incoming:
-        raise _fail(where, "owner", f"-m owner cannot be used in {'/'.join(sorted(incoming))} "
-                    f"({tname} {cname}): only locally generated packets have an owner, and "
-                    "iptables refuses the rule", "move the owner match to an OUTPUT or "
+        reached = "" if cname in incoming else (
+            f", which is reached from {'/'.join(sorted(incoming))}")
+        raise _fail(where, "owner", f"-m owner cannot be used in {tname} {cname}{reached}: "
+                    "only locally generated packets have an owner, and iptables refuses the "
+                    "rule", "move the owner match to an OUTPUT or "
                     "POSTROUTING chain")
     if rule.iif is not None and cname in ("OUTPUT", "POSTROUTING"):
         raise _fail(where, "iif", f"cannot use -i in {cname}: packets there have no input "

@@ -27,6 +27,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Polygon
+from matplotlib.path import Path
 
 from meshlab.viz import style
 from meshlab.viz.path import ISTIO_CHAINS, Stop, stops, subject_pod
@@ -61,6 +62,10 @@ def _tables(hook: str, names: tuple[str, ...], left: float, right_to_left: bool,
 
 
 TOP, BOTTOM = 50.0, 11.0
+ROUTE_OUT_X = 82.0
+IN_LANE_X = 78.8
+"""Vertical lanes beside the sockets: arrivals go up/down at IN_LANE_X, departures at
+ROUTE_OUT_X, so no line crosses a socket box."""
 HOOKS: Mapping[str, tuple[float, float, float, tuple[str, ...]]] = {
     # hook: (left, right, y, tables in the order a packet meets them)
     "PREROUTING": (13.0, 40.0, TOP, ("raw", "mangle", "nat")),
@@ -83,18 +88,23 @@ def _places() -> dict[str, Place]:
         "ISTIO_REDIRECT": Place(71.0, 26.5, 15.5, 4.2, "ISTIO_REDIRECT\nREDIRECT :15001",
                                 "chain"),
         "route_in": Place(45.0, TOP, 5.0, 6.0, "routing", "route"),
-        "route_out": Place(81.4, BOTTOM, 5.0, 6.0, "routing", "route"),
-        "app": Place(92.0, 50.0, 14.0, 5.0, "app\n:9080, :8081", "socket"),
-        "envoy15006": Place(92.0, 41.0, 14.0, 5.0, "Envoy :15006\nvirtualInbound", "socket"),
-        "envoy15001": Place(92.0, 32.0, 14.0, 5.0, "Envoy :15001\nvirtualOutbound", "socket"),
-        "envoy_other": Place(92.0, 23.0, 14.0, 5.0, "Envoy :15021,\n:15090, :15000", "socket"),
-        "agent": Place(92.0, 14.0, 14.0, 5.0, "pilot-agent\n:15020, :15053", "socket"),
+        "route_out": Place(ROUTE_OUT_X, BOTTOM, 5.0, 6.0, "routing", "route"),
+        "app": Place(92.3, 50.0, 13.4, 5.0, "app\n:9080, :8081", "socket"),
+        "envoy15006": Place(92.3, 41.0, 13.4, 5.0, "Envoy :15006\nvirtualInbound", "socket"),
+        "envoy15001": Place(92.3, 32.0, 13.4, 5.0, "Envoy :15001\nvirtualOutbound", "socket"),
+        "envoy_other": Place(92.3, 23.0, 13.4, 5.0, "Envoy :15021,\n:15090, :15000", "socket"),
+        "agent": Place(92.3, 14.0, 13.4, 5.0, "pilot-agent\n:15020, :15053", "socket"),
         "lo": Place(5.5, 30.5, 7.0, 5.0, "lo\n(local dst)", "wire"),
         "eth0_in": Place(5.5, TOP, 7.0, 5.0, "eth0\nin", "wire"),
         "eth0_out": Place(5.5, BOTTOM, 7.0, 5.0, "eth0\nout", "wire"),
         "peer_in": Place(5.5, 59.0, 9.0, 3.4, "peer sends", "peer"),
         "peer_out": Place(5.5, 2.3, 9.0, 3.4, "peer receives", "peer"),
     })
+    for hook, (left, right, y, _names) in HOOKS.items():
+        # A hook passed without any rule for this packet: the line crosses its frame low down.
+        edge_y = y - 3.7 if y == TOP else y + 3.7
+        places[f"{hook}/-"] = Place((left + right) / 2, edge_y, right - left - 1.0, 0.6, "",
+                                    "pass")
     return places
 
 
@@ -172,7 +182,8 @@ def _box(ax: Axes, p: Place, *, used: bool, current: bool = False) -> None:
     size = 8 if p.kind in ("chain", "socket") else 8.5
     weight = "bold" if used and p.kind in ("table", "chain") else "normal"
     text = p.label if p.kind != "route" else "route"
-    ax.text(p.x, p.y, text, ha="center", va="center", fontsize=size, zorder=6,
+    y, va = (p.y + p.h / 2 - 0.35, "top") if p.kind == "table" else (p.y, "center")
+    ax.text(p.x, y, text, ha="center", va=va, fontsize=size, zorder=6,
             color=style.INK if used or p.kind != "table" else "#555555", fontweight=weight,
             bbox={"boxstyle": "round,pad=0.1", "fc": style.PAPER, "ec": "none", "alpha": 0.85}
             if current else None)
@@ -186,19 +197,25 @@ def _draw_frames(ax: Axes) -> None:
         label_y = y + 5.9 if y == TOP else y - 5.9
         ax.text(left + 0.6, label_y, hook, ha="left", va="center", fontsize=10,
                 fontweight="bold")
-    ax.add_patch(FancyBboxPatch((84.5, 9.5), 15.0, 45.0, boxstyle="round,pad=0,rounding_size=1",
+    ax.add_patch(FancyBboxPatch((85.0, 9.5), 14.6, 45.0, boxstyle="round,pad=0,rounding_size=1",
                                 facecolor=style.PAPER, edgecolor=style.INK, lw=1.0, zorder=1))
-    ax.text(92.0, 56.3, "sockets in the pod", ha="center", va="center", fontsize=10,
+    ax.text(92.3, 56.3, "sockets in the pod", ha="center", va="center", fontsize=10,
             fontweight="bold")
     ax.text(45.0, TOP - 5.2, "routing\ndecision", ha="center", va="top", fontsize=7.5)
-    ax.text(81.4, BOTTOM - 5.2, "routing\ndecision", ha="center", va="top", fontsize=7.5)
+    ax.text(ROUTE_OUT_X, BOTTOM - 5.2, "routing\ndecision", ha="center", va="top", fontsize=7.5)
     ax.text(20.0, 27.0, "nat jumps to the Istio chains\n(dotted arrows)", ha="left",
             va="center", fontsize=8, style="italic", color="#444444")
 
 
 def _draw_static(ax: Axes, used: set[str]) -> None:
     for key, place in PLACES.items():
-        _box(ax, place, used=key in used)
+        if place.kind != "pass":
+            _box(ax, place, used=key in used)
+    if "PREROUTING/-" in used and "lo" in used:
+        p = PLACES["PREROUTING/-"]
+        ax.text(p.x, 44.4, "nat not consulted again (conntrack)", ha="center", va="top",
+                fontsize=7.5, style="italic", zorder=7,
+                bbox={"boxstyle": "round,pad=0.1", "fc": style.PAPER, "ec": "none"})
     for a, b in _STATIC_EDGES:
         _arrow(ax, PLACES[a], PLACES[b], color=style.GREY, lw=0.8, ls="-", z=1.5)
     for a, b in _JUMPS:
@@ -238,29 +255,62 @@ def _cut(path: list[Stop], infos: list[StepInfo], step: int | None) -> int:
         return len(path)
     info = next((i for i in infos if i.n == step), None)
     if info is None or info.event is None:
-        return 0 if info is None else _cut_before(path, info)
+        return 0
     for k, s in enumerate(path):
         if s.event is not None and s.event >= info.event:
             return k + 1
     return len(path)
 
 
-def _cut_before(path: list[Stop], info: StepInfo) -> int:
-    return 0
+def _ends(p: Place) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Where a line enters and leaves a hook it passes without a rule (``"HOOK/-"``)."""
+    left, right = p.x - p.w / 2, p.x + p.w / 2
+    return ((left, p.y), (right, p.y)) if p.y > 30 else ((right, p.y), (left, p.y))
+
+
+def _route(a_key: str, b_key: str, off: float) -> list[tuple[float, float]]:
+    """The points of the line from place ``a_key`` to ``b_key`` (``off``: this connection's
+    offset, so two connections on the same road run side by side)."""
+    a, b = PLACES[a_key], PLACES[b_key]
+    if b.kind == "socket" and a.kind != "socket":
+        start = _ends(a)[1] if a.kind == "pass" else (a.x + a.w / 2, a.y + off)
+        lane = IN_LANE_X + off
+        end_x = b.x - b.w / 2
+        return [(start[0], start[1] + (off if a.kind == "pass" else 0)), (lane, start[1]),
+                (lane, b.y + off), (end_x, b.y + off)]
+    if a.kind == "socket" and b_key == "route_out":
+        lane = ROUTE_OUT_X + off
+        return [(a.x - a.w / 2, a.y + off), (lane, a.y + off), (lane, b.y + b.h / 2)]
+    start = _ends(a)[1] if a.kind == "pass" else _anchor(a, b)
+    end = _ends(b)[0] if b.kind == "pass" else _anchor(b, a)
+    if abs(end[0] - start[0]) >= abs(end[1] - start[1]):  # mostly across: shift up/down
+        return [(start[0], start[1] + off), (end[0], end[1] + off)]
+    return [(start[0] + off, start[1]), (end[0] + off, end[1])]
+
+
+def _line(ax: Axes, points: list[tuple[float, float]], *, color: str, lw: float, ls: object,
+          alpha: float, arrow: bool = True) -> None:
+    codes = [Path.MOVETO] + [Path.LINETO] * (len(points) - 1)
+    ax.add_patch(FancyArrowPatch(path=Path(points, codes), arrowstyle="-|>" if arrow else "-",
+                                 mutation_scale=10, color=color, lw=lw, linestyle=ls, zorder=4,
+                                 alpha=alpha, shrinkA=0, shrinkB=0, joinstyle="miter"))
 
 
 def _draw_path(ax: Axes, path: list[Stop], cut: int) -> None:
-    for k in range(1, len(path)):
-        a, b = path[k - 1], path[k]
-        if a.place == b.place:
-            continue
+    for k in range(len(path)):
+        b = path[k]
         conn = b.connection
         st = style.connection_style(conn)
         ahead = k >= cut
-        rad = 0.25 if {a.place, b.place} == {"POSTROUTING/nat", "lo"} else 0.0
-        _arrow(ax, PLACES[a.place], PLACES[b.place], color=style.GREY if ahead else st["color"],
-               lw=1.0 if ahead else 2.2, ls=st["linestyle"], z=4, shift=0.9 * (conn % 3) - 0.9,
-               alpha=0.45 if ahead else 1.0, rad=rad)
+        look = {"color": style.GREY if ahead else st["color"], "lw": 1.0 if ahead else 2.2,
+                "ls": st["linestyle"], "alpha": 0.5 if ahead else 1.0}
+        off = -1.6 + 0.8 * (conn % 3)
+        if PLACES[b.place].kind == "pass":  # the line across a hook with no rule for it
+            (x0, y0), (x1, y1) = _ends(PLACES[b.place])
+            _line(ax, [(x0, y0 + off), (x1, y1 + off)], arrow=False, **look)
+        if k == 0 or path[k - 1].place == b.place:
+            continue
+        _line(ax, _route(path[k - 1].place, b.place, off), **look)
 
 
 def _draw_badges(ax: Axes, path: list[Stop], infos: list[StepInfo], step: int | None,
@@ -280,6 +330,8 @@ def _draw_badges(ax: Axes, path: list[Stop], infos: list[StepInfo], step: int | 
         k = per_place.get(stop.place, 0)
         per_place[stop.place] = k + 1
         x = place.x - place.w / 2 + 1.3 + k * 2.6
+        if place.kind == "chain":
+            x = place.x + place.w / 2 - 1.3 - k * 2.6
         y = place.y + place.h / 2 + 1.4
         if place.kind == "socket":
             x, y = place.x - place.w / 2 - 1.6 - k * 2.6, place.y + place.h / 2 - 0.6
@@ -317,7 +369,7 @@ def _caption(walk: Walk | None, infos: list[StepInfo], step: int | None) -> str:
         return ("Arriving packets: PREROUTING -> routing -> INPUT -> socket.  Sent packets: "
                 "routing -> OUTPUT -> POSTROUTING -> eth0, or lo and back in.")
     if step is None:
-        return walk.reason or f"outcome: {walk.outcome}"
+        return f"Outcome: {walk.outcome}" + (f" ({walk.reason})" if walk.reason else "")
     info = next((i for i in infos if i.n == step), None)
     if info is None:
         return f"Step {step}: not part of this walk."

@@ -23,9 +23,6 @@ ISTIO_CHAINS = ("ISTIO_INBOUND", "ISTIO_IN_REDIRECT", "ISTIO_OUTPUT", "ISTIO_RED
 #: The Envoy listeners that have a socket box of their own.
 ENVOY_LISTENERS = {15001: "envoy15001", 15006: "envoy15006"}
 
-#: Hooks a locally created packet passes, and hooks an arriving packet passes.
-LOCAL_OUT = ("OUTPUT", "POSTROUTING")
-ARRIVING = ("PREROUTING", "INPUT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +57,12 @@ def subject_pod(walk: Walk) -> str:
 
 def socket_place(event: Event, last_listener: str | None) -> str:
     """The socket box for an event of a process in the subject pod."""
-    if event.listener:
-        port = _port(event.listener)
-        if port in ENVOY_LISTENERS:
-            return ENVOY_LISTENERS[port]
-        return "envoy_other"
+    port = _port(event.listener) if event.listener else None
+    if port is not None:
+        return ENVOY_LISTENERS.get(port, "envoy_other")
+    if event.actor == "proxy" and last_listener is not None and event.kind != "accept":
+        return last_listener  # the decision / the upstream belong to the listener that accepted
     if event.actor == "proxy":
-        if event.kind == "connect" and last_listener is not None:
-            return last_listener  # Envoy's upstream starts where it accepted the downstream
         return "envoy_other"
     if event.actor == "agent":
         return "agent"
@@ -85,9 +80,9 @@ def event_place(event: Event, subject: str, last_listener: str | None) -> str | 
     """The place of one event, or ``None`` when the event has no box (a rule that did not
     match, a NAT note, a routing summary)."""
     if event.pod and subject and event.pod != subject:
-        if event.actor == "peer" and event.kind == "connect":
-            return "peer_in"
-        return "peer_out"
+        if event.actor == "kernel":
+            return None  # another pod's kernel: not drawn on this pod's map
+        return "peer_in" if event.kind == "connect" else "peer_out"
     if event.actor in ("peer", "node"):
         return "peer_out"
     if event.kind in ("rule", "policy"):
@@ -103,10 +98,26 @@ def event_place(event: Event, subject: str, last_listener: str | None) -> str | 
     return None
 
 
+def stage_of(event: Event, place: str) -> str:
+    """Which stage of a packet's journey a place is: a hook name, a socket, a wire..."""
+    if event.kind in ("rule", "policy") and event.hook:
+        return event.hook
+    if place in SOCKETS:
+        return "socket"
+    return place
+
+
 def stops(walk: Walk) -> list[Stop]:
-    """The places ``walk`` passes on the hooks picture, in order, without repeats in a row."""
+    """The places ``walk`` passes on the hooks picture, in order, without repeats in a row.
+
+    Events are read one connection at a time. Each connection follows one of three roads
+    (:data:`ROADS`): sent and delivered locally (round through ``lo``), sent out by ``eth0``,
+    or arriving from ``eth0``. Between two places that come from events, the places of the
+    road the packet passes without an event (a routing decision, a hook whose tables hold no
+    rule for it, ``lo``) are filled in as *pass* stops (``event=None``).
+    """
     subject = subject_pod(walk)
-    found: list[Stop] = []
+    segments: list[list[tuple[Stop, str, str]]] = []
     last_listener: str | None = None
     for event in walk.events:
         place = event_place(event, subject, last_listener)
@@ -114,51 +125,70 @@ def stops(walk: Walk) -> list[Stop]:
             continue
         if event.kind == "accept" and place.startswith("envoy"):
             last_listener = place
-        _append(found, Stop(place, event.connection, event.index))
-    return _with_wires(found)
+        item = (Stop(place, event.connection, event.index), stage_of(event, place),
+                event.table or "nat")
+        if not segments or segments[-1][0][0].connection != event.connection:
+            segments.append([item])
+        else:
+            segments[-1].append(item)
+    found: list[Stop] = []
+    for segment in segments:
+        for stop in _fill(segment):
+            _append(found, stop)
+    return found
 
 
-def _hook(place: str) -> str | None:
-    return place.split("/", 1)[0] if "/" in place else _CHAIN_HOOK.get(place)
+ROADS: dict[str, tuple[str, ...]] = {
+    "local": ("socket", "route_out", "OUTPUT", "POSTROUTING", "lo", "PREROUTING", "route_in",
+              "INPUT", "socket"),
+    "leave": ("socket", "route_out", "OUTPUT", "POSTROUTING", "eth0_out", "peer_out"),
+    "arrive": ("peer_in", "eth0_in", "PREROUTING", "route_in", "INPUT", "socket"),
+}
+"""The three roads a connection's first packet can take through the pod."""
+
+SOCKETS = ("app", "agent", "envoy_other", *ENVOY_LISTENERS.values())
 
 
-_CHAIN_HOOK = {"ISTIO_INBOUND": "PREROUTING", "ISTIO_OUTPUT": "OUTPUT",
-               "ISTIO_REDIRECT": "OUTPUT", "ISTIO_IN_REDIRECT": None}
+def _road(stages: list[str]) -> tuple[str, ...]:
+    if stages and stages[0] == "peer_in":
+        return ROADS["arrive"]
+    if "peer_out" in stages:
+        return ROADS["leave"]
+    return ROADS["local"]
+
+
+def _fill(segment: list[tuple[Stop, str, str]]) -> list[Stop]:
+    road = _road([stage for _, stage, _ in segment])
+    out: list[Stop] = []
+    cur = 0
+    conn = segment[0][0].connection
+    previous: tuple[Stop, str, str] | None = None
+    for stop, stage, table in segment:
+        low = cur if not (stage == "socket" and out) else max(cur, 1)
+        idx = next((i for i in range(low, len(road)) if road[i] == stage), None)
+        if idx is None:  # not on this road (should not happen): draw it anyway
+            out.append(stop)
+            continue
+        if previous is not None and previous[0].place in ISTIO_CHAINS and stage != previous[1]:
+            # Leaving an Istio chain for the next hook: back through the nat table it hangs on.
+            out.append(Stop(f"{previous[1]}/{previous[2]}", conn, None))
+        start = cur + 1 if out else idx
+        for between in road[start:idx]:
+            out.append(Stop(_pass_place(between), conn, None))
+        out.append(stop)
+        cur = idx
+        previous = (stop, stage, table)
+    return out
+
+
+def _pass_place(stage: str) -> str:
+    """A hook passed without an event is drawn through its frame (``"PREROUTING/-"``)."""
+    if stage in ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"):
+        return f"{stage}/-"
+    return stage
 
 
 def _append(found: list[Stop], stop: Stop) -> None:
     if found and found[-1].place == stop.place and found[-1].connection == stop.connection:
         return
     found.append(stop)
-
-
-def _with_wires(found: Sequence[Stop]) -> list[Stop]:
-    """Add the routing decisions and the ``lo``/``eth0`` wires between hooks."""
-    out: list[Stop] = []
-    previous_hook: str | None = None
-    for stop in found:
-        hook = _hook(stop.place)
-        if stop.place == "ISTIO_IN_REDIRECT" and out:
-            hook = previous_hook  # reached from PREROUTING or from OUTPUT: stay in that hook
-        if out:
-            before = out[-1].place
-            if hook == "OUTPUT" and previous_hook not in ("OUTPUT",) and _is_socket(before):
-                out.append(Stop("route_out", stop.connection, None))
-            if hook in ARRIVING and previous_hook == "POSTROUTING":
-                out.append(Stop("lo", stop.connection, None))
-            if hook == "INPUT" and previous_hook == "PREROUTING":
-                out.append(Stop("route_in", stop.connection, None))
-            if stop.place == "peer_out" and previous_hook == "POSTROUTING":
-                out.append(Stop("eth0_out", stop.connection, None))
-            if hook == "PREROUTING" and before == "peer_in":
-                out.append(Stop("eth0_in", stop.connection, None))
-        if hook is not None:
-            previous_hook = hook
-        elif _is_socket(stop.place) or stop.place.startswith("peer"):
-            previous_hook = None
-        out.append(stop)
-    return out
-
-
-def _is_socket(place: str) -> bool:
-    return place in ("app", "agent", "envoy_other") or place in ENVOY_LISTENERS.values()

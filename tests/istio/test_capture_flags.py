@@ -207,8 +207,11 @@ def test_split_dns_servers() -> None:
         split_dns_servers(["resolver"])
 
 
-def test_string_argv_is_split_on_whitespace() -> None:
-    assert parse("-p 15001 -b 80 -x=") == parse(["-p", "15001", "-b", "80", "-x", ""])
+def test_string_argv_is_split_like_a_shell() -> None:
+    words = ["istio-iptables", "-p", "15001", "-i", "*", "-b", "80", "-x", ""]
+    assert parse("istio-iptables -p 15001 -i '*' -b 80 -x \"\"") == parse(words)
+    with pytest.raises(CaptureFlagError, match=r"close every quote"):
+        parse("-i '*")
 
 
 @pytest.mark.parametrize("config_args", [

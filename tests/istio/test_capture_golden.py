@@ -24,7 +24,13 @@ from typing import Any
 
 import pytest
 
-from meshlab.istio.capture import CaptureConfig, generate
+from meshlab.istio.capture import (
+    DEFAULT_ISTIO_INIT_ARGS,
+    CaptureConfig,
+    RuleBuilder,
+    default_rules,
+    generate,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_GOLDEN_DIR = REPO.parent / "shared" / "reference" / "istio-iptables" / "golden"
@@ -291,3 +297,61 @@ def test_generated_rules_load_into_a_real_namespace(case: str, netns: str) -> No
         kernel = parse_ruleset(saved.stdout, family=family)
         ours = rules.ruleset_v4 if family == "ipv4" else rules.ruleset_v6
         assert kernel == ours, f"{tool}-save differs from the model:\n{saved.stdout}"
+
+
+# ---- generation details the goldens do not show -------------------------------------------------
+
+
+def test_post_apply_commands_for_tproxy_and_ipv6() -> None:
+    rules = generate(CaptureConfig.from_args(["-m", "TPROXY", "-b", "*", "-t", "7", "-r", "70"],
+                                             enable_ipv6=True))  # fmt: skip
+    assert rules.post_commands == (
+        "ip -6 addr add ::6/128 dev lo",
+        "ip rule add fwmark 7 lookup 70",
+        "ip -6 rule add fwmark 7 lookup 70",
+        "ip route add local 0.0.0.0/0 dev lo table 70",
+        "ip -6 route add local ::/0 dev lo table 70",
+    )
+    assert generate(CaptureConfig.from_args(["-b", "*"])).post_commands == ()
+    # TPROXY without inbound ports needs no policy routing
+    assert generate(CaptureConfig.from_args(["-m", "TPROXY"])).post_commands == ()
+
+
+def test_builder_declares_jump_only_chains_and_keeps_insert_lines() -> None:
+    builder = RuleBuilder(enable_ipv6=False)
+    builder.insert("nat", "PREROUTING", 1, "-i", "eth1", "-j", "RETURN")
+    builder.append("nat", "OUTPUT", "-j", "ISTIO_ONLY_JUMPED")
+    builder.append("nat", "ISTIO_X", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "1")
+    builder.append("raw", "OUTPUT", "-j", "CT", "--zone", "1")
+    assert builder.restore("ipv4") == (
+        "* nat\n-N ISTIO_X\n-N ISTIO_ONLY_JUMPED\n-I PREROUTING 1 -i eth1 -j RETURN\n"
+        "-A OUTPUT -j ISTIO_ONLY_JUMPED\n-A ISTIO_X -p tcp -j REDIRECT --to-ports 1\nCOMMIT\n"
+        "* raw\n-A OUTPUT -j CT --zone 1\nCOMMIT\n"
+    )
+    assert builder.restore("ipv6") == ""
+
+
+def test_collected_rules_are_the_document_lines() -> None:
+    rules = generate(CaptureConfig.from_args(["-b", "*", "-i", "*", "-m", "TPROXY"]))
+    lines = [line for line in rules.restore_v4.splitlines()
+             if line.startswith(("-A ", "-I "))]  # fmt: skip
+    # emission order, grouped by table (alphabetical) as the document groups them
+    by_table = sorted(rules.rules_v4, key=lambda rule: rule.table)
+    assert [rule.text for rule in by_table] == lines
+    assert rules.restore_v6 is None and rules.ruleset_v6 is None and rules.rules_v6 == ()
+
+
+def test_dns_servers_of_the_other_family_still_switch_dns_mode_on() -> None:
+    """Istio checks for *any* nameserver: a v6-only resolv.conf on a v4 pod turns on the
+    port-53 forms of the owner rules, but there is no v4 jump to ISTIO_OUTPUT_DNS."""
+    rules = generate(CaptureConfig.from_args(["--redirect-dns"], dns_servers_v6=["fd00::a"]))
+    assert "-m multiport ! --dports 53,15008" in rules.restore_v4
+    assert "-A ISTIO_OUTPUT -j ISTIO_OUTPUT_DNS" not in rules.restore_v4
+    assert "-A OUTPUT -j ISTIO_OUTPUT_DNS" in rules.restore_v4
+
+
+def test_default_rules_is_the_istio_init_ruleset() -> None:
+    ruleset = default_rules()
+    assert ruleset == generate(CaptureConfig.from_args(DEFAULT_ISTIO_INIT_ARGS)).ruleset_v4
+    texts = [ref.rule.text for ref in ruleset.rules()]
+    assert "-j ISTIO_IN_REDIRECT" in " ".join(texts)

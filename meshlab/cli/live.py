@@ -1,0 +1,162 @@
+"""``meshlab live``: run the scenarios on the real kernel and compare them with the model.
+
+::
+
+    meshlab live verify [--scenario NAME]... [--json] [--trace]
+    meshlab live run SCENARIO [--without-rule "TEXT"]... [--keep] [--json]
+    meshlab live loop                       # the 1337-exemption loop, real proxy, hop limit
+    meshlab live random [--seed N]          # randomized model-vs-kernel connections
+    meshlab live clean [--all]              # remove what a killed run left behind
+
+``verify`` exits 0 when every scenario agrees, 1 when any disagrees, and 2 when the lab
+cannot run here (not root, no iptables, no ``ip netns``), saying why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from meshlab.errors import MeshlabError
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "live", help="prove the model on the real kernel (network namespaces, needs root)",
+        description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="live_command", metavar="ACTION", required=True)
+
+    v = sub.add_parser("verify", help="run catalog scenarios for real and compare with the model")
+    v.add_argument("--scenario", action="append", metavar="NAME", help="only this scenario "
+                   "(repeatable); default: the whole catalog")
+    v.add_argument("--json", action="store_true", help="print one JSON object")
+    v.add_argument("--trace", action="store_true",
+                   help="also record the kernel's rule trace (xtables-monitor --trace)")
+    v.set_defaults(func=run_verify)
+
+    r = sub.add_parser("run", help="run one scenario for real and show what happened")
+    r.add_argument("scenario", metavar="SCENARIO")
+    r.add_argument("--without-rule", action="append", default=[], metavar="TEXT",
+                   help='remove a rule first, e.g. "-m owner --uid-owner 1337 -j RETURN"')
+    r.add_argument("--keep", action="store_true",
+                   help="leave the namespaces in place to look around (then `meshlab live "
+                        "clean --all`)")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=run_run)
+
+    lo = sub.add_parser("loop", help="the loop experiment: no UID/GID 1337 exemption")
+    lo.add_argument("--json", action="store_true")
+    lo.set_defaults(func=run_loop)
+
+    rd = sub.add_parser("random", help="random istio-iptables configs x random connections")
+    rd.add_argument("--seed", type=int, help="replay a run (default: MESHLAB_LIVE_SEED or new)")
+    rd.add_argument("--configs", type=int, default=12)
+    rd.add_argument("--per-config", type=int, default=20)
+    rd.add_argument("--json", action="store_true")
+    rd.set_defaults(func=run_random)
+
+    c = sub.add_parser("clean", help="remove namespaces, processes and temp dirs left behind")
+    c.add_argument("--all", action="store_true",
+                   help="also those of runs still going (any meshlab- namespace)")
+    c.set_defaults(func=run_clean)
+
+
+def _require_lab() -> None:
+    from meshlab.live.lab import check_environment
+
+    check_environment()  # raises LabUnavailable (a MeshlabError: exit 2 with the reason)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from meshlab.live.verify import side_by_side, verify
+
+    _require_lab()
+    report = verify(args.scenario, trace=args.trace)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, default=str))
+    else:
+        for comparison in report.comparisons:
+            status = "agree" if comparison.agree else "DISAGREE"
+            print(f"{status:9} {comparison.name}")
+            if not comparison.agree:
+                print(side_by_side(comparison))
+        agreed = sum(c.agree for c in report.comparisons)
+        print(f"{agreed}/{len(report.comparisons)} scenarios agree "
+              f"({report.seconds:.1f} s)")
+    return 0 if report.agree else 1
+
+
+def run_run(args: argparse.Namespace) -> int:
+    from meshlab.live.verify import run_one, side_by_side
+    from meshlab.live.worldlab import world_lab
+    from meshlab.scenarios import get_scenario
+
+    _require_lab()
+    scenario = get_scenario(args.scenario)
+    with world_lab(trace=True, keep=args.keep, deadline=60.0) as lab:
+        _walk, seen, comparison = run_one(lab, scenario, without_rules=args.without_rule)
+        names = (lab.pod, lab.peer)
+    if args.json:
+        print(json.dumps({**comparison.to_json(), "connection": seen.to_json()}, indent=2,
+                         default=str))
+    else:
+        print(side_by_side(comparison))
+        print("\nproxy log:")
+        for event in seen.proxy_log:
+            print("  " + " ".join(f"{k}={v}" for k, v in event.items() if k != "t"))
+        if seen.trace:
+            print("\nkernel trace of the first packet (xtables-monitor --trace):")
+            for step in seen.trace:
+                rule = "policy" if step["rule"] == 0 else f"rule {step['rule']}"
+                print(f"  {step['table']:7} {step['chain']:18} {rule:8} {step['verdict']}")
+        if args.keep:
+            print(f"\nkept: ip netns exec {names[0]} iptables-save -c   "
+                  f"(remove with `meshlab live clean --all`)")
+    return 0 if comparison.agree else 1
+
+
+def run_loop(args: argparse.Namespace) -> int:
+    from meshlab.live.loop import describe, loop_experiment
+
+    _require_lab()
+    result = loop_experiment()
+    print(json.dumps(result, indent=2, default=str) if args.json else describe(result))
+    return 0 if result["agree"] else 1
+
+
+def run_random(args: argparse.Namespace) -> int:
+    from meshlab.live.differential import randomized, seed_from_env
+
+    _require_lab()
+    seed = args.seed if args.seed is not None else seed_from_env()
+    report = randomized(seed, configs=args.configs, per_config=args.per_config)
+    if args.json:
+        print(json.dumps({"seed": seed, "agreed": report.agreed, "total": len(report.results),
+                          "disagreements": [r.to_json() for r in report.disagreements]},
+                         indent=2))
+    else:
+        for r in report.disagreements:
+            print(f"DISAGREE {r.spec.describe()}\n  flags: {' '.join(r.config)}")
+            for line in r.diff:
+                print(f"  {line}")
+        print(f"{report.agreed}/{len(report.results)} connections agree "
+              f"({report.configs} configurations, {report.seconds:.1f} s, seed {seed}; "
+              f"replay with MESHLAB_LIVE_SEED={seed})")
+    return 0 if not report.disagreements else 1
+
+
+def run_clean(args: argparse.Namespace) -> int:
+    from meshlab.live.netns import clean
+
+    try:
+        removed = clean(everything=args.all)
+    except MeshlabError as error:
+        print(f"meshlab live clean: {error}", file=sys.stderr)
+        return 2
+    for item in removed:
+        print(f"removed {item}")
+    if not removed:
+        print("nothing to clean")
+    return 0

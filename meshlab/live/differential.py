@@ -1,0 +1,287 @@
+"""Connection by connection: the model's :class:`~meshlab.netfilter.Netns` against the kernel.
+
+Each connection's first packet is traced by the model (``Netns.connect`` for a socket in the
+pod, ``Netns.receive`` for a packet arriving on eth0) and made for real in the lab, where
+*catchers* (plain answering servers, root, ``IP_TRANSPARENT``) listen on every port the
+rules might send it to. Nothing relays, so each real connection ends at the first listening
+socket - exactly what one model trace describes. Compared per connection:
+
+* **where it went**: the model's ``Trace.delivered`` (after REDIRECT/DNAT/TPROXY) and
+  ``Trace.local`` against the listening socket that accepted (its port) and the local
+  address the kernel gave the accepted socket - in the pod or at the peer; a RST (refused)
+  still means "delivered there, nobody listening"; a timeout means dropped;
+* **which nat rules counted, and how often**: the model's per-rule counters against the
+  growth of the kernel's ``iptables-save -c`` counters in the nat table, chain policies
+  (rule 0) included. (nat sees one packet per connection, so the counts must be equal.
+  mangle/raw/filter count every packet of the connection, so they are not compared.)
+
+:func:`issue2_check` does this for the default rules and the connections issue 2 names;
+:func:`randomized` for random but valid ``istio-iptables`` configurations x random
+connections, reproducible from a seed (``MESHLAB_LIVE_SEED``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshlab.live.counters import Key, only_table
+from meshlab.live.lab import POD_IP, KernelConnection, Lab, Server
+
+PEERS = ("10.244.0.9", "10.244.0.10")
+REMOTES = ("10.96.0.10", "192.168.10.20")
+PORTS = (80, 443, 3306, 8080, 9080, 15001, 15006, 15008, 15020, 15021, 15090, 16001, 16006)
+CLOSED_PORT = 7070
+"""A port nobody listens on: the kernel answers RST (refused) wherever it is delivered."""
+UIDS = (0, 1000, 1337, 1500)
+CIDRS = ("10.244.0.0/24", "10.244.0.9/32", "10.244.0.10/32", "10.96.0.0/12", "192.168.0.0/16",
+         "10.0.0.0/8", "172.16.0.0/12")
+
+
+@dataclass(frozen=True)
+class ConnSpec:
+    """One connection to make: from inside the pod (owner uid/gid) or from the peer."""
+
+    side: str                 # "pod" | "peer"
+    dst: str
+    dport: int
+    uid: int = 0
+    gid: int = 0
+    src: str | None = None
+
+    def describe(self) -> str:
+        who = f"uid {self.uid} gid {self.gid}" if self.side == "pod" else "peer"
+        src = f" from {self.src}" if self.src else ""
+        return f"{self.side}: {who}{src} -> {self.dst}:{self.dport}"
+
+
+@dataclass(frozen=True)
+class ConnResult:
+    spec: ConnSpec
+    config: tuple[str, ...]
+    model: Mapping[str, Any]
+    kernel: Mapping[str, Any]
+    diff: tuple[str, ...]
+
+    @property
+    def agree(self) -> bool:
+        return not self.diff
+
+    def to_json(self) -> dict[str, Any]:
+        return {"connection": self.spec.describe(), "flags": " ".join(self.config),
+                "agree": self.agree, "model": dict(self.model), "kernel": dict(self.kernel),
+                "diff": list(self.diff)}
+
+
+@dataclass(frozen=True)
+class DiffReport:
+    seed: int | None
+    results: tuple[ConnResult, ...]
+    seconds: float
+    configs: int = 0
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def agreed(self) -> int:
+        return sum(r.agree for r in self.results)
+
+    @property
+    def disagreements(self) -> list[ConnResult]:
+        return [r for r in self.results if not r.agree]
+
+
+def catcher_lab(**kwargs: Any) -> Lab:
+    """A lab whose pod and peer answer on every port of :data:`PORTS`, no proxy."""
+    ports = tuple(PORTS)
+    return Lab(rules=None, pod_servers=(Server("pod", ports, transparent=True),),
+               peer_servers=(Server("peer", ports),), proxy=None, peer_addresses=PEERS[1:],
+               remote_addresses=REMOTES, **kwargs)
+
+
+def _model_side(ns: Any, spec: ConnSpec, sport: int) -> tuple[Any, dict[Key, int]]:
+    from meshlab.netfilter import Packet
+
+    before = dict(ns.counters)
+    if spec.side == "pod":
+        trace = ns.connect(proto="tcp", dst=spec.dst, dport=spec.dport, uid=spec.uid,
+                           gid=spec.gid, src=spec.src, sport=sport)
+    else:
+        packet = Packet("tcp", ipaddress.ip_address(spec.src or PEERS[0]), sport,
+                        ipaddress.ip_address(spec.dst), spec.dport)
+        trace = ns.receive(packet, "eth0")
+    grew = {k: v - before.get(k, 0) for k, v in ns.counters.items() if v - before.get(k, 0)}
+    return trace, grew
+
+
+def _key(key: Key) -> str:
+    return f"{key[1]} {key[2]}" if key[2] else f"{key[1]} policy"
+
+
+def model_view(trace: Any, grew: Mapping[Key, int]) -> dict[str, Any]:
+    where = "pod" if trace.local else ("dropped" if trace.verdict == "DROP" else "peer")
+    return {"where": where, "delivered": f"{trace.delivered[0]}:{trace.delivered[1]}",
+            "nat": {_key(k): n for k, n in sorted(only_table(grew, "nat", policies=True)
+                                                  .items())}}
+
+
+def kernel_view(seen: KernelConnection) -> dict[str, Any]:
+    reply = seen.reply or {}
+    if seen.outcome == "answered" and "server" in reply:
+        ip = str(reply["local"]).rsplit(":", 1)[0]
+        where, delivered = str(reply["server"]), f"{ip}:{reply['listener']}"
+    elif seen.outcome == "refused":
+        where, delivered = "refused", None
+    elif seen.outcome == "timeout":
+        where, delivered = "dropped", None
+    else:
+        where, delivered = seen.outcome, None
+    return {"where": where, "delivered": delivered, "outcome": seen.outcome,
+            "error": seen.error,
+            "nat": {_key(k): n for k, n in sorted(only_table(seen.grew, "nat", policies=True)
+                                                  .items())}}
+
+
+def compare_views(spec: ConnSpec, model: Mapping[str, Any], kernel: Mapping[str, Any]
+                  ) -> tuple[str, ...]:
+    """Each way the two views differ, in words."""
+    diff: list[str] = []
+    if kernel["where"] == "refused":
+        # RST: delivered where the model says, but no socket there. Only CLOSED_PORT may do so.
+        port = int(str(model["delivered"]).rsplit(":", 1)[1])
+        if model["where"] == "dropped" or port != CLOSED_PORT:
+            diff.append(f"kernel refused the connection; model delivered it to "
+                        f"{model['where']} {model['delivered']}")
+    elif kernel["where"] != model["where"] or (kernel["delivered"] != model["delivered"]
+                                               and kernel["where"] != "dropped"):
+        diff.append(f"model: {model['where']} {model['delivered']}; "
+                    f"kernel: {kernel['where']} {kernel['delivered']}"
+                    + (f" ({kernel['error']})" if kernel.get("error") else ""))
+    for key in sorted(set(model["nat"]) | set(kernel["nat"])):
+        m, k = model["nat"].get(key, 0), kernel["nat"].get(key, 0)
+        if m != k:
+            diff.append(f"nat {key}: model counted {m}, kernel {k}")
+    return tuple(diff)
+
+
+def run_connections(lab: Lab, ruleset: Any, specs: Sequence[ConnSpec], config: Sequence[str],
+                    *, timeout: float = 0.6) -> list[ConnResult]:
+    """Make each connection for real and in a fresh model namespace; compare."""
+    from meshlab.netfilter import Netns, pod_interfaces
+
+    ns = Netns(ruleset, pod_interfaces(POD_IP))
+    results = []
+    for spec in specs:
+        seen = lab.connect(spec.dst, spec.dport, side=spec.side, uid=spec.uid, gid=spec.gid,
+                           src=spec.src, timeout=timeout)
+        if seen.sport is None:
+            results.append(ConnResult(spec, tuple(config), {}, kernel_view(seen),
+                                      (f"the lab could not make it: {seen.error}",)))
+            continue
+        trace, grew = _model_side(ns, spec, int(seen.sport))
+        model, kernel = model_view(trace, grew), kernel_view(seen)
+        results.append(ConnResult(spec, tuple(config), model, kernel,
+                                  compare_views(spec, model, kernel)))
+    return results
+
+
+ISSUE2_CONNECTIONS = (
+    ConnSpec("peer", POD_IP, 9080, src=PEERS[0]),                 # inbound to the app
+    ConnSpec("peer", POD_IP, 15021, src=PEERS[0]),                # inbound, excluded port
+    ConnSpec("pod", PEERS[0], 80, uid=1000, gid=1000),            # the app's outbound
+    ConnSpec("pod", PEERS[0], 80, uid=1337, gid=1337),            # the proxy's own outbound
+    ConnSpec("pod", POD_IP, 9080, uid=1337, gid=1337, src="127.0.0.6"),  # proxy -> app
+    ConnSpec("pod", POD_IP, 9080, uid=1337, gid=1337),            # 1337 to its own pod IP
+    ConnSpec("pod", "127.0.0.1", 9080, uid=1000, gid=1000),       # localhost
+    ConnSpec("pod", POD_IP, 9080, uid=1000, gid=1000),            # the app to its own IP
+    ConnSpec("pod", "127.0.0.1", 15001, uid=1000, gid=1000),      # straight to 15001
+    ConnSpec("pod", REMOTES[0], 443, uid=1000, gid=1000),         # a remote address
+    ConnSpec("peer", POD_IP, CLOSED_PORT, src=PEERS[0]),          # nobody listens
+)
+
+
+def issue2_check(lab: Lab | None = None) -> list[ConnResult]:
+    """Issue 2's check: the default sidecar rules, the named connections, model vs kernel."""
+    from meshlab.istio.capture import CaptureConfig, generate
+    from meshlab.istio.flags import DEFAULT_ISTIO_INIT_ARGS
+
+    rules = generate(CaptureConfig.from_args(list(DEFAULT_ISTIO_INIT_ARGS)))
+    if lab is None:
+        with catcher_lab() as fresh:
+            return issue2_check(fresh)
+    lab.load(rules.restore_v4, rules.post_commands)
+    return run_connections(lab, rules.ruleset_v4, ISSUE2_CONNECTIONS, DEFAULT_ISTIO_INIT_ARGS)
+
+
+# -- randomized --------------------------------------------------------------------------
+
+def random_flags(rng: random.Random) -> list[str]:
+    """A random but valid istio-iptables command line (ports, CIDRs, UIDs, GIDs, mode)."""
+    def some(pool: Sequence[Any], most: int) -> list[str]:
+        return [str(x) for x in rng.sample(list(pool), rng.randint(1, most))]
+
+    flags = ["-p", rng.choice(["15001", "16001"]), "-z", rng.choice(["15006", "16006"])]
+    uids = some(["1337", "1500", "1000"], 2) if rng.random() < 0.3 else ["1337"]
+    flags += ["-u", ",".join(uids)]
+    if rng.random() < 0.4:
+        flags += ["-g", ",".join(some(["1337", "1500", "1000"], 2))]
+    flags += ["-m", rng.choice(["REDIRECT", "REDIRECT", "TPROXY"])]
+    inbound = rng.random()
+    if inbound < 0.6:
+        flags += ["-b", "*", "-d", ",".join(some([15090, 15021, 15020, 8080, 443], 3))]
+    elif inbound < 0.85:
+        flags += ["-b", ",".join(some([80, 8080, 9080, 3306], 3))]
+    outbound = rng.random()
+    if outbound < 0.5:
+        flags += ["-i", "*"]
+    elif outbound < 0.85:
+        flags += ["-i", ",".join(some(CIDRS, 2))]
+    if rng.random() < 0.4:
+        flags += ["-x", ",".join(some(CIDRS, 2))]
+    if rng.random() < 0.3:
+        flags += ["-o", ",".join(some([80, 443, 3306, 9080], 2))]
+    if rng.random() < 0.3:
+        flags += ["-q", ",".join(some([80, 443, 3306, 8080], 2))]
+    return flags
+
+
+def random_connection(rng: random.Random) -> ConnSpec:
+    port = rng.choice([*PORTS, CLOSED_PORT])
+    if rng.random() < 0.35:
+        return ConnSpec("peer", POD_IP, port, src=rng.choice(PEERS))
+    uid = rng.choice(UIDS)
+    gid = rng.choice([uid, uid, 1000, 1337])
+    dst = rng.choice([*PEERS, *REMOTES, "127.0.0.1", POD_IP, "127.0.0.6"])
+    local = dst in ("127.0.0.1", POD_IP, "127.0.0.6")
+    src = "127.0.0.6" if local and rng.random() < 0.3 else None
+    return ConnSpec("pod", dst, port, uid=uid, gid=gid, src=src)
+
+
+def seed_from_env() -> int:
+    value = os.environ.get("MESHLAB_LIVE_SEED")
+    return int(value) if value else random.SystemRandom().randrange(2**31)
+
+
+def randomized(seed: int | None = None, *, configs: int = 12, per_config: int = 20,
+               lab: Lab | None = None) -> DiffReport:
+    """``configs`` random configurations x ``per_config`` random connections, seeded."""
+    from meshlab.istio.capture import CaptureConfig, generate
+
+    seed = seed_from_env() if seed is None else seed
+    rng = random.Random(seed)
+    if lab is None:
+        with catcher_lab() as fresh:
+            return randomized(seed, configs=configs, per_config=per_config, lab=fresh)
+    started = time.perf_counter()
+    results: list[ConnResult] = []
+    for _ in range(configs):
+        flags = random_flags(rng)
+        rules = generate(CaptureConfig.from_args(flags))
+        lab.load(rules.restore_v4, rules.post_commands)
+        specs = [random_connection(rng) for _ in range(per_config)]
+        results += run_connections(lab, rules.ruleset_v4, specs, flags)
+    return DiffReport(seed, tuple(results), time.perf_counter() - started, configs)

@@ -1,0 +1,92 @@
+"""The ablation matrix as a picture: which rule matters for which scenario.
+
+Rows are the rules taken out (one at a time, then the UID/GID twin pairs), columns the
+scenarios, and each cell says what changed (:func:`meshlab.ablation.ablation` decided it). A
+cell carries a short word *and* a hatch, so the matrix reads the same in greyscale:
+
+=====================  =========  ================
+change                 word       hatch
+=====================  =========  ================
+loop                   LOOP       dense crosses
+bypasses proxy         bypass     diagonal lines
+refused/dropped/...    refused    dots
+delivered elsewhere    elsewhere  back-diagonals
+now proxied / other    proxied    horizontal lines
+no change              (blank)    none
+rule absent            n/a        light grey
+=====================  =========  ================
+"""
+
+from __future__ import annotations
+
+import pandas
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch, Rectangle
+
+from meshlab.viz import style
+
+CELL_LOOK: dict[str, tuple[str, str | None, str]] = {
+    # change -> (word in the cell, hatch, fill)
+    "loop": ("LOOP", "xxx", "#c8c8c8"),
+    "bypasses proxy": ("bypass", "///", "#e4e4e4"),
+    "refused": ("refused", "...", "#e4e4e4"),
+    "dropped": ("dropped", "...", "#e4e4e4"),
+    "timeout": ("timeout", "...", "#e4e4e4"),
+    "delivered elsewhere": ("elsewhere", "\\\\\\", "#f0f0f0"),
+    "now proxied": ("proxied", "---", "#f0f0f0"),
+    "different path": ("other path", "---", "#f7f7f7"),
+    "no change": ("", None, "#ffffff"),
+    "rule absent": ("n/a", None, "#f2f2f2"),
+}
+
+CHAR_W = 0.6 * 7 / 72
+
+
+def ablation_figure(frame: pandas.DataFrame) -> Figure:
+    """Draw ``frame`` (rule x scenario -> change, as :func:`meshlab.ablation.ablation` gives).
+
+    The figure's size follows the table's shape (so it is the same for the same table).
+    Unknown change words are drawn as written, without hatch.
+    """
+    rows = [str(r) for r in frame.index]
+    cols = [str(c) for c in frame.columns]
+    label_w = max([len(r) for r in rows] + [10]) * CHAR_W + 0.3
+    cell_w, cell_h = 0.62, 0.26
+    col_label_h = max([len(c) for c in cols] + [4]) * CHAR_W * 1.05 + 0.2
+    width = label_w + cell_w * max(len(cols), 1) + 0.3
+    height = col_label_h + cell_h * max(len(rows), 1) + 1.1
+    with style.styled():
+        fig = style.new_figure(max(width, 6.0), height)
+        ax = fig.add_axes((0, 0, 1, 1))
+        ax.set_xlim(0, max(width, 6.0))
+        ax.set_ylim(height, 0)
+        ax.set_axis_off()
+        top = 0.45 + col_label_h
+        ax.text(0.15, 0.25, "What each rule is for: remove it, run every scenario",
+                fontsize=11, fontweight="bold", va="center")
+        for j, col in enumerate(cols):
+            ax.text(label_w + (j + 0.5) * cell_w, top - 0.08, col, rotation=60, ha="left",
+                    va="bottom", fontsize=7, rotation_mode="anchor")
+        for i, row in enumerate(rows):
+            y = top + i * cell_h
+            ax.text(label_w - 0.1, y + cell_h / 2, row, ha="right", va="center", fontsize=7,
+                    family="DejaVu Sans Mono")
+            for j, col in enumerate(frame.columns):
+                value = str(frame.iloc[i, j])
+                word, hatch, fill = CELL_LOOK.get(value, (value[:9], None, "#ffffff"))
+                ax.add_patch(Rectangle((label_w + j * cell_w, y), cell_w, cell_h,
+                                       facecolor=fill, edgecolor="#999999", lw=0.5,
+                                       hatch=hatch))
+                if word:
+                    ax.text(label_w + (j + 0.5) * cell_w, y + cell_h / 2, word, ha="center",
+                            va="center", fontsize=6.5, fontweight="bold" if word == "LOOP"
+                            else "normal", bbox={"boxstyle": "square,pad=0.05",
+                                                 "fc": "white", "ec": "none", "alpha": 0.85})
+        handles = [Patch(facecolor=fill, edgecolor="#777777", hatch=hatch,
+                         label=f"{change} ({word or 'blank'})")
+                   for change, (word, hatch, fill) in CELL_LOOK.items()
+                   if change in set(frame.to_numpy().ravel().tolist())]
+        if handles:
+            fig.legend(handles=handles, loc="lower left", ncol=min(len(handles), 5),
+                       frameon=False, fontsize=7.5, bbox_to_anchor=(0.01, 0.0))
+    return fig

@@ -1,0 +1,76 @@
+"""How a loop grows, and where a real proxy gives out.
+
+When the proxy's own connection is captured again, every turn of the loop holds one more
+connection open (Envoy accepts a downstream and opens an upstream, and neither closes while the
+loop runs). The numbers come from :meth:`meshlab.walk.LoopReport.after`, the model's cost of a
+loop; this module only plots them:
+
+* left: the first ``hops`` turns, on linear axes (straight lines: one more connection, two more
+  Envoy sockets, one more ephemeral port per turn);
+* right: the same on log axes, far enough to reach the limits: the ephemeral ports
+  (``net.ipv4.ip_local_port_range``: ``connect()`` fails with EADDRNOTAVAIL) and Envoy's file
+  descriptors (``nofile``: ``accept()`` fails with EMFILE).
+"""
+
+from __future__ import annotations
+
+from matplotlib.figure import Figure
+
+from meshlab.viz import style
+from meshlab.walk import LoopReport
+
+_SERIES = (
+    ("connections", "TCP connections open", "-", "o"),
+    ("proxy_sockets", "Envoy sockets (fds)", "--", "s"),
+    ("ephemeral_ports", "ephemeral ports used", ":", "^"),
+)
+
+
+def loop_growth_figure(loop: LoopReport, *, hops: int = 1000) -> Figure:
+    """Connections, Envoy sockets and ephemeral ports against the loop's turns (hops).
+
+    ``hops`` is how far the left panel goes. Each series has its own line style and marker;
+    the limits are labelled horizontal lines, and the turn at which each limit is reached is
+    written beside it.
+    """
+    hops = max(1, int(hops))
+    with style.styled():
+        fig = style.new_figure(11.0, 4.4)
+        left, right = fig.subplots(1, 2)
+        xs = [round(hops * i / 20) for i in range(21)]
+        for attr, label, ls, marker in _SERIES:
+            ys = [getattr(loop.after(x), attr) for x in xs]
+            left.plot(xs, ys, linestyle=ls, marker=marker, markevery=4, color=style.INK,
+                      label=label, lw=1.6, ms=5)
+        left.set_xlabel("turns of the loop (hops)")
+        left.set_ylabel("count")
+        left.set_title(f"the first {hops} turns")
+        left.grid(True, color="#dddddd", lw=0.6)
+        left.legend(frameon=False, loc="upper left")
+
+        far = max(loop.hops_until_fds_run_out * 2, hops * 10)
+        xs_log = [1]
+        while xs_log[-1] < far:
+            xs_log.append(xs_log[-1] * 2)
+        for attr, label, ls, marker in _SERIES:
+            ys = [getattr(loop.after(x), attr) for x in xs_log]
+            right.plot(xs_log, ys, linestyle=ls, marker=marker, markevery=3, color=style.INK,
+                       label=label, lw=1.6, ms=5)
+        right.set_xscale("log")
+        right.set_yscale("log")
+        ports = loop.ephemeral_port_count
+        right.axhline(ports, color=style.ACCENT, linestyle="-.", lw=1.2)
+        right.text(1.3, ports * 1.25, f"ephemeral ports: {ports} -> EADDRNOTAVAIL after "
+                   f"{loop.hops_until_ports_run_out} turns", fontsize=8, va="bottom")
+        right.axhline(loop.nofile, color=style.ACCENT, linestyle=(0, (6, 2)), lw=1.2)
+        right.text(1.3, loop.nofile * 1.25, f"nofile: {loop.nofile} -> EMFILE after "
+                   f"{loop.hops_until_fds_run_out} turns", fontsize=8, va="bottom")
+        right.set_ylim(1, loop.nofile * 12)
+        right.set_xlabel("turns of the loop (log)")
+        right.set_title("where a real proxy gives out")
+        right.grid(True, color="#dddddd", lw=0.6, which="major")
+        fig.suptitle(f"loop: {loop.text}", x=0.01, ha="left", fontsize=10, fontweight="bold")
+        fig.text(0.01, 0.01, f"detected by {loop.detected_by} after {loop.hops} hop(s); "
+                 f"{loop.gives_out}"[:170], fontsize=8, ha="left", va="bottom")
+        fig.subplots_adjust(left=0.07, right=0.98, top=0.84, bottom=0.17, wspace=0.22)
+    return fig

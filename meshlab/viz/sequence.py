@@ -1,0 +1,110 @@
+"""A walk as a sequence diagram: who does what, in order, one lane per actor.
+
+Lanes, left to right: the **app** (the process that starts it), the pod's **kernel**
+(netfilter and routing), the **proxy** (Envoy, and pilot-agent when it appears) and the
+**peer** (another pod, a host, the node's kube-proxy). Time runs downwards, one row per event
+that did something (rules that did not match are left out; the hooks picture and the step
+player show them). An arrow is a hand-over between actors (``connect()``, a socket accepting,
+bytes delivered); a marker on a lane is something that actor decided there:
+
+* ``o`` a rule that matched, ``s`` a chain's policy, ``D`` a NAT binding, ``^`` routing,
+* ``P`` the proxy's choice of listener and cluster, ``X`` the end (refused, dropped, loop).
+
+Each connection of the walk has its own line style (the app's first connection solid, the
+proxy's upstream dashed, ...). Circled numbers in the margin are the article's steps.
+"""
+
+from __future__ import annotations
+
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch
+
+from meshlab.viz import style
+from meshlab.viz.path import subject_pod
+from meshlab.walk import Event, Walk
+
+LANES = ("app", "kernel", "proxy", "peer")
+LANE_X = {"app": 1.0, "kernel": 2.6, "proxy": 4.2, "peer": 5.8}
+TEXT_X = 6.5
+ROW_H = 0.3
+_MARKERS = {"rule": "o", "policy": "s", "nat": "D", "route": "^", "proxy": "P", "dnat": "D",
+            "refused": "X", "drop": "X", "timeout": "X", "loop": "X", "close": "X"}
+
+
+def _lane(event: Event, subject: str) -> str:
+    if event.actor in ("proxy", "agent"):
+        return "proxy"
+    if event.actor in ("peer", "node") or (event.pod and subject and event.pod != subject):
+        return "peer" if event.actor != "kernel" else "peer"
+    if event.actor == "kernel":
+        return "kernel"
+    return "app"
+
+
+def _words(event: Event) -> str:
+    if event.kind in ("rule", "policy") and event.chain:
+        where = f"{event.table} {event.chain}" + (f" #{event.rule}" if event.rule else "")
+        what = event.text or "policy"
+        return f"{where}: {what}  ->  {event.decision}"
+    return event.decision
+
+
+def sequence_figure(walk: Walk) -> Figure:
+    """The events of ``walk`` that did something, as a sequence diagram with four lanes."""
+    from meshlab.viz.steps import step_infos
+
+    subject = subject_pod(walk)
+    events = [e for e in walk.events if e.is_hit]
+    numbers = {info.event: info.n for info in step_infos(walk) if info.event is not None}
+    rows = max(len(events), 1)
+    height = 1.3 + rows * ROW_H
+    width = 15.0
+    with style.styled():
+        fig = style.new_figure(width, height)
+        ax = fig.add_axes((0, 0, 1, 1))
+        ax.set_xlim(0, width)
+        ax.set_ylim(height, 0)
+        ax.set_axis_off()
+        ax.text(0.2, 0.3, f"walk {walk.scenario!r}: {walk.outcome} (sequence of events)",
+                fontsize=11, fontweight="bold", va="center")
+        top = 0.85
+        for name in LANES:
+            x = LANE_X[name]
+            label = {"proxy": "proxy (Envoy)", "peer": "peer / node"}.get(name, name)
+            ax.text(x, top - 0.12, label, ha="center", va="bottom", fontsize=9.5,
+                    fontweight="bold", bbox={"boxstyle": "round,pad=0.25", "fc": style.LIGHT,
+                                             "ec": style.INK, "lw": 0.8})
+            ax.plot([x, x], [top, height - 0.15], color=style.GREY, lw=0.8, zorder=1)
+        subject_note = f"kernel of pod {subject}" if subject else "kernel"
+        ax.text(LANE_X["kernel"], height - 0.08, subject_note, ha="center", va="bottom",
+                fontsize=7.5, style="italic")
+        for row, event in enumerate(events):
+            y = top + (row + 0.6) * ROW_H
+            st = style.connection_style(event.connection)
+            lane = _lane(event, subject)
+            if event.kind in ("connect", "accept", "deliver"):
+                src = lane if event.kind == "connect" else "kernel"
+                dst = "kernel" if event.kind == "connect" else lane
+                if event.kind == "connect" and lane == "peer":
+                    src, dst = "peer", "kernel"
+                if src == dst:
+                    dst = "kernel" if src != "kernel" else "app"
+                ax.add_patch(FancyArrowPatch(
+                    (LANE_X[src], y), (LANE_X[dst], y), arrowstyle="-|>", mutation_scale=11,
+                    color=st["color"], lw=1.6, linestyle=st["linestyle"], zorder=3,
+                    shrinkA=0, shrinkB=0))
+            else:
+                ax.plot([LANE_X[lane]], [y], marker=_MARKERS.get(event.kind, "o"), ms=7,
+                        color=st["color"], mfc=style.PAPER if event.kind == "policy"
+                        else st["color"], zorder=4, linestyle="none")
+            n = numbers.get(event.index)
+            if n is not None:
+                ax.text(0.3, y, str(n), ha="center", va="center", fontsize=8,
+                        fontweight="bold", bbox={"boxstyle": "circle,pad=0.2",
+                                                 "fc": style.PAPER, "ec": style.INK})
+            words = _words(event)
+            if len(words) > 118:
+                words = words[:115] + "..."
+            ax.text(TEXT_X, y, f"c{event.connection}  {words}", ha="left", va="center",
+                    fontsize=7.8)
+    return fig

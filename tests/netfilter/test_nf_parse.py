@@ -1,0 +1,177 @@
+"""Reading the three forms, the kernel's spellings, rendering back, and bad input."""
+
+from __future__ import annotations
+
+import pytest
+from nf_istio_fixtures import ISTIO_RESTORE, ISTIO_SAVE
+from nf_kernel_spellings import RESTORE, SAVED, rule_lines
+
+from meshlab.errors import MeshlabError
+from meshlab.netfilter import RulesParseError, parse_rule, parse_ruleset
+
+
+def test_restore_and_save_forms_compare_equal():
+    assert parse_ruleset(ISTIO_RESTORE) == parse_ruleset(ISTIO_SAVE)
+
+
+def test_render_save_is_what_the_kernel_prints():
+    rendered = parse_ruleset(ISTIO_RESTORE).render_save()
+    body = [ln for ln in ISTIO_SAVE.splitlines() if not ln.startswith(("#", ":"))]
+    assert [ln for ln in rendered.splitlines() if not ln.startswith(("#", ":"))] == body
+    assert ":ISTIO_INBOUND - [0:0]\n:ISTIO_IN_REDIRECT - [0:0]" in rendered
+
+
+def test_kernel_spellings_render_exactly_as_iptables_save():
+    ruleset = parse_ruleset(RESTORE)
+    lines = rule_lines(ruleset.render_save())
+    for table, expected in SAVED.items():
+        assert lines[table] == expected.splitlines(), table
+
+
+def test_kernel_spellings_parse_back_to_the_same_rules():
+    saved = "".join(f"*{t}\n{body}\nCOMMIT\n" for t, body in SAVED.items())
+    saved = saved.replace("*mangle\n", "*mangle\n:ISTIO_DIVERT - [0:0]\n:ISTIO_INBOUND - [0:0]\n"
+                          ":ISTIO_TPROXY - [0:0]\n").replace(
+        "*raw\n", "*raw\n:ISTIO_OUTPUT_DNS - [0:0]\n").replace(
+        "*nat\n", "*nat\n:ISTIO_OUTPUT - [0:0]\n").replace("*filter\n", "*filter\n:INPUT DROP -\n")
+    assert parse_ruleset(saved.replace(":INPUT DROP -", ":INPUT DROP [0:0]")) == parse_ruleset(
+        RESTORE)
+
+
+def test_render_restore_round_trips():
+    ruleset = parse_ruleset(RESTORE)
+    assert parse_ruleset(ruleset.render_restore()) == ruleset
+    assert parse_ruleset(ruleset.render_save()) == ruleset
+
+
+@pytest.mark.parametrize(("given", "canonical"), [
+    ("-p tcp --dport 15008 -j RETURN", "-p tcp -m tcp --dport 15008 -j RETURN"),
+    ("-p 6 --destination-port 80:90 -j ACCEPT", "-p tcp -m tcp --dport 80:90 -j ACCEPT"),
+    ("-p tcp --dport 80 --sport 5 -m tcp -j ACCEPT", "-p tcp -m tcp --sport 5 --dport 80 -j ACCEPT"),
+    ("-m owner --uid-owner 1 -p tcp --dport 80 -j ACCEPT",
+     "-p tcp -m owner --uid-owner 1 -m tcp --dport 80 -j ACCEPT"),
+    ("-j MARK --set-mark 0x10/0xff", "-j MARK --set-xmark 0x10/0xff"),
+    ("-j MARK --or-mark 4", "-j MARK --set-xmark 0x4/0x4"),
+    ("-j MARK --and-mark 0xfffffffe", "-j MARK --set-xmark 0x0/0x1"),
+    ("-j CONNMARK --save-mark --mask 0xff",
+     "-j CONNMARK --save-mark --nfmask 0xff --ctmask 0xff"),
+    ("-o eth+ -s ::1 -j ACCEPT", "-s ::1/128 -o eth+ -j ACCEPT"),
+    ("-j LOG --log-level debug --log-prefix 'a \"b'", '-j LOG --log-prefix "a \\"b" --log-level 7'),
+    ("-j CT --notrack", "-j CT --notrack"),
+    ("-p all -j ACCEPT", "-j ACCEPT"),
+])
+def test_rules_take_the_kernels_canonical_form(given, canonical):
+    assert parse_rule(given).text == canonical
+    assert parse_rule(canonical) == parse_rule(given)
+
+
+def test_insert_with_position_and_command_lines():
+    text = """\
+iptables -t nat -N ISTIO_OUTPUT
+iptables -t nat -A OUTPUT -j ISTIO_OUTPUT
+iptables -t nat -A ISTIO_OUTPUT -j RETURN
+iptables -t nat -I ISTIO_OUTPUT 1 -p tcp -j REDIRECT --to-ports 15001
+iptables -t nat -I ISTIO_OUTPUT -p udp -j RETURN
+iptables -t filter -P INPUT DROP
+"""
+    ruleset = parse_ruleset(text)
+    texts = [r.rule.text for r in ruleset.rules() if r.chain == "ISTIO_OUTPUT"]
+    assert texts == ["-p udp -j RETURN", "-p tcp -j REDIRECT --to-ports 15001", "-j RETURN"]
+    assert ruleset.chain("filter", "INPUT").policy == "DROP"
+
+
+def test_ip6tables_command_sets_the_family():
+    ruleset = parse_ruleset("ip6tables -t nat -A OUTPUT -d ::1/128 -j RETURN\n")
+    assert ruleset.family == "ipv6"
+
+
+def test_counters_are_read_from_prefixes_and_dash_c():
+    text = ("*nat\n:PREROUTING ACCEPT [7:420]\n[3:180] -A OUTPUT -j RETURN\n"
+            "-A OUTPUT -c 5 300 -j ACCEPT\nCOMMIT\n")
+    ruleset = parse_ruleset(text)
+    assert ruleset.counters[("nat", "OUTPUT", 1)] == (3, 180)
+    assert ruleset.counters[("nat", "OUTPUT", 2)] == (5, 300)
+    assert ruleset.counters[("nat", "PREROUTING", 0)] == (7, 420)
+    assert "[3:180] -A OUTPUT -j RETURN" in ruleset.render_save(ruleset.counters)
+
+
+def test_equality_sees_policy_rule_and_order_differences():
+    base = parse_ruleset(ISTIO_SAVE)
+    assert base != parse_ruleset(ISTIO_SAVE.replace(":INPUT ACCEPT", ":INPUT DROP"))
+    assert base != parse_ruleset(ISTIO_SAVE.replace("--dport 15021", "--dport 15022"))
+    assert base != base.without("nat", "ISTIO_OUTPUT", 1)
+    # an empty untouched table is the same as no table
+    assert base == parse_ruleset(ISTIO_SAVE + "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n")
+
+
+def test_without_rule_needs_a_match():
+    with pytest.raises(MeshlabError, match="no rule equal"):
+        parse_ruleset(ISTIO_SAVE).without_rule("-p tcp --dport 1 -j RETURN")
+    with pytest.raises(MeshlabError, match="out of range"):
+        parse_ruleset(ISTIO_SAVE).without("nat", "OUTPUT", 9)
+
+
+BAD = [
+    # (name, text, line, column, token, words in the message)
+    ("unknown option", "*nat\n-A OUTPUT -p tcp --frob 1 -j RETURN\nCOMMIT\n", 2, 18, "--frob",
+     "unknown option"),
+    ("unknown module", "*nat\n-A OUTPUT -m statistic --mode random -j RETURN\nCOMMIT\n", 2, 14,
+     "statistic", "unknown match module"),
+    ("truncated", "*nat\n-A OUTPUT -p tcp --dport", 2, 25, "", "needs a value"),
+    ("missing COMMIT", "*nat\n-A OUTPUT -j RETURN\n", 2, 20, "", "no COMMIT"),
+    ("section not committed", "*nat\n-A OUTPUT -j RETURN\n*filter\nCOMMIT\n", 3, 1, "*filter",
+     "was committed"),
+    ("jump to nothing", "*nat\n:ISTIO_OUTPUT - [0:0]\n-A OUTPUT -j ISTIO_OUTPT\nCOMMIT\n", 3, 14,
+     "ISTIO_OUTPT", "does not exist"),
+    ("rule outside a table", "-A OUTPUT -j RETURN\n", 1, 1, "-A", "outside any table"),
+    ("unknown table", "*natt\nCOMMIT\n", 1, 1, "*natt", "unknown table"),
+    ("undeclared chain", "*nat\n-A ISTIO_OUTPUT -j RETURN\nCOMMIT\n", 2, 4, "ISTIO_OUTPUT",
+     "does not exist"),
+    ("bad CIDR", "*nat\n-A OUTPUT -d 10.0.0.0/33 -j RETURN\nCOMMIT\n", 2, 14, "10.0.0.0/33",
+     "bad address"),
+    ("bad port", "*nat\n-A OUTPUT -p tcp --dport 99999 -j RETURN\nCOMMIT\n", 2, 26, "99999",
+     "bad port"),
+    ("chain loop", "*nat\n:A - [0:0]\n:B - [0:0]\n-A OUTPUT -j A\n-A A -j B\n-A B -j A\nCOMMIT\n",
+     6, 9, "A", "chain loop: A -> B -> A"),
+    ("owner in PREROUTING", "*nat\n-A PREROUTING -m owner --uid-owner 1337 -j RETURN\nCOMMIT\n",
+     2, 15, "-m", "only locally generated packets have an owner"),
+    ("owner reached from PREROUTING",
+     "*nat\n:X - [0:0]\n-A PREROUTING -j X\n-A X -m owner --uid-owner 1 -j RETURN\nCOMMIT\n",
+     4, 6, "-m", "reached from PREROUTING"),
+    ("-i in OUTPUT", "*nat\n-A OUTPUT -i eth0 -j RETURN\nCOMMIT\n", 2, 11, "-i", "cannot use -i"),
+    ("REDIRECT in filter", "*filter\n-A OUTPUT -p tcp -j REDIRECT\nCOMMIT\n", 2, 21, "REDIRECT",
+     "only valid in the nat table"),
+    ("DNAT in INPUT", "*nat\n-A INPUT -j DNAT --to-destination 1.2.3.4\nCOMMIT\n", 2, 13, "DNAT",
+     "only valid in PREROUTING and OUTPUT"),
+    ("unterminated quote", '*nat\n-A OUTPUT -m comment --comment "abc -j RETURN\nCOMMIT\n', 2, 32,
+     '"abc', "unterminated"),
+    ("command line", "iptables -t nat -A OUTPUT -p tcp --dport x -j RETURN\n", 1, 42, "x",
+     "bad port"),
+    ("option before its module", "*nat\n-A OUTPUT --uid-owner 1 -j RETURN\nCOMMIT\n", 2, 11,
+     "--uid-owner", "unknown option"),
+    ("--dport without -p", "*nat\n-A OUTPUT --dport 80 -j RETURN\nCOMMIT\n", 2, 11, "--dport",
+     "unknown option"),
+    ("no target", "*nat\n-A OUTPUT -p tcp\nCOMMIT\n", 2, 17, "", "no target"),
+    ("mixed families", "*nat\n-A OUTPUT -d ::1 -j RETURN\n-A OUTPUT -d 1.2.3.4 -j RETURN\n"
+     "COMMIT\n", 3, 14, "1.2.3.4", "address in ipv6"),
+    ("-I out of range", "*nat\n-I OUTPUT 3 -j RETURN\nCOMMIT\n", 2, 11, "3", "cannot insert"),
+    ("user chain with policy", "*nat\n:X ACCEPT [0:0]\nCOMMIT\n", 1 + 1, 4, "ACCEPT", "policy"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "column", "token", "words"),
+                         [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_input_names_line_column_token_and_fix(text, line, column, token, words):
+    with pytest.raises(RulesParseError) as caught:
+        parse_ruleset(text)
+    error = caught.value
+    assert (error.line, error.column, error.token) == (line, column, token)
+    assert words in str(error)
+    assert "fix:" in str(error)
+    assert isinstance(error, MeshlabError)
+
+
+def test_parse_rule_reports_column_of_the_bad_token():
+    with pytest.raises(RulesParseError) as caught:
+        parse_rule("-p tcp --dport 80 -j REDIRECT --to-port x")
+    assert (caught.value.line, caught.value.column, caught.value.token) == (1, 41, "x")
