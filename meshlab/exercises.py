@@ -283,7 +283,9 @@ def _trace_lines(trace: Trace) -> tuple[str, ...]:
              for e in trace.hits]
     where = f"{trace.delivered[0]}:{trace.delivered[1]}"
     orig = f"{trace.original_dst[0]}:{trace.original_dst[1]}"
-    if trace.nat is not None:
+    if trace.verdict == "DROP":
+        lines.append("verdict: DROP (the packet is discarded; the peer gets no answer)")
+    elif trace.nat is not None:
         lines.append(f"nat: {trace.nat.target} in {trace.nat.chain} rule {trace.nat.rule}: "
                      f"{orig} -> {where}")
     else:
@@ -448,10 +450,12 @@ def check_first_chain(answer: Any) -> CheckResult:
                            model)
     target = jumps[0].verdict.split()[1]
     if chain == target:
+        onward = [e.verdict.split()[1] for e in trace.hits
+                  if e.chain == target and e.verdict.startswith("jump ")]
+        then = f"; from there it jumps on to {onward[0]}" if onward else ""
         return CheckResult("02.1", "correct", answer,
                            f"nat PREROUTING rule {jumps[0].rule} ({jumps[0].text}) jumps to "
-                           f"{target}; from there the packet goes on to ISTIO_IN_REDIRECT.",
-                           model=model)
+                           f"{target}{then}.", model=model)
     return CheckResult("02.1", "incorrect", answer,
                        f"The model's packet jumps from nat PREROUTING to {target}, not {chain}.",
                        "Chains whose names start with ISTIO_IN... handle inbound traffic.",
@@ -838,8 +842,8 @@ def check_upstream_counter(answer: Any) -> CheckResult:
     walk = _walk("inbound")
     counted = sorted(rule for (table, chain, rule), n in walk.counters.items()
                      if table == "nat" and chain == "ISTIO_OUTPUT" and n and rule > 0)
-    model = tuple(f"{t} {c} rule {r}: {n}" for (t, c, r), n in sorted(walk.counters.items())
-                  if n)
+    model = tuple(f"{t} {c} {f'rule {r}' if r else 'policy'}: {n}"
+                  for (t, c, r), n in sorted(walk.counters.items()) if n)
     if number in counted:
         return CheckResult("07.1", "correct", answer,
                            f"ISTIO_OUTPUT rule {number} counted Envoy's connection to the app "

@@ -7,9 +7,9 @@ two drift, a lesson can pass here and break on Binder (or the other way round).
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 

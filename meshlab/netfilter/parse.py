@@ -86,8 +86,25 @@ class _Bad(Exception):
 
 
 def _split(line: str) -> list[str]:
+    """Words of a line. Fast paths: no quotes at all, or simple ``"..."`` strings standing
+    alone (what ``iptables-save`` prints for comments); anything else takes the slow path."""
     if '"' not in line and "'" not in line:
         return line.split()
+    if "'" not in line and "\\" not in line:
+        parts = line.split('"')
+        last = len(parts) - 1
+        if last % 2 == 0:
+            out: list[str] = []
+            for k, part in enumerate(parts):
+                if k % 2:
+                    out.append(part)
+                elif (k > 0 and part[:1] not in _BLANK) or (k < last and part[-1:] not in _BLANK
+                                                             and part):
+                    break  # a quote glued to other characters: let the slow path decide
+                else:
+                    out.extend(part.split())
+            else:
+                return out
     return [tok for tok, _ in _tokens_with_columns(line)]
 
 

@@ -151,7 +151,7 @@ class PortMatch:
             out += f" {_neg(self.dport.negated)}--dport {self.dport.render().lstrip('! ')}"
         return out
 
-    def compile(self) -> Test:
+    def compile(self) -> Test | None:
         tests: list[Test] = []
         for field, rng in (("sport", self.sport), ("dport", self.dport)):
             if rng is not None:
@@ -169,7 +169,10 @@ def _port_test(field: str, lo: int, hi: int, negated: bool) -> Test:
     return lambda p: (lo <= p.dport <= hi) != negated
 
 
-def _all(tests: list[Test]) -> Test:
+def _all(tests: list[Test]) -> Test | None:
+    """One test for all of ``tests`` (``None``: nothing to test, e.g. a bare ``-m tcp``)."""
+    if not tests:
+        return None
     if len(tests) == 1:
         return tests[0]
     first, second = tests

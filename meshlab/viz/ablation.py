@@ -48,13 +48,14 @@ def ablation_figure(frame: pandas.DataFrame) -> Figure:
     The figure's size follows the table's shape (so it is the same for the same table).
     Unknown change words are drawn as written, without hatch.
     """
-    rows = [str(r) for r in frame.index]
+    rows = [str(r).replace(" + ", "\n+ ") for r in frame.index]  # twin pairs on two lines
+    lines = [r.count("\n") + 1 for r in rows]
     cols = [str(c) for c in frame.columns]
-    label_w = max([len(r) for r in rows] + [10]) * CHAR_W + 0.3
+    label_w = max([len(part) for r in rows for part in r.split("\n")] + [10]) * CHAR_W + 0.3
     cell_w, cell_h = 0.62, 0.26
     col_label_h = max([len(c) for c in cols] + [4]) * CHAR_W * 1.05 + 0.2
     width = label_w + cell_w * max(len(cols), 1) + 0.3
-    height = col_label_h + cell_h * max(len(rows), 1) + 1.1
+    height = col_label_h + cell_h * max(sum(lines), 1) + 1.1
     with style.styled():
         fig = style.new_figure(max(width, 6.0), height)
         ax = fig.add_axes((0, 0, 1, 1))
@@ -67,21 +68,23 @@ def ablation_figure(frame: pandas.DataFrame) -> Figure:
         for j, col in enumerate(cols):
             ax.text(label_w + (j + 0.5) * cell_w, top - 0.08, col, rotation=60, ha="left",
                     va="bottom", fontsize=7, rotation_mode="anchor")
+        y = top
         for i, row in enumerate(rows):
-            y = top + i * cell_h
-            ax.text(label_w - 0.1, y + cell_h / 2, row, ha="right", va="center", fontsize=7,
-                    family="DejaVu Sans Mono")
+            row_h = cell_h * lines[i]
+            ax.text(label_w - 0.1, y + row_h / 2, row, ha="right", va="center", fontsize=7,
+                    family="DejaVu Sans Mono", linespacing=1.6)
             for j, col in enumerate(frame.columns):
                 value = str(frame.iloc[i, j])
                 word, hatch, fill = CELL_LOOK.get(value, (value[:9], None, "#ffffff"))
-                ax.add_patch(Rectangle((label_w + j * cell_w, y), cell_w, cell_h,
+                ax.add_patch(Rectangle((label_w + j * cell_w, y), cell_w, row_h,
                                        facecolor=fill, edgecolor="#999999", lw=0.5,
                                        hatch=hatch))
                 if word:
-                    ax.text(label_w + (j + 0.5) * cell_w, y + cell_h / 2, word, ha="center",
+                    ax.text(label_w + (j + 0.5) * cell_w, y + row_h / 2, word, ha="center",
                             va="center", fontsize=6.5, fontweight="bold" if word == "LOOP"
                             else "normal", bbox={"boxstyle": "square,pad=0.05",
                                                  "fc": "white", "ec": "none", "alpha": 0.85})
+            y += row_h
         handles = [Patch(facecolor=fill, edgecolor="#777777", hatch=hatch,
                          label=f"{change} ({word or 'blank'})")
                    for change, (word, hatch, fill) in CELL_LOOK.items()

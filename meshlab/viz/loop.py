@@ -14,6 +14,8 @@ loop; this module only plots them:
 
 from __future__ import annotations
 
+import textwrap
+
 from matplotlib.figure import Figure
 
 from meshlab.viz import style
@@ -35,7 +37,7 @@ def loop_growth_figure(loop: LoopReport, *, hops: int = 1000) -> Figure:
     """
     hops = max(1, int(hops))
     with style.styled():
-        fig = style.new_figure(11.0, 4.4)
+        fig = style.new_figure(11.0, 4.8)
         left, right = fig.subplots(1, 2)
         xs = [round(hops * i / 20) for i in range(21)]
         for attr, label, ls, marker in _SERIES:
@@ -61,16 +63,19 @@ def loop_growth_figure(loop: LoopReport, *, hops: int = 1000) -> Figure:
         ports = loop.ephemeral_port_count
         right.axhline(ports, color=style.ACCENT, linestyle="-.", lw=1.2)
         right.text(1.3, ports * 1.25, f"ephemeral ports: {ports} -> EADDRNOTAVAIL after "
-                   f"{loop.hops_until_ports_run_out} turns", fontsize=8, va="bottom")
+                   f"{loop.hops_until_ports_run_out} turns", fontsize=8, va="bottom",
+                   bbox={"fc": style.PAPER, "ec": "none", "pad": 1})
         right.axhline(loop.nofile, color=style.ACCENT, linestyle=(0, (6, 2)), lw=1.2)
         right.text(1.3, loop.nofile * 1.25, f"nofile: {loop.nofile} -> EMFILE after "
-                   f"{loop.hops_until_fds_run_out} turns", fontsize=8, va="bottom")
+                   f"{loop.hops_until_fds_run_out} turns", fontsize=8, va="bottom",
+                   bbox={"fc": style.PAPER, "ec": "none", "pad": 1})
         right.set_ylim(1, loop.nofile * 12)
         right.set_xlabel("turns of the loop (log)")
         right.set_title("where a real proxy gives out")
         right.grid(True, color="#dddddd", lw=0.6, which="major")
         fig.suptitle(f"loop: {loop.text}", x=0.01, ha="left", fontsize=10, fontweight="bold")
-        fig.text(0.01, 0.01, f"detected by {loop.detected_by} after {loop.hops} hop(s); "
-                 f"{loop.gives_out}"[:170], fontsize=8, ha="left", va="bottom")
-        fig.subplots_adjust(left=0.07, right=0.98, top=0.84, bottom=0.17, wspace=0.22)
+        note = textwrap.wrap(f"Detected by {loop.detected_by} after {loop.hops} hop(s). "
+                             f"{loop.gives_out}", 190)
+        fig.text(0.01, 0.01, "\n".join(note[:3]), fontsize=7.5, ha="left", va="bottom")
+        fig.subplots_adjust(left=0.07, right=0.98, top=0.86, bottom=0.25, wspace=0.22)
     return fig

@@ -189,3 +189,7 @@ def test_reply_is_translated_back_by_conntrack():
     reply = ns.reply(trace)
     assert (reply.src, reply.sport, reply.dst, reply.dport) == (PEER, 80, POD, 41000)
     assert str(trace.connection.reply) == "127.0.0.1:15001 -> 10.244.0.5:41000"
+
+
+def test_bare_tcp_module_matches_every_tcp_packet():
+    assert outbound("mangle", "-p tcp -m tcp -j ACCEPT")[0]

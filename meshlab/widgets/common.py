@@ -1,0 +1,75 @@
+"""Small helpers every meshlab widget shares: safe HTML, error messages, tables.
+
+A widget must never show a traceback: whatever a learner types, the widget answers with a
+sentence. :func:`guarded` runs a model call and turns a :class:`~meshlab.errors.MeshlabError`
+(bad input, written for a person) into that sentence; any other exception is a bug in meshlab,
+and is reported as one, still inside the widget.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import ipywidgets as widgets
+
+from meshlab.errors import MeshlabError
+
+T = TypeVar("T")
+
+TABLE_STYLE = (
+    "<style>.meshlab-table{border-collapse:collapse;font-size:12px;font-family:monospace}"
+    ".meshlab-table th,.meshlab-table td{border:1px solid #bbb;padding:2px 6px;text-align:left;"
+    "vertical-align:top}.meshlab-table th{background:#eee}"
+    ".meshlab-table tr.meshlab-hit td{font-weight:bold}"
+    ".meshlab-changed{background:#eee;font-weight:bold}</style>"
+)
+
+
+def esc(text: object) -> str:
+    """``text`` made safe to put inside HTML."""
+    return html.escape(str(text), quote=True)
+
+
+def error_widget() -> widgets.HTML:
+    """An empty HTML widget with the ``meshlab-error`` class (the contract's error slot)."""
+    return widgets.HTML("").add_class("meshlab-error")
+
+
+def error_html(message: str) -> str:
+    """A message a person can act on, marked so it is seen without colour (a bold label)."""
+    return ("<div style='border:2px solid #333;padding:4px 8px;margin:4px 0'>"
+            f"<b>Problem:</b> {esc(message)}</div>")
+
+
+def guarded(call: Callable[[], T], error: widgets.HTML) -> T | None:
+    """Run ``call``; on failure put the message in ``error`` and return None.
+
+    On success the error slot is emptied, so an old message never stays after a fix.
+    """
+    try:
+        result = call()
+    except MeshlabError as exc:
+        error.value = error_html(str(exc))
+        return None
+    except Exception as exc:  # a bug in meshlab: still no traceback in the notebook
+        error.value = error_html(f"meshlab could not do this ({type(exc).__name__}: {exc}); "
+                                 "this is a bug in meshlab, please report it")
+        return None
+    error.value = ""
+    return result
+
+
+def html_table(header: Sequence[str], rows: Sequence[Sequence[object]],
+               marked: Sequence[bool] | None = None) -> str:
+    """A small HTML table; rows with ``marked[i]`` true are bold and start with a ``*``."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        mark = bool(marked[i]) if marked is not None else False
+        cells = "".join(f"<td>{esc(c)}</td>" for c in row)
+        cls = " class='meshlab-hit'" if mark else ""
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return (f"{TABLE_STYLE}<table class='meshlab-table'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>")
