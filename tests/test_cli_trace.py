@@ -113,8 +113,7 @@ def test_missing_rules_file_exits_2(tmp_path, capsys):
 
 def test_through_meshlab_main_when_every_subcommand_exists(rules, capsys):
     try:
-        from meshlab.cli.main import main
-        from meshlab.cli.main import build_parser
+        from meshlab.cli.main import build_parser, main
         build_parser()
     except (ImportError, AttributeError) as missing:
         pytest.skip(f"meshlab.cli.main cannot load every sub-command yet: {missing}")

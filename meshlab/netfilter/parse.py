@@ -98,8 +98,9 @@ def _split(line: str) -> list[str]:
             for k, part in enumerate(parts):
                 if k % 2:
                     out.append(part)
-                elif (k > 0 and part[:1] not in _BLANK) or (k < last and part[-1:] not in _BLANK
-                                                             and part):
+                elif (0 < k < last and not part) or (
+                        part and ((k > 0 and part[0] not in _BLANK)
+                                  or (k < last and part[-1] not in _BLANK))):
                     break  # a quote glued to other characters: let the slow path decide
                 else:
                     out.extend(part.split())
@@ -188,6 +189,10 @@ def _id_range(tok: str, i: int, what: str) -> tuple[int, int]:
 
 
 _ADDR_CACHE: dict[str, tuple[int, int, int]] = {}
+_OCTET = {str(n): n for n in range(256)}  # "010" is not an octet here, as in iptables
+_PLEN = {str(n): n for n in range(129)}
+_ADDR_HINT = ("give an IP address or CIDR such as 10.0.0.0/8 or fd00::/64 (host names and "
+              "lists are not read; write one rule per address)")
 
 
 def _address(tok: str, i: int) -> tuple[int, int, int]:
@@ -196,28 +201,25 @@ def _address(tok: str, i: int) -> tuple[int, int, int]:
     if cached is not None:
         return cached
     addr, found, plen_s = tok.partition("/")
-    octets = addr.split(".")
     try:
-        if len(octets) == 4 and all(o.isdigit() and o.isascii() and int(o) < 256
-                                    for o in octets):
-            version, bits = 4, 32
-            value = (int(octets[0]) << 24) | (int(octets[1]) << 16) | (int(octets[2]) << 8) | int(
-                octets[3])
-        else:
+        a, b, c, d = addr.split(".")
+        value = (_OCTET[a] << 24) | (_OCTET[b] << 16) | (_OCTET[c] << 8) | _OCTET[d]
+        version, bits = 4, 32
+    except (ValueError, KeyError):
+        try:
             parsed = ip_address(addr)
-            version, bits, value = parsed.version, parsed.max_prefixlen, int(parsed)
-        if not found:
-            plen = bits
-        elif plen_s.isdigit() and plen_s.isascii():
-            plen = int(plen_s)
-            if plen > bits:
-                raise ValueError
-        else:
+        except ValueError:
+            raise _Bad(i, f"bad address {tok!r}", _ADDR_HINT) from None
+        version, bits, value = parsed.version, parsed.max_prefixlen, int(parsed)
+    if not found:
+        plen = bits
+    elif plen_s in _PLEN and _PLEN[plen_s] <= bits:
+        plen = _PLEN[plen_s]
+    else:
+        try:
             plen = ip_network(f"0.0.0.0/{plen_s}" if version == 4 else f"::/{plen_s}").prefixlen
-    except ValueError:
-        raise _Bad(i, f"bad address {tok!r}",
-                   "give an IP address or CIDR such as 10.0.0.0/8 or fd00::/64 "
-                   "(host names and lists are not read; write one rule per address)") from None
+        except ValueError:
+            raise _Bad(i, f"bad address {tok!r}", _ADDR_HINT) from None
     mask = ((1 << bits) - 1) ^ ((1 << (bits - plen)) - 1)
     result = (version, value & mask, plen)
     if len(_ADDR_CACHE) < 200_000:

@@ -20,6 +20,7 @@ rule absent            n/a        light grey
 from __future__ import annotations
 
 import pandas
+from matplotlib.collections import PatchCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
@@ -69,22 +70,25 @@ def ablation_figure(frame: pandas.DataFrame) -> Figure:
             ax.text(label_w + (j + 0.5) * cell_w, top - 0.08, col, rotation=60, ha="left",
                     va="bottom", fontsize=7, rotation_mode="anchor")
         y = top
+        cells: dict[tuple[str | None, str], list[Rectangle]] = {}
         for i, row in enumerate(rows):
             row_h = cell_h * lines[i]
             ax.text(label_w - 0.1, y + row_h / 2, row, ha="right", va="center", fontsize=7,
                     family="DejaVu Sans Mono", linespacing=1.6)
-            for j, col in enumerate(frame.columns):
+            for j in range(len(cols)):
                 value = str(frame.iloc[i, j])
                 word, hatch, fill = CELL_LOOK.get(value, (value[:9], None, "#ffffff"))
-                ax.add_patch(Rectangle((label_w + j * cell_w, y), cell_w, row_h,
-                                       facecolor=fill, edgecolor="#999999", lw=0.5,
-                                       hatch=hatch))
+                cells.setdefault((hatch, fill), []).append(
+                    Rectangle((label_w + j * cell_w, y), cell_w, row_h))
                 if word:
                     ax.text(label_w + (j + 0.5) * cell_w, y + row_h / 2, word, ha="center",
-                            va="center", fontsize=6.5, fontweight="bold" if word == "LOOP"
-                            else "normal", bbox={"boxstyle": "square,pad=0.05",
-                                                 "fc": "white", "ec": "none", "alpha": 0.85})
+                            va="center", fontsize=6.5, zorder=3,
+                            fontweight="bold" if word == "LOOP" else "normal")
             y += row_h
+        for (hatch, fill), patches in cells.items():
+            # One collection per look: hundreds of cells draw as fast as a handful.
+            ax.add_collection(PatchCollection(patches, facecolor=fill, edgecolor="#999999",
+                                              lw=0.5, hatch=hatch, zorder=1))
         handles = [Patch(facecolor=fill, edgecolor="#777777", hatch=hatch,
                          label=f"{change} ({word or 'blank'})")
                    for change, (word, hatch, fill) in CELL_LOOK.items()

@@ -30,7 +30,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Polygon
 from matplotlib.path import Path
 
 from meshlab.viz import style
-from meshlab.viz.path import ISTIO_CHAINS, Stop, stops, subject_pod
+from meshlab.viz.path import Stop, stops, subject_pod
 from meshlab.viz.steps import StepInfo, step_infos
 from meshlab.walk import Walk
 
@@ -330,7 +330,7 @@ def _draw_badges(ax: Axes, path: list[Stop], infos: list[StepInfo], step: int | 
         k = per_place.get(stop.place, 0)
         per_place[stop.place] = k + 1
         x = place.x - place.w / 2 + 1.3 + k * 2.6
-        if place.kind == "chain":
+        if stop.place == "ISTIO_IN_REDIRECT":  # its top-left corner is where lines arrive
             x = place.x + place.w / 2 - 1.3 - k * 2.6
         y = place.y + place.h / 2 + 1.4
         if place.kind == "socket":
@@ -387,4 +387,4 @@ def _legend(fig: Figure, path: list[Stop]) -> None:
                               label=who))
     handles.append(Line2D([], [], color=style.GREY, lw=1.0, alpha=0.6, label="not reached yet"))
     fig.legend(handles=handles, loc="upper right", ncol=len(handles), fontsize=8,
-               frameon=False, bbox_to_anchor=(0.995, 0.995))
+               frameon=False, bbox_to_anchor=(0.995, 0.962))

@@ -76,6 +76,6 @@ def loop_growth_figure(loop: LoopReport, *, hops: int = 1000) -> Figure:
         fig.suptitle(f"loop: {loop.text}", x=0.01, ha="left", fontsize=10, fontweight="bold")
         note = textwrap.wrap(f"Detected by {loop.detected_by} after {loop.hops} hop(s). "
                              f"{loop.gives_out}", 190)
-        fig.text(0.01, 0.01, "\n".join(note[:3]), fontsize=7.5, ha="left", va="bottom")
-        fig.subplots_adjust(left=0.07, right=0.98, top=0.86, bottom=0.25, wspace=0.22)
+        fig.text(0.01, 0.01, "\n".join(note[:4]), fontsize=7.5, ha="left", va="bottom")
+        fig.subplots_adjust(left=0.07, right=0.98, top=0.86, bottom=0.28, wspace=0.22)
     return fig

@@ -12,7 +12,6 @@ POSTROUTING and PREROUTING when a packet is delivered locally.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from meshlab.walk import Event, Walk

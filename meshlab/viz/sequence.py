@@ -35,7 +35,7 @@ def _lane(event: Event, subject: str) -> str:
     if event.actor in ("proxy", "agent"):
         return "proxy"
     if event.actor in ("peer", "node") or (event.pod and subject and event.pod != subject):
-        return "peer" if event.actor != "kernel" else "peer"
+        return "peer"
     if event.actor == "kernel":
         return "kernel"
     return "app"

@@ -16,11 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg", force=False)  # a picture library must never need a display
-
-from matplotlib import pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.figure import Figure
 
 INK = "#222222"
 """Text and outlines."""
@@ -67,7 +63,7 @@ def connection_style(connection: int) -> dict[str, Any]:
 @contextmanager
 def styled() -> Iterator[None]:
     """Apply the meshlab look for the figures built inside the ``with`` block."""
-    with plt.rc_context(RC):
+    with matplotlib.rc_context(RC):
         yield
 
 

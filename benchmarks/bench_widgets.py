@@ -1,0 +1,95 @@
+"""How fast each widget answers a change made from code (target: under 100 ms).
+
+Each widget is driven the way a learner drives it, by setting a trait (``slider.value = k``,
+``checkbox.value = False``, ``text.value = '...'``), and timed until its HTML is up to date.
+The baseline, measured in the same run, is the model call alone (what the widget must at
+least wait for), so the difference is what the widget itself adds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shlex
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from benchmarks.harness import Result, median_time
+
+TARGET = 0.100
+UID = "-A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN"
+GID = "-A ISTIO_OUTPUT -m owner --gid-owner 1337 -j RETURN"
+
+
+def _step_player() -> Result:
+    from meshlab.scenarios import run_scenario
+    from meshlab.widgets import StepPlayer
+
+    player = StepPlayer("outbound")
+    values = itertools.cycle(range(player.slider.max + 1))
+    median = median_time(lambda: setattr(player.slider, "value", next(values)), repeat=50)
+    base = median_time(lambda: run_scenario("outbound"), repeat=20)
+    return Result("StepPlayer: slider.value = k", median, TARGET, "run_scenario('outbound')",
+                  base)
+
+
+def _rule_lab() -> Result:
+    from meshlab.scenarios import catalog, run_scenario
+    from meshlab.widgets import RuleLab
+
+    lab = RuleLab()
+    boxes = {b.description: b for b in lab.toggles}
+
+    def toggle() -> None:  # a set never seen before: the cache cannot help
+        lab._cache.clear()
+        boxes[GID].value = not boxes[GID].value
+
+    boxes[UID].value = False
+    median = median_time(toggle, repeat=20)
+    names = list(catalog())
+    base = median_time(lambda: [run_scenario(n, without_rules=[UID, GID]) for n in names],
+                       repeat=10)
+    return Result("RuleLab: checkbox.value = False (whole catalog, uncached)", median, TARGET,
+                  f"run_scenario x {len(names)} scenarios", base)
+
+
+def _flag_explorer() -> Result:
+    from meshlab.istio.capture import CaptureConfig, generate
+    from meshlab.widgets import FlagExplorer
+    from meshlab.widgets.flag_explorer import DEFAULT_FLAGS, _restore
+
+    explorer = FlagExplorer()
+    texts = itertools.cycle([DEFAULT_FLAGS + " -o 5432", DEFAULT_FLAGS + " -o 3306"])
+
+    def change() -> None:
+        _restore.cache_clear()
+        explorer.flags.value = next(texts)
+
+    median = median_time(change, repeat=30)
+    argv = shlex.split(DEFAULT_FLAGS + " -o 5432")
+    base = median_time(lambda: generate(CaptureConfig.from_args(argv)), repeat=30)
+    return Result("FlagExplorer: text.value = '...' (uncached)", median, TARGET,
+                  "generate(CaptureConfig.from_args(...))", base)
+
+
+def _packet_builder() -> Result:
+    from meshlab.pod import Pod
+    from meshlab.widgets import PacketBuilder
+
+    builder = PacketBuilder()
+    ports = itertools.cycle([9080, 8080])
+    median = median_time(lambda: setattr(builder.port, "value", next(ports)), repeat=30)
+    pod = Pod.default()
+    base = median_time(lambda: pod.netns().connect(proto="tcp", dst="10.244.0.9", dport=9080,
+                                                   uid=1000, gid=1000), repeat=30)
+    return Result("PacketBuilder: port.value = n", median, TARGET, "Netns.connect", base)
+
+
+def run() -> list[Result]:
+    return [_step_player(), _rule_lab(), _flag_explorer(), _packet_builder()]
+
+
+if __name__ == "__main__":
+    for result in run():
+        print(result.row())

@@ -1,0 +1,142 @@
+"""The packet builder: choose who sends, to where, and read the kernel's trace.
+
+Pick a process of the sidecar pod (the app as UID 1000, Envoy or pilot-agent as UID 1337) or
+type any UID/GID, a destination address, a port and a protocol. The widget asks the kernel
+model (:meth:`meshlab.netfilter.kernel.Netns.connect`) to send the first packet of a new
+connection from the pod, and shows every rule it was tested against, in order, with the rules
+that matched in bold and marked ``*``, then where the connection goes: the rewritten
+destination (REDIRECT to Envoy), the interface it leaves by, and the socket that would accept
+it. Each trace starts from a fresh namespace, so the same input always gives the same trace.
+
+``PacketBuilder(ruleset=...)`` traces through other rules, e.g. an ``iptables-save`` pasted
+from a real pod and parsed with :func:`meshlab.netfilter.parse.parse_ruleset`.
+"""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+from typing import Any
+
+import ipywidgets as widgets
+import pandas
+
+from meshlab.errors import MeshlabError
+from meshlab.netfilter.ruleset import Ruleset
+from meshlab.widgets.common import error_widget, esc, guarded, html_table
+
+CUSTOM = "custom UID/GID"
+_COLUMNS = ["hook", "table", "chain", "#", "rule", "matched", "verdict"]
+
+
+class PacketBuilder(widgets.VBox):
+    """Process/UID, destination, port, protocol -> the trace, as an HTML table."""
+
+    def __init__(self, *, ruleset: Ruleset | None = None, pod_ip: str = "10.244.0.5") -> None:
+        from meshlab.pod import Pod
+
+        self.error = error_widget()
+        self._frame = pandas.DataFrame(columns=_COLUMNS)
+        self._pod = Pod.default()
+        self._ruleset = ruleset
+        self._pod_ip = pod_ip
+        options = [(f"{p.name} (uid {p.uid} gid {p.gid})", p.name) for p in self._pod.processes]
+        self.process = widgets.Dropdown(options=[*options, (CUSTOM, CUSTOM)], value="app",
+                                        description="process")
+        self.uid = widgets.BoundedIntText(value=1000, min=0, max=2**32 - 2, description="uid",
+                                          layout=widgets.Layout(width="170px"))
+        self.gid = widgets.BoundedIntText(value=1000, min=0, max=2**32 - 2, description="gid",
+                                          layout=widgets.Layout(width="170px"))
+        self.destination = widgets.Text(value="10.244.0.9", description="destination",
+                                        continuous_update=False)
+        self.port = widgets.BoundedIntText(value=9080, min=1, max=65535, description="port",
+                                           layout=widgets.Layout(width="170px"))
+        self.proto = widgets.Dropdown(options=["tcp", "udp"], value="tcp", description="proto",
+                                      layout=widgets.Layout(width="170px"))
+        self.summary = widgets.HTML("")
+        self.result = widgets.HTML("").add_class("meshlab-trace-result")
+        for control in (self.uid, self.gid, self.destination, self.port, self.proto):
+            control.observe(self._update, names="value")
+        self.process.observe(self._on_process, names="value")
+        super().__init__([
+            widgets.HBox([self.process, self.uid, self.gid]),
+            widgets.HBox([self.destination, self.port, self.proto]),
+            self.error, self.summary, self.result,
+        ])
+        self.add_class("meshlab-packet-builder")
+        self._on_process()
+
+    def _on_process(self, change: object = None) -> None:
+        name = self.process.value
+        custom = name == CUSTOM
+        self.uid.disabled = self.gid.disabled = not custom
+        if not custom:
+            proc = self._pod.process(name)
+            with self.hold_trait_notifications():
+                self.uid.unobserve(self._update, names="value")
+                self.gid.unobserve(self._update, names="value")
+                self.uid.value, self.gid.value = proc.uid, proc.gid
+                self.uid.observe(self._update, names="value")
+                self.gid.observe(self._update, names="value")
+        self._update()
+
+    def _netns(self) -> Any:
+        from meshlab.netfilter.kernel import Netns, pod_interfaces
+
+        if self._ruleset is None:
+            return self._pod.netns()
+        return Netns(self._ruleset, pod_interfaces(self._pod_ip))
+
+    def _trace(self) -> tuple[Any, Any]:
+        text = self.destination.value.strip()
+        try:
+            dst = ip_address(text)
+        except ValueError:
+            raise MeshlabError(f"destination {text!r} is not an IP address; write one like "
+                               "10.244.0.9 or 127.0.0.1") from None
+        ns = self._netns()
+        trace = ns.connect(proto=self.proto.value, dst=dst, dport=int(self.port.value),
+                           uid=int(self.uid.value), gid=int(self.gid.value))
+        return ns, trace
+
+    def _update(self, change: object = None) -> None:
+        found = guarded(self._trace, self.error)
+        if found is None:
+            self.summary.value = ""
+            self.result.value = "<i>No trace: fix the input above.</i>"
+            return
+        ns, trace = found
+        rows = [(e.hook, e.table, e.chain, e.rule if e.rule else "policy", e.text,
+                 "yes" if e.matched else "no", e.verdict) for e in trace.evaluations]
+        self._frame = pandas.DataFrame(rows, columns=_COLUMNS)
+        marked = [e.matched for e in trace.evaluations]
+        self.summary.value = self._summary(ns, trace)
+        self.result.value = (html_table(_COLUMNS, [(("* " if m else "") + str(r[0]), *r[1:])
+                                                   for r, m in zip(rows, marked, strict=True)],
+                                        marked)
+                             if rows else "<i>No rule was evaluated: the tables are empty, "
+                             "every policy is ACCEPT.</i>")
+
+    def _summary(self, ns: Any, trace: Any) -> str:
+        odst = f"{trace.original_dst[0]}:{trace.original_dst[1]}"
+        ddst = f"{trace.delivered[0]}:{trace.delivered[1]}"
+        parts = [f"<b>verdict {esc(trace.verdict)}</b>"]
+        if trace.nat is not None:
+            parts.append(f"{esc(trace.nat.target)} in {esc(trace.nat.table)} "
+                         f"{esc(trace.nat.chain)} rule {trace.nat.rule}: {esc(odst)} becomes "
+                         f"<b>{esc(ddst)}</b> (SO_ORIGINAL_DST keeps {esc(odst)})")
+        else:
+            parts.append(f"destination unchanged: {esc(ddst)}")
+        if trace.out_iface:
+            parts.append(f"leaves by <b>{esc(trace.out_iface)}</b>")
+        if trace.local and trace.verdict == "ACCEPT" and self._ruleset is None:
+            sock = self._pod.listener(self.proto.value, trace.delivered[0], trace.delivered[1])
+            parts.append(f"reaches <b>{esc(sock)}</b>" if sock is not None else
+                         "nothing listens there: refused")
+        for note in getattr(trace, "notes", ()):
+            parts.append(esc(note))
+        return "<p>" + "; ".join(parts) + ".</p>"
+
+    def static(self) -> pandas.DataFrame:
+        """The current trace: one row per rule evaluated (hook, table, chain, #, rule,
+        matched, verdict)."""
+        return self._frame
