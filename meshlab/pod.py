@@ -10,7 +10,9 @@ Everything a connection meets inside a pod is here:
 * **sockets**: which process listens on which address, port and protocol. A socket bound to
   ``0.0.0.0`` accepts a connection to any local address; one bound to ``127.0.0.1`` only a
   connection to that address (so it is unreachable from other pods);
-* **the ruleset** ``istio-iptables`` wrote (from the ``istio-init`` flags), and
+* **the ruleset** ``istio-iptables`` wrote (from the ``istio-init`` flags), and in TPROXY mode
+  the **policy routing** it adds afterwards (``ip rule add fwmark 1337 lookup 133`` and
+  ``ip route add local default dev lo table 133``: packets marked 1337 are local), and
 * **the Sidecar** (Envoy's listeners and clusters) istiod would send.
 
 A pod is built in one call from an injected manifest (:meth:`Pod.from_manifest`) or from
@@ -33,7 +35,7 @@ from meshlab.errors import MeshlabError
 
 if TYPE_CHECKING:
     from meshlab.istio.envoy import Service, Sidecar
-    from meshlab.netfilter.kernel import Netns
+    from meshlab.netfilter.kernel import EphemeralPorts, FwmarkRoute, Netns
     from meshlab.netfilter.ruleset import Ruleset
 
 IPAddress = IPv4Address | IPv6Address
@@ -100,6 +102,8 @@ class Pod:
     ``kind`` is ``"pod"`` or ``"host"`` (a machine outside the cluster). ``sidecar`` is
     ``None`` for a pod without Istio; ``ruleset`` then holds no rules. ``flags`` are the
     istio-iptables arguments the rules came from, ``removed_rules`` the rule texts taken out.
+    ``fwmark_routes`` is the policy routing istio-iptables sets up after the rules (TPROXY
+    only).
     """
 
     name: str
@@ -116,6 +120,7 @@ class Pod:
     prefix_len: int = 24
     services: tuple[Service, ...] = field(default=(), repr=False)
     inbound_ports: tuple[int, ...] = ()
+    fwmark_routes: tuple[FwmarkRoute, ...] = ()
     _variants: dict[Any, Pod] = field(default_factory=dict, repr=False, compare=False)
 
     # ------------------------------------------------------------------ construction
@@ -287,11 +292,14 @@ class Pod:
             return False
         return any(lst.port == socket.port for lst in self.sidecar.listeners)
 
-    def netns(self) -> Netns:
-        """A fresh network namespace (new conntrack, zero counters) over this pod's rules."""
+    def netns(self, *, ports: EphemeralPorts | None = None) -> Netns:
+        """A fresh network namespace (new conntrack, zero counters) over this pod's rules and
+        policy routing. ``ports``: the ephemeral-port allocator to draw source ports from
+        (share one across the pods of a world so that their tuples never collide)."""
         from meshlab.netfilter.kernel import Netns
 
-        return Netns(self.ruleset, self.interfaces)
+        return Netns(self.ruleset, self.interfaces, fwmark_routes=self.fwmark_routes,
+                     ports=ports)
 
     def rules_frame(self) -> Any:
         """The rules as a pandas DataFrame: table, chain, number, text."""
@@ -333,17 +341,18 @@ def _argv(flags: Sequence[str] | str | None) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=64)
-def _rules_for(argv: tuple[str, ...]) -> tuple[Ruleset, str]:
-    """istio-iptables ``argv`` -> (IPv4 ruleset, interception mode); cached per argv."""
+def _rules_for(argv: tuple[str, ...]) -> tuple[Ruleset, str, tuple[FwmarkRoute, ...]]:
+    """istio-iptables ``argv`` -> (IPv4 ruleset, interception mode, policy routes); cached."""
     from meshlab.istio.capture import generate
     from meshlab.istio.flags import CaptureConfig
+    from meshlab.netfilter.kernel import fwmark_routes
 
     config = CaptureConfig.from_args(list(argv))
     rules = generate(config)
     mode = str(getattr(config, "interception_mode", "") or "REDIRECT")
     if mode != "TPROXY":
         mode = "REDIRECT"
-    return rules.ruleset_v4, mode
+    return rules.ruleset_v4, mode, fwmark_routes(rules.post_commands)
 
 
 @lru_cache(maxsize=64)
@@ -365,7 +374,7 @@ def _build_injected(name: str, ip: IPAddress, argv: tuple[str, ...],
                     inbound_ports: tuple[int, ...], app_uid: int, *,
                     app_gid: int | None = None, namespace: str = "default",
                     proxy_uid: int | None = None, proxy_gid: int | None = None) -> Pod:
-    ruleset, mode = _rules_for(argv)
+    ruleset, mode, routes = _rules_for(argv)
     if proxy_uid is None:
         # What the injector does: TPROXY needs IP_TRANSPARENT (NET_ADMIN), so istio-proxy runs
         # as root and only its GID 1337 is left for the owner rules to recognise.
@@ -383,7 +392,8 @@ def _build_injected(name: str, ip: IPAddress, argv: tuple[str, ...],
     sidecar = _sidecar_for(ip, inbound_ports, services, mode)
     return Pod(name=name, ip=ip, processes=(app, envoy, agent), sockets=tuple(sockets),
                ruleset=ruleset, sidecar=sidecar, namespace=namespace, flags=argv,
-               interception_mode=mode, services=services, inbound_ports=inbound_ports)
+               interception_mode=mode, services=services, inbound_ports=inbound_ports,
+               fwmark_routes=routes)
 
 
 def _without(ruleset: Ruleset, text: str) -> Ruleset:

@@ -40,7 +40,6 @@ container ``nofile`` limit of 1048576.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -248,21 +247,6 @@ def _ep(ip: object, port: int) -> str:
     return f"[{ip_text}]:{port}" if ":" in ip_text else f"{ip_text}:{port}"
 
 
-_CONNECT_TAKES_MARK: bool | None = None
-
-#: First ephemeral source port used by pods and hosts other than the subject pod.
-PEER_FIRST_PORT = 51000
-
-
-def _connect_takes_mark() -> bool:
-    global _CONNECT_TAKES_MARK
-    if _CONNECT_TAKES_MARK is None:
-        from meshlab.netfilter.kernel import Netns
-
-        _CONNECT_TAKES_MARK = "mark" in inspect.signature(Netns.connect).parameters
-    return _CONNECT_TAKES_MARK
-
-
 class _Run:
     """The mutable state of one walk: events so far, namespaces, seen proxy states."""
 
@@ -271,6 +255,12 @@ class _Run:
         self.subject = subject
         self.events: list[Event] = []
         self.namespaces: dict[str, Any] = {}
+        # One ephemeral-port allocator (32768-60999) for every namespace of the walk: each
+        # machine picks its own ports in reality, but Envoy's original_src connections reuse
+        # a client's address inside the pod, so ports must not repeat across namespaces.
+        from meshlab.netfilter.kernel import EphemeralPorts
+
+        self.ports = EphemeralPorts()
         self.next_connection = 0
         self.seen: dict[tuple[Any, ...], int] = {}  # proxy state -> index of its accept event
         self.proxy_accepts = 0
@@ -284,7 +274,7 @@ class _Run:
     def netns(self, pod: Pod) -> Any:
         ns = self.namespaces.get(pod.name)
         if ns is None:
-            ns = self.namespaces[pod.name] = pod.netns()
+            ns = self.namespaces[pod.name] = pod.netns(ports=self.ports)
         return ns
 
     def counters(self) -> dict[tuple[str, str, int], int]:
@@ -336,15 +326,8 @@ class _Run:
         conn = self.next_connection
         self.next_connection += 1
         ns = self.netns(pod)
-        kwargs: dict[str, Any] = {"proto": proto, "dst": dst, "dport": dport,
-                                  "uid": process.uid, "gid": process.gid, "src": src}
-        if mark and _connect_takes_mark():
-            kwargs["mark"] = mark
-        if pod.name != self.subject.name:
-            # Another machine picks its own ephemeral ports; keep them apart from the pod's
-            # (which the pod's namespace numbers from 40000) so that tuples never collide.
-            kwargs["sport"] = PEER_FIRST_PORT + conn
-        trace = ns.connect(**kwargs)
+        trace = ns.connect(proto=proto, dst=dst, dport=dport, uid=process.uid,
+                           gid=process.gid, src=src, mark=mark)
         src_ep, dst_ep = self._endpoints(trace, None)
         verb = "sends a datagram" if proto == "udp" else "connect()"
         bind = f" bound to {src}" if src is not None else ""
@@ -414,6 +397,10 @@ class _Run:
                      f"no socket listens on {proto} {here}; {answer}", pod)
             return self.end("refused", f"nothing listens on {proto} {here} in {pod.name}")
         process = pod.process(sock.process)
+        if (owner is not None and proto == "tcp"
+                and not self.netns(pod).is_local(src)
+                and not self.answer(pod, trace, conn, process, here)):
+            return self
         if not (pod.is_proxy_listener(sock) and proto == "tcp"):
             self.delivery = Delivery(process.name, sock.port, str(src), pod.name, proto)
             actor = self.actor_for(pod, process, self.subject)
@@ -423,6 +410,42 @@ class _Run:
             return self.end("delivered", f"{process.name} in {pod.name} accepted it on "
                             f"{sock.proto} {sock.address}:{sock.port}")
         return self.proxy(pod, trace, conn, sock.port, (src, sport), here, owner, from_proxy)
+
+    def answer(self, pod: Pod, trace: Any, conn: int, server: Process, here: str) -> bool:
+        """A connection made in this pod *from a foreign address* (Envoy's ``original_src``:
+        the client's IP, bound with IP_TRANSPARENT) reached ``server``: does the server's
+        answer (the SYN-ACK) find its way back to the connecting socket?
+
+        An answer to a local address always comes back by ``lo``. This one is addressed to
+        the client's address, which the routing table sends out by ``eth0`` - unless a mark
+        on the answer (restored from the connection by ``CONNMARK --restore-mark``) meets an
+        ``ip rule fwmark`` whose table makes every address local. If it leaves, the real
+        client gets a SYN-ACK for a connection it never opened (it answers RST) and the
+        proxy's connect() times out: the walk ends **timeout**. Returns True when it is back.
+        """
+        back = self.netns(pod).answer(trace, uid=server.uid, gid=server.gid)
+        self.record(pod, back, conn, local=False)
+        reply = back.connection.reply
+        src_ep, dst_ep = _ep(reply.src, reply.sport), _ep(reply.dst, reply.dport)
+        if back.local:
+            how = "; ".join(back.notes) or "the address is local"
+            self.add("kernel", "route", conn, src_ep, dst_ep, server.owner,
+                     f"{server.name}'s answer (SYN-ACK) to the foreign address {dst_ep}: {how}; "
+                     "it reaches the proxy's transparent socket", pod)
+            return True
+        if back.verdict != "ACCEPT":
+            self.add("kernel", "drop", conn, src_ep, dst_ep, server.owner,
+                     f"{server.name}'s answer (SYN-ACK) to {dst_ep} is dropped", pod)
+            self.end("dropped", f"the answer of {server.name} in {pod.name} was dropped")
+            return False
+        self.add("kernel", "timeout", conn, src_ep, dst_ep, server.owner,
+                 f"{server.name}'s answer (SYN-ACK) to {dst_ep} leaves by "
+                 f"{back.out_iface}: no mark routes it back by lo, so the real {reply.dst} gets "
+                 "a SYN-ACK for a connection it never opened (it answers RST) and the proxy's "
+                 f"connect() to {here} times out", pod)
+        self.end("timeout", f"the answer of {server.name} to {dst_ep} left {pod.name} by "
+                 f"{back.out_iface} instead of coming back to the proxy")
+        return False
 
     def proxy(self, pod: Pod, trace: Any, conn: int, port: int,
               client: tuple[IPAddress, int], here: str, owner: str | None,

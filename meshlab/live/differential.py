@@ -169,11 +169,16 @@ def compare_views(spec: ConnSpec, model: Mapping[str, Any], kernel: Mapping[str,
 
 
 def run_connections(lab: Lab, ruleset: Any, specs: Sequence[ConnSpec], config: Sequence[str],
-                    *, timeout: float = 0.6) -> list[ConnResult]:
-    """Make each connection for real and in a fresh model namespace; compare."""
-    from meshlab.netfilter import Netns, pod_interfaces
+                    *, timeout: float = 0.6,
+                    post_commands: Sequence[str] = ()) -> list[ConnResult]:
+    """Make each connection for real and in a fresh model namespace; compare.
 
-    ns = Netns(ruleset, pod_interfaces(POD_IP))
+    ``post_commands`` are the ``ip rule``/``ip route`` commands the lab ran after the rules
+    (TPROXY's fwmark routing); the model namespace gets the same policy routing."""
+    from meshlab.netfilter import Netns, pod_interfaces
+    from meshlab.netfilter.kernel import fwmark_routes
+
+    ns = Netns(ruleset, pod_interfaces(POD_IP), fwmark_routes=fwmark_routes(post_commands))
     results = []
     for spec in specs:
         seen = lab.connect(spec.dst, spec.dport, side=spec.side, uid=spec.uid, gid=spec.gid,
@@ -214,7 +219,8 @@ def issue2_check(lab: Lab | None = None) -> list[ConnResult]:
         with catcher_lab() as fresh:
             return issue2_check(fresh)
     lab.load(rules.restore_v4, rules.post_commands)
-    return run_connections(lab, rules.ruleset_v4, ISSUE2_CONNECTIONS, DEFAULT_ISTIO_INIT_ARGS)
+    return run_connections(lab, rules.ruleset_v4, ISSUE2_CONNECTIONS, DEFAULT_ISTIO_INIT_ARGS,
+                           post_commands=rules.post_commands)
 
 
 # -- randomized --------------------------------------------------------------------------
@@ -283,5 +289,6 @@ def randomized(seed: int | None = None, *, configs: int = 12, per_config: int = 
         rules = generate(CaptureConfig.from_args(flags))
         lab.load(rules.restore_v4, rules.post_commands)
         specs = [random_connection(rng) for _ in range(per_config)]
-        results += run_connections(lab, rules.ruleset_v4, specs, flags)
+        results += run_connections(lab, rules.ruleset_v4, specs, flags,
+                                   post_commands=rules.post_commands)
     return DiffReport(seed, tuple(results), time.perf_counter() - started, configs)

@@ -7,7 +7,8 @@
     lo   extra addresses (10.96.0.10 ...)               default via 10.244.0.9
     servers: "peer" (answers on 80, 8080, 9080 ...)     servers: "app" (UID 1000, 9080),
     agent (makes inbound connections)                   "istio-agent" (UID 1337, 15020/15021/15090),
-                                                        "proxy" (UID/GID 1337, 15001/15006),
+                                                        "proxy" (UID/GID 1337, 15001/15006;
+                                                        TPROXY: UID 0, GID 1337),
                                                         agent (makes the pod's connections)
 
 :class:`Lab` builds that, loads a ruleset into the *pod namespace only* (``iptables-restore``:
@@ -56,6 +57,8 @@ PEER_IP = "10.244.0.9"
 PREFIX_LEN = 24
 APP_UID = 1000
 PROXY_UID = 1337
+TPROXY_PROXY_UID = 0
+"""In TPROXY mode istio-proxy runs as UID 0 (GID 1337): it needs NET_ADMIN for IP_TRANSPARENT."""
 
 FLUSH_DOCUMENT = "".join(
     f"*{table}\n" + "".join(f":{chain} ACCEPT [0:0]\n" for chain in chains) + "COMMIT\n"
@@ -87,7 +90,11 @@ class Server:
 
 @dataclass(frozen=True)
 class ProxySpec:
-    """How to run the real proxy (:mod:`meshlab.live.proxy`) in the pod."""
+    """How to run the real proxy (:mod:`meshlab.live.proxy`) in the pod.
+
+    ``uid``/``gid``: 1337/1337 as Istio runs Envoy by default; for TPROXY use UID 0 / GID 1337
+    (:data:`TPROXY_PROXY_UID`), as the injector does (see :func:`meshlab.live.worldlab.proxy_spec`).
+    """
 
     inbound_ports: tuple[int, ...] = (9080,)
     services: tuple[Mapping[str, Any], ...] = ()
@@ -334,7 +341,9 @@ class Lab:
                 "--hop-limit", str(spec.hop_limit), "--log", str(log)]
         channel = proc.start(self.registry, self.pod, "meshlab.live.proxy", args, name="proxy",
                              uid=spec.uid, gid=spec.gid,
-                             caps=("net_admin",) if spec.mode == "TPROXY" else (),
+                             # a non-root TPROXY proxy needs NET_ADMIN for IP_TRANSPARENT;
+                             # root (Istio's choice in TPROXY mode) has it already
+                             caps=("net_admin",) if spec.mode == "TPROXY" and spec.uid else (),
                              workdir=self.workdir)
         self.channels.append(channel)
         self.notes += channel.notes

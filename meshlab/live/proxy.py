@@ -1,8 +1,11 @@
 """A small real sidecar proxy: the part of Envoy that decides where bytes go.
 
-It runs inside the pod namespace as UID/GID 1337 (the identity istio-iptables exempts) and
-listens on 0.0.0.0:15001 (``virtualOutbound``) and 0.0.0.0:15006 (``virtualInbound``). For
-each connection it accepts it:
+It runs inside the pod namespace as Envoy does: UID/GID 1337 (the identity istio-iptables
+exempts), or in TPROXY mode UID 0 with GID 1337 (Istio runs istio-proxy as root there, for
+the NET_ADMIN that ``IP_TRANSPARENT`` needs; only the ``--gid-owner 1337`` rules recognise
+it). It listens on 0.0.0.0:15001 (``virtualOutbound``) and 0.0.0.0:15006 (``virtualInbound``,
+``IP_TRANSPARENT`` in TPROXY mode, where the original destination is the accepted socket's
+own address: TPROXY does not rewrite it). For each connection it accepts it:
 
 1. asks the kernel for the original destination (``SO_ORIGINAL_DST``; conntrack kept it when
    REDIRECT rewrote the destination to 15001/15006). Without a NAT entry the connection was
@@ -10,7 +13,10 @@ each connection it accepts it:
 2. asks the *model's* simplified Envoy, :meth:`meshlab.istio.envoy.Sidecar.decide`, which
    listener, filter chain and cluster apply: ``BlackHoleCluster`` for a connection made
    straight to 15001/15006 (closed at once), an ``inbound|PORT||`` cluster (connect to the
-   original destination from 127.0.0.6) or a passthrough / ``outbound|...`` cluster
+   original destination from 127.0.0.6; in TPROXY mode from the *client's* address, as
+   Envoy's ``original_src`` listener filter does: ``IP_TRANSPARENT`` to bind an address that
+   is not ours, and ``SO_MARK`` 1337 so that the mangle rules and the ``ip rule fwmark 1337``
+   route send the application's answers back to us) or a passthrough / ``outbound|...`` cluster
    (connect to the original destination or a service endpoint). The real proxy therefore
    cannot disagree with the model about Envoy; any disagreement the lab finds is about the
    kernel. (If that module cannot be imported, a built-in copy of the same three decisions is

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from meshlab.live.lab import APP_UID, POD_IP, PROXY_UID, Lab, ProxySpec, Server
+from meshlab.live.lab import APP_UID, POD_IP, PROXY_UID, TPROXY_PROXY_UID, Lab, ProxySpec, Server
 from meshlab.live.netns import LabError
 
 PODS = {"productpage": POD_IP, "reviews": "10.244.0.9", "coredns": "10.244.1.2"}
@@ -67,8 +67,12 @@ def _kube_proxy_rules() -> str:
 
 
 def proxy_spec(mode: str = "REDIRECT", hop_limit: int = 8) -> ProxySpec:
+    """The relaying proxy as the injector runs Envoy: UID/GID 1337, or in TPROXY mode UID 0
+    and GID 1337 (istio-proxy needs NET_ADMIN for IP_TRANSPARENT there, so it runs as root and
+    only its GID is left for the ``--gid-owner 1337`` rules to recognise)."""
+    uid = TPROXY_PROXY_UID if mode == "TPROXY" else PROXY_UID
     return ProxySpec(inbound_ports=INBOUND_PORTS, services=SERVICES, mode=mode,
-                     hop_limit=hop_limit)
+                     hop_limit=hop_limit, uid=uid, gid=PROXY_UID)
 
 
 def world_lab(*, trace: bool = False, deadline: float | None = None, keep: bool = False,

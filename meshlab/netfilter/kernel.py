@@ -30,9 +30,32 @@ its socket: owner matches only ever work in OUTPUT and POSTROUTING.
 
 **Where REDIRECT sends a connection.** In OUTPUT: to 127.0.0.1 (``::1``) and the given port;
 the route is looked up again, so the packet now leaves by ``lo``. In PREROUTING: to the primary
-address of the interface the packet came in on. TPROXY (mangle PREROUTING) hands the packet to
-a local socket on ``--on-port`` without changing the destination, and sets a mark; Istio's
-``ip rule fwmark`` + ``local default dev lo`` route, assumed present, make it local.
+address of the interface the packet came in on.
+
+**Marks, TPROXY and policy routing.** Every packet carries a 32-bit *mark* (``skb->mark``).
+A socket can give all its packets one (``setsockopt(SO_MARK)``), rules can set it (``-j MARK``)
+or copy it to and from the connection's own mark (``-j CONNMARK --save-mark`` /
+``--restore-mark``; the conntrack entry keeps it for every later packet, both ways). The mark
+changes nothing by itself; it matters because routing can read it. ``ip rule add fwmark 1337
+lookup 133`` says "look packets marked 1337 up in routing table 133", and ``ip route add local
+default dev lo table 133`` makes *every* address local in that table. So a packet marked 1337
+is delivered to a socket of this namespace whatever its destination, and one this namespace
+sends leaves by ``lo`` instead of ``eth0``. Istio adds exactly that pair after loading its TPROXY
+rules (:class:`FwmarkRoute`; a :class:`Netns` has it only when you give it).
+
+TPROXY (mangle PREROUTING) hands the packet to a local socket on ``--on-port`` without changing
+the destination (no NAT: the proxy's accepted socket has the client's original destination as
+its own address), sets the mark, and ends the table like ACCEPT. Envoy then connects to the
+application *from the client's address* (``original_src``: ``IP_TRANSPARENT`` lets it bind an
+address that is not its own, ``SO_MARK`` 1337 marks the socket). That connection goes out by
+``lo`` and in again; PREROUTING saves its mark 1337 into the connection; the application's
+answer, addressed to the client's (foreign) address, would leave by ``eth0``, but mangle
+OUTPUT restores mark 1337 from the connection, the route is looked up again
+(a changed mark re-routes, as a changed destination does), and the fwmark rule sends the answer
+back in by ``lo`` to Envoy. :meth:`Netns.answer` traces that answer.
+
+Ephemeral source ports come from Linux's default ``net.ipv4.ip_local_port_range``,
+32768-60999 (:class:`EphemeralPorts`), deterministically, in order.
 
 Everything here is pure computation: no sockets, no namespaces, no I/O.
 """
@@ -77,7 +100,83 @@ PREROUTING_PATH = (("PREROUTING", ("raw", "mangle", "nat")),)
 INPUT_PATH = (("INPUT", ("mangle", "filter", "nat")),)
 FORWARD_PATH = (("FORWARD", ("mangle", "filter")),)
 
-FIRST_EPHEMERAL_PORT = 40000
+EPHEMERAL_PORTS = range(32768, 61000)
+"""Linux's default ``net.ipv4.ip_local_port_range`` (32768 60999): connect() picks from here."""
+
+
+class EphemeralPorts:
+    """Hands out source ports for connect() from :data:`EPHEMERAL_PORTS`, in order.
+
+    Linux picks a port pseudo-randomly; the model picks the next one, so that traces are
+    reproducible. Namespaces that share one instance never hand out the same port twice, which
+    keeps connection tuples apart when one namespace sends with another one's address
+    (Envoy's ``original_src`` connects *from the client's address*, so its tuple lands next to
+    the client's own in the pod's conntrack table).
+    """
+
+    def __init__(self, ports: range = EPHEMERAL_PORTS) -> None:
+        if not ports or ports.start < 1 or ports.stop > 65536:
+            raise MeshlabError(f"ephemeral ports must be a non-empty range within 1-65535, "
+                               f"not {ports!r}")
+        self.ports = ports
+        self._next = 0
+
+    def next(self) -> int:
+        port = self.ports[self._next]
+        self._next = (self._next + 1) % len(self.ports)
+        return port
+
+
+@dataclass(frozen=True)
+class FwmarkRoute:
+    """Policy routing by mark: ``ip rule add fwmark MARK lookup TABLE`` together with
+    ``ip route add local default dev lo table TABLE``.
+
+    A packet whose mark matches (``mark & mask == self.mark``) is routed by table ``table``,
+    whose only route says "every address is local": arriving packets are delivered to a
+    socket here whatever their destination, and packets this namespace sends leave by ``lo``.
+    """
+
+    mark: int
+    table: int
+    mask: int = 0xFFFFFFFF
+
+    def matches(self, mark: int) -> bool:
+        return (mark & self.mask) == self.mark
+
+    @property
+    def commands(self) -> tuple[str, str]:
+        mark = str(self.mark) if self.mask == 0xFFFFFFFF else f"{self.mark}/{self.mask:#x}"
+        return (f"ip rule add fwmark {mark} lookup {self.table}",
+                f"ip route add local default dev lo table {self.table}")
+
+
+def fwmark_routes(commands: Sequence[str]) -> tuple[FwmarkRoute, ...]:
+    """The :class:`FwmarkRoute` s a list of ``ip`` commands sets up (Istio's
+    ``CaptureRules.post_commands``): an ``ip rule ... fwmark M lookup T`` counts only when some
+    ``ip route add local default|0.0.0.0/0|::/0 dev lo table T`` command makes table T local.
+    Other commands are ignored."""
+    rules: list[tuple[int, int, int]] = []
+    local_tables: set[int] = set()
+    for command in commands:
+        words = command.split()
+        if words[:2] == ["ip", "-6"] or words[:2] == ["ip", "-4"]:
+            words = ["ip", *words[2:]]
+        if words[:3] == ["ip", "rule", "add"] and "fwmark" in words and "lookup" in words:
+            value = words[words.index("fwmark") + 1]
+            mark, _, mask = value.partition("/")
+            try:
+                rules.append((int(mark, 0), int(mask, 0) if mask else 0xFFFFFFFF,
+                              int(words[words.index("lookup") + 1])))
+            except (ValueError, IndexError):
+                raise MeshlabError(f"cannot read the fwmark rule {command!r}; write "
+                                   "'ip rule add fwmark 1337 lookup 133'") from None
+        elif (words[:4] == ["ip", "route", "add", "local"] and len(words) > 4
+              and words[4] in ("default", "0.0.0.0/0", "::/0", "0::0/0")
+              and "table" in words and words[words.index("dev") + 1:][:1] == ["lo"]):
+            local_tables.add(int(words[words.index("table") + 1]))
+    return tuple(FwmarkRoute(mark, table, mask) for mark, mask, table in rules
+                 if table in local_tables)
 
 
 @dataclass(frozen=True)
@@ -270,14 +369,17 @@ class Netns:
     namespace remembers the connection (conntrack) and counts the rules it hit.
     """
 
-    def __init__(self, ruleset: Ruleset, interfaces: Sequence[Interface]) -> None:
+    def __init__(self, ruleset: Ruleset, interfaces: Sequence[Interface], *,
+                 fwmark_routes: Sequence[FwmarkRoute] = (),
+                 ports: EphemeralPorts | None = None) -> None:
         self.ruleset = ruleset
         self.interfaces = tuple(interfaces)
+        self.fwmark_routes = tuple(fwmark_routes)
         self.conntrack = ConntrackTable()
         self.version = 6 if ruleset.family == "ipv6" else 4
         self._chains = compile_ruleset(ruleset)
         self._counters: defaultdict[tuple[str, str, int], int] = defaultdict(int)
-        self._next_port = FIRST_EPHEMERAL_PORT
+        self.ports = ports if ports is not None else EphemeralPorts()
         self._local: set[int] = set()
         self._lo_nets: list[tuple[int, int]] = []
         for iface in self.interfaces:
@@ -309,15 +411,19 @@ class Netns:
                            + ", ".join(i.name for i in self.interfaces))
 
     # ---------------------------------------------------------------- routing
-    def route(self, dst: int) -> tuple[str | None, int | None]:
+    def route(self, dst: int, mark: int = 0) -> tuple[str | None, int | None]:
         """The routing decision for a locally generated packet: (out interface, source).
 
-        Local destinations go via ``lo``; the source is 127.0.0.1 for the loopback range and
-        the destination itself for the namespace's other addresses (the kernel's ``local``
-        routes carry ``src`` so). Others go to the interface whose subnet holds them, else by
-        the default route through the first other interface."""
-        if self._is_local(dst):
+        First the policy rules: a packet whose ``mark`` an :class:`FwmarkRoute` matches is
+        looked up in that table, where every address is local, so it leaves by ``lo``. Then
+        the main tables: local destinations go via ``lo``; the source is 127.0.0.1 for the
+        loopback range and the destination itself for the namespace's other addresses (the
+        kernel's ``local`` routes carry ``src`` so). Others go to the interface whose subnet
+        holds them, else by the default route through the first other interface."""
+        if self._is_local(dst) or (mark and self._fwmark_local(mark)):
             lo_src = next((net | 1 for net, mask in self._lo_nets if dst & mask == net), None)
+            if lo_src is None and not self._is_local(dst):  # local only by the fwmark table
+                lo_src = next((net | 1 for net, _ in self._lo_nets), dst)
             return "lo", (lo_src if lo_src is not None else dst)
         fallback: tuple[str | None, int | None] = (None, None)
         for iface in self.interfaces:
@@ -332,32 +438,61 @@ class Netns:
                     fallback = (iface.name, int(addr.ip))
         return fallback
 
+    def _fwmark_local(self, mark: int) -> bool:
+        """Whether an ``ip rule fwmark`` sends packets with this mark to a local-only table."""
+        return any(r.matches(mark) for r in self.fwmark_routes)
+
+    def _local_delivery(self, skb: Skb) -> bool:
+        """The routing decision for an arriving packet: is it for a socket here?"""
+        return self._is_local(skb.dst) or (skb.mark != 0 and self._fwmark_local(skb.mark))
+
     # ---------------------------------------------------------------- entry points
     def connect(self, *, proto: str, dst: IPAddress | str, dport: int, uid: int, gid: int,
-                src: IPAddress | str | None = None, sport: int | None = None) -> Trace:
-        """A local socket owned by ``uid``/``gid`` sends the first packet of a new connection."""
+                src: IPAddress | str | None = None, sport: int | None = None,
+                mark: int = 0) -> Trace:
+        """A local socket owned by ``uid``/``gid`` sends the first packet of a new connection.
+
+        ``src`` is the address the socket was bound to (``None``: the route chooses), ``mark``
+        the socket's ``SO_MARK`` (every packet of the socket carries it; the routing decision
+        reads it, and so do ``-m mark`` rules).
+        """
         dst_ip = self._check(proto, dst, dport, "dst")
-        oif, route_src = self.route(int(dst_ip))
+        mark = self._mark(mark)
+        oif, route_src = self.route(int(dst_ip), mark)
         notes: list[str] = []
         if oif is None:
             raise MeshlabError(f"no route to {dst_ip}: the namespace has no interface for "
                                f"IPv{self.version}; add one")
         src_int = int(self._check(proto, src, 0, "src")) if src is not None else route_src
-        sport = self._ephemeral() if sport is None else self._port(sport, "sport")
-        skb = Skb(proto, src_int, sport, int(dst_ip), dport, oif=oif, uid=uid, gid=gid)
+        sport = self.ports.next() if sport is None else self._port(sport, "sport")
+        skb = Skb(proto, src_int, sport, int(dst_ip), dport, oif=oif, uid=uid, gid=gid,
+                  mark=mark)
         log: list[_Segment] = []
         verdict, nat = self._hooks(OUTPUT_PATH, skb, log, nat_allowed=True)
-        conn = self._confirm(skb, int(dst_ip), dport)
+        # The kernel confirms the conntrack entry here, at the end of POSTROUTING; the model
+        # builds it after the loopback re-entry below so that it holds the connection mark
+        # PREROUTING may save (CONNMARK --save-mark) on the way in.
         out_iface = skb.oif
+        tuple_src, tuple_sport, tuple_dst, tuple_dport = skb.src, skb.sport, skb.dst, skb.dport
         if verdict == "ACCEPT" and out_iface == "lo":
-            # Out through lo and straight back in: same skb, same conntrack entry, no socket.
+            # Out through lo and straight back in: same skb (the mark stays), same conntrack
+            # entry, no socket any more (owner matches cannot match from here on).
             skb.iif, skb.oif, skb.uid, skb.gid = "lo", None, None, None
             verdict, tnat = self._hooks(PREROUTING_PATH, skb, log, nat_allowed=False)
             nat = nat or tnat
+            if verdict == "ACCEPT" and not self._local_delivery(skb):
+                verdict = "DROP"
+                notes.append("came back in by lo for an address that is not local here and "
+                             "no fwmark rule makes it local: dropped at the routing decision")
             if verdict == "ACCEPT":
                 verdict, _ = self._hooks(INPUT_PATH, skb, log, nat_allowed=False)
             notes.append("local destination: out through lo and back in (nat not consulted "
                          "again: the conntrack entry exists)")
+            if mark and self._fwmark_local(mark) and not self._is_local(int(dst_ip)):
+                notes.append(f"socket mark {mark:#x}: the fwmark rule routes it by a table "
+                             "where every address is local, so it leaves by lo")
+        conn = self._confirm_tuple(skb, tuple_src, tuple_sport, tuple_dst, tuple_dport,
+                                   int(dst_ip), dport)
         return self._trace("outbound", verdict, skb, int(dst_ip), dport, out_iface, nat, conn,
                            notes, log, local=out_iface == "lo")
 
@@ -373,21 +508,73 @@ class Netns:
         verdict, nat = self._hooks(PREROUTING_PATH, skb, log, nat_allowed=True)
         local = False
         if verdict == "ACCEPT":
-            if skb.tproxy is not None or self._is_local(skb.dst):
+            if self._local_delivery(skb):
                 if iface != "lo" and any((skb.dst & m) == n for n, m in self._lo_nets):
                     verdict = "DROP"
                     notes.append("martian: a loopback destination arriving on " + iface)
                 else:
                     local = True
+                    if skb.tproxy is not None and not self._is_local(skb.dst):
+                        notes.append(f"mark {skb.mark:#x}: the fwmark rule makes "
+                                     f"{_addr(skb.dst, self.version)} local for this packet")
                     verdict, _ = self._hooks(INPUT_PATH, skb, log, nat_allowed=True)
             else:
                 verdict = "DROP"
+                why = ("; TPROXY marked it, but no `ip rule fwmark` routes that mark to a "
+                       "local table" if skb.tproxy is not None else "")
                 notes.append(f"{endpoint(_addr(skb.dst, self.version), skb.dport)} is not an "
                              "address of this namespace and pods do not forward "
-                             "(net.ipv4.ip_forward=0): dropped at the routing decision")
+                             f"(net.ipv4.ip_forward=0): dropped at the routing decision{why}")
         conn = self._confirm(skb, int(packet.dst), packet.dport)
         return self._trace("inbound", verdict, skb, int(packet.dst), packet.dport, None, nat,
                            conn, notes, log, local=local)
+
+    def answer(self, trace: Trace, *, uid: int | None = None, gid: int | None = None,
+               mark: int = 0) -> Trace:
+        """The server's first answer (a TCP SYN-ACK) to a connection traced here, on its way
+        back to the client: where does it go?
+
+        The server socket (owned by ``uid``/``gid``, socket mark ``mark``) sends from its own
+        address to the client as it sees it (the reply tuple). The packet belongs to a known
+        connection (state ESTABLISHED), so it meets raw, mangle and filter in OUTPUT and
+        mangle in POSTROUTING, but never nat; it carries the connection's mark, which
+        ``CONNMARK --restore-mark`` can copy onto the packet, and a changed mark routes it
+        again. An answer to a local address leaves by ``lo`` and comes back in
+        (``Trace.local``); one to a foreign address leaves by ``eth0`` - unless an fwmark rule
+        makes it local. That is how Envoy's ``original_src`` connections get their answers.
+        """
+        conn = self.conntrack.find(trace.connection.proto, trace.connection.reply,
+                                   trace.connection.zone) or trace.connection
+        back = conn.reply
+        mark = self._mark(mark)
+        oif, _ = self.route(int(back.dst), mark)
+        skb = Skb(conn.proto, int(back.src), back.sport, int(back.dst), back.dport, oif=oif,
+                  uid=uid, gid=gid, mark=mark)
+        skb.ctstate, skb.ctmark, skb.zone = "ESTABLISHED", conn.mark, conn.zone
+        log: list[_Segment] = []
+        notes: list[str] = []
+        verdict, _ = self._hooks(OUTPUT_PATH, skb, log, nat_allowed=False)
+        out_iface = skb.oif
+        client = conn.original.src, conn.original.sport
+        local = False
+        if verdict == "ACCEPT" and out_iface == "lo":
+            skb.iif, skb.oif, skb.uid, skb.gid = "lo", None, None, None
+            verdict, _ = self._hooks(PREROUTING_PATH, skb, log, nat_allowed=False)
+            if verdict == "ACCEPT" and self._local_delivery(skb):
+                local = True
+                verdict, _ = self._hooks(INPUT_PATH, skb, log, nat_allowed=False)
+            elif verdict == "ACCEPT":
+                verdict = "DROP"
+            if skb.mark and self._fwmark_local(skb.mark) and not self._is_local(skb.dst):
+                notes.append(f"mark {skb.mark:#x} (restored from the connection): the fwmark "
+                             f"rule routes the answer to {_addr(skb.dst, self.version)} back "
+                             "in by lo")
+        elif verdict == "ACCEPT":
+            notes.append(f"the answer to {endpoint(*client)} leaves by {out_iface}: "
+                         "the address is not local here")
+        return Trace("reply", verdict, (back.dst, back.dport), client,
+                     local and verdict == "ACCEPT", out_iface, None, conn, tuple(notes),
+                     tuple(log))
 
     def reply(self, trace: Trace) -> Packet:
         """The server's answer as the client receives it, after conntrack translated it back."""
@@ -407,13 +594,15 @@ class Netns:
                     continue  # nat sees only a connection's first, tracked packet, once
                 chains = self._chains.get(table)
                 if chains is not None:
-                    before = skb.dst
+                    before = (skb.dst, skb.mark)
                     verdict, decided = self._chain(hook, table, chains[hook], skb, log)
                     nat = nat or decided
                     if verdict == "DROP":
                         return "DROP", nat
-                    if hook == "OUTPUT" and skb.dst != before:
-                        skb.oif, _ = self.route(skb.dst)  # ip_route_me_harder: route again
+                    if hook == "OUTPUT" and (skb.dst, skb.mark) != before:
+                        # ip_route_me_harder: a new destination (nat) or a new mark (mangle)
+                        # means the routing decision is taken again
+                        skb.oif, _ = self.route(skb.dst, skb.mark)
                 if table == "raw" and skb.ctstate == "INVALID":
                     skb.ctstate = "NEW"  # conntrack runs right after raw: a first packet
         return "ACCEPT", nat
@@ -530,10 +719,17 @@ class Netns:
 
     # ---------------------------------------------------------------- helpers
     def _confirm(self, skb: Skb, orig_dst: int, orig_dport: int) -> Connection:
+        return self._confirm_tuple(skb, skb.src, skb.sport, skb.dst, skb.dport, orig_dst,
+                                   orig_dport)
+
+    def _confirm_tuple(self, skb: Skb, src: int, sport: int, dst: int, dport: int,
+                       orig_dst: int, orig_dport: int) -> Connection:
+        """Enter the connection in conntrack: original tuple as sent, reply tuple as NAT made
+        it (TPROXY does no NAT: the reply comes from the original destination)."""
         v = self.version
-        original = FlowTuple(_addr(skb.src, v), skb.sport, _addr(orig_dst, v), orig_dport)
-        reply_dst = skb.tproxy[0] if skb.tproxy else skb.dst
-        reply = FlowTuple(_addr(reply_dst, v), skb.dport, _addr(skb.src, v), skb.sport)
+        original = FlowTuple(_addr(src, v), sport, _addr(orig_dst, v), orig_dport)
+        reply_dst = skb.tproxy[0] if skb.tproxy else dst
+        reply = FlowTuple(_addr(reply_dst, v), dport, _addr(src, v), sport)
         conn = Connection(skb.proto, original, reply, skb.zone, skb.ctmark)
         if skb.ctstate != "UNTRACKED":
             self.conntrack.add(conn)
@@ -550,10 +746,11 @@ class Netns:
                      local and verdict == "ACCEPT", out_iface, nat, conn, tuple(notes),
                      tuple(log))
 
-    def _ephemeral(self) -> int:
-        port = self._next_port
-        self._next_port = FIRST_EPHEMERAL_PORT if port >= 60999 else port + 1
-        return port
+    def _mark(self, mark: int) -> int:
+        if not isinstance(mark, int) or not 0 <= mark <= 0xFFFFFFFF:
+            raise MeshlabError(f"mark must be a number from 0 to 4294967295 (0xffffffff), "
+                               f"not {mark!r}")
+        return mark
 
     def _port(self, port: int, what: str) -> int:
         if not isinstance(port, int) or not 0 <= port <= 65535:

@@ -50,7 +50,7 @@ class NatDecision:
 class Trace:
     """Where one connection's first packet went, and why."""
 
-    direction: str  # "outbound" (Netns.connect) | "inbound" (Netns.receive)
+    direction: str  # "outbound" (Netns.connect) | "inbound" (Netns.receive) | "reply" (answer)
     verdict: str  # "ACCEPT" | "DROP"
     original_dst: tuple[IPAddress, int]
     delivered: tuple[IPAddress, int]  # destination after NAT / TPROXY

@@ -261,9 +261,9 @@ def _kill_leftover_kernels(runtime_dir: Path) -> None:
                 os.kill(int(proc.name), signal.SIGKILL)
 
 
-def _start_server(base: Path, root: Path, env: dict[str, str], token: str) -> tuple[
-    subprocess.Popen[bytes], str, Path
-]:
+def _start_server(
+    base: Path, root: Path, env: dict[str, str], token: str
+) -> tuple[subprocess.Popen[bytes], str, Path]:
     """Start JupyterLab; retry on another port if the chosen one was taken meanwhile."""
     last_error = ""
     for attempt in range(3):
@@ -394,14 +394,19 @@ const findPanel = (path) => {
 };
 """
 
-_JS_READY = _FIND_PANEL + """
+_JS_READY = (
+    _FIND_PANEL
+    + """
 return ((path) => {
   const panel = findPanel(path);
   return !!(panel && panel.context.isReady && panel.sessionContext.isReady
             && panel.content.widgets.length === panel.model.cells.length);
 })"""
+)
 
-_JS_RUN_ALL = _FIND_PANEL + """
+_JS_RUN_ALL = (
+    _FIND_PANEL
+    + """
 return (async (path) => {
   const app = window.jupyterapp;
   const panel = findPanel(path);
@@ -415,8 +420,11 @@ return (async (path) => {
     (e) => { window.__meshlabRun = 'failed: ' + e; });
   return true;
 })"""
+)
 
-_JS_STATE = _FIND_PANEL + """
+_JS_STATE = (
+    _FIND_PANEL
+    + """
 return ((path) => {
   const panel = findPanel(path);
   if (!panel) return null;
@@ -432,8 +440,11 @@ return ((path) => {
   });
   return {kernel: kernel ? kernel.status : null, run: window.__meshlabRun ?? null, cells};
 })"""
+)
 
-_JS_REPORT = _FIND_PANEL + """
+_JS_REPORT = (
+    _FIND_PANEL
+    + """
 return ((path) => {
   const panel = findPanel(path);
   const strip = (s) => String(s).replace(/\\x1b\\[[0-9;]*[A-Za-z]/g, '');
@@ -470,8 +481,11 @@ return ((path) => {
   });
   return cells;
 })"""
+)
 
-_JS_SCROLLER = _FIND_PANEL + """
+_JS_SCROLLER = (
+    _FIND_PANEL
+    + """
 return ((args) => {
   const [path, top] = args;
   const panel = findPanel(path);
@@ -479,6 +493,7 @@ return ((args) => {
   if (top !== null) node.scrollTop = top;
   return {top: node.scrollTop, height: node.scrollHeight, view: node.clientHeight};
 })"""
+)
 
 
 def _js(body: str) -> str:
@@ -603,11 +618,21 @@ class LabPage:
         self.page.evaluate(_js(_JS_SCROLLER), [self.path, 0])
         return paths
 
+    @property
+    def screenshot_dir(self) -> Path:
+        return screenshot_dir()
+
     def scroll_to(self, locator: Any) -> Any:
         """Off-screen elements are "not visible" to Playwright: attach, then scroll to them."""
         locator.wait_for(state="attached", timeout=30_000)
         locator.scroll_into_view_if_needed(timeout=30_000)
         return locator
+
+
+@pytest.fixture(scope="session")
+def browser_timings() -> Timings:
+    """Where tests record seconds per notebook; printed in the terminal summary."""
+    return TIMINGS
 
 
 @pytest.fixture

@@ -12,11 +12,10 @@ pytestmark = [pytest.mark.live,
               pytest.mark.skipif(unavailable_reason() is not None,
                                  reason=f"live lab unavailable: {unavailable_reason()}")]
 
-KNOWN_DISAGREEMENTS = {
-    # Reported to the model owners (see the live lab report). strict: when the model is
-    # fixed this xfail fails, and the entry must go.
-    "tproxy-inbound": "model: loop via nat ISTIO_OUTPUT 3; kernel: the proxy's original-src "
-                      "upstream is REDIRECTed by ISTIO_OUTPUT 2 and times out",
+KNOWN_DISAGREEMENTS: dict[str, str] = {
+    # scenario -> why model and kernel disagree. strict: when it is fixed the xfail fails,
+    # and the entry must go. (Empty: tproxy-inbound agrees since the lab runs the proxy as
+    # UID 0 / GID 1337 and the model routes by fwmark.)
 }
 
 

@@ -8,6 +8,7 @@ from ipaddress import ip_address
 import pytest
 
 from meshlab.netfilter import Netns, Packet, parse_ruleset, pod_interfaces
+from meshlab.netfilter.kernel import FwmarkRoute
 
 POD, PEER = ip_address("10.244.0.5"), ip_address("10.244.0.9")
 
@@ -42,11 +43,11 @@ def inbound(table: str, rule: str, packet: Packet, iface: str = "eth0", chain="P
     ("-p tcp --dport 8080 -j ACCEPT", {}, True),
     ("-p tcp --dport 8000:8100 -j ACCEPT", {}, True),
     ("-p tcp ! --dport 8080 -j ACCEPT", {}, False),
-    ("-p tcp --sport 40000 -j ACCEPT", {}, True),
+    ("-p tcp --sport 40000 -j ACCEPT", {"sport": 40000}, True),
     ("-p udp --dport 8080 -j ACCEPT", {"proto": "udp"}, True),
     ("-p tcp -m multiport --dports 53,8000:9000 -j ACCEPT", {}, True),
     ("-p tcp -m multiport ! --dports 53,8080 -j ACCEPT", {}, False),
-    ("-p tcp -m multiport --ports 40000 -j ACCEPT", {}, True),
+    ("-p tcp -m multiport --ports 40000 -j ACCEPT", {"sport": 40000}, True),
     ("-m owner --uid-owner 1000 -j ACCEPT", {}, True),
     ("-m owner --uid-owner 1337 -j ACCEPT", {}, False),
     ("-m owner ! --uid-owner 1337 -j ACCEPT", {}, True),
@@ -151,8 +152,13 @@ def test_redirect_in_prerouting_uses_the_incoming_interface_address():
 def test_tproxy_delivers_without_changing_the_destination_and_marks():
     text = ("*mangle\n-A PREROUTING -p tcp -j TPROXY --on-port 15006 --tproxy-mark 0x539/0xffffffff"
             "\n-A INPUT -m mark --mark 0x539 -j ACCEPT\nCOMMIT\n")
-    ns = Netns(parse_ruleset(text), pod_interfaces(POD))
+    # Delivery to an address that is not the pod's own needs Istio's policy routing
+    # (ip rule fwmark 1337 lookup 133 + local default dev lo table 133): without it the
+    # routing decision finds no local route and a pod does not forward.
     other = ip_address("10.96.0.1")
+    bare = Netns(parse_ruleset(text), pod_interfaces(POD))
+    assert not bare.receive(Packet("tcp", PEER, 5000, other, 443), "eth0").local
+    ns = Netns(parse_ruleset(text), pod_interfaces(POD), fwmark_routes=(FwmarkRoute(1337, 133),))
     trace = ns.receive(Packet("tcp", PEER, 5000, other, 443), "eth0")
     assert trace.local and trace.delivered == (other, 15006)
     assert trace.nat.target == "TPROXY" and not trace.connection.natted

@@ -2,37 +2,20 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 
 import pandas
 import pytest
 
 from meshlab.errors import MeshlabError
-from meshlab.netfilter.kernel import Netns
 from meshlab.scenarios import catalog, proxy_listeners, run_scenario
 from meshlab.walk import OUTCOMES, LoopReport
 from meshlab.world import Request, World
 
-CONNECT_TAKES_MARK = "mark" in inspect.signature(Netns.connect).parameters
-NEEDS_MARK = {"tproxy-inbound"}
-
 SCENARIOS = list(catalog())
 
 
-def _params() -> list[object]:
-    out: list[object] = []
-    for name in SCENARIOS:
-        marks = []
-        if name in NEEDS_MARK and not CONNECT_TAKES_MARK:
-            marks.append(pytest.mark.xfail(
-                reason="Netns.connect() takes no socket mark, so Envoy's original_src mark 1337 "
-                       "cannot reach the mangle rules (TPROXY loops in the model)", strict=True))
-        out.append(pytest.param(name, marks=marks, id=name))
-    return out
-
-
-@pytest.mark.parametrize("name", _params())
+@pytest.mark.parametrize("name", SCENARIOS)
 def test_scenario_outcome_matches_catalog(name: str) -> None:
     scenario = catalog()[name]
     walk = run_scenario(name)

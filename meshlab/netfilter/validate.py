@@ -1,0 +1,205 @@
+"""The checks the kernel makes when rules are loaded, then the immutable :class:`Ruleset`.
+
+``iptables-restore`` hands the kernel a whole table at once, and the kernel refuses it if a
+jump leads to a chain that does not exist, if chains loop (A jumps to B jumps to A), or if a
+match or target sits where its hook cannot allow it (``-m owner`` on incoming packets,
+``REDIRECT`` outside PREROUTING/OUTPUT, ...).
+
+Speed: a kube-proxy dump has ~10,000 chains, so every check here is linear in the number of
+rules and jumps. Loops are found with one depth-first search that colours chains (the classic
+white/grey/black walk); only when a loop exists do we run a slower walk whose only job is to
+name the loop exactly as this model always has (the first loop met from the first hook).
+"""
+
+from __future__ import annotations
+
+from meshlab.netfilter.rules import Dnat, Jump, Redirect, Rule, Tproxy
+from meshlab.netfilter.ruleset import BUILTIN_CHAINS, Ruleset
+from meshlab.netfilter.source import Bad, RulesParseError, error_at
+
+Place = tuple
+"""Where a rule was written, kept as a plain tuple because one is made per rule and is only
+read when a check fails: ``(line, text, tokens, offset, counters)`` -- the line number and its
+text, a dict of token indexes by role (``"target"``, ``"owner"``, ``"iif"``, ``"oif"``), the
+index of the rule's first option in the line's words, and ``[p:b]``/``-c`` counters or None."""
+
+TARGET_TABLES = {"REDIRECT": ("nat",), "DNAT": ("nat",), "TPROXY": ("mangle",), "CT": ("raw",)}
+TARGET_HOOKS = {"REDIRECT": ("PREROUTING", "OUTPUT"), "DNAT": ("PREROUTING", "OUTPUT"),
+                "TPROXY": ("PREROUTING",)}
+_HOOK_LIMITED = (Redirect, Dnat, Tproxy)  # the target types named in TARGET_HOOKS
+_INCOMING = frozenset({"PREROUTING", "INPUT", "FORWARD"})
+
+
+def check_and_build(family: str, tables: dict[str, dict[str, list]],
+                    policy_counters: dict) -> Ruleset:
+    """Check ``{table: {chain: [policy, rules, places]}}`` as the kernel would, table by
+    table, then build the :class:`Ruleset`. Raises :class:`RulesParseError`."""
+    counters: dict[tuple[str, str, int], tuple[int, int]] = dict(policy_counters)
+    for tname, chains in tables.items():
+        jumps: dict[str, list[str]] = {}
+        for cname, (_, rules, places) in chains.items():
+            out = jumps[cname] = []
+            for index, rule in enumerate(rules, 1):
+                place = places[index - 1]
+                target = rule.target
+                if type(target) is Jump:
+                    _check_jump(tname, chains, target, place)
+                    out.append(target.chain)
+                elif target.name in TARGET_TABLES and tname not in TARGET_TABLES[target.name]:
+                    _check_target(tname, chains, rule, place)  # raises
+                if place[4] is not None:
+                    counters[(tname, cname, index)] = place[4]
+        if _has_loop(jumps):
+            _explain_loop(tname, chains)  # raises the error naming the loop
+        hooks = _reaching_hooks(tname, jumps)
+        for cname, (_, rules, places) in chains.items():
+            reached = hooks.get(cname, frozenset())
+            # Which of _check_hooks' four checks can fail in this chain at all? Rules that
+            # cannot fail any of them are skipped; the others are checked in rule order.
+            owner = bool(reached & _INCOMING)
+            iif = cname in ("OUTPUT", "POSTROUTING")
+            oif = cname in ("PREROUTING", "INPUT")
+            for rule, place in zip(rules, places, strict=True):
+                if ((owner and rule.modules and rule.owner_match)
+                        or (iif and rule.iif is not None) or (oif and rule.oif is not None)
+                        or isinstance(rule.target, _HOOK_LIMITED)):
+                    _check_hooks(tname, cname, reached, rule, place)
+    return Ruleset.from_chains(
+        family, {t: {c: (p, r) for c, (p, r, _) in chains.items()}
+                 for t, chains in tables.items()}, counters)
+
+
+def _fail(place: Place, key: str, message: str, hint: str) -> RulesParseError:
+    line, text, tokens, offset, _ = place
+    return error_at(Bad(tokens.get(key, 0), message, hint), line, text, offset)
+
+
+def _check_jump(tname: str, chains: dict, target: Jump, place: Place) -> None:
+    chain = chains.get(target.chain)
+    if chain is None:
+        raise _fail(place, "target", f"chain or target {target.chain!r} does not exist in "
+                    f"table {tname}", f"declare it with :{target.chain} - [0:0] (or -N), or "
+                    "check the spelling of the target")
+    if chain[0] is not None:
+        raise _fail(place, "target", f"cannot jump to the built-in chain {target.chain}",
+                    "jump to a user chain instead")
+
+
+def _check_target(tname: str, chains: dict, rule: Rule, place: Place) -> None:
+    target = rule.target
+    if isinstance(target, Jump):
+        _check_jump(tname, chains, target, place)
+    allowed = TARGET_TABLES.get(target.name)
+    if allowed is not None and tname not in allowed:
+        raise _fail(place, "target", f"{target.name} is only valid in the {allowed[0]} table, "
+                    f"not {tname}", f"move the rule to *{allowed[0]}")
+
+
+def _has_loop(jumps: dict[str, list[str]]) -> bool:
+    """Whether the jump graph has a cycle: one depth-first walk, each chain entered once.
+
+    A chain is *grey* while we are inside it (on the walk's stack) and *black* once all the
+    chains it jumps to are done; meeting a grey chain again means we went round in a loop.
+    The walk keeps its own stack (a list of iterators) rather than recursing, so 10,000
+    nested chains do not hit Python's recursion limit.
+    """
+    grey, black = 1, 2
+    colour: dict[str, int] = {}
+    for root in jumps:
+        if root in colour:
+            continue
+        colour[root] = grey
+        stack = [iter(jumps[root])]
+        path = [root]
+        while stack:
+            for nxt in stack[-1]:
+                seen = colour.get(nxt)
+                if seen == grey:
+                    return True
+                if seen is None:
+                    colour[nxt] = grey
+                    stack.append(iter(jumps[nxt]))
+                    path.append(nxt)
+                    break
+            else:  # every jump out of path[-1] is done
+                colour[path.pop()] = black
+                stack.pop()
+    return False
+
+
+def _reaching_hooks(tname: str, jumps: dict[str, list[str]]) -> dict[str, frozenset[str]]:
+    """Which built-in hooks can reach each chain (the graph has no loop by now): one walk
+    per hook, each chain visited at most once per hook."""
+    reach: dict[str, set[str]] = {}
+    for hook in BUILTIN_CHAINS[tname]:
+        seen = {hook}
+        todo = [hook]
+        while todo:
+            cname = todo.pop()
+            reach.setdefault(cname, set()).add(hook)
+            for nxt in jumps[cname]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+    return {c: frozenset(h) for c, h in reach.items()}
+
+
+def _explain_loop(tname: str, chains: dict) -> None:
+    """Raise the error for a loop known to exist, naming the same loop (and pointing at the
+    same rule) as this model always has: the first one met walking from each hook in turn,
+    then from the user chains that no hook reaches. Slower than :func:`_has_loop` (it walks
+    paths, not chains), which is why it only runs when there is a loop to name."""
+    for hook in BUILTIN_CHAINS[tname]:
+        stack = [(hook, (hook,))]
+        while stack:
+            cname, path = stack.pop()
+            for rule, place in zip(chains[cname][1], chains[cname][2], strict=True):
+                if isinstance(rule.target, Jump) and rule.target.chain in chains:
+                    nxt = rule.target.chain
+                    if nxt in path:
+                        raise _loop_error(path, nxt, cname, place)
+                    stack.append((nxt, (*path, nxt)))
+    done: set[str] = set()
+    for cname in chains:
+        _loop_check(cname, chains, (cname,), done)
+
+
+def _loop_check(cname: str, chains: dict, path: tuple[str, ...], done: set[str]) -> None:
+    for rule, place in zip(chains[cname][1], chains[cname][2], strict=True):
+        if isinstance(rule.target, Jump) and rule.target.chain in chains:
+            nxt = rule.target.chain
+            if nxt in path:
+                raise _loop_error(path, nxt, cname, place)
+            if nxt not in done:
+                _loop_check(nxt, chains, (*path, nxt), done)
+    done.add(cname)
+
+
+def _loop_error(path: tuple[str, ...], nxt: str, cname: str, place: Place) -> RulesParseError:
+    return _fail(place, "target", "chain loop: " + " -> ".join(
+        (*path[path.index(nxt):], nxt)) + " (the kernel refuses it)",
+        f"remove the jump from {cname} to {nxt}")
+
+
+def _check_hooks(tname: str, cname: str, hooks: frozenset[str], rule: Rule,
+                 place: Place) -> None:
+    incoming = hooks & _INCOMING
+    if rule.owner_match and incoming:
+        reached = "" if cname in incoming else (
+            f", which is reached from {'/'.join(sorted(incoming))}")
+        raise _fail(place, "owner", f"-m owner cannot be used in {tname} {cname}{reached}: "
+                    "only locally generated packets have an owner, and iptables refuses the "
+                    "rule", "move the owner match to an OUTPUT or "
+                    "POSTROUTING chain")
+    if rule.iif is not None and cname in ("OUTPUT", "POSTROUTING"):
+        raise _fail(place, "iif", f"cannot use -i in {cname}: packets there have no input "
+                    "interface yet", "use -o here, or move the rule to PREROUTING/INPUT")
+    if rule.oif is not None and cname in ("PREROUTING", "INPUT"):
+        raise _fail(place, "oif", f"cannot use -o in {cname}: packets there have no output "
+                    "interface yet", "use -i here, or move the rule to OUTPUT/POSTROUTING")
+    allowed = TARGET_HOOKS.get(rule.target.name)
+    if allowed is not None and hooks - set(allowed):
+        raise _fail(place, "target", f"{rule.target.name} is only valid in "
+                    f"{' and '.join(allowed)}, but {tname} {cname} is reached from "
+                    f"{'/'.join(sorted(hooks - set(allowed)))}",
+                    f"move the rule to a chain reached from {' or '.join(allowed)}")
