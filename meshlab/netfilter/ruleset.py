@@ -30,7 +30,7 @@ Counters = Mapping[tuple[str, str, int], "int | tuple[int, int]"]
 """(table, chain, rule) -> packets, or (packets, bytes); rule 0 is the chain's policy."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Chain:
     """A chain: built-in ones have a policy (``ACCEPT``/``DROP``), user chains ``None``."""
 

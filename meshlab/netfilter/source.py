@@ -51,6 +51,13 @@ def split(line: str) -> list[str]:
         return line.split()
     if "'" not in line and "\\" not in line:
         parts = line.split('"')
+        if len(parts) == 3:  # one quoted word, the usual comment: the loop below, unrolled
+            before, quoted, after = parts
+            if (not before or before[-1] in BLANK) and (not after or after[0] in BLANK):
+                out = before.split()
+                out.append(quoted)
+                out.extend(after.split())
+                return out
         last = len(parts) - 1
         if last % 2 == 0:
             out: list[str] = []

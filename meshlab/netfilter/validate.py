@@ -37,33 +37,37 @@ def check_and_build(family: str, tables: dict[str, dict[str, list]],
     counters: dict[tuple[str, str, int], tuple[int, int]] = dict(policy_counters)
     for tname, chains in tables.items():
         jumps: dict[str, list[str]] = {}
+        hooked: list[tuple[str, Rule, Place]] = []  # rules that a hook check might refuse
         for cname, (_, rules, places) in chains.items():
             out = jumps[cname] = []
-            for index, rule in enumerate(rules, 1):
-                place = places[index - 1]
+            for index, (rule, place) in enumerate(zip(rules, places, strict=True), 1):
                 target = rule.target
                 if type(target) is Jump:
-                    _check_jump(tname, chains, target, place)
+                    chain = chains.get(target.chain)
+                    if chain is None or chain[0] is not None:  # missing, or a built-in chain
+                        _check_jump(tname, chains, target, place)  # raises
                     out.append(target.chain)
                 elif target.name in TARGET_TABLES and tname not in TARGET_TABLES[target.name]:
                     _check_target(tname, chains, rule, place)  # raises
                 if place[4] is not None:
                     counters[(tname, cname, index)] = place[4]
+                # The parser notes where -m owner, -i and -o were given (place[2]); a rule
+                # with none of them and a target that any hook may use passes _check_hooks.
+                roles = place[2]
+                if ("owner" in roles or "iif" in roles or "oif" in roles
+                        or isinstance(target, _HOOK_LIMITED)):
+                    hooked.append((cname, rule, place))
         if _has_loop(jumps):
             _explain_loop(tname, chains)  # raises the error naming the loop
-        hooks = _reaching_hooks(tname, jumps)
-        for cname, (_, rules, places) in chains.items():
-            reached = hooks.get(cname, frozenset())
-            # Which of _check_hooks' four checks can fail in this chain at all? Rules that
-            # cannot fail any of them are skipped; the others are checked in rule order.
-            owner = bool(reached & _INCOMING)
-            iif = cname in ("OUTPUT", "POSTROUTING")
-            oif = cname in ("PREROUTING", "INPUT")
-            for rule, place in zip(rules, places, strict=True):
-                if ((owner and rule.modules and rule.owner_match)
-                        or (iif and rule.iif is not None) or (oif and rule.oif is not None)
-                        or isinstance(rule.target, _HOOK_LIMITED)):
-                    _check_hooks(tname, cname, reached, rule, place)
+        reach = _Reach(tname, jumps)
+        for cname, rule, place in hooked:  # in the order of the rules, as always
+            # skip the rules that cannot fail any of _check_hooks' four checks here
+            if ((cname in reach.incoming and "owner" in place[2])
+                    or (rule.iif is not None and cname in ("OUTPUT", "POSTROUTING"))
+                    or (rule.oif is not None and cname in ("PREROUTING", "INPUT"))
+                    or (isinstance(rule.target, _HOOK_LIMITED)
+                        and cname in reach.beyond(TARGET_HOOKS[rule.target.name]))):
+                _check_hooks(tname, cname, reach.hooks(cname), rule, place)
     return Ruleset.from_chains(
         family, {t: {c: (p, r) for c, (p, r, _) in chains.items()}
                  for t, chains in tables.items()}, counters)
@@ -127,21 +131,39 @@ def _has_loop(jumps: dict[str, list[str]]) -> bool:
     return False
 
 
-def _reaching_hooks(tname: str, jumps: dict[str, list[str]]) -> dict[str, frozenset[str]]:
-    """Which built-in hooks can reach each chain (the graph has no loop by now): one walk
-    per hook, each chain visited at most once per hook."""
-    reach: dict[str, set[str]] = {}
-    for hook in BUILTIN_CHAINS[tname]:
-        seen = {hook}
-        todo = [hook]
-        while todo:
-            cname = todo.pop()
-            reach.setdefault(cname, set()).add(hook)
-            for nxt in jumps[cname]:
-                if nxt not in seen:
-                    seen.add(nxt)
-                    todo.append(nxt)
-    return {c: frozenset(h) for c, h in reach.items()}
+class _Reach:
+    """Which built-in hooks can reach each chain (the graph has no loop by now).
+
+    One walk per hook, each chain visited at most once per hook. The full set of hooks of a
+    chain is only needed for the few rules whose target is limited to some hooks, so it is
+    put together on demand; the common question, "can an incoming packet get here?" (for
+    ``-m owner``), is one set look-up.
+    """
+
+    def __init__(self, tname: str, jumps: dict[str, list[str]]) -> None:
+        self.reached: dict[str, set[str]] = {}  # hook -> chains it reaches
+        self._beyond: dict[tuple[str, ...], set[str]] = {}
+        for hook in BUILTIN_CHAINS[tname]:
+            seen = {hook}
+            todo = [hook]
+            while todo:
+                for nxt in jumps[todo.pop()]:
+                    if nxt not in seen:
+                        seen.add(nxt)
+                        todo.append(nxt)
+            self.reached[hook] = seen
+        self.incoming = self.beyond(tuple(h for h in self.reached if h not in _INCOMING))
+
+    def beyond(self, allowed: tuple[str, ...]) -> set[str]:
+        """The chains that a hook other than ``allowed`` reaches (worked out once each)."""
+        found = self._beyond.get(allowed)
+        if found is None:
+            found = self._beyond[allowed] = set().union(
+                *(seen for hook, seen in self.reached.items() if hook not in allowed))
+        return found
+
+    def hooks(self, cname: str) -> frozenset[str]:
+        return frozenset(hook for hook, seen in self.reached.items() if cname in seen)
 
 
 def _explain_loop(tname: str, chains: dict) -> None:

@@ -46,6 +46,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+#: Repository folders the lessons read through relative paths (``../data/pods/...``).
+LESSON_DATA = ("data",)
 
 CHROMIUM = Path(os.environ.get("MESHLAB_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -71,7 +73,7 @@ WIDGETS_EXTENSION = "@jupyter-widgets/jupyterlab-manager"
 # JupyterLab user settings for the test server (they win over any overrides.json):
 # every cell in the DOM (no virtualised "windowing"), no restart dialog, no news pop-up.
 LAB_USER_SETTINGS: dict[str, dict[str, Any]] = {
-    "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
+    "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none", "scrollPastEnd": False},
     "@jupyterlab/apputils-extension/sessionDialogs": {"skipKernelRestartDialog": True},
     "@jupyterlab/apputils-extension/notification": {
         "checkForUpdates": False,
@@ -100,12 +102,18 @@ class Timings:
     finished: float | None = None
     phases: dict[str, float] = field(default_factory=dict)
     notebooks: dict[str, dict[str, float]] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # notebook -> what was checked
 
     def as_dict(self) -> dict[str, Any]:
         total = None
         if self.started is not None:
             total = (self.finished or time.monotonic()) - self.started
-        return {"total_s": total, "phases_s": self.phases, "notebooks_s": self.notebooks}
+        return {
+            "total_s": total,
+            "phases_s": self.phases,
+            "notebooks_s": self.notebooks,
+            "checked": self.notes,
+        }
 
 
 TIMINGS = Timings()
@@ -127,7 +135,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         write(f"{name:<40} {seconds:7.1f} s")
     for name, parts in data["notebooks_s"].items():
         detail = "  ".join(f"{k} {v:.1f}" for k, v in parts.items() if k != "total")
-        write(f"{name:<40} {parts.get('total', 0.0):7.1f} s   ({detail})")
+        write(f"{name:<40} {parts.get('total', 0.0):7.1f} s" + (f"   ({detail})" * bool(detail)))
+        if name in data["checked"]:
+            write(f"{'':<40}           {data['checked'][name]}")
     write(f"{'whole browser run':<40} {data['total_s']:7.1f} s")
     with contextlib.suppress(OSError):
         (screenshot_dir() / "timings.json").write_text(json.dumps(data, indent=2) + "\n")
@@ -218,17 +228,27 @@ def _write_lab_settings(settings_dir: Path) -> None:
 
 
 def _copy_notebooks(root: Path) -> None:
+    """Copy the lessons (and the data they read as ``../data/...``) below ``root``.
+
+    The copy keeps the checkout's layout, so paths relative to a notebook still work, and
+    whatever JupyterLab saves while the tests run lands in the copy, never in the repo.
+    """
     ignore = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__")
     if NOTEBOOKS.is_dir():
         shutil.copytree(NOTEBOOKS, root / "notebooks", ignore=ignore)
     else:
         (root / "notebooks").mkdir()
+    for sibling in LESSON_DATA:
+        if (REPO / sibling).is_dir():
+            shutil.copytree(REPO / sibling, root / sibling, ignore=ignore)
     shutil.copytree(FIXTURES, root / "fixtures", ignore=ignore)
 
 
-def _stop_server(server: subprocess.Popen[bytes], url: str, token: str) -> None:
+def _stop_server(
+    server: subprocess.Popen[bytes], url: str, token: str, *, graceful: bool = True
+) -> None:
     """Ask the server to shut down (it stops its kernels), then make sure it is gone."""
-    if server.poll() is None:
+    if graceful and server.poll() is None:
         with contextlib.suppress(Exception):
             request = urllib.request.Request(
                 f"{url}/api/shutdown",
@@ -301,12 +321,12 @@ def _start_server(
             except (OSError, urllib.error.URLError):
                 time.sleep(0.25)
         text = log.read_text(errors="replace")
-        _stop_server(process, url, token)
+        _stop_server(process, url, token, graceful=False)
         last_error = "\n".join(text.splitlines()[-25:])
         if "address already in use" not in text.lower():
             break
     pytest.skip(
-        f"JupyterLab did not start within {SERVER_START_S:.0f} s "
+        f"JupyterLab did not start within {SERVER_START_S:g} s "
         f"(set MESHLAB_BROWSER_SERVER_TIMEOUT to wait longer); its log ends with:\n{last_error}"
     )
 
@@ -399,8 +419,11 @@ _JS_READY = (
     + """
 return ((path) => {
   const panel = findPanel(path);
+  const session = panel && panel.sessionContext.session;
+  // Ready = file loaded, every cell widget built, kernel started and idle.
   return !!(panel && panel.context.isReady && panel.sessionContext.isReady
-            && panel.content.widgets.length === panel.model.cells.length);
+            && panel.content.widgets.length === panel.model.cells.length
+            && session && session.kernel && session.kernel.status === 'idle');
 })"""
 )
 
@@ -457,16 +480,18 @@ return ((path) => {
         errors.push(strip(o.ename + ': ' + o.evalue + '\\n' + (o.traceback || []).join('\\n')));
       }
     }
+    // An error output is rendered as stderr text too: report the page's own only when
+    // the model has none (e.g. a traceback printed by hand or by a widget callback).
+    const modelErrors = errors.length;
     const outputs = Array.from(cell.node.querySelectorAll('.jp-OutputArea-output'));
     let loading = 0;
     for (const out of outputs) {
       const mime = out.getAttribute('data-mime-type') || '';
       const text = out.textContent || '';
-      if (mime === 'application/vnd.jupyter.stderr' && /Traceback/.test(text)) {
-        errors.push('stderr: ' + text.slice(0, 2000));
-      }
-      if (mime === 'application/vnd.jupyter.error' && !errors.length) {
-        errors.push('error output: ' + text.slice(0, 2000));
+      const shown = mime === 'application/vnd.jupyter.stderr' && /Traceback/.test(text)
+        || mime === 'application/vnd.jupyter.error';
+      if (shown && !modelErrors) {
+        errors.push('shown in the page: ' + text.slice(-3000));
       }
       if (/Error displaying widget/.test(text)) {
         errors.push('widget: ' + text.trim().slice(0, 300));
@@ -489,7 +514,8 @@ _JS_SCROLLER = (
 return ((args) => {
   const [path, top] = args;
   const panel = findPanel(path);
-  const node = panel.content.node;  // the notebook scrolls inside this element
+  // The notebook scrolls inside its "outer" element, not the page and not the panel.
+  const node = panel.content.node.querySelector('.jp-WindowedPanel-outer') || panel.content.node;
   if (top !== null) node.scrollTop = top;
   return {top: node.scrollTop, height: node.scrollHeight, view: node.clientHeight};
 })"""
@@ -538,9 +564,17 @@ class LabPage:
             wait_until="domcontentloaded",
             timeout=NOTEBOOK_OPEN_S * 1000,
         )
-        self.page.wait_for_function(
-            _js(_JS_READY), arg=path, timeout=NOTEBOOK_OPEN_S * 1000, polling=250
-        )
+        try:
+            self.page.wait_for_function(
+                _js(_JS_READY), arg=path, timeout=NOTEBOOK_OPEN_S * 1000, polling=250
+            )
+        except Exception as exc:  # Playwright's TimeoutError: say what was not ready
+            state = self.state() if self.page.evaluate("() => !!window.jupyterapp") else None
+            raise AssertionError(
+                f"{path}: JupyterLab did not show the notebook with an idle kernel within "
+                f"{NOTEBOOK_OPEN_S:g} s (state: {state}; {exc.__class__.__name__}); "
+                "browser console, last lines:\n" + "\n".join(self.console[-15:])
+            ) from None
 
     def state(self) -> dict[str, Any]:
         return self.page.evaluate(_js(_JS_STATE), self.path)
@@ -578,9 +612,12 @@ class LabPage:
         first = pending[0] if pending else None
         raise AssertionError(
             f"{self.path}: not every cell executed within {budget_s:.0f} s "
-            f"(kernel {state.get('kernel')}, {len(pending)} cells pending"
+            f"(kernel {state.get('kernel')}, run-all command {state.get('run') or 'pending'}, "
+            f"{len(pending)} cells pending"
             + (f", first is cell {first['index']}: {first['head']!r}" if first else "")
-            + "); raise MESHLAB_BROWSER_NOTEBOOK_TIMEOUT if the machine is just slow"
+            + "); raise MESHLAB_BROWSER_NOTEBOOK_TIMEOUT if the machine is just slow.\n"
+            + "browser console, last lines:\n"
+            + "\n".join(self.console[-15:])
         )
 
     def report(self, timeout_s: float = WIDGET_RENDER_S) -> list[CellReport]:

@@ -259,20 +259,47 @@ EXERCISES: dict[str, Callable[[LabPage, str], None]] = {
 
 def check_notebook(lab: LabPage, source: Path, served: str, timings: Timings) -> set[str]:
     """Open, restart-and-run-all, check, screenshot, interact. Returns the kinds exercised."""
-    stem = source.stem
-    expected = Expectation.of(source)
+    # Read what the notebook promises from the copy the server shows (the checkout may be
+    # rewritten while the tests run).
+    expected = Expectation.of(lab.server.root / served)
     times: dict[str, float] = {}
     timings.notebooks[served] = times
+    began = time.monotonic()
+    try:
+        return _check_notebook(lab, source, served, expected, times, timings.notes)
+    finally:
+        times["total"] = time.monotonic() - began
+
+
+def _check_notebook(
+    lab: LabPage,
+    source: Path,
+    served: str,
+    expected: Expectation,
+    times: dict[str, float],
+    notes: dict[str, str],
+) -> set[str]:
+    stem = source.stem
     began = time.monotonic()
     lab.open(served)
     times["open"] = time.monotonic() - began
 
     mark = time.monotonic()
-    lab.run_all()
+    try:
+        lab.run_all()
+    except AssertionError:
+        lab.screenshots(stem)  # show where it stuck
+        raise
     times["run"] = time.monotonic() - mark
 
     mark = time.monotonic()
     cells = lab.report()
+    live = sum(1 for cell in cells if cell.widgets)
+    images = sum(1 for cell in cells for image in cell.images if image["loaded"])
+    notes[served] = (
+        f"{len(cells)} code cells; widget cells live/stored {live}/{len(expected.widget_cells)}; "
+        f"images rendered/stored {images}/{sum(expected.images.values())}"
+    )
     lab.screenshots(stem)
     found = problems(cells, expected)
     errors_shown = [
@@ -298,7 +325,8 @@ def check_notebook(lab: LabPage, source: Path, served: str, timings: Timings) ->
             exercise(lab, stem)
             exercised.add(container)
     times["interact"] = time.monotonic() - mark
-    times["total"] = time.monotonic() - began
+    if exercised:
+        notes[served] += "; exercised " + ", ".join(KINDS[k] for k in sorted(exercised))
     return exercised
 
 
@@ -327,9 +355,13 @@ def test_harness_on_fixture_notebook(lab: LabPage, browser_timings: Timings) -> 
 
 
 @pytest.mark.timeout(600)
-def test_harness_reports_broken_notebook(lab: LabPage, lab_server: LabServer) -> None:
+def test_harness_reports_broken_notebook(
+    lab: LabPage, lab_server: LabServer, browser_timings: Timings
+) -> None:
     """The checks must catch a widget that cannot display and a cell that raises."""
     import nbformat
+
+    began = time.monotonic()
 
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
@@ -352,6 +384,9 @@ def test_harness_reports_broken_notebook(lab: LabPage, lab_server: LabServer) ->
     text = "\n".join(found)
     assert "RuntimeError: meshlab harness self-test" in text, text
     assert "cell 0" in text and "no live widget" in text, text
+    browser_timings.notebooks["fixtures/broken.ipynb (made up)"] = {
+        "total": time.monotonic() - began
+    }
 
 
 @pytest.mark.timeout(900)
