@@ -23,7 +23,7 @@ test: setup-test lint
 # Quick checks without set-up (assumes `make test` ran once).
 check: lint unit
 lint:
-	$(VENV)/bin/ruff check meshlab tests benchmarks
+	$(VENV)/bin/ruff check meshlab tests benchmarks notebooks
 unit:
 	$(PY) -m pytest -q -m "not live and not browser" tests
 
