@@ -80,7 +80,7 @@ PRODUCTPAGE_POD = _DATA / "pods" / "productpage-v1.yaml"
 _LABELS: Mapping[str, str] = {
     "correct": "✔ Correct",
     "incorrect": "✘ Not quite",
-    "unanswered": "✋ Your turn",
+    "unanswered": "✎ Your turn",
     "invalid": "⚠ Cannot read this answer",
 }
 

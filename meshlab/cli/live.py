@@ -6,10 +6,17 @@
     meshlab live run SCENARIO [--without-rule "TEXT"]... [--keep] [--json]
     meshlab live loop                       # the 1337-exemption loop, real proxy, hop limit
     meshlab live random [--seed N]          # randomized model-vs-kernel connections
+    meshlab live record [--output PATH] [--seed N]...   # all of the above, into one JSON file
     meshlab live clean [--all]              # remove what a killed run left behind
 
 ``verify`` exits 0 when every scenario agrees, 1 when any disagrees, and 2 when the lab
 cannot run here (not root, no iptables, no ``ip netns``), saying why.
+
+``record`` runs verify (the whole catalog), issue 2's connections, the loop experiment and
+the randomized check (seeds 1-5 unless ``--seed`` is given) and writes what they found to
+``data/live/recorded-run.json``, the file notebook 07 shows where the lab cannot run (see
+:mod:`meshlab.live.record`). Same exit statuses as ``verify``; the file is written either
+way, so a disagreement is recorded too.
 """
 
 from __future__ import annotations
@@ -56,6 +63,18 @@ def register(subparsers: Any) -> None:
     rd.add_argument("--per-config", type=int, default=20)
     rd.add_argument("--json", action="store_true")
     rd.set_defaults(func=run_random)
+
+    rec = sub.add_parser("record", help="run every check and write the recording notebook 07 "
+                         "shows (data/live/recorded-run.json)")
+    rec.add_argument("--output", metavar="PATH", help="where to write it (default: "
+                     "data/live/recorded-run.json in this checkout)")
+    rec.add_argument("--seed", type=int, action="append", metavar="N",
+                     help="a seed of the randomized check (repeatable; default: 1 2 3 4 5)")
+    rec.add_argument("--configs", type=int, default=12,
+                     help="random configurations per seed (default 12)")
+    rec.add_argument("--per-config", type=int, default=20,
+                     help="random connections per configuration (default 20)")
+    rec.set_defaults(func=run_record)
 
     c = sub.add_parser("clean", help="remove namespaces, processes and temp dirs left behind")
     c.add_argument("--all", action="store_true",
@@ -145,6 +164,18 @@ def run_random(args: argparse.Namespace) -> int:
               f"({report.configs} configurations, {report.seconds:.1f} s, seed {seed}; "
               f"replay with MESHLAB_LIVE_SEED={seed})")
     return 0 if not report.disagreements else 1
+
+
+def run_record(args: argparse.Namespace) -> int:
+    from meshlab.live.record import RECORDED_RUN, SEEDS, describe, record, write
+
+    _require_lab()
+    document = record(seeds=tuple(args.seed or SEEDS), configs=args.configs,
+                      per_config=args.per_config)
+    path = write(document, args.output or RECORDED_RUN)
+    print(describe(document))
+    print(f"wrote {path}")
+    return 0 if document["agree"] else 1
 
 
 def run_clean(args: argparse.Namespace) -> int:

@@ -196,7 +196,6 @@ def _id_range(tok: str, i: int, what: str) -> tuple[int, int]:
     return lo, (int(hi_s) if found else lo)
 
 
-_ADDR_CACHE: dict[str, tuple[int, int, int]] = {}
 _OCTET = {str(n): n for n in range(256)}  # "010" is not an octet here, as in iptables
 _PLEN = {str(n): n for n in range(129)}
 _ADDR_HINT = ("give an IP address or CIDR such as 10.0.0.0/8 or fd00::/64 (host names and "
@@ -219,9 +218,6 @@ def _ipv4(text: str) -> IPv4Address | None:
 
 def _address(tok: str, i: int) -> tuple[int, int, int]:
     """``ADDR[/LEN]`` or ``ADDR/NETMASK`` -> (version, masked network int, prefix length)."""
-    cached = _ADDR_CACHE.get(tok)
-    if cached is not None:
-        return cached
     addr, found, plen_s = tok.partition("/")
     try:
         a, b, c, d = addr.split(".")
@@ -243,10 +239,61 @@ def _address(tok: str, i: int) -> tuple[int, int, int]:
         except ValueError:
             raise _Bad(i, f"bad address {tok!r}", _ADDR_HINT) from None
     mask = ((1 << bits) - 1) ^ ((1 << (bits - plen)) - 1)
-    result = (version, value & mask, plen)
-    if len(_ADDR_CACHE) < 200_000:
-        _ADDR_CACHE[tok] = result
-    return result
+    return version, value & mask, plen
+
+
+# --------------------------------------------------------------------------- shared values
+#
+# Matches and targets are immutable, so one object can stand for every equal one: a dump
+# names the same port, comment, DNAT destination or chain again and again, and a program
+# that parses the same rules again (a notebook re-run, a widget) names every one of them
+# again. So the parts of a rule are made through *memos*: tables from the words that give a
+# part to the object already made from them. A memo lives as long as this module and is
+# emptied when it grows past _MEMO_LIMIT entries, so memory stays bounded. Only values are
+# kept, never errors: a word that does not read is read again, and refused again, each time.
+
+_MEMO_LIMIT = 100_000
+_MEMOS: dict[tuple, dict] = {}
+
+
+def _memo(kind: tuple) -> dict:
+    """The memo for one kind of part (e.g. ``("module", "tcp", (("--dport", False),))``:
+    a ``-m tcp`` with one plain ``--dport``), from its words to the part made from them."""
+    memo = _MEMOS.get(kind)
+    if memo is None:
+        memo = _MEMOS[kind] = {}
+    return memo
+
+
+def _remember(memo: dict, key: object, value: object) -> None:
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()  # forget everything rather than grow without end
+    memo[key] = value
+
+
+_ADDR_MEMOS = (_memo(("address", False)), _memo(("address", True)))  # by negation
+
+
+def _addr_match(negated: bool, tok: str, i: int) -> AddrMatch:
+    """``[!] -s|-d tok`` (``i``: the token's index, for errors), shared through a memo."""
+    memo = _ADDR_MEMOS[negated]
+    match = memo.get(tok)
+    if match is None:
+        match = _new_addr(negated, *_address(tok, i))
+        _remember(memo, tok, match)
+    return match
+
+
+_JUMPS = _memo(("jump",))
+
+
+def _jump(chain: str) -> Jump:
+    """``-j CHAIN``, shared through a memo."""
+    target = _JUMPS.get(chain)
+    if target is None:
+        target = Jump(chain)
+        _remember(_JUMPS, chain, target)
+    return target
 
 
 # --------------------------------------------------------------------------- one rule
@@ -281,14 +328,14 @@ def _opt_addr(b: _Builder, toks: list[str], i: int, neg: bool) -> int:
     field = "src" if opt in ("-s", "--source", "--src") else "dst"
     if getattr(b, field) is not None:
         raise _Bad(i, f"{opt} given twice", "keep one; use two rules for two addresses")
-    version, net, plen = _address(_need(toks, i, opt), i + 1)
-    family = "ipv4" if version == 4 else "ipv6"
+    match = _addr_match(neg, _need(toks, i, opt), i + 1)
+    family = "ipv4" if match.version == 4 else "ipv6"
     if b.family is None:
         b.family = family
     elif b.family != family:
         raise _Bad(i + 1, f"{toks[i + 1]} is an {family} address in {b.family} rules",
                    "keep IPv4 and IPv6 rules in separate files (iptables / ip6tables)")
-    setattr(b, field, AddrMatch(neg, version, net, plen))
+    setattr(b, field, match)
     b.addr_at.append((field, i + 1))
     return i + 2
 
@@ -301,11 +348,19 @@ def _opt_iface(b: _Builder, toks: list[str], i: int, neg: bool) -> int:
     return i + 2
 
 
+_IFACE_MEMOS = (_memo(("interface", False)), _memo(("interface", True)))  # by negation
+
+
 def _iface_match(name: str, neg: bool, i: int) -> IfaceMatch:
-    if len(name) > 15 or "/" in name:
-        raise _Bad(i, f"bad interface name {name!r}", "interface names have at most 15 "
-                   "characters, e.g. eth0, lo or eth+")
-    return IfaceMatch(neg, name)
+    """``[!] -i|-o name``, shared through a memo."""
+    match = _IFACE_MEMOS[neg].get(name)
+    if match is None:
+        if len(name) > 15 or "/" in name:
+            raise _Bad(i, f"bad interface name {name!r}", "interface names have at most 15 "
+                       "characters, e.g. eth0, lo or eth+")
+        match = IfaceMatch(neg, name)
+        _remember(_IFACE_MEMOS[neg], name, match)
+    return match
 
 
 _PROTO_NAMES = {"tcp": "tcp", "6": "tcp", "udp": "udp", "17": "udp", "icmp": "icmp",
@@ -536,7 +591,7 @@ def _target(name: str, opts: dict[str, tuple[str, int]], at: int, family: str | 
     if simple is not None:
         return simple
     if name not in _TARGET_OPTIONS:
-        return Jump(name)  # checked against the table's chains once the table is complete
+        return _jump(name)  # checked against the table's chains once the table is complete
     if name == "REDIRECT":
         value, i = opts.get("--to-ports") or opts.get("--to-port") or ("", at)
         return Redirect(_port_range(value, i, "-") if value else None)
@@ -624,11 +679,13 @@ def _connmark(opts: dict, at: int) -> Connmark:
 
 
 class _Doc:
-    """The state while reading a document: tables -> chains -> [policy, rules, places].
+    """The state while reading a document: tables -> chains -> [policy, rules, places, jumps].
 
     ``places`` runs beside ``rules``: for each rule a plain tuple (see
     :data:`meshlab.netfilter.validate.Place`) saying where it was written, read only if a
-    load-time check fails. ``plans`` holds one :class:`_Plan` per rule shape met so far.
+    load-time check fails. ``jumps`` lists the chains that the rules jump to, noted as they
+    are read so that the load-time checks need not look at every rule again. ``plans``
+    holds one :class:`_Plan` per rule shape met so far.
     """
 
     def __init__(self, family: str | None) -> None:
@@ -641,7 +698,7 @@ class _Doc:
     def table(self, name: str) -> dict[str, list]:
         chains = self.tables.get(name)
         if chains is None:
-            chains = self.tables[name] = {c: ["ACCEPT", [], []] for c in BUILTIN_CHAINS[name]}
+            chains = self.tables[name] = {c: ["ACCEPT", [], [], []] for c in BUILTIN_CHAINS[name]}
         return chains
 
 
@@ -672,21 +729,23 @@ class _Plan:
     """How to read every rule of one shape, learnt from the first one (:meth:`learn`).
 
     Each part of the rule is either a constant (the same object for every rule of the shape)
-    or made from value words at known token indexes, through a small cache per part: a dict
-    from the value words to the match or target already made from them.
+    or made from value words at known token indexes, through a memo (see "shared values"):
+    the words already met give the part already made.
     """
 
     __slots__ = ("counters", "dst", "iif", "literals", "modules", "oif", "proto", "src",
-                 "target", "where", "words")
+                 "target", "version", "where", "words")
 
     @classmethod
     def learn(cls, toks: list[str], start: int, b: _Builder, rule: Rule) -> _Plan:
         plan = cls()
         slots: set[int] = set()  # the token indexes this plan reads as values
         plan.proto, plan.where, plan.counters = b.proto, b.where, b.counters
-        plan.src = plan.dst = plan.iif = plan.oif = None
+        plan.src = plan.dst = plan.iif = plan.oif = plan.version = None
         for field, k in b.addr_at:
-            setattr(plan, field, (getattr(b, field).negated, k))
+            match = getattr(b, field)
+            setattr(plan, field, (match.negated, k))
+            plan.version = match.version
             slots.add(k)
         for field in ("iif", "oif"):
             match = getattr(b, field)
@@ -701,13 +760,15 @@ class _Plan:
                 modules.append((made, None, None, None))
                 continue
             values = itemgetter(*(k for _, _, k in specs))
-            modules.append((None, values, {values(toks): made}, _module_maker(name, at, specs)))
+            memo = _memo(("module", name, tuple((key_, neg) for key_, neg, _ in specs)))
+            _remember(memo, values(toks), made)
+            modules.append((None, values, memo, _module_maker(name, at, specs)))
             slots.update(k for _, _, k in specs)
         plan.modules = tuple(modules)
         target = rule.target
         if isinstance(target, Jump):
             k = b.where["target"]
-            plan.target = (None, k, {toks[k]: target}, None, None, ())
+            plan.target = (None, k, None, None, None, ())
             slots.add(k)
         elif not any(opt not in _FLAG_OPTIONS for opt in b.target_opts):
             plan.target = (target, None, None, None, None, ())
@@ -716,8 +777,9 @@ class _Plan:
             ks = [k for _, k, flag in specs if not flag]
             slots.update(ks)
             values = itemgetter(*ks)
-            plan.target = (None, values, {(values(toks), b.family): target}, b.target,
-                           b.where["target"], specs)
+            memo = _memo(("target", b.target, tuple((opt, flag) for opt, _, flag in specs)))
+            _remember(memo, (values(toks), b.family), target)
+            plan.target = (None, values, memo, b.target, b.where["target"], specs)
         # Every word that is not a value must be the same in each rule of the shape.
         # (itemgetter picks them all out in one C call; with one index it returns the word
         # itself rather than a 1-tuple, which compares just as well.)
@@ -725,42 +787,53 @@ class _Plan:
         plan.literals = plan.words(toks)
         return plan
 
-    def read(self, toks: list[str], family: str | None) -> tuple[Rule, str | None]:
-        """The rule on a line of this shape, and the family it implies. Raises ``_Bad`` for
-        any value it cannot take; the caller then reads the line the slow way."""
+    def read(self, toks: list[str], family: str | None) -> Rule:
+        """The rule on a line of this shape (``family``: the document's so far). Raises
+        ``_Bad`` for any value it cannot take; the caller then reads the line the slow way."""
         src = dst = iif = oif = None
+        # Addresses: a memo hit costs no call (a match is never false, so `or` falls through
+        # only on a miss). Both must be of the family the plan was learnt in, which is the
+        # document's: a plan with addresses is only learnt once the family is known.
         if self.src is not None:
-            src, family = _addr_match(self.src, toks, family)
+            negated, k = self.src
+            src = _ADDR_MEMOS[negated].get(toks[k]) or _addr_match(negated, toks[k], k)
+            if src.version != self.version:
+                raise _Bad(k, "mixed families", "")  # the slow reader words this error
         if self.dst is not None:
-            dst, family = _addr_match(self.dst, toks, family)
+            negated, k = self.dst
+            dst = _ADDR_MEMOS[negated].get(toks[k]) or _addr_match(negated, toks[k], k)
+            if dst.version != self.version:
+                raise _Bad(k, "mixed families", "")
         if self.iif is not None:
             iif = _iface_match(toks[self.iif[1]], self.iif[0], self.iif[1])
         if self.oif is not None:
             oif = _iface_match(toks[self.oif[1]], self.oif[0], self.oif[1])
         modules = []
-        for made, values, cache, make in self.modules:
+        for made, values, memo, make in self.modules:
             if made is None:
                 key = values(toks)
-                made = cache.get(key)
+                made = memo.get(key)
                 if made is None:
-                    made = cache[key] = make(toks)
+                    made = make(toks)
+                    _remember(memo, key, made)
             modules.append(made)
-        target, values, cache, name, at, specs = self.target
+        target, values, memo, name, at, specs = self.target
         if target is None:
             if name is None:  # a jump: ``values`` is the index of the chain's name
                 chain = toks[values]
-                target = cache.get(chain)
+                target = _JUMPS.get(chain)
                 if target is None:
                     if chain in _TARGET_OPTIONS:  # -j ACCEPT where the first rule had -j CHAIN
                         raise _Bad(values, "a built-in target, not a chain", "")
-                    target = cache[chain] = Jump(chain)
+                    target = _jump(chain)
             else:
                 key = (values(toks), family)  # family: TPROXY's default --on-ip
-                target = cache.get(key)
+                target = memo.get(key)
                 if target is None:
                     opts = {opt: ("", k) if flag else (toks[k], k) for opt, k, flag in specs}
-                    target = cache[key] = _target(name, opts, at, family)
-        return _new_rule(target, src, dst, iif, oif, self.proto, tuple(modules)), family
+                    target = _target(name, opts, at, family)
+                    _remember(memo, key, target)
+        return _new_rule(target, src, dst, iif, oif, self.proto, tuple(modules))
 
 
 def _module_maker(name: str, at: int, specs: tuple) -> Callable[[list[str]], object]:
@@ -793,16 +866,6 @@ def _module_maker(name: str, at: int, specs: tuple) -> Callable[[list[str]], obj
     return make
 
 
-def _addr_match(spec: tuple[bool, int], toks: list[str],
-                family: str | None) -> tuple[AddrMatch, str | None]:
-    negated, k = spec
-    version, net, plen = _address(toks[k], k)
-    found = "ipv4" if version == 4 else "ipv6"
-    if family is not None and family != found:
-        raise _Bad(k, "mixed families", "")  # the slow reader words this error
-    return _new_addr(negated, version, net, plen), found
-
-
 def _read_with_plan(doc: _Doc, toks: list[str], start: int):
     """Read the rule in ``toks[start:]``: with the plan for its shape when there is one,
     else the slow way (and learn a plan). Returns (rule, family, token roles, counters)."""
@@ -814,10 +877,10 @@ def _read_with_plan(doc: _Doc, toks: list[str], start: int):
         for plan in plans:
             if plan.words(toks) == plan.literals:
                 try:
-                    rule, family = plan.read(toks, doc.family)
+                    rule = plan.read(toks, doc.family)
                 except _Bad:
                     break  # a value the plan cannot take: the slow reader names the problem
-                return rule, family, plan.where, plan.counters
+                return rule, doc.family, plan.where, plan.counters
     b = _read_rule(toks, start, doc.family)
     rule = _finish(b)
     if start < len(toks) and len(plans) < _PLANS_PER_HINT:
@@ -860,13 +923,14 @@ def _parse_document(text: str, doc: _Doc) -> Ruleset:
     lines = text.split("\n")  # iptables-restore splits on newlines only
     if lines and lines[-1] == "":
         lines.pop()
+    chains = None  # the open table's chains (doc.open changes only in _line)
     for lineno, raw in enumerate(lines, 1):
         try:
-            if raw[:3] == "-A " and doc.open is not None:
+            if raw[:3] == "-A " and chains is not None:
                 # The usual line, a rule appended in an open *table section: none of
                 # _line's other cases can apply, and splitting needs no stripping first.
                 toks = raw.split() if '"' not in raw and "'" not in raw else _split(raw)
-                if not _append(doc, toks, lineno, raw):
+                if not _append(doc, chains, toks, lineno, raw):
                     _command(doc, doc.open[0], toks, 0, lineno, raw, None, 0)
                 continue
             line = raw.strip(_BLANK)
@@ -876,6 +940,7 @@ def _parse_document(text: str, doc: _Doc) -> Ruleset:
                 _header(doc, line, lineno)
                 continue
             _line(doc, line, lineno, raw)
+            chains = None if doc.open is None else doc.tables[doc.open[0]]
         except _Bad as bad:
             raise _error(bad, lineno, raw) from None
     if doc.open is not None:
@@ -976,7 +1041,7 @@ def _new_chain(chains: dict, name: str, tname: str, index: int) -> None:
     if not name or len(name) > 28 or name.startswith("-") or name == "!":
         raise _Bad(index, f"bad chain name {name!r}", "chain names have 1 to 28 characters and "
                    "do not start with '-'")
-    chains[name] = [None, [], []]
+    chains[name] = [None, [], [], []]
 
 
 def _command_line(doc: _Doc, toks: list[str], lineno: int, raw: str) -> None:
@@ -1061,27 +1126,29 @@ def _command(doc: _Doc, tname: str, toks: list[str], i: int, lineno: int, raw: s
            raw, counters, offset)
 
 
-def _append(doc: _Doc, toks: list[str], lineno: int, raw: str) -> bool:
-    """``-A CHAIN ...`` in the open table, read with the plan for its shape: the path of
-    almost every line of a dump, kept free of other calls. False when this is not that
-    simple case (no such chain, no plan yet, an odd value): :func:`_command` then reads it."""
+def _append(doc: _Doc, chains: dict[str, list], toks: list[str], lineno: int,
+            raw: str) -> bool:
+    """``-A CHAIN ...`` in the open table (``chains``), read with the plan for its shape:
+    the path of almost every line of a dump, kept free of other calls. False when this is
+    not that simple case (no such chain, no plan yet, an odd value): :func:`_command` then
+    reads it."""
     n = len(toks)
     if n < 3:
         return False
-    chain = doc.tables[doc.open[0]].get(toks[1])
+    chain = chains.get(toks[1])
     plans = doc.plans.get((2, n, toks[2]))
     if chain is None or plans is None:
         return False
     for plan in plans:
         if plan.words(toks) == plan.literals:
             try:
-                rule, family = plan.read(toks, doc.family)
+                rule = plan.read(toks, doc.family)
             except _Bad:
                 return False
-            if doc.family is None:
-                doc.family = family
             chain[1].append(rule)
             chain[2].append((lineno, raw, plan.where, 0, plan.counters))  # a validate.Place
+            if type(rule.target) is Jump:
+                chain[3].append(rule.target.chain)
             return True
     return False
 
@@ -1100,6 +1167,8 @@ def _store(doc: _Doc, chain: list, position: int | None, toks: list[str], start:
     else:
         chain[1].insert(position, rule)
         chain[2].insert(position, where)
+    if type(rule.target) is Jump:
+        chain[3].append(rule.target.chain)  # the checks only need which, not in what order
 
 
 def parse_rule_spec(text: str) -> tuple[str | None, str | None, Rule]:

@@ -13,8 +13,11 @@ name the loop exactly as this model always has (the first loop met from the firs
 
 from __future__ import annotations
 
-from meshlab.netfilter.rules import Dnat, Jump, Redirect, Rule, Tproxy
-from meshlab.netfilter.ruleset import BUILTIN_CHAINS, Ruleset
+from operator import itemgetter
+from types import MappingProxyType
+
+from meshlab.netfilter.rules import Ct, Dnat, Jump, Redirect, Rule, Tproxy
+from meshlab.netfilter.ruleset import BUILTIN_CHAINS, Chain, Ruleset, Table
 from meshlab.netfilter.source import Bad, RulesParseError, error_at
 
 Place = tuple
@@ -26,51 +29,86 @@ index of the rule's first option in the line's words, and ``[p:b]``/``-c`` count
 TARGET_TABLES = {"REDIRECT": ("nat",), "DNAT": ("nat",), "TPROXY": ("mangle",), "CT": ("raw",)}
 TARGET_HOOKS = {"REDIRECT": ("PREROUTING", "OUTPUT"), "DNAT": ("PREROUTING", "OUTPUT"),
                 "TPROXY": ("PREROUTING",)}
-_HOOK_LIMITED = (Redirect, Dnat, Tproxy)  # the target types named in TARGET_HOOKS
+_HOOK_LIMITED = {Redirect: "REDIRECT", Dnat: "DNAT", Tproxy: "TPROXY"}  # named in TARGET_HOOKS
+_TABLE_LIMITED = ((Redirect, "REDIRECT"), (Dnat, "DNAT"), (Tproxy, "TPROXY"), (Ct, "CT"))
 _INCOMING = frozenset({"PREROUTING", "INPUT", "FORWARD"})
 
 
 def check_and_build(family: str, tables: dict[str, dict[str, list]],
                     policy_counters: dict) -> Ruleset:
-    """Check ``{table: {chain: [policy, rules, places]}}`` as the kernel would, table by
-    table, then build the :class:`Ruleset`. Raises :class:`RulesParseError`."""
+    """Check ``{table: {chain: [policy, rules, places, jumps]}}`` as the kernel would, table by
+    table, then build the :class:`Ruleset`. Raises :class:`RulesParseError`.
+
+    Each check first asks the whole table at once whether any rule could fail it (with
+    comprehensions and set operations, not a Python loop per chain: a kube-proxy table has
+    10,000 chains); only then are the chains walked rule by rule, in order, so that the
+    error names the first rule at fault.
+    """
     counters: dict[tuple[str, str, int], tuple[int, int]] = dict(policy_counters)
     for tname, chains in tables.items():
-        jumps: dict[str, list[str]] = {}
-        hooked: list[tuple[str, Rule, Place]] = []  # rules that a hook check might refuse
-        for cname, (_, rules, places) in chains.items():
-            out = jumps[cname] = []
-            for index, (rule, place) in enumerate(zip(rules, places, strict=True), 1):
-                target = rule.target
-                if type(target) is Jump:
-                    chain = chains.get(target.chain)
-                    if chain is None or chain[0] is not None:  # missing, or a built-in chain
-                        _check_jump(tname, chains, target, place)  # raises
-                    out.append(target.chain)
-                elif target.name in TARGET_TABLES and tname not in TARGET_TABLES[target.name]:
-                    _check_target(tname, chains, rule, place)  # raises
-                if place[4] is not None:
-                    counters[(tname, cname, index)] = place[4]
-                # The parser notes where -m owner, -i and -o were given (place[2]); a rule
-                # with none of them and a target that any hook may use passes _check_hooks.
-                roles = place[2]
-                if ("owner" in roles or "iif" in roles or "oif" in roles
-                        or isinstance(target, _HOOK_LIMITED)):
-                    hooked.append((cname, rule, place))
+        targets = [rule.target for chain in chains.values() for rule in chain[1]]
+        places = [place for chain in chains.values() for place in chain[2]]
+        kinds = set(map(type, targets))
+        users = {cname for cname, chain in chains.items() if chain[0] is None}
+        refused = {kind for kind, name in _TABLE_LIMITED if tname not in TARGET_TABLES[name]}
+        jumps = {cname: chain[3] for cname, chain in chains.items() if chain[3]}
+        if (not all(map(users.issuperset, jumps.values()))
+                or not refused.isdisjoint(kinds)):
+            for _, rules, chain_places, _ in chains.values():
+                _check_targets(tname, chains, rules, chain_places)  # raises at the first
+        if any(map(_COUNTERS, places)):  # counters are rare: look rule by rule only then
+            for cname, (_, _, chain_places, _) in chains.items():
+                for index, place in enumerate(chain_places, 1):
+                    if place[4] is not None:
+                        counters[(tname, cname, index)] = place[4]
         if _has_loop(jumps):
             _explain_loop(tname, chains)  # raises the error naming the loop
-        reach = _Reach(tname, jumps)
-        for cname, rule, place in hooked:  # in the order of the rules, as always
+        _check_all_hooks(tname, chains, _Reach(tname, jumps), kinds, places)
+    return Ruleset(family, {
+        tname: Table(tname, MappingProxyType({
+            cname: Chain(cname, policy, tuple(rules)) for cname, (policy, rules, _, _)
+            in chains.items()})) for tname, chains in tables.items()}, counters)
+
+
+def _check_all_hooks(tname: str, chains: dict, reach: _Reach, kinds: set[type],
+                     places: list[Place]) -> None:
+    """Raise for the first rule (in rule order) that sits where its hooks do not allow it.
+
+    Only chains where some rule could fail are walked: the built-in chains and the chains an
+    incoming packet reaches when some rule names -m owner, -i or -o (the parser notes where
+    each was given in place[2], beside the target that every rule has), and the chains
+    reached from a hook that a DNAT/REDIRECT/TPROXY rule's hooks do not include."""
+    risky: set[str] = set()
+    if max(map(len, map(_ROLES, places)), default=0) > 1:
+        risky.update(("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"), reach.incoming())
+    for kind in _HOOK_LIMITED.keys() & kinds:
+        risky |= reach.beyond(TARGET_HOOKS[_HOOK_LIMITED[kind]])
+    for cname, (_, rules, chain_places, _) in chains.items():
+        if cname not in risky:
+            continue
+        for rule, place in zip(rules, chain_places, strict=True):
             # skip the rules that cannot fail any of _check_hooks' four checks here
-            if ((cname in reach.incoming and "owner" in place[2])
+            if (("owner" in place[2] and cname in reach.incoming())
                     or (rule.iif is not None and cname in ("OUTPUT", "POSTROUTING"))
                     or (rule.oif is not None and cname in ("PREROUTING", "INPUT"))
-                    or (isinstance(rule.target, _HOOK_LIMITED)
+                    or (type(rule.target) in _HOOK_LIMITED
                         and cname in reach.beyond(TARGET_HOOKS[rule.target.name]))):
                 _check_hooks(tname, cname, reach.hooks(cname), rule, place)
-    return Ruleset.from_chains(
-        family, {t: {c: (p, r) for c, (p, r, _) in chains.items()}
-                 for t, chains in tables.items()}, counters)
+
+
+_COUNTERS = itemgetter(4)  # a Place's counters
+_ROLES = itemgetter(2)  # a Place's token indexes by role
+
+
+def _check_targets(tname: str, chains: dict, rules: list[Rule], places: list[Place]) -> None:
+    """Raise for the first rule of a chain that jumps to a missing or built-in chain, or
+    whose target is not allowed in this table."""
+    for rule, place in zip(rules, places, strict=True):
+        target = rule.target
+        if type(target) is Jump:
+            _check_jump(tname, chains, target, place)
+        elif target.name in TARGET_TABLES and tname not in TARGET_TABLES[target.name]:
+            _check_target(tname, chains, rule, place)
 
 
 def _fail(place: Place, key: str, message: str, hint: str) -> RulesParseError:
@@ -100,12 +138,14 @@ def _check_target(tname: str, chains: dict, rule: Rule, place: Place) -> None:
 
 
 def _has_loop(jumps: dict[str, list[str]]) -> bool:
-    """Whether the jump graph has a cycle: one depth-first walk, each chain entered once.
+    """Whether the jump graph (``jumps``: only the chains that jump somewhere) has a cycle:
+    one depth-first walk, each chain entered once.
 
     A chain is *grey* while we are inside it (on the walk's stack) and *black* once all the
     chains it jumps to are done; meeting a grey chain again means we went round in a loop.
-    The walk keeps its own stack (a list of iterators) rather than recursing, so 10,000
-    nested chains do not hit Python's recursion limit.
+    A chain that jumps nowhere cannot be on a loop, so it is never entered. The walk keeps
+    its own stack (a list of iterators) rather than recursing, so 10,000 nested chains do
+    not hit Python's recursion limit.
     """
     grey, black = 1, 2
     colour: dict[str, int] = {}
@@ -120,7 +160,7 @@ def _has_loop(jumps: dict[str, list[str]]) -> bool:
                 seen = colour.get(nxt)
                 if seen == grey:
                     return True
-                if seen is None:
+                if seen is None and nxt in jumps:
                     colour[nxt] = grey
                     stack.append(iter(jumps[nxt]))
                     path.append(nxt)
@@ -134,36 +174,47 @@ def _has_loop(jumps: dict[str, list[str]]) -> bool:
 class _Reach:
     """Which built-in hooks can reach each chain (the graph has no loop by now).
 
-    One walk per hook, each chain visited at most once per hook. The full set of hooks of a
-    chain is only needed for the few rules whose target is limited to some hooks, so it is
-    put together on demand; the common question, "can an incoming packet get here?" (for
-    ``-m owner``), is one set look-up.
+    One walk per hook, each chain visited at most once per hook, and only for the hooks a
+    question needs: in a kube-proxy dump the 10,000 chains hang off PREROUTING and OUTPUT,
+    while "is a DNAT rule reached from a hook other than PREROUTING and OUTPUT?" only needs
+    the (short) walks from INPUT and POSTROUTING. The full set of hooks of a chain is only
+    needed for an error message.
     """
 
     def __init__(self, tname: str, jumps: dict[str, list[str]]) -> None:
-        self.reached: dict[str, set[str]] = {}  # hook -> chains it reaches
+        self.tname, self.jumps = tname, jumps
+        self._reached: dict[str, set[str]] = {}  # hook -> chains it reaches, once walked
         self._beyond: dict[tuple[str, ...], set[str]] = {}
-        for hook in BUILTIN_CHAINS[tname]:
-            seen = {hook}
+
+    def reached(self, hook: str) -> set[str]:
+        """The chains that ``hook`` reaches (walked the first time it is asked for)."""
+        seen = self._reached.get(hook)
+        if seen is None:
+            seen = self._reached[hook] = {hook}
             todo = [hook]
             while todo:
-                for nxt in jumps[todo.pop()]:
+                for nxt in self.jumps.get(todo.pop(), ()):
                     if nxt not in seen:
                         seen.add(nxt)
                         todo.append(nxt)
-            self.reached[hook] = seen
-        self.incoming = self.beyond(tuple(h for h in self.reached if h not in _INCOMING))
+        return seen
 
     def beyond(self, allowed: tuple[str, ...]) -> set[str]:
         """The chains that a hook other than ``allowed`` reaches (worked out once each)."""
         found = self._beyond.get(allowed)
         if found is None:
             found = self._beyond[allowed] = set().union(
-                *(seen for hook, seen in self.reached.items() if hook not in allowed))
+                *(self.reached(hook) for hook in BUILTIN_CHAINS[self.tname]
+                  if hook not in allowed))
         return found
 
+    def incoming(self) -> set[str]:
+        """The chains an incoming packet can reach (where ``-m owner`` is refused)."""
+        return self.beyond(tuple(h for h in BUILTIN_CHAINS[self.tname] if h not in _INCOMING))
+
     def hooks(self, cname: str) -> frozenset[str]:
-        return frozenset(hook for hook, seen in self.reached.items() if cname in seen)
+        return frozenset(hook for hook in BUILTIN_CHAINS[self.tname]
+                         if cname in self.reached(hook))
 
 
 def _explain_loop(tname: str, chains: dict) -> None:
