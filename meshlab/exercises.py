@@ -363,7 +363,7 @@ def check_injection_labels(answer: Any) -> CheckResult:
         model)
 
 
-@_checker("01.2", "a dict of pod annotations, e.g. {'some/annotation': 'value'}",
+@_checker("01.3", "a dict of pod annotations, e.g. {'some/annotation': 'value'}",
           "Look at the traffic.sidecar.istio.io/... annotations: one of them lists inbound "
           "ports that istio-init must leave alone (it becomes part of -d).")
 def check_exclude_inbound_annotation(answer: Any) -> CheckResult:
@@ -380,7 +380,7 @@ def check_exclude_inbound_annotation(answer: Any) -> CheckResult:
     pod["metadata"]["annotations"] = dict(answer)
     result = inject(pod, {"istio-injection": "enabled"})
     if result.init_args is None:
-        return CheckResult("01.2", "incorrect", answer,
+        return CheckResult("01.3", "incorrect", answer,
                            "With these annotations there is no istio-init at all, so nothing "
                            "is captured: not 9091, but not 9080 either.",
                            "Keep inbound capture on; only leave port 9091 out.",
@@ -393,7 +393,7 @@ def check_exclude_inbound_annotation(answer: Any) -> CheckResult:
              *_trace_lines(t9080))
     if t9091.nat is None and t9080.nat is not None:
         return CheckResult(
-            "01.2", "correct", answer,
+            "01.3", "correct", answer,
             "istio-init now writes a RETURN for 9091 in ISTIO_INBOUND, so a connection to 9091 "
             "keeps its destination and reaches the app directly, while 9080 is still "
             f"redirected to {t9080.delivered[1]}.", model=model)
@@ -402,12 +402,12 @@ def check_exclude_inbound_annotation(answer: Any) -> CheckResult:
                "listener).")
     else:
         why = "9091 is left alone, but so is 9080: you switched inbound capture off."
-    return CheckResult("01.2", "incorrect", answer, "Not yet: " + why,
+    return CheckResult("01.3", "incorrect", answer, "Not yet: " + why,
                        "traffic.sidecar.istio.io/excludeInboundPorts takes a comma list of "
                        "ports.", model)
 
 
-@_checker("01.3", "a port number",
+@_checker("01.2", "a port number",
           "-p is the port ISTIO_REDIRECT sends outbound connections to (REDIRECT --to-ports).")
 def check_proxy_port_flag(answer: Any) -> CheckResult:
     """istio-init runs with ``-p 15999`` instead of ``-p 15001``: to which local port does the
@@ -419,12 +419,12 @@ def check_proxy_port_flag(answer: Any) -> CheckResult:
     model = ("istio-iptables " + shlex.join(flags), *_trace_lines(trace))
     got = trace.delivered[1]
     if port == got:
-        return CheckResult("01.3", "correct", answer,
+        return CheckResult("01.2", "correct", answer,
                            f"ISTIO_REDIRECT now says REDIRECT --to-ports {got}: the flag is "
                            "copied straight into the rule. Envoy must then listen there "
                            "(meshConfig.proxyListenPort), or every outbound connection is "
                            "refused.", model=model)
-    return CheckResult("01.3", "incorrect", answer,
+    return CheckResult("01.2", "incorrect", answer,
                        f"The model redirects the connection to 127.0.0.1:{got}, not {port}.",
                        "Read -p both ways: the flag writes the rule, the proxy must listen on "
                        "the same port.", model)
@@ -679,7 +679,7 @@ def check_loop_rules(answer: Any) -> CheckResult:
                        "Remove every rule that RETURNs the proxy's traffic by its owner.", model)
 
 
-@_checker("05.2", "a rule text (restore form, without '-A CHAIN')",
+@_checker("05.3", "a rule text (restore form, without '-A CHAIN')",
           "Step 7 is the rule that recognises Envoy's inbound upstream connection by its "
           "source address.")
 def check_inbound_loop_rule(answer: Any) -> CheckResult:
@@ -689,17 +689,17 @@ def check_inbound_loop_rule(answer: Any) -> CheckResult:
     model = _walk_lines(walk)
     if walk.outcome == "loop":
         cycle = walk.loop.text if walk.loop is not None else ""
-        return CheckResult("05.2", "correct", answer,
+        return CheckResult("05.3", "correct", answer,
                            "Without it Envoy's connection to the app (UID 1337, out by lo, to "
                            "the pod's own IP) matches the ISTIO_IN_REDIRECT rule and comes back "
                            f"to 15006: {cycle}. 127.0.0.6 exists to avoid exactly this.",
                            model=model)
-    return CheckResult("05.2", "incorrect", answer,
+    return CheckResult("05.3", "incorrect", answer,
                        f"Without that rule the inbound walk ends '{walk.outcome}', not in a "
                        "loop.", "Look for the rule that matches -s 127.0.0.6/32.", model)
 
 
-@_checker("05.3", "a whole number of hops",
+@_checker("05.2", "a whole number of hops",
           "Each turn of the loop uses one more local (ephemeral) port towards the same "
           "destination; Linux offers net.ipv4.ip_local_port_range = 32768-60999.")
 def check_loop_port_exhaustion(answer: Any) -> CheckResult:
@@ -707,7 +707,7 @@ def check_loop_port_exhaustion(answer: Any) -> CheckResult:
     hops = _whole(answer)
     walk = _walk("outbound", without_rules=_LOOP_RULES)
     if walk.loop is None:
-        return CheckResult("05.3", "incorrect", answer,
+        return CheckResult("05.2", "incorrect", answer,
                            "The model found no loop to measure (the library changed?).", "",
                            _walk_lines(walk))
     limit = walk.loop.hops_until_ports_run_out
@@ -717,11 +717,11 @@ def check_loop_port_exhaustion(answer: Any) -> CheckResult:
              f"{walk.loop.nofile}) after {walk.loop.hops_until_fds_run_out}",
              f"a real proxy gives out: {walk.loop.gives_out}")
     if abs(hops - limit) <= max(1, limit // 100):
-        return CheckResult("05.3", "correct", answer,
+        return CheckResult("05.2", "correct", answer,
                            f"About {limit} turns: then connect() fails with EADDRNOTAVAIL. "
                            "Long before that, the loop has eaten the pod's memory and CPU.",
                            model=model)
-    return CheckResult("05.3", "incorrect", answer,
+    return CheckResult("05.2", "incorrect", answer,
                        f"The model says {limit} turns, not {hops}.",
                        "Count the ports in the range (both ends included).", model)
 

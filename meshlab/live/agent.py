@@ -36,15 +36,24 @@ from typing import Any
 from meshlab.live import wire
 
 
+def _family(request: dict[str, Any]) -> socket.AddressFamily:
+    """IPv6 when the destination is an IPv6 address (it has a colon), else IPv4."""
+    return socket.AF_INET6 if ":" in str(request["dst"]) else socket.AF_INET
+
+
+def _any(request: dict[str, Any]) -> str:
+    return "::" if _family(request) == socket.AF_INET6 else "0.0.0.0"
+
+
 def attempt(request: dict[str, Any]) -> dict[str, Any]:
     """Open one connection as the current process identity and describe what happened."""
     timeout = float(request.get("timeout", 2.0))
     result: dict[str, Any] = {"id": request["id"], "outcome": "error"}
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(_family(request), socket.SOCK_STREAM)
     with sock:
         sock.settimeout(timeout)
         try:
-            sock.bind((request.get("src") or "0.0.0.0", int(request.get("sport") or 0)))
+            sock.bind((request.get("src") or _any(request), int(request.get("sport") or 0)))
         except OSError as error:
             result["error"] = f"cannot bind source {request.get('src')}: {error.strerror}"
             return result
@@ -80,15 +89,20 @@ def attempt_udp(request: dict[str, Any]) -> dict[str, Any]:
     """Send one datagram (the header) and wait for one back: UDP's idea of a request."""
     timeout = float(request.get("timeout", 2.0))
     result: dict[str, Any] = {"id": request["id"], "outcome": "error"}
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    with socket.socket(_family(request), socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
+        # a DNS server may listen on 0.0.0.0:53 here; binding port 53 beside it needs this
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((request.get("src") or "0.0.0.0", int(request.get("sport") or 0)))
+            sock.bind((request.get("src") or _any(request), int(request.get("sport") or 0)))
             result["sport"] = sock.getsockname()[1]
             sock.connect((request["dst"], int(request["dport"])))
             result["local"] = wire.endpoint(sock.getsockname())
             sock.send(wire.header(str(request["id"]), 0))
-            data = sock.recv(65536)
+            # connected: the kernel only hands us datagrams from the address we sent to, so
+            # an answer proves conntrack translated the reply's source back
+            data, sender = sock.recvfrom(65536)
+            result["from"] = wire.endpoint(sender)
         except ConnectionRefusedError:  # an ICMP port unreachable came back
             return {**result, "outcome": "refused"}
         except TimeoutError:

@@ -27,6 +27,7 @@ import json
 import os
 import selectors
 import socket
+import struct
 import sys
 import threading
 import time
@@ -64,12 +65,25 @@ class Recorder:
             self._file.flush()
 
 
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def listen(host: str, port: int, *, transparent: bool = False) -> socket.socket:
-    """A listening TCP socket on host:port (SO_REUSEADDR, optionally IP_TRANSPARENT)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """A listening TCP socket on host:port (SO_REUSEADDR, optionally IP_TRANSPARENT).
+
+    An IPv6 host (``"::"``) gets an IPv6-only socket (``IPV6_V6ONLY``), so IPv4 connections
+    keep arriving on the IPv4 socket with plain IPv4 addresses."""
+    family = _family(host)
+    sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     if transparent:
-        sock.setsockopt(socket.SOL_IP, wire.IP_TRANSPARENT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, wire.IPV6_TRANSPARENT, 1)
+        else:
+            sock.setsockopt(socket.SOL_IP, wire.IP_TRANSPARENT, 1)
     sock.bind((host, port))
     sock.listen(128)
     return sock
@@ -106,30 +120,81 @@ def parse_spec(spec: str, host: str) -> tuple[str, str, int]:
     return proto or "tcp", where or host, int(port)
 
 
+def udp_socket(host: str, port: int) -> socket.socket:
+    """A UDP socket on host:port that learns each datagram's arrival address.
+
+    ``SO_ORIGINAL_DST`` does not work on UDP sockets (ENOPROTOOPT), and ``getsockname`` on a
+    socket bound to 0.0.0.0 says 0.0.0.0. ``IP_RECVORIGDSTADDR`` makes the kernel attach the
+    datagram's destination (address and port, as the packet had them when it reached the
+    socket: after a REDIRECT that is 127.0.0.1:15053, not the DNS server's address) to every
+    ``recvmsg``. Replying with ``sendto`` from this socket still reaches the client as coming
+    from the address it asked: conntrack un-NATs the answer.
+    """
+    family = _family(host)
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, wire.IPV6_RECVORIGDSTADDR, 1)
+    else:
+        sock.setsockopt(socket.SOL_IP, wire.IP_RECVORIGDSTADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _arrival(ancdata: list[tuple[int, int, bytes]], fallback: tuple) -> str:
+    """The ``IP_ORIGDSTADDR`` control message as ``IP:PORT`` (a ``sockaddr_in``/``_in6``)."""
+    for level, kind, data in ancdata:
+        if level == socket.SOL_IP and kind == wire.IP_RECVORIGDSTADDR and len(data) >= 8:
+            port, addr = struct.unpack("!2xH4s", data[:8])
+            return wire.endpoint((socket.inet_ntoa(addr), port))
+        if (level == socket.IPPROTO_IPV6 and kind == wire.IPV6_RECVORIGDSTADDR
+                and len(data) >= 24):
+            port, addr = struct.unpack("!2xH4x16s", data[:24])
+            return wire.endpoint((socket.inet_ntop(socket.AF_INET6, addr), port))
+    return wire.endpoint(fallback)
+
+
 def answer_datagram(sock: socket.socket, name: str, listener: int, recorder: Recorder) -> None:
-    """UDP: read one datagram (a header line), send back what this socket sees."""
-    data, peer = sock.recvfrom(65536)
+    """UDP: read one datagram (a header line), send back what this socket sees.
+
+    ``local`` is where the datagram arrived (see :func:`udp_socket`)."""
+    data, ancdata, _flags, peer = sock.recvmsg(65536, socket.CMSG_SPACE(32))
     head = wire.parse_header(data.split(b"\n", 1)[0])
-    seen = {"server": name, "listener": listener, "local": wire.endpoint(sock.getsockname()),
+    seen = {"server": name, "listener": listener,
+            "local": _arrival(ancdata, sock.getsockname()),
             "peer": wire.endpoint(peer), "original_dst": None, "id": head["id"],
             "hops": head["hops"], "proto": "udp"}
     recorder.record({"event": "datagram", **seen})
-    sock.sendto(json.dumps(seen).encode() + b"\n", peer)
+    reply = json.dumps(seen).encode() + b"\n"
+    # Answer FROM the address the datagram arrived on (IP_PKTINFO's ipi_spec_dst): an
+    # unbound reply would take the route's source (10.244.0.5 for a REDIRECTed query that
+    # arrived on 127.0.0.1), which matches no conntrack reply tuple - the client would
+    # never see it. Real DNS proxies do the same.
+    arrived = seen["local"]
+    if sock.family == socket.AF_INET and not arrived.startswith("0.0.0.0"):
+        spec_dst = socket.inet_aton(arrived.rsplit(":", 1)[0])
+        info = struct.pack("=i4s4s", 0, spec_dst, b"\0" * 4)
+        sock.sendmsg([reply], [(socket.SOL_IP, wire.IP_PKTINFO, info)], 0, peer)
+    else:
+        sock.sendto(reply, peer)
 
 
 def serve(name: str, host: str, specs: Sequence[str], *, transparent: bool,
-          recorder: Recorder) -> None:
-    """Serve every port forever; each TCP connection is answered on its own thread."""
+          recorder: Recorder, ipv6: bool = False) -> None:
+    """Serve every port forever; each TCP connection is answered on its own thread.
+
+    With ``ipv6`` every port bound to the wildcard is also served on ``::`` (IPv6 only)."""
     selector = selectors.DefaultSelector()
     for spec in specs:
         proto, where, port = parse_spec(spec, host)
-        if proto == "udp":
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((where, port))
-        else:
-            sock = listen(where, port, transparent=transparent)
-        selector.register(sock, selectors.EVENT_READ, (proto, port))
+        hosts = [where] + (["::"] if ipv6 and where == "0.0.0.0" else [])
+        for address in hosts:
+            if proto == "udp":
+                sock = udp_socket(address, port)
+            else:
+                sock = listen(address, port, transparent=transparent)
+            selector.register(sock, selectors.EVENT_READ, (proto, port))
     print("READY", flush=True)
     while True:
         for key, _ in selector.select():
@@ -154,13 +219,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="comma-separated [udp/][HOST:]PORT, e.g. 9080,127.0.0.1:15053,udp/53")
     parser.add_argument("--log")
     parser.add_argument("--transparent", action="store_true")
+    parser.add_argument("--ipv6", action="store_true", help="also listen on :: (IPv6)")
     parser.add_argument("--ttl", type=float, default=900.0)
     args = parser.parse_args(argv)
     _exit_when_stdin_closes(args.ttl)
     specs = [p for p in args.ports.split(",") if p]
     try:
         serve(args.name, args.host, specs, transparent=args.transparent,
-              recorder=Recorder(args.log))
+              recorder=Recorder(args.log), ipv6=args.ipv6)
     except OSError as error:
         print(f"ERROR {args.name} cannot listen on {args.host}:{args.ports}: {error}", flush=True)
         return 1

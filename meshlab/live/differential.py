@@ -47,17 +47,22 @@ CIDRS = ("10.244.0.0/24", "10.244.0.9/32", "10.244.0.10/32", "10.96.0.0/12", "19
 class ConnSpec:
     """One connection to make: from inside the pod (owner uid/gid) or from the peer."""
 
-    side: str                 # "pod" | "peer"
+    side: str                 # "pod" | "peer" (arrives on eth0) | "ext" (arrives on net1)
     dst: str
     dport: int
     uid: int = 0
     gid: int = 0
     src: str | None = None
+    proto: str = "tcp"        # "tcp" | "udp" (one datagram and its answer)
+    sport: int | None = None  # a fixed source port (53: a DNS answer's port), else ephemeral
 
     def describe(self) -> str:
-        who = f"uid {self.uid} gid {self.gid}" if self.side == "pod" else "peer"
+        who = f"uid {self.uid} gid {self.gid}" if self.side == "pod" else self.side
         src = f" from {self.src}" if self.src else ""
-        return f"{self.side}: {who}{src} -> {self.dst}:{self.dport}"
+        sport = f" port {self.sport}" if self.sport else ""
+        proto = f"{self.proto} " if self.proto != "tcp" else ""
+        dst = f"[{self.dst}]" if ":" in self.dst else self.dst
+        return f"{proto}{self.side}: {who}{src}{sport} -> {dst}:{self.dport}"
 
 
 @dataclass(frozen=True)
@@ -103,17 +108,21 @@ def catcher_lab(**kwargs: Any) -> Lab:
                remote_addresses=REMOTES, **kwargs)
 
 
+SIDE_IFACE = {"peer": "eth0", "ext": "net1"}
+"""Where a connection from outside the pod arrives: the peer is behind eth0, ext behind net1."""
+
+
 def _model_side(ns: Any, spec: ConnSpec, sport: int) -> tuple[Any, dict[Key, int]]:
     from meshlab.netfilter import Packet
 
     before = dict(ns.counters)
     if spec.side == "pod":
-        trace = ns.connect(proto="tcp", dst=spec.dst, dport=spec.dport, uid=spec.uid,
+        trace = ns.connect(proto=spec.proto, dst=spec.dst, dport=spec.dport, uid=spec.uid,
                            gid=spec.gid, src=spec.src, sport=sport)
     else:
-        packet = Packet("tcp", ipaddress.ip_address(spec.src or PEERS[0]), sport,
+        packet = Packet(spec.proto, ipaddress.ip_address(spec.src or PEERS[0]), sport,
                         ipaddress.ip_address(spec.dst), spec.dport)
-        trace = ns.receive(packet, "eth0")
+        trace = ns.receive(packet, SIDE_IFACE[spec.side])
     grew = {k: v - before.get(k, 0) for k, v in ns.counters.items() if v - before.get(k, 0)}
     return trace, grew
 
@@ -122,28 +131,68 @@ def _key(key: Key) -> str:
     return f"{key[1]} {key[2]}" if key[2] else f"{key[1]} policy"
 
 
-def model_view(trace: Any, grew: Mapping[Key, int]) -> dict[str, Any]:
-    where = "pod" if trace.local else ("dropped" if trace.verdict == "DROP" else "peer")
-    return {"where": where, "delivered": f"{trace.delivered[0]}:{trace.delivered[1]}",
-            "nat": {_key(k): n for k, n in sorted(only_table(grew, "nat", policies=True)
-                                                  .items())}}
+def _counts(grew: Mapping[Key, int], tables: Sequence[str]) -> dict[str, int]:
+    return {f"{t} {_key(k)}": n for t in tables
+            for k, n in sorted(only_table(grew, t, policies=True).items())}
 
 
-def kernel_view(seen: KernelConnection) -> dict[str, Any]:
+def model_view(trace: Any, grew: Mapping[Key, int], *, zone: bool = False,
+               first_packet: Sequence[str] = ()) -> dict[str, Any]:
+    """What the model says: where the connection ends, its nat counters and, on request,
+    the conntrack zone of its entry and the first packet's counters in other tables."""
+    from meshlab.netfilter.packet import endpoint
+
+    if trace.local:
+        where = "pod"
+    elif trace.verdict == "DROP":
+        where = "dropped"
+    else:
+        where = "ext" if trace.out_iface == "net1" else "peer"
+    view: dict[str, Any] = {"where": where, "delivered": endpoint(*trace.delivered),
+                            "nat": {_key(k): n for k, n in
+                                    sorted(only_table(grew, "nat", policies=True).items())}}
+    if zone:
+        view["zone"] = trace.connection.zone
+    if first_packet:
+        view["first_packet"] = _counts(grew, first_packet)
+    return view
+
+
+def trace_counts(events: Sequence[Mapping[str, Any]], tables: Sequence[str]) -> dict[str, int]:
+    """The kernel's first-packet trace (``xtables-monitor --trace``) as counters: each
+    matched rule and each applied policy counts once per time the packet met it."""
+    counts: dict[str, int] = {}
+    for event in events:
+        if event["table"] not in tables or event["text"] == "return" or event["rule"] < 0:
+            continue
+        key = f"{event['table']} {_key((event['table'], event['chain'], event['rule']))}"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def kernel_view(seen: KernelConnection, *, zone: int | None = None,
+                first_packet: Sequence[str] = ()) -> dict[str, Any]:
     reply = seen.reply or {}
     if seen.outcome == "answered" and "server" in reply:
         ip = str(reply["local"]).rsplit(":", 1)[0]
-        where, delivered = str(reply["server"]), f"{ip}:{reply['listener']}"
+        # "pod", "pod-dns" (the DNS agent stand-in) ... are all in the pod
+        where = str(reply["server"]).split("-", 1)[0]
+        delivered = f"{ip}:{reply['listener']}"
     elif seen.outcome == "refused":
         where, delivered = "refused", None
     elif seen.outcome == "timeout":
         where, delivered = "dropped", None
     else:
         where, delivered = seen.outcome, None
-    return {"where": where, "delivered": delivered, "outcome": seen.outcome,
+    view = {"where": where, "delivered": delivered, "outcome": seen.outcome,
             "error": seen.error,
             "nat": {_key(k): n for k, n in sorted(only_table(seen.grew, "nat", policies=True)
                                                   .items())}}
+    if zone is not None:
+        view["zone"] = zone
+    if first_packet and seen.trace is not None:
+        view["first_packet"] = trace_counts(seen.trace, first_packet)
+    return view
 
 
 def compare_views(spec: ConnSpec, model: Mapping[str, Any], kernel: Mapping[str, Any]
@@ -165,30 +214,52 @@ def compare_views(spec: ConnSpec, model: Mapping[str, Any], kernel: Mapping[str,
         m, k = model["nat"].get(key, 0), kernel["nat"].get(key, 0)
         if m != k:
             diff.append(f"nat {key}: model counted {m}, kernel {k}")
+    if "zone" in model and "zone" in kernel and model["zone"] != kernel["zone"]:
+        diff.append(f"conntrack zone: model {model['zone']}, kernel {kernel['zone']}")
+    if "first_packet" in model and "first_packet" in kernel:
+        m_first, k_first = model["first_packet"], kernel["first_packet"]
+        for key in sorted(set(m_first) | set(k_first)):
+            m, k = m_first.get(key, 0), k_first.get(key, 0)
+            if m != k:
+                diff.append(f"first packet, {key}: model counted {m}, kernel {k}")
     return tuple(diff)
 
 
 def run_connections(lab: Lab, ruleset: Any, specs: Sequence[ConnSpec], config: Sequence[str],
-                    *, timeout: float = 0.6,
-                    post_commands: Sequence[str] = ()) -> list[ConnResult]:
+                    *, timeout: float = 0.6, post_commands: Sequence[str] = (),
+                    interfaces: Sequence[Any] | None = None,
+                    first_packet: Sequence[str] = ()) -> list[ConnResult]:
     """Make each connection for real and in a fresh model namespace; compare.
 
     ``post_commands`` are the ``ip rule``/``ip route`` commands the lab ran after the rules
-    (TPROXY's fwmark routing); the model namespace gets the same policy routing."""
+    (TPROXY's fwmark routing); the model namespace gets the same policy routing.
+    ``interfaces`` are the model namespace's (default: ``lo`` and ``eth0`` with the pod IP);
+    ``ruleset.family`` decides which of their addresses count. For UDP the conntrack zone of
+    the entry is compared too (``conntrack -L``); ``first_packet`` names tables (``raw``,
+    ``mangle``) whose counters for the connection's *first packet* are compared, from the
+    kernel's own trace (IPv4 TCP, ``Lab(trace=True)``)."""
     from meshlab.netfilter import Netns, pod_interfaces
     from meshlab.netfilter.kernel import fwmark_routes
 
-    ns = Netns(ruleset, pod_interfaces(POD_IP), fwmark_routes=fwmark_routes(post_commands))
+    ifaces = pod_interfaces(POD_IP) if interfaces is None else interfaces
+    # the lab's flush creates every table; a table the ruleset lacks is not the model's
+    first_packet = tuple(t for t in first_packet if t in ruleset.tables)
+    ns = Netns(ruleset, ifaces, fwmark_routes=fwmark_routes(post_commands))
     results = []
     for spec in specs:
         seen = lab.connect(spec.dst, spec.dport, side=spec.side, uid=spec.uid, gid=spec.gid,
-                           src=spec.src, timeout=timeout)
+                           src=spec.src, sport=spec.sport, proto=spec.proto,
+                           timeout=timeout, trace=bool(first_packet))
         if seen.sport is None:
             results.append(ConnResult(spec, tuple(config), {}, kernel_view(seen),
                                       (f"the lab could not make it: {seen.error}",)))
             continue
+        zone = None
+        if spec.proto == "udp":
+            zone = lab.conntrack_zone("udp", int(seen.sport), ruleset.family)
         trace, grew = _model_side(ns, spec, int(seen.sport))
-        model, kernel = model_view(trace, grew), kernel_view(seen)
+        model = model_view(trace, grew, zone=zone is not None, first_packet=first_packet)
+        kernel = kernel_view(seen, zone=zone, first_packet=first_packet)
         results.append(ConnResult(spec, tuple(config), model, kernel,
                                   compare_views(spec, model, kernel)))
     return results

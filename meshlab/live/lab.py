@@ -55,10 +55,32 @@ from meshlab.live.netns import LabError, LabUnavailable, Registry
 POD_IP = "10.244.0.5"
 PEER_IP = "10.244.0.9"
 PREFIX_LEN = 24
+POD_IP6 = "fd00:244::5"
+PEER_IP6 = "fd00:244::9"
+PREFIX_LEN6 = 64
+"""With ``Lab(ipv6=True)`` both ends of eth0 also get these (``nodad``: usable at once,
+without the second or so of duplicate address detection)."""
+NET1_POD_IP = "10.245.0.5"
+NET1_EXT_IP = "10.245.0.9"
+"""With ``Lab(net1=True)`` the pod has a second interface, ``net1`` (as a Multus network
+would add), joined to a third namespace, ``ext``, whose default route points back at the
+pod: the lab for istio-iptables' ``-c`` (exclude interfaces) and ``-k`` (virtual
+interfaces, whose arriving traffic is treated as outbound)."""
 APP_UID = 1000
 PROXY_UID = 1337
 TPROXY_PROXY_UID = 0
 """In TPROXY mode istio-proxy runs as UID 0 (GID 1337): it needs NET_ADMIN for IP_TRANSPARENT."""
+
+FLUSH_DOCUMENT6 = "".join(
+    f"*{table}\n" + "".join(f":{chain} ACCEPT [0:0]\n" for chain in chains) + "COMMIT\n"
+    for table, chains in {
+        "raw": ("PREROUTING", "OUTPUT"),
+        "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
+        "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+        "filter": ("INPUT", "FORWARD", "OUTPUT"),
+    }.items()
+)
+"""The same clean slate for ``ip6tables-restore`` (IPv6 has its own tables)."""
 
 FLUSH_DOCUMENT = "".join(
     f"*{table}\n" + "".join(f":{chain} ACCEPT [0:0]\n" for chain in chains) + "COMMIT\n"
@@ -222,11 +244,17 @@ class Lab:
     trace: bool = False
     deadline: float | None = None
     keep: bool = False
+    ipv6: bool = False              # also IPv6 on eth0 (POD_IP6 / PEER_IP6), servers on ::
+    net1: bool = False              # a second pod interface to a third namespace, "ext"
+    ext_servers: Sequence[Server] = ()
+    peer_addresses6: Sequence[str] = ("fd00:244::a",)
+    remote_addresses6: Sequence[str] = ("fd00:96::a",)
 
     def __post_init__(self) -> None:
         self.registry = Registry()
         self.pod = self.registry.name("pod")
         self.peer = self.registry.name("peer")
+        self.ext = self.registry.name("ext")
         self._ids = itertools.count(1)
         self._post_undo: list[list[str]] = []
         self._guard: Any = None
@@ -274,6 +302,23 @@ class Lab:
         for address in self.remote_addresses:
             netns.in_ns(peer, ["ip", "addr", "add", f"{address}/32", "dev", "lo"])
         netns.in_ns(pod, ["ip", "route", "add", "default", "via", PEER_IP])
+        if self.ipv6:
+            netns.in_ns(pod, ["ip", "-6", "addr", "add", f"{POD_IP6}/{PREFIX_LEN6}", "dev",
+                              "eth0", "nodad"])
+            netns.in_ns(peer, ["ip", "-6", "addr", "add", f"{PEER_IP6}/{PREFIX_LEN6}", "dev",
+                               "eth0", "nodad"])
+            for address in self.peer_addresses6:
+                netns.in_ns(peer, ["ip", "-6", "addr", "add", f"{address}/128", "dev", "eth0",
+                                   "nodad"])
+            for address in self.remote_addresses6:
+                netns.in_ns(peer, ["ip", "-6", "addr", "add", f"{address}/128", "dev", "lo"])
+            netns.in_ns(pod, ["ip", "-6", "route", "add", "default", "via", PEER_IP6])
+        if self.net1:
+            reg.add_namespace("ext")
+            netns.veth(reg, pod, self.ext, "net1", "eth0")
+            netns.in_ns(pod, ["ip", "addr", "add", f"{NET1_POD_IP}/24", "dev", "net1"])
+            netns.in_ns(self.ext, ["ip", "addr", "add", f"{NET1_EXT_IP}/24", "dev", "eth0"])
+            netns.in_ns(self.ext, ["ip", "route", "add", "default", "via", NET1_POD_IP])
         if self.peer_rules:
             # The peer plays the node too: it forwards (a Service VIP DNATed back to the pod)
             # and holds kube-proxy-like rules. Per-namespace sysctl: the host is untouched.
@@ -285,11 +330,16 @@ class Lab:
             self.start_server(pod, server)
         for server in self.peer_servers:
             self.start_server(peer, server)
+        for server in self.ext_servers if self.net1 else ():
+            self.start_server(self.ext, server)
         self.start_proxy(self.proxy)
         self.agents["pod"] = proc.start(reg, pod, "meshlab.live.agent", [], name="pod-agent",
                                         workdir=self.workdir)
         self.agents["peer"] = proc.start(reg, peer, "meshlab.live.agent", [],
                                          name="peer-agent", workdir=self.workdir)
+        if self.net1:
+            self.agents["ext"] = proc.start(reg, self.ext, "meshlab.live.agent", [],
+                                            name="ext-agent", workdir=self.workdir)
         if self.trace:
             from meshlab.live.xtrace import Tracer
             self.tracer = Tracer.start(reg, pod, self.workdir)
@@ -310,6 +360,8 @@ class Lab:
                 "--log", str(log)]
         if server.transparent:
             args.append("--transparent")
+        if self.ipv6:
+            args.append("--ipv6")
         return proc.start(self.registry, ns, "meshlab.live.app", args, name=server.name,
                           uid=server.uid if server.uid else None, gid=gid,
                           caps=("net_admin",) if server.transparent and server.uid else (),
@@ -349,11 +401,15 @@ class Lab:
         self.notes += channel.notes
 
     # -- rules and counters ------------------------------------------------------------
-    def load(self, rules: str | RestoreRenderable, post_commands: Sequence[str] = ()) -> None:
+    def load(self, rules: str | RestoreRenderable, post_commands: Sequence[str] = (), *,
+             rules_v6: str | RestoreRenderable | None = None) -> None:
         """Replace the pod's rules: flush, restore with --noflush, run post-commands.
 
-        Also forgets old conntrack entries (``conntrack -F`` when installed), so that a
-        connection of the previous configuration cannot be mistaken for a new one.
+        ``rules_v6`` (an ``ip6tables-restore`` document, e.g. ``CaptureRules.restore_v6``)
+        goes to the IPv6 tables the same way; the IPv6 tables are flushed in any case when
+        the lab has IPv6. Also forgets old conntrack entries (``conntrack -F`` when
+        installed), so that a connection of the previous configuration cannot be mistaken
+        for a new one.
         """
         text = rules if isinstance(rules, str) else rules.render_restore()
         for argv in reversed(self._post_undo):
@@ -361,6 +417,11 @@ class Lab:
         self._post_undo.clear()
         netns.in_ns(self.pod, ["iptables-restore"], input=FLUSH_DOCUMENT)
         netns.in_ns(self.pod, ["iptables-restore", "--noflush"], input=text)
+        if self.ipv6 or rules_v6 is not None:
+            netns.in_ns(self.pod, ["ip6tables-restore"], input=FLUSH_DOCUMENT6)
+        if rules_v6 is not None:
+            text6 = rules_v6 if isinstance(rules_v6, str) else rules_v6.render_restore()
+            netns.in_ns(self.pod, ["ip6tables-restore", "--noflush"], input=text6)
         for line in post_commands:
             argv = shlex.split(line)
             netns.in_ns(self.pod, argv)
@@ -375,19 +436,34 @@ class Lab:
         for table in ("raw", "mangle", "nat", "filter"):
             netns.in_ns(self.pod, ["iptables", "-t", table, "-Z"], check=False)
 
-    def save(self, *, counters: bool = True) -> str:
-        """The pod's ``iptables-save [-c]`` output."""
-        argv = ["iptables-save", "-c"] if counters else ["iptables-save"]
+    def save(self, *, counters: bool = True, family: str = "ipv4") -> str:
+        """The pod's ``iptables-save [-c]`` output (``ip6tables-save`` for ``"ipv6"``)."""
+        tool = "ip6tables-save" if family == "ipv6" else "iptables-save"
+        argv = [tool, "-c"] if counters else [tool]
         return netns.in_ns(self.pod, argv).stdout
 
-    def counters(self) -> ctr.Snapshot:
-        return ctr.parse_counters(self.save())
+    def counters(self, family: str = "ipv4") -> ctr.Snapshot:
+        return ctr.parse_counters(self.save(family=family))
+
+    def conntrack_zone(self, proto: str, sport: int, family: str = "ipv4") -> int | None:
+        """The conntrack zone of the pod's entry whose original source port is ``sport``
+        (``conntrack -L -p PROTO --orig-port-src SPORT`` prints ``zone=N`` for a zone other
+        than 0); ``None`` when there is no such entry or no ``conntrack`` tool."""
+        if not shutil.which("conntrack"):
+            return None
+        done = netns.in_ns(self.pod, ["conntrack", "-L", "-f", family, "-p", proto,
+                                      "--orig-port-src", str(sport)], check=False)
+        for line in done.stdout.splitlines():
+            words = line.split()
+            if f"sport={sport}" in words:
+                return next((int(w[5:]) for w in words if w.startswith("zone=")), 0)
+        return None
 
     # -- connections ---------------------------------------------------------------------
     def connect(self, dst: str, dport: int, *, side: str = "pod", uid: int = APP_UID,
                 gid: int | None = None, src: str | None = None, sport: int | None = None,
                 proto: str = "tcp", timeout: float = 2.0,
-                count: bool = True) -> KernelConnection:
+                count: bool = True, trace: bool | None = None) -> KernelConnection:
         """Make one real connection and report what the kernel did with it.
 
         ``side="pod"`` connects from inside the pod as ``uid``/``gid`` (the owner match sees
@@ -396,18 +472,23 @@ class Lab:
         as the proxy's inbound upstream; a peer address for inbound).
         """
         if side not in self.agents:
-            raise LabError(f"unknown side {side!r}: use 'pod' or 'peer'")
+            raise LabError(f"unknown side {side!r}: use 'pod' or 'peer' (or 'ext' with "
+                           "net1=True)")
         gid = uid if gid is None else gid
         rid = f"c{next(self._ids)}"
-        before = self.counters() if count else None
-        mark = self.tracer.mark() if self.tracer else None
+        family = "ipv6" if ":" in dst else "ipv4"
+        before = self.counters(family) if count else None
+        # the kernel's own trace (an nftables `ip` table tracing TCP): IPv4 TCP only
+        tracing = (self.tracer is not None and proto == "tcp" and family == "ipv4"
+                   and trace is not False)
+        mark = self.tracer.mark() if tracing else None
         result = self.agents[side].request(
             {"id": rid, "uid": uid, "gid": gid, "src": src, "sport": sport, "dst": dst,
              "dport": dport, "proto": proto, "timeout": timeout},
             timeout=timeout * 2 + 3)
-        grew = self.counters().minus(before) if before is not None else {}
+        grew = self.counters(family).minus(before) if before is not None else {}
         trace = None
-        if self.tracer and result.get("sport"):
+        if tracing and result.get("sport"):
             trace = tuple(self.tracer.first_packet(mark, int(result["sport"]), self.save(
                 counters=False)))
         return KernelConnection(

@@ -40,6 +40,21 @@ SO_ORIGINAL_DST = 80
 IP_TRANSPARENT = 19
 """``linux/in.h``: lets a listening socket accept connections TPROXY steers to it."""
 
+IPV6_TRANSPARENT = 75
+"""``linux/in6.h``: IP_TRANSPARENT's IPv6 twin."""
+
+IP_RECVORIGDSTADDR = 20
+"""``linux/in.h`` (``IP_ORIGDSTADDR``): a UDP socket asks for each datagram's destination
+address and port as a control message - the address the datagram arrived on *after* any
+REDIRECT/DNAT (TPROXY does not rewrite, so there it is the original one)."""
+
+IP_PKTINFO = 8
+"""``linux/in.h`` (Python's socket module lacks it): as a ``sendmsg`` control message
+(``struct in_pktinfo``), picks the source address of a datagram sent from an unbound socket."""
+
+IPV6_RECVORIGDSTADDR = 74
+"""``linux/in6.h``: the same for IPv6 sockets."""
+
 MAX_HEADER = 4096
 """A header longer than this is a protocol error (the reader stops there)."""
 
@@ -75,17 +90,32 @@ def parse_header(line: bytes) -> dict[str, Any]:
     return {"id": str(value.get("id", "?")), "hops": int(value.get("hops", 0))}
 
 
-def endpoint(address: tuple[str, int]) -> str:
-    """``("10.244.0.5", 9080)`` -> ``"10.244.0.5:9080"`` (IPv4 only in the lab)."""
-    return f"{address[0]}:{address[1]}"
+def endpoint(address: tuple) -> str:
+    """``("10.244.0.5", 9080)`` -> ``"10.244.0.5:9080"``; an IPv6 socket address
+    ``("fd00:244::5", 9080, 0, 0)`` -> ``"[fd00:244::5]:9080"`` (as people write them)."""
+    host = str(address[0])
+    return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
 
 
 def original_dst(sock: socket.socket) -> tuple[str, int] | None:
     """What conntrack says this accepted connection was originally sent to, or None.
 
     ``struct sockaddr_in`` is ``sa_family (2 bytes, host order) | sin_port (2, network
-    order) | sin_addr (4) | zero (8)``.
+    order) | sin_addr (4) | zero (8)``. For an IPv6 socket the option is
+    ``IP6T_SO_ORIGINAL_DST`` (also 80) at level ``SOL_IPV6``, returning a ``struct
+    sockaddr_in6``: family (2) | port (2) | flowinfo (4) | address (16) | scope id (4).
+
+    Only TCP (and SCTP) sockets can ask: on a UDP socket the kernel answers ENOPROTOOPT,
+    so a UDP server learns where a REDIRECTed datagram arrived with
+    :data:`IP_RECVORIGDSTADDR` instead (which reports the address *after* NAT).
     """
+    if sock.family == socket.AF_INET6:
+        try:
+            raw = sock.getsockopt(socket.IPPROTO_IPV6, SO_ORIGINAL_DST, 28)
+        except OSError:
+            return None
+        port, addr = struct.unpack("!2xH4x16s4x", raw)
+        return socket.inet_ntop(socket.AF_INET6, addr), port
     try:
         raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
     except OSError:

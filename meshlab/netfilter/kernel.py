@@ -207,11 +207,12 @@ class Skb:
     """The packet under traversal (the kernel's ``sk_buff``): mutable, addresses as integers.
 
     ``ctstate`` is ``INVALID`` until conntrack has seen the packet (raw runs before it), then
-    ``NEW`` for a connection's first packet.
+    ``NEW`` for a connection's first packet. ``ct_set`` says a ``CT`` rule already gave the
+    packet its conntrack template: later ``CT`` rules leave it alone.
     """
 
-    __slots__ = ("ctmark", "ctstate", "dport", "dst", "gid", "iif", "mark", "oif", "proto",
-                 "sport", "src", "tproxy", "uid", "zone")
+    __slots__ = ("ct_set", "ctmark", "ctstate", "dport", "dst", "gid", "iif", "mark", "oif",
+                 "proto", "sport", "src", "tproxy", "tproxy_any", "uid", "zone")
 
     def __init__(self, proto: str, src: int, sport: int, dst: int, dport: int, *,
                  iif: str | None = None, oif: str | None = None, uid: int | None = None,
@@ -219,7 +220,9 @@ class Skb:
         self.proto, self.src, self.sport, self.dst, self.dport = proto, src, sport, dst, dport
         self.iif, self.oif, self.uid, self.gid, self.mark = iif, oif, uid, gid, mark
         self.ctmark, self.ctstate, self.zone = 0, "INVALID", 0
+        self.ct_set = False  # a CT rule already attached a template (zone / notrack)
         self.tproxy: tuple[int, int] | None = None
+        self.tproxy_any = False  # TPROXY without --on-ip: the socket sees the packet's dst
 
     def snapshot(self) -> tuple:
         return (self.proto, self.src, self.sport, self.dst, self.dport, self.iif, self.oif,
@@ -421,6 +424,10 @@ class Netns:
         kernel's ``local`` routes carry ``src`` so). Others go to the interface whose subnet
         holds them, else by the default route through the first other interface."""
         if self._is_local(dst) or (mark and self._fwmark_local(mark)):
+            if self.version == 6 and self._is_local(dst):
+                # IPv6 source address selection, rule 1: prefer the destination itself
+                # (a connection to ::6 comes from ::6; IPv4's lo routes say src 127.0.0.1)
+                return "lo", dst
             lo_src = next((net | 1 for net, mask in self._lo_nets if dst & mask == net), None)
             if lo_src is None and not self._is_local(dst):  # local only by the fwmark table
                 lo_src = next((net | 1 for net, _ in self._lo_nets), dst)
@@ -684,11 +691,17 @@ class Netns:
                 to_ip = int(primary)
             to_port = skb.dport if target.ports is None else target.ports[0]
             skb.dst, skb.dport = to_ip, to_port
+            if skb.tproxy is not None and skb.tproxy_any:
+                # TPROXY (mangle) already handed the packet to its listener; nat still
+                # rewrites the address, and the accepted socket's own address is the
+                # rewritten one (the listener stays TPROXY's --on-port)
+                skb.tproxy = (to_ip, skb.tproxy[1])
             to = (_addr(to_ip, self.version), to_port)
             return (f"{target.name} {endpoint(*to)}",
                     NatDecision(target.name, table, chain, index + 1, to))
         if isinstance(target, Tproxy):
             on_ip = int(target.on_ip) or skb.dst
+            skb.tproxy_any = not int(target.on_ip)
             skb.mark = (skb.mark & ~target.mask) ^ target.mark
             skb.tproxy = (on_ip, target.on_port)
             to = (_addr(on_ip, self.version), target.on_port)
@@ -709,6 +722,14 @@ class Netns:
             skb.ctmark = (skb.ctmark & ~target.mask & 0xFFFFFFFF) ^ target.value
             return f"CONNMARK set {skb.ctmark:#x}", None
         if isinstance(target, Ct):
+            if skb.ct_set or skb.ctstate != "INVALID":
+                # xt_CT: "previously seen (loopback)? ignore." A packet that already has a
+                # conntrack template (an earlier CT rule) or entry (it looped back through
+                # lo) keeps it: the FIRST matching CT rule decides the zone, later ones only
+                # count. (Istio relies on it: UID 1337's DNS gets zone 1 before the catch-all
+                # `--dport 53 -j CT --zone 2` rule.)
+                return "CT (ignored: the packet already has conntrack)", None
+            skb.ct_set = True
             if target.notrack:
                 skb.ctstate = "UNTRACKED"
                 return "CT notrack", None

@@ -16,8 +16,10 @@ targets sit only where their hooks allow.
 Speed (a 20,000-rule dump is read in well under the time of ``shlex.split`` on each line):
 a line without quotes is split with :meth:`str.split`; options are dispatched through a dict;
 the first rule of each *shape* is read option by option and the rest of that shape reuse
-what it taught (see "rule shapes" below); repeated values are converted once; the load-time
-checks are linear (:mod:`meshlab.netfilter.validate`); columns for error messages are only
+what it taught (see "rule shapes" below); equal matches and targets are one shared object,
+made once (see "shared values"); frozen values are made with the fast constructors of
+:mod:`meshlab.netfilter.fastnew`; the load-time checks are linear and mostly work from what
+the parser noted (:mod:`meshlab.netfilter.validate`); columns for error messages are only
 worked out when there is an error (:mod:`meshlab.netfilter.source`).
 """
 
@@ -26,11 +28,14 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import fields
 from ipaddress import IPv4Address, ip_address, ip_network
 from operator import itemgetter
 
 from meshlab.errors import MeshlabError
+from meshlab.netfilter.fastnew import new_addr as _new_addr
+from meshlab.netfilter.fastnew import new_ports as _new_ports
+from meshlab.netfilter.fastnew import new_range as _new_range
+from meshlab.netfilter.fastnew import new_rule as _new_rule
 from meshlab.netfilter.rules import (
     ALL_ONES,
     CT_STATES,
@@ -64,7 +69,7 @@ from meshlab.netfilter.source import (
     error_at,
     split,
 )
-from meshlab.netfilter.validate import check_and_build
+from meshlab.netfilter.validate import LIMITED_TARGETS, Notes, check_and_build
 
 __all__ = ["RulesParseError", "parse_rule", "parse_rule_spec", "parse_ruleset"]
 
@@ -75,75 +80,6 @@ _BLANK = BLANK
 _Bad = Bad
 _split = split
 _error = error_at
-
-
-# --------------------------------------------------------------------------- fast constructors
-#
-# Four values are made once per rule of a dump: the Rule, its address match, and the port
-# match with its range. They are frozen dataclasses, whose generated __init__ has to get past
-# their own "frozen" __setattr__, so it sets each field with object.__setattr__(self, "name",
-# value) -- a look-up by name for every field. With slots=True each field is a slot, and
-# storing straight into the slot (through its descriptor, found once here) makes the same
-# object in about half the time: ~20 ms of a 20,000-rule parse. _slot_setters refuses, at
-# import, a class whose fields changed or that gained a __post_init__ (which this would skip).
-
-
-def _slot_setters(cls: type, names: tuple[str, ...]) -> tuple:
-    if tuple(f.name for f in fields(cls)) != names or hasattr(cls, "__post_init__"):
-        raise TypeError(f"{cls.__name__} changed: update its fast constructor in parse.py")
-    return tuple(cls.__dict__[name].__set__ for name in names)
-
-
-_new = object.__new__
-_RULE_SET = _slot_setters(Rule, ("target", "src", "dst", "iif", "oif", "proto", "modules"))
-_ADDR_SET = _slot_setters(AddrMatch, ("negated", "version", "net", "plen"))
-_RANGE_SET = _slot_setters(PortRange, ("negated", "lo", "hi"))
-_PORTS_SET = _slot_setters(PortMatch, ("module", "sport", "dport"))
-
-
-def _new_rule(target, src, dst, iif, oif, proto, modules) -> Rule:
-    """``Rule(target, src, dst, iif, oif, proto, modules)``, faster (see above)."""
-    rule = _new(Rule)
-    s_target, s_src, s_dst, s_iif, s_oif, s_proto, s_modules = _RULE_SET
-    s_target(rule, target)
-    s_src(rule, src)
-    s_dst(rule, dst)
-    s_iif(rule, iif)
-    s_oif(rule, oif)
-    s_proto(rule, proto)
-    s_modules(rule, modules)
-    return rule
-
-
-def _new_addr(negated: bool, version: int, net: int, plen: int) -> AddrMatch:
-    """``AddrMatch(negated, version, net, plen)``, faster (see above)."""
-    match = _new(AddrMatch)
-    s_negated, s_version, s_net, s_plen = _ADDR_SET
-    s_negated(match, negated)
-    s_version(match, version)
-    s_net(match, net)
-    s_plen(match, plen)
-    return match
-
-
-def _new_range(negated: bool, lo: int, hi: int) -> PortRange:
-    """``PortRange(negated, lo, hi)``, faster (see above)."""
-    rng = _new(PortRange)
-    s_negated, s_lo, s_hi = _RANGE_SET
-    s_negated(rng, negated)
-    s_lo(rng, lo)
-    s_hi(rng, hi)
-    return rng
-
-
-def _new_ports(module: str, sport: PortRange | None, dport: PortRange | None) -> PortMatch:
-    """``PortMatch(module, sport, dport)``, faster (see above)."""
-    match = _new(PortMatch)
-    s_module, s_sport, s_dport = _PORTS_SET
-    s_module(match, module)
-    s_sport(match, sport)
-    s_dport(match, dport)
-    return match
 
 
 # --------------------------------------------------------------------------- values
@@ -248,9 +184,10 @@ def _address(tok: str, i: int) -> tuple[int, int, int]:
 # names the same port, comment, DNAT destination or chain again and again, and a program
 # that parses the same rules again (a notebook re-run, a widget) names every one of them
 # again. So the parts of a rule are made through *memos*: tables from the words that give a
-# part to the object already made from them. A memo lives as long as this module and is
-# emptied when it grows past _MEMO_LIMIT entries, so memory stays bounded. Only values are
-# kept, never errors: a word that does not read is read again, and refused again, each time.
+# part to the object already made from them. A memo lives as long as this module; a memo that
+# has grown past _MEMO_LIMIT entries is emptied before the next document is read, so memory
+# stays bounded (by the limit plus one document's values). Only values are kept, never
+# errors: a word that does not read is read again, and refused again, each time.
 
 _MEMO_LIMIT = 100_000
 _MEMOS: dict[tuple, dict] = {}
@@ -265,10 +202,11 @@ def _memo(kind: tuple) -> dict:
     return memo
 
 
-def _remember(memo: dict, key: object, value: object) -> None:
-    if len(memo) >= _MEMO_LIMIT:
-        memo.clear()  # forget everything rather than grow without end
-    memo[key] = value
+def _trim_memos() -> None:
+    """Empty the memos that have grown too big (before a document is read)."""
+    for memo in _MEMOS.values():
+        if len(memo) > _MEMO_LIMIT:
+            memo.clear()
 
 
 _ADDR_MEMOS = (_memo(("address", False)), _memo(("address", True)))  # by negation
@@ -280,7 +218,7 @@ def _addr_match(negated: bool, tok: str, i: int) -> AddrMatch:
     match = memo.get(tok)
     if match is None:
         match = _new_addr(negated, *_address(tok, i))
-        _remember(memo, tok, match)
+        memo[tok] = match
     return match
 
 
@@ -292,7 +230,7 @@ def _jump(chain: str) -> Jump:
     target = _JUMPS.get(chain)
     if target is None:
         target = Jump(chain)
-        _remember(_JUMPS, chain, target)
+        _JUMPS[chain] = target
     return target
 
 
@@ -359,7 +297,7 @@ def _iface_match(name: str, neg: bool, i: int) -> IfaceMatch:
             raise _Bad(i, f"bad interface name {name!r}", "interface names have at most 15 "
                        "characters, e.g. eth0, lo or eth+")
         match = IfaceMatch(neg, name)
-        _remember(_IFACE_MEMOS[neg], name, match)
+        _IFACE_MEMOS[neg][name] = match
     return match
 
 
@@ -692,6 +630,7 @@ class _Doc:
         self.family = family
         self.tables: dict[str, dict[str, list]] = {}
         self.policy_counters: dict[tuple[str, str, int], tuple[int, int]] = {}
+        self.notes = Notes()  # what the load-time checks will want to know
         self.open: tuple[str, int] | None = None  # table and the line that opened it
         self.plans: dict[tuple, list[_Plan]] = {}  # hint -> plans (see "rule shapes")
 
@@ -733,8 +672,8 @@ class _Plan:
     the words already met give the part already made.
     """
 
-    __slots__ = ("counters", "dst", "iif", "literals", "modules", "oif", "proto", "src",
-                 "target", "version", "where", "words")
+    __slots__ = ("counters", "dst", "iif", "jump_at", "kind", "literals", "modules", "oif",
+                 "proto", "src", "target", "version", "where", "words")
 
     @classmethod
     def learn(cls, toks: list[str], start: int, b: _Builder, rule: Rule) -> _Plan:
@@ -761,13 +700,14 @@ class _Plan:
                 continue
             values = itemgetter(*(k for _, _, k in specs))
             memo = _memo(("module", name, tuple((key_, neg) for key_, neg, _ in specs)))
-            _remember(memo, values(toks), made)
+            memo[values(toks)] = made
             modules.append((None, values, memo, _module_maker(name, at, specs)))
             slots.update(k for _, _, k in specs)
         plan.modules = tuple(modules)
         target = rule.target
+        plan.kind, plan.jump_at = type(target), None  # a shape keeps its kind of target
         if isinstance(target, Jump):
-            k = b.where["target"]
+            k = plan.jump_at = b.where["target"]
             plan.target = (None, k, None, None, None, ())
             slots.add(k)
         elif not any(opt not in _FLAG_OPTIONS for opt in b.target_opts):
@@ -778,7 +718,7 @@ class _Plan:
             slots.update(ks)
             values = itemgetter(*ks)
             memo = _memo(("target", b.target, tuple((opt, flag) for opt, _, flag in specs)))
-            _remember(memo, (values(toks), b.family), target)
+            memo[(values(toks), b.family)] = target
             plan.target = (None, values, memo, b.target, b.where["target"], specs)
         # Every word that is not a value must be the same in each rule of the shape.
         # (itemgetter picks them all out in one C call; with one index it returns the word
@@ -815,7 +755,7 @@ class _Plan:
                 made = memo.get(key)
                 if made is None:
                     made = make(toks)
-                    _remember(memo, key, made)
+                    memo[key] = made
             modules.append(made)
         target, values, memo, name, at, specs = self.target
         if target is None:
@@ -832,7 +772,7 @@ class _Plan:
                 if target is None:
                     opts = {opt: ("", k) if flag else (toks[k], k) for opt, k, flag in specs}
                     target = _target(name, opts, at, family)
-                    _remember(memo, key, target)
+                    memo[key] = target
         return _new_rule(target, src, dst, iif, oif, self.proto, tuple(modules))
 
 
@@ -895,6 +835,7 @@ def parse_ruleset(text: str, *, family: str | None = None) -> Ruleset:
         raise MeshlabError(f"family must be 'ipv4' or 'ipv6', not {family!r}")
     if not isinstance(text, str):
         raise MeshlabError("rules must be text (str); decode bytes first")
+    _trim_memos()
     with _gc_paused():
         return _parse_document(text, _Doc(family))
 
@@ -930,7 +871,7 @@ def _parse_document(text: str, doc: _Doc) -> Ruleset:
                 # The usual line, a rule appended in an open *table section: none of
                 # _line's other cases can apply, and splitting needs no stripping first.
                 toks = raw.split() if '"' not in raw and "'" not in raw else _split(raw)
-                if not _append(doc, chains, toks, lineno, raw):
+                if not _append(doc, doc.open[0], chains, toks, lineno, raw):
                     _command(doc, doc.open[0], toks, 0, lineno, raw, None, 0)
                 continue
             line = raw.strip(_BLANK)
@@ -950,7 +891,7 @@ def _parse_document(text: str, doc: _Doc) -> Ruleset:
             f"the *{tname} section opened on line {opened} has no COMMIT (is the file cut short?)",
             line=last, column=len(lines[-1].rstrip(_BLANK)) + 1, token="",
             hint="end every table section with a line COMMIT", source=lines[-1].rstrip(_BLANK))
-    return check_and_build(doc.family or "ipv4", doc.tables, doc.policy_counters)
+    return check_and_build(doc.family or "ipv4", doc.tables, doc.policy_counters, doc.notes)
 
 
 def _line(doc: _Doc, line: str, lineno: int, raw: str) -> None:
@@ -1087,7 +1028,7 @@ def _command(doc: _Doc, tname: str, toks: list[str], i: int, lineno: int, raw: s
         name = _need(toks, i, cmd)
         chain = chains.get(name)
         if chain is not None:
-            _store(doc, chain, None, toks, i + 2, lineno, raw, counters, offset)
+            _store(doc, tname, chain, None, toks, i + 2, lineno, raw, counters, offset)
             return
     if cmd in ("-N", "--new-chain"):
         _new_chain(chains, _need(toks, i, cmd), tname, i + 1)
@@ -1122,15 +1063,15 @@ def _command(doc: _Doc, tname: str, toks: list[str], i: int, lineno: int, raw: s
                 raise _Bad(start, f"cannot insert at {toks[start]}: {name} has "
                            f"{len(chain[1])} rules", f"use a number from 1 to {len(chain[1]) + 1}")
             start += 1
-    _store(doc, chain, None if cmd in ("-A", "--append") else position, toks, start, lineno,
-           raw, counters, offset)
+    _store(doc, tname, chain, None if cmd in ("-A", "--append") else position, toks, start,
+           lineno, raw, counters, offset)
 
 
-def _append(doc: _Doc, chains: dict[str, list], toks: list[str], lineno: int,
+def _append(doc: _Doc, tname: str, chains: dict[str, list], toks: list[str], lineno: int,
             raw: str) -> bool:
-    """``-A CHAIN ...`` in the open table (``chains``), read with the plan for its shape:
-    the path of almost every line of a dump, kept free of other calls. False when this is
-    not that simple case (no such chain, no plan yet, an odd value): :func:`_command` then
+    """``-A CHAIN ...`` in the open table (``tname``, ``chains``), read with the plan for its
+    shape: the path of almost every line of a dump, kept free of other calls. False when this
+    is not that simple case (no such chain, no plan yet, an odd value): :func:`_command` then
     reads it."""
     n = len(toks)
     if n < 3:
@@ -1147,16 +1088,20 @@ def _append(doc: _Doc, chains: dict[str, list], toks: list[str], lineno: int,
                 return False
             chain[1].append(rule)
             chain[2].append((lineno, raw, plan.where, 0, plan.counters))  # a validate.Place
-            if type(rule.target) is Jump:
-                chain[3].append(rule.target.chain)
+            # (the plan's roles and counters were noted when its first rule was stored)
+            if plan.jump_at is not None:
+                chain[3].append(toks[plan.jump_at])
+            elif plan.kind in LIMITED_TARGETS:
+                doc.notes.limited.add((tname, plan.kind))
             return True
     return False
 
 
-def _store(doc: _Doc, chain: list, position: int | None, toks: list[str], start: int,
-           lineno: int, raw: str, counters: tuple[int, int] | None, offset: int) -> None:
-    """Read the rule in ``toks[start:]`` and put it in ``chain`` at ``position`` (None:
-    append), with where it was written."""
+def _store(doc: _Doc, tname: str, chain: list, position: int | None, toks: list[str],
+           start: int, lineno: int, raw: str, counters: tuple[int, int] | None,
+           offset: int) -> None:
+    """Read the rule in ``toks[start:]`` and put it in ``chain`` (of table ``tname``) at
+    ``position`` (None: append), with where it was written; note what the checks want."""
     rule, family, roles, rule_counters = _read_with_plan(doc, toks, start)
     if doc.family is None:
         doc.family = family
@@ -1167,14 +1112,22 @@ def _store(doc: _Doc, chain: list, position: int | None, toks: list[str], start:
     else:
         chain[1].insert(position, rule)
         chain[2].insert(position, where)
-    if type(rule.target) is Jump:
+    kind = type(rule.target)
+    if kind is Jump:
         chain[3].append(rule.target.chain)  # the checks only need which, not in what order
+    elif kind in LIMITED_TARGETS:
+        doc.notes.limited.add((tname, kind))
+    if where[4] is not None:
+        doc.notes.counters = True
+    if "owner" in roles or "iif" in roles or "oif" in roles:
+        doc.notes.roles = True
 
 
 def parse_rule_spec(text: str) -> tuple[str | None, str | None, Rule]:
     """``[-t TABLE] [-A CHAIN] OPTIONS`` -> (table or None, chain or None, rule)."""
     if not isinstance(text, str):
         raise MeshlabError("a rule must be text (str)")
+    _trim_memos()
     try:
         toks = _split(text.strip())
         table = chain = None

@@ -6,18 +6,22 @@ match or target sits where its hook cannot allow it (``-m owner`` on incoming pa
 ``REDIRECT`` outside PREROUTING/OUTPUT, ...).
 
 Speed: a kube-proxy dump has ~10,000 chains, so every check here is linear in the number of
-rules and jumps. Loops are found with one depth-first search that colours chains (the classic
-white/grey/black walk); only when a loop exists do we run a slower walk whose only job is to
-name the loop exactly as this model always has (the first loop met from the first hook).
+rules and jumps, and most never look at a rule at all: the parser notes (:class:`Notes`) which
+chains each chain jumps to and which rare things (counters, ``-m owner``/``-i``/``-o``,
+targets limited to some tables or hooks) it met, and only the chains that could fail a check
+are walked rule by rule. Loops are found with one depth-first search that colours chains (the
+classic white/grey/black walk); only when a loop exists do we run a slower walk whose only job
+is to name the loop exactly as this model always has (the first loop met from the first hook).
 """
 
 from __future__ import annotations
 
-from operator import itemgetter
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from meshlab.netfilter.fastnew import new_chain
 from meshlab.netfilter.rules import Ct, Dnat, Jump, Redirect, Rule, Tproxy
-from meshlab.netfilter.ruleset import BUILTIN_CHAINS, Chain, Ruleset, Table
+from meshlab.netfilter.ruleset import BUILTIN_CHAINS, Ruleset, Table
 from meshlab.netfilter.source import Bad, RulesParseError, error_at
 
 Place = tuple
@@ -31,24 +35,36 @@ TARGET_HOOKS = {"REDIRECT": ("PREROUTING", "OUTPUT"), "DNAT": ("PREROUTING", "OU
                 "TPROXY": ("PREROUTING",)}
 _HOOK_LIMITED = {Redirect: "REDIRECT", Dnat: "DNAT", Tproxy: "TPROXY"}  # named in TARGET_HOOKS
 _TABLE_LIMITED = ((Redirect, "REDIRECT"), (Dnat, "DNAT"), (Tproxy, "TPROXY"), (Ct, "CT"))
+LIMITED_TARGETS = frozenset(kind for kind, _ in _TABLE_LIMITED)
+"""The target types that only some tables (TARGET_TABLES) or hooks (TARGET_HOOKS) allow."""
 _INCOMING = frozenset({"PREROUTING", "INPUT", "FORWARD"})
 
 
+@dataclass
+class Notes:
+    """What the parser notes while it reads, so that the checks below need not look at
+    every rule again (one pass over 20,000 freshly made rules costs milliseconds). Each note
+    only says where to look: the checks themselves stay exact."""
+
+    limited: set[tuple[str, type]] = field(default_factory=set)
+    """(table, type) of each target type in LIMITED_TARGETS that a table's rules use."""
+    counters: bool = False  # some rule has [p:b] or -c counters
+    roles: bool = False  # some rule has -m owner, -i or -o (see Place)
+
+
 def check_and_build(family: str, tables: dict[str, dict[str, list]],
-                    policy_counters: dict) -> Ruleset:
+                    policy_counters: dict, notes: Notes) -> Ruleset:
     """Check ``{table: {chain: [policy, rules, places, jumps]}}`` as the kernel would, table by
     table, then build the :class:`Ruleset`. Raises :class:`RulesParseError`.
 
-    Each check first asks the whole table at once whether any rule could fail it (with
-    comprehensions and set operations, not a Python loop per chain: a kube-proxy table has
-    10,000 chains); only then are the chains walked rule by rule, in order, so that the
-    error names the first rule at fault.
+    Each check first asks cheaply whether any rule of the table could fail it -- from the
+    parser's ``notes`` and the jumps it listed per chain, with comprehensions and set
+    operations rather than a Python loop over 20,000 rules; only then are the chains walked
+    rule by rule, in order, so that the error names the first rule at fault.
     """
     counters: dict[tuple[str, str, int], tuple[int, int]] = dict(policy_counters)
     for tname, chains in tables.items():
-        targets = [rule.target for chain in chains.values() for rule in chain[1]]
-        places = [place for chain in chains.values() for place in chain[2]]
-        kinds = set(map(type, targets))
+        kinds = {kind for table, kind in notes.limited if table == tname}
         users = {cname for cname, chain in chains.items() if chain[0] is None}
         refused = {kind for kind, name in _TABLE_LIMITED if tname not in TARGET_TABLES[name]}
         jumps = {cname: chain[3] for cname, chain in chains.items() if chain[3]}
@@ -56,36 +72,35 @@ def check_and_build(family: str, tables: dict[str, dict[str, list]],
                 or not refused.isdisjoint(kinds)):
             for _, rules, chain_places, _ in chains.values():
                 _check_targets(tname, chains, rules, chain_places)  # raises at the first
-        if any(map(_COUNTERS, places)):  # counters are rare: look rule by rule only then
+        if notes.counters:  # counters are rare: look rule by rule only then
             for cname, (_, _, chain_places, _) in chains.items():
                 for index, place in enumerate(chain_places, 1):
                     if place[4] is not None:
                         counters[(tname, cname, index)] = place[4]
         if _has_loop(jumps):
             _explain_loop(tname, chains)  # raises the error naming the loop
-        _check_all_hooks(tname, chains, _Reach(tname, jumps), kinds, places)
+        _check_all_hooks(tname, chains, _Reach(tname, jumps), kinds, notes.roles)
     return Ruleset(family, {
         tname: Table(tname, MappingProxyType({
-            cname: Chain(cname, policy, tuple(rules)) for cname, (policy, rules, _, _)
+            cname: new_chain(cname, policy, tuple(rules)) for cname, (policy, rules, _, _)
             in chains.items()})) for tname, chains in tables.items()}, counters)
 
 
 def _check_all_hooks(tname: str, chains: dict, reach: _Reach, kinds: set[type],
-                     places: list[Place]) -> None:
+                     roles: bool) -> None:
     """Raise for the first rule (in rule order) that sits where its hooks do not allow it.
 
     Only chains where some rule could fail are walked: the built-in chains and the chains an
-    incoming packet reaches when some rule names -m owner, -i or -o (the parser notes where
-    each was given in place[2], beside the target that every rule has), and the chains
-    reached from a hook that a DNAT/REDIRECT/TPROXY rule's hooks do not include."""
+    incoming packet reaches when some rule names -m owner, -i or -o (``roles``), and the
+    chains reached from a hook that a DNAT/REDIRECT/TPROXY rule's (``kinds``) hooks do not
+    include."""
     risky: set[str] = set()
-    if max(map(len, map(_ROLES, places)), default=0) > 1:
+    if roles:
         risky.update(("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"), reach.incoming())
     for kind in _HOOK_LIMITED.keys() & kinds:
         risky |= reach.beyond(TARGET_HOOKS[_HOOK_LIMITED[kind]])
-    for cname, (_, rules, chain_places, _) in chains.items():
-        if cname not in risky:
-            continue
+    for cname in filter(risky.__contains__, chains):  # in chain order, at C speed
+        _, rules, chain_places, _ = chains[cname]
         for rule, place in zip(rules, chain_places, strict=True):
             # skip the rules that cannot fail any of _check_hooks' four checks here
             if (("owner" in place[2] and cname in reach.incoming())
@@ -94,10 +109,6 @@ def _check_all_hooks(tname: str, chains: dict, reach: _Reach, kinds: set[type],
                     or (type(rule.target) in _HOOK_LIMITED
                         and cname in reach.beyond(TARGET_HOOKS[rule.target.name]))):
                 _check_hooks(tname, cname, reach.hooks(cname), rule, place)
-
-
-_COUNTERS = itemgetter(4)  # a Place's counters
-_ROLES = itemgetter(2)  # a Place's token indexes by role
 
 
 def _check_targets(tname: str, chains: dict, rules: list[Rule], places: list[Place]) -> None:

@@ -12,12 +12,12 @@ ANSWERS: dict[str, Any] = {
         "-m owner --uid-owner 1337 -j RETURN",
         "-m owner --gid-owner 1337 -j RETURN",
     ],
-    # 05.2 Without the 127.0.0.6 RETURN, Envoy's connection to the pod IP matches
+    # 05.2 One ephemeral port per turn: 60999 - 32768 + 1 = 28232 turns.
+    "check_loop_port_exhaustion": 28232,
+    # 05.3 Without the 127.0.0.6 RETURN, Envoy's connection to the pod IP matches
     # "! -d 127.0.0.1/32 -o lo -p tcp ! --dport 15008 -m owner --uid-owner 1337
     #  -j ISTIO_IN_REDIRECT" and comes back to 15006.
     "check_inbound_loop_rule": "-s 127.0.0.6/32 -o lo -j RETURN",
-    # 05.3 One ephemeral port per turn: 60999 - 32768 + 1 = 28232 turns.
-    "check_loop_port_exhaustion": 28232,
 }
 
 if __name__ == "__main__":

@@ -153,3 +153,62 @@ def test_trace_json_contract(ns):
     assert data["nat"] == {"target": "REDIRECT", "chain": "ISTIO_REDIRECT", "rule": 1}
     assert data["hits"][0] == {"table": "nat", "chain": "OUTPUT", "rule": 1,
                                "target": "ISTIO_OUTPUT"}
+
+
+# -- found by the live families (meshlab.live.families) -------------------------------------
+
+def test_first_ct_rule_decides_the_zone() -> None:
+    """xt_CT ignores a packet that already has a template: UID 1337's DNS stays in zone 1
+    although the catch-all `--dport 53 -j CT --zone 2` rule also matches (and counts)."""
+    from meshlab.istio.capture import CaptureConfig, generate
+    from meshlab.istio.flags import DEFAULT_ISTIO_INIT_ARGS
+    from meshlab.netfilter import Netns, pod_interfaces
+
+    rules = generate(CaptureConfig.from_args([*DEFAULT_ISTIO_INIT_ARGS, "--redirect-dns"],
+                                             dns_servers_v4=["10.96.0.10"]))
+    ns = Netns(rules.ruleset_v4, pod_interfaces("10.244.0.5"))
+    agent = ns.connect(proto="udp", dst="10.96.0.10", dport=53, uid=1337, gid=1337)
+    app = ns.connect(proto="udp", dst="10.96.0.10", dport=53, uid=1000, gid=1000)
+    assert agent.connection.zone == 1 and not agent.local
+    assert app.connection.zone == 2 and app.delivered[1] == 15053
+    assert ns.counters[("raw", "ISTIO_OUTPUT_DNS", 5)] == 2  # matched both times
+
+
+def test_ipv6_local_destination_is_its_own_source() -> None:
+    """IPv6 source selection prefers the destination: a connection to ::6 comes from ::6
+    (so Istio's `-o lo -s ::6/128 -j RETURN` matches it)."""
+    from ipaddress import ip_address, ip_interface
+
+    from meshlab.istio.capture import CaptureConfig, generate
+    from meshlab.istio.flags import DEFAULT_ISTIO_INIT_ARGS
+    from meshlab.netfilter import Interface, Netns
+
+    rules = generate(CaptureConfig.from_args(list(DEFAULT_ISTIO_INIT_ARGS), enable_ipv6=True))
+    ns = Netns(rules.ruleset_v6, (
+        Interface("lo", (ip_interface("::1/128"), ip_interface("::6/128"))),
+        Interface("eth0", (ip_interface("fd00:244::5/64"),))))
+    trace = ns.connect(proto="tcp", dst="::6", dport=15021, uid=1337, gid=1337)
+    assert trace.connection.original.src == ip_address("::6")
+    assert trace.nat is None and trace.delivered == (ip_address("::6"), 15021)
+
+
+def test_nat_after_tproxy_rewrites_the_address_the_socket_sees() -> None:
+    """-k net1 in TPROXY mode: mangle TPROXY picks the 15006 listener, then nat PREROUTING's
+    REDIRECT still rewrites the destination to net1's address."""
+    from ipaddress import ip_address, ip_interface
+
+    from meshlab.istio.capture import CaptureConfig, generate
+    from meshlab.istio.flags import DEFAULT_ISTIO_INIT_ARGS
+    from meshlab.netfilter import Interface, Netns, Packet
+    from meshlab.netfilter.kernel import fwmark_routes
+
+    args = [a if a != "REDIRECT" else "TPROXY" for a in DEFAULT_ISTIO_INIT_ARGS]
+    rules = generate(CaptureConfig.from_args([*args, "-k", "net1"]))
+    ns = Netns(rules.ruleset_v4, (
+        Interface("lo", (ip_interface("127.0.0.1/8"),)),
+        Interface("eth0", (ip_interface("10.244.0.5/24"),)),
+        Interface("net1", (ip_interface("10.245.0.5/24"),))),
+        fwmark_routes=fwmark_routes(rules.post_commands))
+    trace = ns.receive(Packet("tcp", ip_address("10.245.0.9"), 40000,
+                              ip_address("10.244.0.5"), 7070), "net1")
+    assert trace.local and trace.delivered == (ip_address("10.245.0.5"), 15006)
