@@ -239,6 +239,10 @@ class Pod:
                                   app_gid=self.app.gid, namespace=self.namespace)
         if without_rules:
             ruleset = pod.ruleset
+            repeated = [t for i, t in enumerate(without_rules) if t in without_rules[:i]]
+            if repeated:
+                raise MeshlabError(f"the rule {repeated[0]!r} is given twice to remove; give "
+                                   "each rule once (one removes every equal rule)")
             for text in without_rules:
                 ruleset = _without(ruleset, text)
             pod = replace(pod, ruleset=ruleset, removed_rules=tuple(without_rules),
@@ -397,8 +401,15 @@ def _build_injected(name: str, ip: IPAddress, argv: tuple[str, ...],
 
 
 def _without(ruleset: Ruleset, text: str) -> Ruleset:
+    from meshlab.netfilter.parse import RulesParseError
+
+    if not text.strip():
+        raise MeshlabError("an empty rule text was given to remove; write a rule in restore "
+                           "form without '-A CHAIN', e.g. -m owner --uid-owner 1337 -j RETURN")
     try:
         return ruleset.without_rule(text)
+    except RulesParseError as error:
+        raise MeshlabError(f"{text!r} is not an iptables rule: {error}") from None
     except MeshlabError:
         choices = "\n  ".join(dict.fromkeys(r.rule.text for r in ruleset.rules()))
         raise MeshlabError(

@@ -44,7 +44,9 @@ KINDS = (
     "route",  # the kernel's routing decision (which interface, which source address)
     "rule",  # one netfilter rule evaluated (matched or not)
     "policy",  # the end of a built-in chain: its policy applies
-    "nat",  # a NAT/TPROXY binding: the destination the socket layer will see
+    "nat",  # REDIRECT/DNAT rewrote the destination; conntrack keeps the original one
+    "tproxy",  # TPROXY (no NAT): the packet keeps its destination, is assigned to a
+    #            transparent listening socket on --on-port and marked
     "accept",  # a listening socket accepted the connection
     "proxy",  # Envoy's choice: listener, filter chain, cluster, upstream
     "dnat",  # kube-proxy on the node rewrote a Service VIP to an endpoint

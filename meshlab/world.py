@@ -457,8 +457,15 @@ class _Run:
         original = self._original_dst(ns, trace, client)
         listener = f"proxy:{port}"
         who = owner if owner is not None else f"remote {client[0]}"
-        accept = self.add("proxy", "accept", conn, _ep(*client), here, envoy.owner,
-                          f"Envoy accepts on {port}; SO_ORIGINAL_DST = {_ep(*original)}", pod,
+        if trace.nat is not None and trace.nat.target == "TPROXY":
+            # Nothing was rewritten: the accepted socket's own address is the destination.
+            here = _ep(*original)
+            said = (f"Envoy's transparent socket on {port} accepts it; the socket's local "
+                    f"address (getsockname) is the original destination {_ep(*original)}, "
+                    "since TPROXY rewrote nothing")
+        else:
+            said = f"Envoy accepts on {port}; SO_ORIGINAL_DST = {_ep(*original)}"
+        accept = self.add("proxy", "accept", conn, _ep(*client), here, envoy.owner, said, pod,
                           listener=listener, process=envoy.name)
         if from_proxy:
             self.self_hops += 1
@@ -512,14 +519,16 @@ class _Run:
         """Turn the kernel's trace into events, in the order things happened.
 
         One event per rule (or chain policy) evaluated; right after the rule that rewrote the
-        destination, a ``nat`` event saying what conntrack now remembers; at the end of
+        destination, a ``nat`` event saying what conntrack now remembers (after a TPROXY rule,
+        which rewrites nothing, a ``tproxy`` event saying which socket gets it); at the end of
         POSTROUTING (``local=True``: a packet this pod sent), a ``route`` event saying whether
         it leaves by eth0 or comes back in by lo. Pods without rules show no rule events.
         """
         nat = trace.nat
         flow = self._last_packet(trace)
         route_text = ("local destination: out by lo and back in through PREROUTING/INPUT"
-                      if trace.local else f"leaves the {pod.kind} by {trace.out_iface or '?'}")
+                      if trace.local else
+                      f"leaves {pod.kind} {pod.name} by {trace.out_iface or '?'}")
         route_done = not local
         nat_key = None if nat is None else (nat.table, nat.chain, nat.rule)
         has_rules = pod.sidecar is not None or bool(pod.removed_rules)
@@ -548,9 +557,27 @@ class _Run:
             self._route(pod, conn, flow, trace, route_text)
 
     def _nat(self, pod: Pod, conn: int, flow: Any, trace: Any) -> None:
+        if trace.nat.target == "TPROXY":
+            self._tproxy(pod, conn, flow, trace)
+            return
         self.add("kernel", "nat", conn, _ep(flow.src, flow.sport), _ep(*trace.delivered), None,
                  f"{trace.nat.target}: the connection now goes to {_ep(*trace.delivered)}; "
                  f"conntrack keeps the original destination {_ep(*trace.original_dst)}", pod)
+
+    def _tproxy(self, pod: Pod, conn: int, flow: Any, trace: Any) -> None:
+        """TPROXY is no NAT: the packet keeps its destination; the kernel assigns it to the
+        transparent listening socket on ``--on-port`` and marks it (the mark's ``ip rule``
+        keeps the connection's packets local)."""
+        nat = trace.nat
+        port = trace.delivered[1]
+        rule = next((e for e in trace.evaluations if e.matched and
+                     (e.table, e.chain, e.rule) == (nat.table, nat.chain, nat.rule)), None)
+        mark = rule.verdict.rpartition(" mark ")[2] if rule and " mark " in rule.verdict else ""
+        marked = f" and marks it {mark}" if mark else ""
+        self.add("kernel", "tproxy", conn, _ep(flow.src, flow.sport), _ep(*trace.original_dst),
+                 None, f"TPROXY rewrites nothing: the packet keeps its destination "
+                 f"{_ep(*trace.original_dst)}; the kernel assigns it to the transparent "
+                 f"listening socket on port {port}{marked}", pod)
 
     def _route(self, pod: Pod, conn: int, flow: Any, trace: Any, text: str) -> None:
         self.add("kernel", "route", conn, _ep(flow.src, flow.sport), _ep(*trace.delivered),

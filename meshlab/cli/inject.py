@@ -9,12 +9,14 @@ write, again as comments. Errors go to standard error with exit status 2.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
+from meshlab.cli._input import read_text
 from meshlab.errors import MeshlabError
+from meshlab.istio.inject import MAX_MANIFEST_BYTES
 
 DESCRIPTION = """\
 Run Istio's sidecar injection webhook on one Pod manifest: decide whether it injects
@@ -70,11 +72,23 @@ def parse_labels(items: Iterable[str]) -> dict[str, str]:
     labels: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        if not sep or not key.strip() or any(c.isspace() for c in key.strip()):
             raise MeshlabError(f"--namespace-label {item!r} is not KEY=VALUE. Write e.g. "
                                "--namespace-label istio-injection=enabled.")
         labels[key.strip()] = value.strip()
     return labels
+
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_POD_HINT = "one Pod manifest as YAML (e.g. kubectl get pod NAME -o yaml)"
+
+
+def check_namespace(name: str) -> None:
+    """A Kubernetes namespace name is a DNS label: a-z, 0-9 and '-', at most 63 characters."""
+    if not _DNS_LABEL.fullmatch(name):
+        raise MeshlabError(f"--namespace {name!r} is not a namespace name: use lowercase "
+                           "letters, digits and '-', starting and ending with a letter or "
+                           "digit, at most 63 characters (e.g. default, bookinfo)")
 
 
 def _comment(lines: Iterable[str]) -> str:
@@ -86,11 +100,12 @@ def render(args: argparse.Namespace) -> str:
     from meshlab.istio.inject import inject
 
     labels = parse_labels(args.namespace_label)
-    if args.pod == "-":
-        source: str | Path = sys.stdin.read()
-        name = "<stdin>"
-    else:
-        source, name = Path(args.pod), args.pod
+    if args.namespace is not None:
+        check_namespace(args.namespace)
+    name = "<stdin>" if args.pod == "-" else args.pod
+    # The text ends with a newline, so the library never mistakes it for a file name.
+    source = read_text(args.pod, what="pod manifest", limit=MAX_MANIFEST_BYTES,
+                       hint=_POD_HINT).rstrip("\n") + "\n"
     result = inject(source, labels, args.namespace, interception_mode=args.interception_mode,
                     native_sidecar=args.native_sidecar, source_name=name)
     verdict = "injected" if result.injected else "NOT injected"

@@ -29,6 +29,24 @@ from typing import Any
 from meshlab.errors import MeshlabError
 
 
+def _count(low: int, high: int):
+    """argparse type: a whole number from ``low`` to ``high`` (bounds keep a run finite)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; write e.g. "
+                                             f"{min(max(low, 12), high)}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range; give {low} to {high}")
+        return value
+    return parse
+
+
+_CONFIGS = _count(1, 1000)      # 1000 configurations x 20 connections: about 15 minutes
+_PER_CONFIG = _count(1, 1000)
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "live", help="prove the model on the real kernel (network namespaces, needs root)",
@@ -59,8 +77,10 @@ def register(subparsers: Any) -> None:
 
     rd = sub.add_parser("random", help="random istio-iptables configs x random connections")
     rd.add_argument("--seed", type=int, help="replay a run (default: MESHLAB_LIVE_SEED or new)")
-    rd.add_argument("--configs", type=int, default=12)
-    rd.add_argument("--per-config", type=int, default=20)
+    rd.add_argument("--configs", type=_CONFIGS, default=12,
+                    help="random configurations (1-1000, default 12)")
+    rd.add_argument("--per-config", type=_PER_CONFIG, default=20,
+                    help="random connections per configuration (1-1000, default 20)")
     rd.add_argument("--json", action="store_true")
     rd.set_defaults(func=run_random)
 
@@ -70,10 +90,10 @@ def register(subparsers: Any) -> None:
                      "data/live/recorded-run.json in this checkout)")
     rec.add_argument("--seed", type=int, action="append", metavar="N",
                      help="a seed of the randomized check (repeatable; default: 1 2 3 4 5)")
-    rec.add_argument("--configs", type=int, default=12,
-                     help="random configurations per seed (default 12)")
-    rec.add_argument("--per-config", type=int, default=20,
-                     help="random connections per configuration (default 20)")
+    rec.add_argument("--configs", type=_CONFIGS, default=12,
+                     help="random configurations per seed (1-1000, default 12)")
+    rec.add_argument("--per-config", type=_PER_CONFIG, default=20,
+                     help="random connections per configuration (1-1000, default 20)")
     rec.set_defaults(func=run_record)
 
     c = sub.add_parser("clean", help="remove namespaces, processes and temp dirs left behind")
@@ -90,7 +110,10 @@ def _require_lab() -> None:
 
 def run_verify(args: argparse.Namespace) -> int:
     from meshlab.live.verify import side_by_side, verify
+    from meshlab.scenarios import get_scenario
 
+    for name in args.scenario or ():
+        get_scenario(name)  # an unknown name is reported before the lab is built
     _require_lab()
     report = verify(args.scenario, trace=args.trace)
     if args.json:
@@ -110,10 +133,11 @@ def run_verify(args: argparse.Namespace) -> int:
 def run_run(args: argparse.Namespace) -> int:
     from meshlab.live.verify import run_one, side_by_side
     from meshlab.live.worldlab import world_lab
-    from meshlab.scenarios import get_scenario
+    from meshlab.scenarios import get_scenario, run_scenario
 
-    _require_lab()
     scenario = get_scenario(args.scenario)
+    run_scenario(scenario, without_rules=args.without_rule)  # bad rule texts: said before the lab
+    _require_lab()
     with world_lab(trace=True, keep=args.keep, deadline=60.0) as lab:
         _walk, seen, comparison = run_one(lab, scenario, without_rules=args.without_rule)
         names = (lab.pod, lab.peer)
@@ -169,6 +193,7 @@ def run_random(args: argparse.Namespace) -> int:
 def run_record(args: argparse.Namespace) -> int:
     from meshlab.live.record import RECORDED_RUN, SEEDS, describe, record, write
 
+    _check_output(args.output)
     _require_lab()
     document = record(seeds=tuple(args.seed or SEEDS), configs=args.configs,
                       per_config=args.per_config)
@@ -176,6 +201,23 @@ def run_record(args: argparse.Namespace) -> int:
     print(describe(document))
     print(f"wrote {path}")
     return 0 if document["agree"] else 1
+
+
+def _check_output(path: str | None) -> None:
+    """Say before a long run, not after it, that ``--output`` cannot be written."""
+    import os
+
+    if path is None:
+        return
+    if os.path.isdir(path):
+        raise MeshlabError(f"--output {path!r} is a directory; give a file path, e.g. "
+                           f"{os.path.join(path, 'recorded-run.json')}")
+    ancestor = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(ancestor):  # missing directories are made by the writer
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor) or not os.access(ancestor, os.W_OK):
+        raise MeshlabError(f"--output {path!r}: cannot write under {ancestor!r} (not a "
+                           "directory, or no permission); choose another path")
 
 
 def run_clean(args: argparse.Namespace) -> int:

@@ -166,6 +166,9 @@ def build(args: argparse.Namespace) -> CaptureRules:
 
 def _notes(config: CaptureConfig) -> list[str]:
     notes = []
+    if config.interception_mode not in ("", "REDIRECT", "TPROXY"):
+        notes.append(f"-m {config.interception_mode!r} is neither REDIRECT nor TPROXY; "
+                     "istio-iptables treats anything but the exact text TPROXY as REDIRECT")
     if config.cleanup_only:
         notes.append("with --cleanup-only istio-iptables removes its rules and writes none")
     if config.skip_rule_apply:

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from ipaddress import ip_address
 
+from meshlab.cli._input import read_text
 from meshlab.errors import MeshlabError
 from meshlab.netfilter import Netns, Packet, Trace, endpoint, parse_endpoint, parse_ruleset
 from meshlab.netfilter.kernel import pod_interfaces
+from meshlab.netfilter.parse import RulesParseError
+from meshlab.netfilter.ruleset import Ruleset
 
 NAME = "trace"
 
@@ -43,8 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--pod-ip", required=True, help="the pod's address on eth0")
     p.add_argument("--pod-prefix", type=int, default=24, metavar="N",
                    help="prefix length of eth0's subnet (default 24)")
-    p.add_argument("--uid", type=int, help="uid of the connecting process (--from-pod)")
-    p.add_argument("--gid", type=int, help="its gid (default: the uid)")
+    p.add_argument("--uid", type=_id, help="uid of the connecting process (--from-pod)")
+    p.add_argument("--gid", type=_id, help="its gid (default: the uid)")
     p.add_argument("--src", help="--to-pod: the peer IP:PORT; --from-pod: bind to IP[:PORT]")
     p.add_argument("--dst", required=True, help="destination IP:PORT")
     p.add_argument("--iface", default="eth0", help="--to-pod: interface it arrives on")
@@ -56,52 +58,150 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+#: The most bytes ``--rules`` reads. A pod's Istio rules are a few KB and even 20,000 rules
+#: are under 2 MB; 8 MiB parses in a few seconds, so a wrong file (a disk image, a node's
+#: whole dump, /dev/zero) gets a message instead of minutes of waiting.
+MAX_RULES_BYTES = 8 * 1024 * 1024
+#: The longest line read: a rule with a long comment and port lists is a few hundred
+#: characters; the parser quotes a bad line in its message, so a megabyte line is refused.
+MAX_LINE = 10_000
+_RULES_HINT = ("the pod's rules as iptables-save prints them (e.g. kubectl debug, or "
+               "nsenter -t PID -n iptables-save), or `meshlab rules --format save` output")
+#: uid_t is 32 bits and (uid_t)-1 means "no uid", so real ids go from 0 to 2**32 - 2.
+MAX_ID = 2**32 - 2
+
+
 def _read(path: str) -> str:
+    return read_text(path, what="rules file", limit=MAX_RULES_BYTES, hint=_RULES_HINT,
+                     max_line=MAX_LINE)
+
+
+def _id(text: str) -> int:
+    """argparse type of --uid/--gid: a numeric id from 0 to 4294967294."""
     try:
-        if path == "-":
-            return sys.stdin.read()
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except OSError as error:
-        raise MeshlabError(f"cannot read rules file {path!r}: {error.strerror}; give a path to "
-                           "a file (or - for standard input)") from None
-    except UnicodeDecodeError:
-        raise MeshlabError(f"rules file {path!r} is not UTF-8 text") from None
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a numeric id; write a decimal number such as 1000 (the app) or "
+            "1337 (the proxy), not a user name") from None
+    if not 0 <= value <= MAX_ID:
+        raise argparse.ArgumentTypeError(
+            f"{value} is out of range; ids go from 0 to {MAX_ID}")
+    return value
+
+
+def _ip(text: str, option: str, example: str):
+    try:
+        return ip_address(text.strip())
+    except ValueError:
+        extra = (f" (no /prefix here{'; use --pod-prefix' if option == '--pod-ip' else ''})"
+                 if "/" in text else "")
+        raise MeshlabError(f"{option}: {text!r} is not an IP address{extra}; write e.g. "
+                           f"{example}") from None
 
 
 def _endpoint(text: str, option: str):
+    example = "10.244.0.9:8080, or [fd00::9]:8080 for IPv6"
+    stripped = text.strip()
+    if stripped.count(":") > 1 and not stripped.startswith("["):
+        raise MeshlabError(f"{option}: {text!r} is ambiguous: write an IPv6 address in "
+                           f"brackets before the port, e.g. [fd00::9]:8080")
     try:
-        return parse_endpoint(text)
+        ip, port = parse_endpoint(stripped)
     except ValueError as error:
-        raise MeshlabError(f"{option}: {error}") from None
+        reason = str(error).split(" (for example")[0]
+        if "does not appear to be" in reason or "invalid literal" in reason:
+            host = stripped[1:].partition("]")[0] if stripped.startswith("[") \
+                else stripped.rpartition(":")[0]
+            reason = f"{host!r} in {text!r} is not an IP address (names are not resolved)"
+        raise MeshlabError(f"{option}: {reason}; write IP:PORT, e.g. {example}") from None
+    return ip, port
+
+
+def _check_options(args: argparse.Namespace, pod_ip) -> None:
+    """Options that contradict each other or the pod: say so instead of ignoring them."""
+    if args.to_pod:
+        for option, value in (("--uid", args.uid), ("--gid", args.gid)):
+            if value is not None:
+                raise MeshlabError(f"{option} applies to --from-pod only (a connection from "
+                                   "outside has no local owner); drop it, or use --from-pod")
+    if args.from_pod:
+        if args.iface != "eth0":
+            raise MeshlabError("--iface applies to --to-pod only (with --from-pod routing "
+                               "chooses the interface); drop it, or use --to-pod")
+        if args.gid is not None and args.uid is None:
+            raise MeshlabError("--gid needs --uid too; give the connecting process's uid")
+    limit = 32 if pod_ip.version == 4 else 128
+    if not 0 <= args.pod_prefix <= limit:
+        raise MeshlabError(f"--pod-prefix {args.pod_prefix}: an IPv{pod_ip.version} prefix "
+                           f"length goes from 0 to {limit}; e.g. --pod-prefix 24")
+
+
+def _same_family(pod_ip, ip, option: str, text: str) -> None:
+    if ip.version != pod_ip.version:
+        raise MeshlabError(
+            f"{option} {text} is IPv{ip.version} but --pod-ip {pod_ip} is IPv{pod_ip.version}; "
+            f"a connection stays in one family: give an IPv{pod_ip.version} address (or, for "
+            f"IPv{ip.version}, an IPv{ip.version} --pod-ip and ip{'6' if ip.version == 6 else ''}"
+            "tables-save rules)")
+
+
+def _parse(text: str, pod_ip) -> Ruleset:
+    """The rules, read in the pod IP's family; a file of the other family is named as such."""
+    family = "ipv6" if pod_ip.version == 6 else "ipv4"
+    try:
+        return parse_ruleset(text, family=family)
+    except RulesParseError as error:
+        other = "ipv4" if family == "ipv6" else "ipv6"
+        try:
+            parse_ruleset(text, family=other)
+        except MeshlabError:
+            raise error from None
+        tool = "ip6tables-save" if family == "ipv6" else "iptables-save"
+        raise MeshlabError(
+            f"the rules are {other.replace('ip', 'IP')} rules but --pod-ip {pod_ip} is "
+            f"{family.replace('ip', 'IP')}; give the pod's {tool} output, or its "
+            f"{other.replace('ip', 'IP')} address as --pod-ip") from None
 
 
 def trace_from_args(args: argparse.Namespace) -> Trace:
     """Build the pod namespace from the arguments and trace the connection."""
-    try:
-        pod_ip = ip_address(args.pod_ip)
-    except ValueError:
-        raise MeshlabError(f"--pod-ip: {args.pod_ip!r} is not an IP address") from None
-    family = "ipv6" if pod_ip.version == 6 else "ipv4"
-    ruleset = parse_ruleset(_read(args.rules), family=family)
-    ns = Netns(ruleset, pod_interfaces(pod_ip, args.pod_prefix))
+    pod_ip = _ip(args.pod_ip, "--pod-ip", "10.244.0.5 (or fd00::5 with ip6tables rules)")
+    _check_options(args, pod_ip)
     dst, dport = _endpoint(args.dst, "--dst")
+    _same_family(pod_ip, dst, "--dst", args.dst)
+    src = sport = None
     if args.from_pod:
         if args.uid is None:
             raise MeshlabError("--from-pod needs --uid (the connecting process's uid, e.g. "
                                "1000 for the app or 1337 for the proxy)")
-        src = sport = None
         if args.src:
-            if ":" in args.src and (args.src.count(":") == 1 or args.src.startswith("[")):
-                src, sport = _endpoint(args.src, "--src")
+            text = args.src.strip()
+            if text.startswith("[") or text.count(":") == 1:
+                src, sport = _endpoint(text, "--src")
             else:
-                src = args.src
+                src = _ip(text, "--src", "10.244.0.5, or 10.244.0.5:40000 with a port")
+            _same_family(pod_ip, src, "--src", args.src)
+    else:
+        if not args.src:
+            raise MeshlabError("--to-pod needs --src IP:PORT (the peer that connects)")
+        src, sport = _endpoint(args.src, "--src")
+        _same_family(pod_ip, src, "--src", args.src)
+        if args.iface != "lo" and (src.is_loopback or src == pod_ip):
+            raise MeshlabError(
+                f"--src {args.src}: a packet from {src} arriving on {args.iface} is a martian "
+                "the kernel drops (that address belongs to the pod itself); give the peer's "
+                "address, or --iface lo for a connection from inside the pod")
+    ruleset = _parse(_read(args.rules), pod_ip)
+    ns = Netns(ruleset, pod_interfaces(pod_ip, args.pod_prefix))
+    if args.from_pod:
+        if src is not None and not ns.is_local(src):
+            raise MeshlabError(
+                f"--src {args.src}: {src} is not an address of the pod, so a process in it "
+                f"cannot bind it (EADDRNOTAVAIL); give {pod_ip}, 127.0.0.1, or leave --src out")
         gid = args.uid if args.gid is None else args.gid
         return ns.connect(proto=args.proto, dst=dst, dport=dport, uid=args.uid, gid=gid,
                           src=src, sport=sport)
-    if not args.src:
-        raise MeshlabError("--to-pod needs --src IP:PORT (the peer that connects)")
-    src, sport = _endpoint(args.src, "--src")
     return ns.receive(Packet(args.proto, src, sport, dst, dport), args.iface)
 
 
@@ -128,9 +228,18 @@ def render_text(trace: Trace, *, every_rule: bool = False) -> str:
     lines.append(f"{trace.direction} {trace.connection.proto} connection: {trace.verdict}")
     lines.append(f"  original destination: {endpoint(*trace.original_dst)}")
     where = "a socket in the pod" if trace.local else f"out via {trace.out_iface}"
-    lines.append(f"  delivered to:         {endpoint(*trace.delivered)} ({where})"
-                 if trace.verdict == "ACCEPT" else "  dropped")
-    if trace.nat is not None:
+    tproxy = trace.nat is not None and trace.nat.target == "TPROXY"
+    if trace.verdict != "ACCEPT":
+        lines.append("  dropped")
+    elif tproxy:
+        lines.append(f"  delivered to:         the socket listening on port {trace.delivered[1]} "
+                     f"in the pod (the packet still says {endpoint(*trace.original_dst)})")
+    else:
+        lines.append(f"  delivered to:         {endpoint(*trace.delivered)} ({where})")
+    if tproxy:
+        lines.append(f"  handed over by:       TPROXY in {trace.nat.table} {trace.nat.chain} "
+                     f"rule {trace.nat.rule} (no NAT: nothing is rewritten)")
+    elif trace.nat is not None:
         lines.append(f"  rewritten by:         {trace.nat.target} in {trace.nat.table} "
                      f"{trace.nat.chain} rule {trace.nat.rule}")
     lines.append(f"  conntrack:            {trace.connection}")

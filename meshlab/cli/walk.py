@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import sys
 from typing import Any
 
 from meshlab.errors import MeshlabError
@@ -44,12 +45,43 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the walk as one JSON object")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
     p.set_defaults(func=run)
+    _accept_dash_values(p, ("--flags", "--without-rule"))
+
+
+def _accept_dash_values(parser: argparse.ArgumentParser, options: tuple[str, ...]) -> None:
+    """Let ``--flags -p`` and ``--without-rule -j DROP``-like values through.
+
+    argparse takes a lone word starting with '-' (``--flags --redirect-dns``) for an option
+    and then complains that ``--flags`` "expected one argument". The values of these options
+    *are* dash-words, so each is glued to its option (``--flags=--redirect-dns``) first."""
+    parse = parser.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):  # type: ignore[no-untyped-def]
+        words = list(sys.argv[1:] if args is None else args)
+        glued: list[str] = []
+        i = 0
+        while i < len(words):
+            if words[i] == "--":
+                glued += words[i:]
+                break
+            if words[i] in options and i + 1 < len(words):
+                glued.append(f"{words[i]}={words[i + 1]}")
+                i += 2
+                continue
+            glued.append(words[i])
+            i += 1
+        return parse(glued, namespace)
+
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
 
 
 def run(args: argparse.Namespace) -> int:
     from meshlab.scenarios import catalog, get_scenario, run_scenario
 
     if args.list:
+        if args.scenario or args.without_rule or args.flags is not None:
+            raise MeshlabError("--list lists the scenarios and takes nothing else; drop "
+                               "--list to walk a scenario")
         scenarios = catalog()
         if args.json:
             print(json.dumps([{"name": s.name, "title": s.title, "expected": s.expect.outcome,

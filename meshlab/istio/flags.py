@@ -187,7 +187,10 @@ def _cidr(text: str, source: str) -> IPInterface:
     """One CIDR as Go's ``netip.ParsePrefix`` takes it: ``ADDRESS/BITS``, host bits allowed."""
     address, slash, bits = text.partition("/")
     if not slash or not bits.isascii() or not bits.isdigit():
-        hint = f"{text}/32" if ":" not in text else f"{text}/128"
+        try:
+            hint = f"{ip_address(text)}/{32 if ':' not in text else 128}"
+        except ValueError:  # not an address either: show a CIDR of each family
+            hint = "10.0.0.0/8 or 2001:db8::/32"
         raise CaptureFlagError(
             f"{text!r} is not a CIDR; write an address and a prefix length, e.g. {hint}",
             source=source,
@@ -204,7 +207,7 @@ def _cidr(text: str, source: str) -> IPInterface:
 
 
 def _cidrs(text: str, source: str) -> tuple[IPInterface, ...]:
-    if text == WILDCARD:
+    if text == WILDCARD or WILDCARD in _split(text):
         raise CaptureFlagError(
             "'*' is rejected by istio-iptables (\"invalid value for OUTBOUND_IP_RANGES_EXCLUDE\"): "
             "excluding every destination would make -i meaningless; list CIDRs instead, or "
@@ -354,9 +357,12 @@ FLAGS: tuple[FlagSpec, ...] = (
     _flag("inbound-tunnel-port", "e", "inbound_tunnel_port", _port,
           "HBONE tunnel port, always RETURNed in nat ISTIO_INBOUND", "1.7"),
     _flag("proxy-uid", "u", "proxy_uid", _ids,
-          "comma list of UIDs whose traffic is never captured (the proxy's)", "<=1.4"),
+          "comma list of UIDs whose outbound traffic is not captured (the proxy's); "
+          "except their calls to the pod's own IP via lo (not 127.0.0.1), which go to "
+          "ISTIO_IN_REDIRECT (inbound)", "<=1.4"),
     _flag("proxy-gid", "g", "proxy_gid", _ids,
-          "comma list of GIDs whose traffic is never captured (default: the -u list)", "<=1.4"),
+          "comma list of GIDs treated like -u's UIDs (default: the -u list); the same "
+          "exception: calls to the pod's own IP via lo go to ISTIO_IN_REDIRECT", "<=1.4"),
     _flag("istio-inbound-interception-mode", "m", "interception_mode", _string,
           "REDIRECT or TPROXY; only the exact text TPROXY changes anything", "<=1.4"),
     _flag("istio-inbound-tproxy-mark", "t", "tproxy_mark", _mark,

@@ -247,7 +247,86 @@ def _read_text(source: str | Path) -> tuple[str, str]:
     return source, "<text>"
 
 
+#: The largest manifest read: the API server refuses objects over 1.5 MiB (etcd's request
+#: limit), so no real Pod is bigger, and PyYAML reads ~1 MiB a second: a wrong file is named
+#: as such instead of keeping the command busy for minutes.
+MAX_MANIFEST_BYTES = 3 * 1024 * 1024 // 2
+#: The most values a manifest may hold once its YAML aliases (``*name``) are expanded. A real
+#: Pod has a few hundred; a "billion laughs" document (aliases of aliases of lists) expands to
+#: billions, which printing the injected pod would try to write out.
+MAX_EXPANDED_NODES = 100_000
+
+
+def _expanded_size(root: yaml.Node, name: str) -> None:
+    """Raise PodError if ``root`` expands (aliases followed) to over MAX_EXPANDED_NODES nodes.
+
+    The composed graph shares an aliased node instead of copying it, so the expanded size is
+    computed with one memo per node: linear in the text, however large the expansion."""
+    sizes: dict[int, int] = {}
+    pending: set[int] = set()
+    aliased = False
+
+    def size(node: yaml.Node) -> int:
+        nonlocal aliased
+        key = id(node)
+        if key in sizes:
+            aliased = True  # the same node met twice: an alias
+            return sizes[key]
+        if key in pending:
+            mark = node.start_mark
+            raise PodError(f"{name}, line {mark.line + 1}, column {mark.column + 1}: a YAML "
+                           "alias refers to a value that contains it (a recursive value). "
+                           "Write the value out instead of using an anchor and alias.",
+                           line=mark.line + 1, column=mark.column + 1)
+        pending.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+            _no_duplicate_keys(node, name)
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > MAX_EXPANDED_NODES:
+                mark = child.start_mark
+                what, fix = ((" with its YAML aliases (*name) expanded", " (a 'billion laughs' "
+                              "document?). Write the values out instead of nesting anchors "
+                              "and aliases.") if aliased else
+                             ("", ". Check that it is the right file (one Pod)."))
+                raise PodError(
+                    f"{name}, line {mark.line + 1}, column {mark.column + 1}:{what} the "
+                    f"manifest holds over {MAX_EXPANDED_NODES:,} values; a Pod has a few "
+                    f"hundred{fix}", line=mark.line + 1, column=mark.column + 1)
+        pending.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root)
+
+
+def _no_duplicate_keys(node: yaml.MappingNode, name: str) -> None:
+    """Kubernetes refuses a mapping that repeats a key; PyYAML would silently keep the last."""
+    seen: dict[str, yaml.Node] = {}
+    for key, _value in node.value:
+        if not isinstance(key, yaml.ScalarNode):
+            continue
+        first = seen.setdefault(key.value, key)
+        if first is not key:
+            mark = key.start_mark
+            raise PodError(
+                f"{name}, line {mark.line + 1}, column {mark.column + 1}: the key "
+                f"{key.value!r} appears twice in one mapping (first on line "
+                f"{first.start_mark.line + 1}); Kubernetes refuses that. Keep one of them.",
+                line=mark.line + 1, column=mark.column + 1)
+
+
 def _parse_yaml(text: str, name: str) -> tuple[_Where, dict[str, Any]]:
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise PodError(f"{name}: the manifest is {len(text) / 2**20:.1f} MiB; Kubernetes "
+                       "refuses objects over 1.5 MiB, so this is not one Pod. Check that it is "
+                       "the right file (one Pod, e.g. kubectl get pod NAME -o yaml).")
     try:
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as error:
@@ -274,19 +353,24 @@ def _parse_yaml(text: str, name: str) -> tuple[_Where, dict[str, Any]]:
                        f"{second}). meshlab inject takes exactly one Pod; split the file.",
                        line=second, column=1)
     root = nodes[0]
+    _expanded_size(root, name)
     loader = yaml.SafeLoader("")
     try:
         data = loader.construct_document(root)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
         line = mark.line + 1 if mark else None
-        raise PodError(f"{name}, line {line}: cannot read this YAML value: {error}. "
-                       "Quote it as a string.", line=line) from None
+        column = mark.column + 1 if mark else None
+        place = f"{name}, line {line}, column {column}" if mark else name
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise PodError(f"{place}: cannot read this YAML value ({problem}). A manifest holds "
+                       "only plain values: quote it as a string, or drop the '!' tag.",
+                       line=line, column=column) from None
     finally:
         loader.dispose()
     where = _Where(name, root)
     if not isinstance(data, dict):
-        raise where.error(f"the document is a {type(data).__name__}, not a mapping",
+        raise where.error(f"the document is a {_yaml_type(data)}, not a mapping",
                           "A Pod manifest is a mapping with apiVersion, kind, metadata, spec.")
     return where, data
 
@@ -320,15 +404,22 @@ def _validate_pod(pod: dict[str, Any], where: _Where) -> None:
             if not isinstance(value, str):
                 shown = json.dumps(value) if isinstance(value, (bool, int, float)) else repr(value)
                 raise where.error(
-                    f"the value of {key[:-1]} {name!r} is {shown} ({type(value).__name__}); "
-                    f"Kubernetes only accepts strings here",
-                    f"Quote it: {name}: \"{_plain(value)}\".", ["metadata", key, str(name)])
+                    f"the value of {key[:-1]} {name!r} is "
+                    + ("empty (null)" if value is None else f"{shown} ({type(value).__name__})")
+                    + "; Kubernetes only accepts strings here",
+                    f"Quote it: {name}: \"{_plain(value)}\"." if value is not None else
+                    f"Give it a value in quotes (e.g. {name}: \"true\") or remove the line.",
+                    ["metadata", key, str(name)])
     spec = pod.get("spec")
     if not isinstance(spec, dict):
         raise where.error("the pod has no spec (or it is not a mapping)",
                           "Add 'spec:' with a 'containers:' list.", ["spec"])
     containers = spec.get("containers")
-    if not isinstance(containers, list) or not containers:
+    if containers is not None and not isinstance(containers, list):
+        raise where.error(f"spec.containers is a {_yaml_type(containers)}, not a list",
+                          "Write each container as a '- name: ...' item under containers:.",
+                          ["spec", "containers"])
+    if not containers:
         raise where.error("the pod has no containers", "Add at least one container under "
                           "spec.containers (each with a name and an image).",
                           ["spec", "containers"] if "containers" in spec else ["spec"])
@@ -338,10 +429,21 @@ def _validate_pod(pod: dict[str, Any], where: _Where) -> None:
             raise where.error(f"spec.{group} is not a list", "Write each container as a "
                               "'- name: ...' item.", ["spec", group])
         for index, container in enumerate(items):
-            if not isinstance(container, dict) or not isinstance(container.get("name"), str):
+            if not isinstance(container, dict):
+                raise where.error(
+                    f"spec.{group}[{index}] is a {_yaml_type(container)}, not a mapping",
+                    "Write each container as fields under its '- ', e.g. '- name: app' "
+                    "then '  image: nginx'.", ["spec", group, index])
+            if not isinstance(container.get("name"), str):
                 raise where.error(f"spec.{group}[{index}] has no name",
                                   "Give every container a 'name:'.", ["spec", group, index])
-            for p_index, port in enumerate(container.get("ports") or []):
+            ports = container.get("ports") or []
+            if not isinstance(ports, list):
+                raise where.error(
+                    f"spec.{group}[{index}].ports is a {_yaml_type(ports)}, not a list",
+                    "Write each port as a list item, e.g. '- containerPort: 8080'.",
+                    ["spec", group, index, "ports"])
+            for p_index, port in enumerate(ports):
                 number = port.get("containerPort") if isinstance(port, dict) else None
                 if not isinstance(number, int) or isinstance(number, bool) \
                         or not 1 <= number <= 65535:
@@ -353,6 +455,21 @@ def _validate_pod(pod: dict[str, Any], where: _Where) -> None:
         raise where.error(f"hostNetwork is {spec['hostNetwork']!r}, not true or false",
                           "Write hostNetwork: true or hostNetwork: false (unquoted).",
                           ["spec", "hostNetwork"])
+
+
+def _yaml_type(value: Any) -> str:
+    """How YAML would call the type of ``value``: mapping, list, string, number, ..."""
+    if isinstance(value, dict):
+        return "mapping"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return f"number ({value})"
+    if value is None:
+        return "null"
+    return f"string ({value!r})" if isinstance(value, str) else type(value).__name__
 
 
 def _plain(value: Any) -> str:

@@ -27,8 +27,8 @@ LANES = ("app", "kernel", "proxy", "peer")
 LANE_X = {"app": 1.0, "kernel": 2.6, "proxy": 4.2, "peer": 5.8}
 TEXT_X = 6.5
 ROW_H = 0.3
-_MARKERS = {"rule": "o", "policy": "s", "nat": "D", "route": "^", "proxy": "P", "dnat": "D",
-            "refused": "X", "drop": "X", "timeout": "X", "loop": "X", "close": "X"}
+_MARKERS = {"rule": "o", "policy": "s", "nat": "D", "tproxy": "d", "route": "^", "proxy": "P",
+            "dnat": "D", "refused": "X", "drop": "X", "timeout": "X", "loop": "X", "close": "X"}
 
 
 def _lane(event: Event, subject: str) -> str:
