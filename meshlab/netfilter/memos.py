@@ -1,0 +1,83 @@
+"""Shared values: one object for every equal match, target or address met while parsing.
+
+Matches and targets are immutable, so one object can stand for every equal one: a dump
+names the same port, comment, DNAT destination or chain again and again, and a program
+that parses the same rules again (a notebook re-run, a widget) names every one of them
+again. So the parts of a rule are made through *memos*: tables from the words that give a
+part to the object already made from them. A memo lives as long as this module; a memo that
+has grown past :data:`MEMO_LIMIT` entries is emptied before the next document is read (the
+document reader, :mod:`meshlab.netfilter.parse`, calls :func:`trim_memos`), so memory stays
+bounded (by the limit plus one document's values). Only values are kept, never errors: a word
+that does not read is read again, and refused again, each time.
+
+Here live the memo tables themselves (:func:`memo_for`, one per kind of part) and the three
+parts every reader makes through them: addresses (``-s``/``-d``), interfaces (``-i``/``-o``)
+and jumps to user chains (``-j CHAIN``). The shape plans (:mod:`meshlab.netfilter.shapes`)
+keep further memos of their own, for whole ``-m`` modules and targets.
+"""
+
+from __future__ import annotations
+
+from meshlab.netfilter.fastnew import new_addr
+from meshlab.netfilter.rules import AddrMatch, IfaceMatch, Jump
+from meshlab.netfilter.source import Bad
+from meshlab.netfilter.values import read_address
+
+MEMO_LIMIT = 100_000
+_MEMOS: dict[tuple, dict] = {}
+
+
+def memo_for(kind: tuple) -> dict:
+    """The memo for one kind of part (e.g. ``("module", "tcp", (("--dport", False),))``:
+    a ``-m tcp`` with one plain ``--dport``), from its words to the part made from them."""
+    memo = _MEMOS.get(kind)
+    if memo is None:
+        memo = _MEMOS[kind] = {}
+    return memo
+
+
+def trim_memos() -> None:
+    """Empty the memos that have grown too big (before a document is read)."""
+    for memo in _MEMOS.values():
+        if len(memo) > MEMO_LIMIT:
+            memo.clear()
+
+
+ADDR_MEMOS = (memo_for(("address", False)), memo_for(("address", True)))  # by negation
+
+
+def addr_match(negated: bool, tok: str, i: int) -> AddrMatch:
+    """``[!] -s|-d tok`` (``i``: the token's index, for errors), shared through a memo."""
+    memo = ADDR_MEMOS[negated]
+    match = memo.get(tok)
+    if match is None:
+        match = new_addr(negated, *read_address(tok, i))
+        memo[tok] = match
+    return match
+
+
+JUMPS = memo_for(("jump",))
+
+
+def jump_to(chain: str) -> Jump:
+    """``-j CHAIN``, shared through a memo."""
+    target = JUMPS.get(chain)
+    if target is None:
+        target = Jump(chain)
+        JUMPS[chain] = target
+    return target
+
+
+_IFACE_MEMOS = (memo_for(("interface", False)), memo_for(("interface", True)))  # by negation
+
+
+def iface_match(name: str, neg: bool, i: int) -> IfaceMatch:
+    """``[!] -i|-o name``, shared through a memo."""
+    match = _IFACE_MEMOS[neg].get(name)
+    if match is None:
+        if len(name) > 15 or "/" in name:
+            raise Bad(i, f"bad interface name {name!r}", "interface names have at most 15 "
+                      "characters, e.g. eth0, lo or eth+")
+        match = IfaceMatch(neg, name)
+        _IFACE_MEMOS[neg][name] = match
+    return match

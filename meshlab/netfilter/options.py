@@ -1,0 +1,421 @@
+"""Reading one rule's options (``-p tcp -m tcp --dport 80 -j REDIRECT --to-ports 15001``)
+into its matches and target: the rule decision, in one place.
+
+This is where iptables' option grammar lives. :func:`read_rule` walks the words of one rule
+like ``getopt``: each basic option (``-s``, ``-d``, ``-i``, ``-o``, ``-p``, ``-m``, ``-j``,
+``-c``) is dispatched through a dict to a small handler; an option of a loaded ``-m`` module
+(``--dport`` after ``-m tcp``, ``--uid-owner`` after ``-m owner``, ...) or of the chosen
+target (``--to-ports`` after ``-j REDIRECT``) is collected with its word; anything else is an
+error that says which options were known at that point. The words are gathered on a
+:class:`RuleBuilder`; :func:`finish_rule` then turns it into a frozen
+:class:`~meshlab.netfilter.rules.Rule`, reading each collected value with
+:mod:`meshlab.netfilter.values` (:func:`make_module`, :func:`make_target`). Like iptables,
+it keeps what the kernel keeps: ``-p tcp --dport`` loads ``-m tcp`` implicitly, a second
+``-m tcp`` adds nothing, the five ``MARK`` spellings become one xor form.
+
+Errors are raised as :class:`~meshlab.netfilter.source.Bad` with the offending word's index;
+the document reader (:mod:`meshlab.netfilter.parse`) knows the line and turns them into a
+:class:`~meshlab.netfilter.source.RulesParseError`. The shape plans
+(:mod:`meshlab.netfilter.shapes`) learn from a :class:`RuleBuilder` how a shape reads, and
+make parts with :func:`make_module` and :func:`make_target` so that both paths build every
+value the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from ipaddress import ip_address
+
+from meshlab.netfilter.fastnew import new_ports, new_range
+from meshlab.netfilter.memos import addr_match, iface_match, jump_to
+from meshlab.netfilter.rules import (
+    ALL_ONES,
+    CT_STATES,
+    CommentMatch,
+    Connmark,
+    ConntrackMatch,
+    Ct,
+    Dnat,
+    Log,
+    MarkMatch,
+    MultiportMatch,
+    OwnerMatch,
+    PortMatch,
+    PortRange,
+    ProtoMatch,
+    Redirect,
+    Rule,
+    SetMark,
+    Tproxy,
+    Verdict,
+)
+from meshlab.netfilter.source import END, Bad
+from meshlab.netfilter.values import (
+    read_id_range,
+    read_ipv4,
+    read_number,
+    read_port,
+    read_port_range,
+    read_value_mask,
+)
+
+
+class RuleBuilder:
+    """A rule being read: plain attributes, turned into a frozen :class:`Rule` at the end."""
+
+    __slots__ = ("addr_at", "counters", "dst", "family", "iif", "modules", "oif", "proto",
+                 "src", "target", "target_opts", "where")
+
+    def __init__(self, family: str | None) -> None:
+        self.family = family
+        self.src = self.dst = self.iif = self.oif = self.proto = self.target = None
+        self.modules: list[list] = []  # [name, option dict, token index]
+        self.target_opts: dict[str, tuple[str, int]] = {}
+        self.counters: tuple[int, int] | None = None
+        self.where: dict[str, int] = {}  # token index of the parts later checks point at
+        self.addr_at: list[tuple[str, int]] = []  # ("src"|"dst", token index of the address)
+
+
+def need_value(toks: list[str], i: int, option: str) -> str:
+    """The value after an option: like getopt, the next word, whatever it looks like."""
+    if i + 1 >= len(toks):
+        raise Bad(i + 1, f"option {option} needs a value", f"write {option} VALUE (the line "
+                  "may be cut short)")
+    return toks[i + 1]
+
+
+def _opt_addr(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
+    opt = toks[i]
+    field = "src" if opt in ("-s", "--source", "--src") else "dst"
+    if getattr(b, field) is not None:
+        raise Bad(i, f"{opt} given twice", "keep one; use two rules for two addresses")
+    match = addr_match(neg, need_value(toks, i, opt), i + 1)
+    family = "ipv4" if match.version == 4 else "ipv6"
+    if b.family is None:
+        b.family = family
+    elif b.family != family:
+        raise Bad(i + 1, f"{toks[i + 1]} is an {family} address in {b.family} rules",
+                  "keep IPv4 and IPv6 rules in separate files (iptables / ip6tables)")
+    setattr(b, field, match)
+    b.addr_at.append((field, i + 1))
+    return i + 2
+
+
+def _opt_iface(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
+    opt = toks[i]
+    field = "iif" if opt in ("-i", "--in-interface") else "oif"
+    setattr(b, field, iface_match(need_value(toks, i, opt), neg, i + 1))
+    b.where[field] = i
+    return i + 2
+
+
+_PROTO_NAMES = {"tcp": "tcp", "6": "tcp", "udp": "udp", "17": "udp", "icmp": "icmp",
+                "1": "icmp", "icmpv6": "ipv6-icmp", "ipv6-icmp": "ipv6-icmp", "58": "ipv6-icmp",
+                "sctp": "sctp", "132": "sctp", "all": "all", "0": "all"}
+
+
+def _opt_proto(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
+    value = need_value(toks, i, toks[i])
+    name = _PROTO_NAMES.get(value.lower())
+    if name is None:
+        raise Bad(i + 1, f"unknown protocol {value!r}", "use tcp, udp, icmp or all")
+    b.proto = None if name == "all" and not neg else ProtoMatch(neg, name)
+    return i + 2
+
+
+_MODULE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "tcp": ("--dport", "--sport", "--destination-port", "--source-port"),
+    "udp": ("--dport", "--sport", "--destination-port", "--source-port"),
+    "multiport": ("--dports", "--sports", "--ports", "--destination-ports", "--source-ports"),
+    "owner": ("--uid-owner", "--gid-owner"),
+    "mark": ("--mark",),
+    "connmark": ("--mark",),
+    "conntrack": ("--ctstate",),
+    "comment": ("--comment",),
+}
+_OPTION_MODULE = {opt: mod for mod, opts in reversed(_MODULE_OPTIONS.items()) for opt in opts}
+
+
+def _opt_match(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
+    name = need_value(toks, i, toks[i])
+    if name not in _MODULE_OPTIONS:
+        raise Bad(i + 1, f"unknown match module {name!r}",
+                  "this model reads -m " + ", ".join(_MODULE_OPTIONS))
+    if name in ("tcp", "udp"):
+        proto = b.proto.proto if b.proto is not None and not b.proto.negated else None
+        if proto != name:
+            raise Bad(i + 1, f"-m {name} needs -p {name} before it", f"add -p {name}")
+        if any(m[0] == name for m in b.modules):  # the kernel keeps one tcp/udp match
+            return i + 2
+    b.modules.append([name, {}, i])
+    if name == "owner":
+        b.where["owner"] = i
+    return i + 2
+
+
+def _opt_jump(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
+    if b.target is not None:
+        raise Bad(i, "a rule has one target; -j given twice", "keep one -j")
+    b.target = need_value(toks, i, toks[i])
+    b.where["target"] = i + 1
+    return i + 2
+
+
+def _opt_counters(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
+    if i + 2 >= len(toks) or not (toks[i + 1].isdigit() and toks[i + 2].isdigit()):
+        raise Bad(i + 1, "-c needs two numbers", "write -c PACKETS BYTES, e.g. -c 0 0")
+    b.counters = (int(toks[i + 1]), int(toks[i + 2]))
+    return i + 3
+
+
+_BASIC: dict[str, Callable[[RuleBuilder, list[str], int, bool], int]] = {
+    "-s": _opt_addr, "--source": _opt_addr, "--src": _opt_addr,
+    "-d": _opt_addr, "--destination": _opt_addr, "--dst": _opt_addr,
+    "-i": _opt_iface, "--in-interface": _opt_iface,
+    "-o": _opt_iface, "--out-interface": _opt_iface,
+    "-p": _opt_proto, "--protocol": _opt_proto,
+    "-m": _opt_match, "--match": _opt_match,
+    "-j": _opt_jump, "--jump": _opt_jump,
+    "-c": _opt_counters, "--set-counters": _opt_counters,
+}
+_NO_NEGATION = ("-m", "--match", "-j", "--jump", "-c", "--set-counters")
+
+TARGET_OPTIONS: dict[str, tuple[str, ...]] = {
+    "ACCEPT": (), "DROP": (), "RETURN": (), "TRACE": (),
+    "REDIRECT": ("--to-ports", "--to-port"),
+    "DNAT": ("--to-destination",),
+    "MARK": ("--set-mark", "--set-xmark", "--or-mark", "--and-mark", "--xor-mark"),
+    "CONNMARK": ("--save-mark", "--restore-mark", "--set-mark", "--set-xmark", "--nfmask",
+                 "--ctmask", "--mask"),
+    "TPROXY": ("--on-port", "--on-ip", "--tproxy-mark"),
+    "CT": ("--zone", "--notrack"),
+    "LOG": ("--log-prefix", "--log-level"),
+}
+FLAG_OPTIONS = ("--save-mark", "--restore-mark", "--notrack")
+
+
+def read_rule(toks: list[str], start: int, family: str | None) -> RuleBuilder:
+    """Read rule options ``toks[start:]`` into a builder (then :func:`finish_rule`)."""
+    b = RuleBuilder(family)
+    i, n = start, len(toks)
+    while i < n:
+        tok = toks[i]
+        neg = False
+        if tok == "!":
+            neg, i = True, i + 1
+            if i >= n:
+                raise Bad(i, "'!' at the end of the rule", "put '!' before the option it negates")
+            tok = toks[i]
+            if tok in _NO_NEGATION:
+                raise Bad(i, f"{tok} cannot be negated", "remove the '!'")
+        handler = _BASIC.get(tok)
+        if handler is not None:
+            i = handler(b, toks, i, neg)
+            continue
+        if b.target in TARGET_OPTIONS and tok in TARGET_OPTIONS[b.target]:
+            if neg:
+                raise Bad(i - 1, f"{tok} cannot be negated", "remove the '!'")
+            if tok in b.target_opts:
+                raise Bad(i, f"{tok} given twice", "keep one")
+            if tok in FLAG_OPTIONS:
+                b.target_opts[tok] = ("", i)
+                i += 1
+            else:
+                b.target_opts[tok] = (need_value(toks, i, tok), i + 1)
+                i += 2
+            continue
+        if tok in _OPTION_MODULE:
+            i = _module_option(b, toks, i, neg)
+            continue
+        if tok.startswith("-"):
+            known = ["-s", "-d", "-i", "-o", "-p", "-m", "-j"]
+            for name, _, _ in b.modules:
+                known.extend(_MODULE_OPTIONS[name][:3])
+            known.extend(TARGET_OPTIONS.get(b.target or "", ()))
+            hint = "check the spelling; options known at this point: " + " ".join(known)
+            module = _OPTION_MODULE.get(tok)
+            if module is not None:
+                hint = f"load its module first: -m {module} {tok} ..."
+            elif any(tok in opts for opts in TARGET_OPTIONS.values()):
+                hint = f"{tok} is a target option; put it after the -j TARGET it belongs to"
+            raise Bad(i, f"unknown option {tok!r}", hint)
+        raise Bad(i, f"unexpected word {tok!r}", "options start with '-'; quote values that "
+                  "contain spaces")
+    return b
+
+
+def _module_option(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
+    tok = toks[i]
+    value = need_value(toks, i, tok)
+    for entry in reversed(b.modules):
+        if tok in _MODULE_OPTIONS[entry[0]]:
+            break
+    else:
+        if tok in ("--dport", "--sport", "--destination-port", "--source-port") and (
+                b.proto is not None and not b.proto.negated and b.proto.proto in ("tcp", "udp")):
+            entry = [b.proto.proto, {}, i]  # `-p tcp --dport` loads -m tcp implicitly
+            b.modules.append(entry)
+        else:
+            module = _OPTION_MODULE[tok]
+            hint = (f"add -p tcp (or -p udp) before {tok}" if module in ("tcp", "udp")
+                    else f"load its module first: -m {module} {tok} ...")
+            raise Bad(i, f"unknown option {tok!r} here", hint)
+    key = {"--destination-port": "--dport", "--source-port": "--sport",
+           "--destination-ports": "--dports", "--source-ports": "--sports"}.get(tok, tok)
+    opts = entry[1]
+    if key in opts or (entry[0] == "multiport" and opts):
+        raise Bad(i, f"{tok} given twice in one -m {entry[0]}", "keep one, or add another -m "
+                  f"{entry[0]}")
+    opts[key] = (neg, value, i + 1)
+    return i + 2
+
+
+def finish_rule(b: RuleBuilder) -> Rule:
+    """Turn the builder into the canonical :class:`Rule` (raises ``Bad``)."""
+    modules = tuple(make_module(name, opts, at) for name, opts, at in b.modules)
+    if b.target is None:
+        raise Bad(END, "the rule has no target", "end the rule with -j TARGET "
+                  "(ACCEPT, DROP, RETURN, a chain name, REDIRECT, ...)")
+    target = make_target(b.target, b.target_opts, b.where.get("target", 0), b.family)
+    return Rule(target, b.src, b.dst, b.iif, b.oif, b.proto, modules)
+
+
+def make_module(name: str, opts: dict, at: int):
+    if name in ("tcp", "udp"):
+        return make_port_match(name, opts.get("--sport"), opts.get("--dport"))
+    if not opts:
+        wanted = " or ".join(_MODULE_OPTIONS[name][:2])
+        raise Bad(at, f"-m {name} without its option", f"add {wanted} after -m {name}")
+    if name == "multiport":
+        (key, (neg, value, i)), = opts.items()
+        ports = tuple(read_port_range(p, i) for p in value.split(","))
+        if len(ports) > 15:
+            raise Bad(i, "multiport takes at most 15 ports", "split the list over two rules")
+        return MultiportMatch(neg, key[2:], ports)
+    if name == "owner":
+        ids = {}
+        for key in ("--uid-owner", "--gid-owner"):
+            if key in opts:
+                neg, value, i = opts[key]
+                lo, hi = read_id_range(value, i, key[2:5])
+                ids[key] = PortRange(neg, lo, hi)
+        return OwnerMatch(ids.get("--uid-owner"), ids.get("--gid-owner"))
+    if name in ("mark", "connmark"):
+        neg, value, i = opts["--mark"]
+        return MarkMatch(name, neg, *read_value_mask(value, i))
+    if name == "conntrack":
+        neg, value, i = opts["--ctstate"]
+        states = frozenset(value.upper().split(","))
+        if not states <= set(CT_STATES):
+            raise Bad(i, f"unknown conntrack state in {value!r}", "use NEW, ESTABLISHED, "
+                      "RELATED, INVALID, UNTRACKED, SNAT or DNAT, separated by commas")
+        return ConntrackMatch(neg, states)
+    neg, value, i = opts["--comment"]
+    if neg:
+        raise Bad(i - 2, "--comment cannot be negated", "remove the '!'")
+    return CommentMatch(value)
+
+
+def make_port_match(name: str, sport: tuple[bool, str, int] | None,
+                    dport: tuple[bool, str, int] | None) -> PortMatch:
+    """``-m tcp|udp`` from its ``--sport``/``--dport`` as (negated, word, token index)."""
+    if sport is not None:
+        sport = new_range(sport[0], *read_port_range(sport[1], sport[2]))
+    if dport is not None:
+        dport = new_range(dport[0], *read_port_range(dport[1], dport[2]))
+    return new_ports(name, sport, dport)
+
+
+_SIMPLE_TARGETS = {name: Verdict(name) for name in ("ACCEPT", "DROP", "RETURN")}
+_SIMPLE_TARGETS["TRACE"] = Log("TRACE")
+
+
+def make_target(name: str, opts: dict[str, tuple[str, int]], at: int, family: str | None):
+    """The target ``-j name`` with its options ``{option: (value, token index)}``; ``at`` is
+    the index of the target's name, ``family`` the rule's (TPROXY's default --on-ip)."""
+    simple = _SIMPLE_TARGETS.get(name)
+    if simple is not None:
+        return simple
+    if name not in TARGET_OPTIONS:
+        return jump_to(name)  # checked against the table's chains once the table is complete
+    if name == "REDIRECT":
+        value, i = opts.get("--to-ports") or opts.get("--to-port") or ("", at)
+        return Redirect(read_port_range(value, i, "-") if value else None)
+    if name == "DNAT":
+        if "--to-destination" not in opts:
+            raise Bad(at, "DNAT needs --to-destination", "add --to-destination IP[:PORT]")
+        value, i = opts["--to-destination"]
+        host, ports = value, None
+        if value.startswith("["):
+            host, _, port_s = value[1:].partition("]")
+            ports = read_port_range(port_s[1:], i, "-") if port_s.startswith(":") else None
+        elif value.count(":") == 1:
+            host, port_s = value.split(":")
+            ports = read_port_range(port_s, i, "-")
+        try:
+            return Dnat(read_ipv4(host) or ip_address(host), ports)
+        except ValueError:
+            raise Bad(i, f"bad address {host!r}", "write --to-destination 10.0.0.1:8080") from None
+    if name == "MARK":
+        if len(opts) != 1:
+            raise Bad(at, "MARK needs exactly one of --set-mark, --set-xmark, --or-mark, "
+                      "--and-mark, --xor-mark", "e.g. -j MARK --set-mark 1337")
+        (opt, (value, i)), = opts.items()
+        return _mark_target(opt, value, i, SetMark)
+    if name == "CONNMARK":
+        return _connmark(opts, at)
+    if name == "TPROXY":
+        if "--on-port" not in opts:
+            raise Bad(at, "TPROXY needs --on-port", "add --on-port 15006")
+        port = read_port(*opts["--on-port"])
+        on_ip = ip_address("::" if family == "ipv6" else "0.0.0.0")
+        if "--on-ip" in opts:
+            value, i = opts["--on-ip"]
+            try:
+                on_ip = ip_address(value)
+            except ValueError:
+                raise Bad(i, f"bad address {value!r}", "write --on-ip 0.0.0.0") from None
+        mark, mask = read_value_mask(*opts["--tproxy-mark"]) if "--tproxy-mark" in opts else (0, 0)
+        return Tproxy(port, on_ip, mark, mask)
+    if name == "CT":
+        if "--notrack" in opts:
+            return Ct(notrack=True)
+        value, i = opts.get("--zone", ("0", at))
+        return Ct(read_number(value, i, "zone", 0xFFFF))
+    prefix = opts["--log-prefix"][0] if "--log-prefix" in opts else None
+    level = None
+    if "--log-level" in opts:
+        value, i = opts["--log-level"]
+        names = ("emerg", "alert", "crit", "error", "warning", "notice", "info", "debug")
+        level = names.index(value) if value in names else read_number(value, i, "log level", 7)
+        level = None if level == 4 else level  # warning is the default; the kernel omits it
+    return Log("LOG", prefix, level)
+
+
+def _mark_target(opt: str, value: str, i: int, make):
+    """The five MARK spellings, all stored as the kernel's xor form ``(value, mask)``."""
+    if opt in ("--set-xmark", "--set-mark"):
+        v, m = read_value_mask(value, i)
+        return make(v, m) if opt == "--set-xmark" else make(v, m | v)
+    bits = read_number(value, i, "mark")
+    if opt == "--or-mark":
+        return make(bits, bits)
+    if opt == "--and-mark":
+        return make(0, ALL_ONES ^ bits)
+    return make(bits, 0)  # --xor-mark
+
+
+def _connmark(opts: dict, at: int) -> Connmark:
+    modes = [o for o in ("--save-mark", "--restore-mark", "--set-mark", "--set-xmark")
+             if o in opts]
+    if len(modes) != 1:
+        raise Bad(at, "CONNMARK needs exactly one of --save-mark, --restore-mark, --set-mark",
+                  "e.g. -j CONNMARK --save-mark")
+    mode = modes[0]
+    if mode in ("--set-mark", "--set-xmark"):
+        value, i = opts[mode]
+        return _mark_target(mode, value, i, lambda v, m: Connmark("set", v, m))
+    mask = read_number(*opts["--mask"], "mask") if "--mask" in opts else ALL_ONES
+    nfmask = read_number(*opts["--nfmask"], "mask") if "--nfmask" in opts else mask
+    ctmask = read_number(*opts["--ctmask"], "mask") if "--ctmask" in opts else mask
+    return Connmark(mode[2:-5], nfmask=nfmask, ctmask=ctmask)
