@@ -561,14 +561,19 @@ def test_end_to_end(argv, stdin, words):
 
 # ------------------------------------------------------------------ for the parser's owner
 
-@pytest.mark.xfail(strict=True, reason="meshlab/netfilter (parse.py/source.py): a parse error "
-                   "quotes the whole offending line, so a 1 MB line makes a 2 MB message; the "
-                   "excerpt should be clipped around the column (the CLI refuses such lines "
-                   "before parsing, the library does not)")
 def test_parse_error_message_is_clipped_for_huge_lines():
     with pytest.raises(MeshlabError) as caught:
         parse_ruleset("*nat\n-A OUTPUT " + "x" * 1_000_000 + "\nCOMMIT\n")
     assert len(str(caught.value)) < 2000
+
+
+def test_a_clipped_excerpt_keeps_the_caret_under_the_offending_word():
+    line = "-A OUTPUT " + "-p tcp " * 40 + "--bogus 1 " + "-p tcp " * 40 + "-j RETURN"
+    with pytest.raises(MeshlabError) as caught:
+        parse_ruleset(f"*nat\n{line}\nCOMMIT\n")
+    excerpt, caret = str(caught.value).splitlines()[1:3]
+    assert len(excerpt) < 140
+    assert excerpt[caret.index("^"):].startswith("--bogus")
 
 
 

@@ -104,6 +104,8 @@ def _opt_addr(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
 def _opt_iface(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
     opt = toks[i]
     field = "iif" if opt in ("-i", "--in-interface") else "oif"
+    if getattr(b, field) is not None:  # iptables: "multiple -i flags not allowed"
+        raise Bad(i, f"{opt} given twice", "keep one; use two rules for two interfaces")
     setattr(b, field, iface_match(need_value(toks, i, opt), neg, i + 1))
     b.where[field] = i
     return i + 2
@@ -115,6 +117,8 @@ _PROTO_NAMES = {"tcp": "tcp", "6": "tcp", "udp": "udp", "17": "udp", "icmp": "ic
 
 
 def _opt_proto(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
+    if b.proto is not None:  # iptables: "multiple -p flags not allowed"
+        raise Bad(i, f"{toks[i]} given twice", "keep one; use two rules for two protocols")
     value = need_value(toks, i, toks[i])
     name = _PROTO_NAMES.get(value.lower())
     if name is None:

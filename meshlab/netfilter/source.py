@@ -28,11 +28,31 @@ class RulesParseError(MeshlabError):
                  source: str = "") -> None:
         self.line, self.column, self.token, self.hint = line, column, token, hint
         self.reason = message
-        text = f"line {line}, column {column}: {message}"
+        text = f"line {line}, column {column}: {_clip(message, _MESSAGE_WIDTH)}"
         if source:
-            text += f"\n    {source}\n    {' ' * (column - 1)}^"
-        text += f"\n  fix: {hint}"
+            excerpt, caret = _excerpt(source, column)
+            text += f"\n    {excerpt}\n    {' ' * caret}^"
+        text += f"\n  fix: {_clip(hint, _MESSAGE_WIDTH)}"
         super().__init__(text)
+
+
+_MESSAGE_WIDTH = 400  # a word quoted in a message is clipped past this: a 1 MB token stays readable
+_EXCERPT_WIDTH = 120  # how much of the offending line is shown around the caret
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else f"{text[:width]}... ({len(text)} characters)"
+
+
+def _excerpt(source: str, column: int) -> tuple[str, int]:
+    """The part of a long line around ``column``, and where the caret goes under it."""
+    if len(source) <= _EXCERPT_WIDTH:
+        return source, column - 1
+    start = max(0, min(column - 1 - _EXCERPT_WIDTH // 2, len(source) - _EXCERPT_WIDTH))
+    end = start + _EXCERPT_WIDTH
+    head = "..." if start else ""
+    tail = "..." if end < len(source) else ""
+    return f"{head}{source[start:end]}{tail}", len(head) + column - 1 - start
 
 
 class Bad(Exception):

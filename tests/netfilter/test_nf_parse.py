@@ -175,3 +175,15 @@ def test_parse_rule_reports_column_of_the_bad_token():
     with pytest.raises(RulesParseError) as caught:
         parse_rule("-p tcp --dport 80 -j REDIRECT --to-port x")
     assert (caught.value.line, caught.value.column, caught.value.token) == (1, 41, "x")
+
+
+@pytest.mark.parametrize("text, option", [
+    ("-p tcp -p udp -j RETURN", "-p"),
+    ("-i eth0 -i eth1 -j RETURN", "-i"),
+    ("-o lo -o eth0 -j RETURN", "-o"),
+])
+def test_an_option_iptables_takes_once_is_refused_twice(text: str, option: str) -> None:
+    """iptables refuses a second -p/-i/-o ("multiple -p flags not allowed"); never keep the last."""
+    with pytest.raises(RulesParseError) as caught:
+        parse_rule(text)
+    assert f"{option} given twice" in str(caught.value)
