@@ -568,7 +568,8 @@ def test_parse_error_message_is_clipped_for_huge_lines():
 
 
 def test_a_clipped_excerpt_keeps_the_caret_under_the_offending_word():
-    line = "-A OUTPUT " + "-p tcp " * 40 + "--bogus 1 " + "-p tcp " * 40 + "-j RETURN"
+    pad = "-m comment --comment padding " * 8
+    line = f"-A OUTPUT {pad}--bogus 1 {pad}-j RETURN"
     with pytest.raises(MeshlabError) as caught:
         parse_ruleset(f"*nat\n{line}\nCOMMIT\n")
     excerpt, caret = str(caught.value).splitlines()[1:3]

@@ -21,6 +21,10 @@ word: a BlackHole), ``refused`` (RST: nobody listens there), ``timeout`` (no ans
 dropped), ``reset`` or ``error`` (with ``error`` saying why, e.g. cannot bind the source).
 The socket is bound before ``connect`` so the source port is known even when the
 connection fails; the kernel's counters can then be matched to this exact connection.
+
+A request may carry ``"tos"``: the socket's IPv4 TOS byte (IPv6 traffic class), which every
+packet the socket sends carries. The lab uses it to mark a *first-packet probe* (see
+:meth:`meshlab.live.lab.Lab.connect` with ``first_only``).
 """
 
 from __future__ import annotations
@@ -45,6 +49,17 @@ def _any(request: dict[str, Any]) -> str:
     return "::" if _family(request) == socket.AF_INET6 else "0.0.0.0"
 
 
+def _mark_tos(sock: socket.socket, request: dict[str, Any]) -> None:
+    """Put the request's TOS byte (traffic class for IPv6) on every packet of the socket."""
+    tos = int(request.get("tos") or 0)
+    if not tos:
+        return
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+
+
 def attempt(request: dict[str, Any]) -> dict[str, Any]:
     """Open one connection as the current process identity and describe what happened."""
     timeout = float(request.get("timeout", 2.0))
@@ -52,6 +67,7 @@ def attempt(request: dict[str, Any]) -> dict[str, Any]:
     sock = socket.socket(_family(request), socket.SOCK_STREAM)
     with sock:
         sock.settimeout(timeout)
+        _mark_tos(sock, request)
         try:
             sock.bind((request.get("src") or _any(request), int(request.get("sport") or 0)))
         except OSError as error:
@@ -86,25 +102,34 @@ def attempt(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def attempt_udp(request: dict[str, Any]) -> dict[str, Any]:
-    """Send one datagram (the header) and wait for one back: UDP's idea of a request."""
+    """Send one datagram (the header) and wait for one back: UDP's idea of a request.
+
+    The socket is *not* connected: it takes an answer from any address and reports who
+    sent it (``from``). (A connected socket would refuse an answer from an address it did
+    not ask - an answer that was not un-NATed - and the kernel would answer that with an
+    ICMP port unreachable: a third packet, the client's reaction rather than the answer's
+    path.) The source address is chosen as ``connect`` would (a throwaway connected socket
+    asks the routing table) and bound, so ``local`` is known before anything is sent."""
     timeout = float(request.get("timeout", 2.0))
     result: dict[str, Any] = {"id": request["id"], "outcome": "error"}
+    dst = (request["dst"], int(request["dport"]))
     with socket.socket(_family(request), socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
         # a DNS server may listen on 0.0.0.0:53 here; binding port 53 beside it needs this
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _mark_tos(sock, request)
         try:
-            sock.bind((request.get("src") or _any(request), int(request.get("sport") or 0)))
+            src = request.get("src")
+            if not src:
+                with socket.socket(_family(request), socket.SOCK_DGRAM) as route:
+                    route.connect(dst)  # sends nothing: a routing lookup
+                    src = route.getsockname()[0]
+            sock.bind((src, int(request.get("sport") or 0)))
             result["sport"] = sock.getsockname()[1]
-            sock.connect((request["dst"], int(request["dport"])))
             result["local"] = wire.endpoint(sock.getsockname())
-            sock.send(wire.header(str(request["id"]), 0))
-            # connected: the kernel only hands us datagrams from the address we sent to, so
-            # an answer proves conntrack translated the reply's source back
+            sock.sendto(wire.header(str(request["id"]), 0), dst)
             data, sender = sock.recvfrom(65536)
             result["from"] = wire.endpoint(sender)
-        except ConnectionRefusedError:  # an ICMP port unreachable came back
-            return {**result, "outcome": "refused"}
         except TimeoutError:
             return {**result, "outcome": "timeout"}
         except OSError as error:

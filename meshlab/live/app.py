@@ -23,6 +23,7 @@ it ended) or after ``--ttl`` seconds, whichever comes first: it can never outliv
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import selectors
@@ -158,26 +159,42 @@ def _arrival(ancdata: list[tuple[int, int, bytes]], fallback: tuple) -> str:
 def answer_datagram(sock: socket.socket, name: str, listener: int, recorder: Recorder) -> None:
     """UDP: read one datagram (a header line), send back what this socket sees.
 
-    ``local`` is where the datagram arrived (see :func:`udp_socket`)."""
+    ``local`` is where the datagram arrived (see :func:`udp_socket`). A datagram that is
+    itself an answer (another catcher's JSON, with ``"server"`` in it) is recorded and *not*
+    answered, as a DNS server drops responses (the QR bit): otherwise an answer that rules
+    redirect to another catcher would bounce between the two for ever."""
     data, ancdata, _flags, peer = sock.recvmsg(65536, socket.CMSG_SPACE(32))
-    head = wire.parse_header(data.split(b"\n", 1)[0])
+    line = data.split(b"\n", 1)[0]
+    head = wire.parse_header(line)
     seen = {"server": name, "listener": listener,
             "local": _arrival(ancdata, sock.getsockname()),
             "peer": wire.endpoint(peer), "original_dst": None, "id": head["id"],
             "hops": head["hops"], "proto": "udp"}
+    if b'"server"' in line:
+        recorder.record({"event": "answer-received", **seen})
+        return
     recorder.record({"event": "datagram", **seen})
     reply = json.dumps(seen).encode() + b"\n"
-    # Answer FROM the address the datagram arrived on (IP_PKTINFO's ipi_spec_dst): an
-    # unbound reply would take the route's source (10.244.0.5 for a REDIRECTed query that
-    # arrived on 127.0.0.1), which matches no conntrack reply tuple - the client would
-    # never see it. Real DNS proxies do the same.
-    arrived = seen["local"]
-    if sock.family == socket.AF_INET and not arrived.startswith("0.0.0.0"):
-        spec_dst = socket.inet_aton(arrived.rsplit(":", 1)[0])
-        info = struct.pack("=i4s4s", 0, spec_dst, b"\0" * 4)
-        sock.sendmsg([reply], [(socket.SOL_IP, wire.IP_PKTINFO, info)], 0, peer)
-    else:
-        sock.sendto(reply, peer)
+    # Answer FROM the address the datagram arrived on (IP_PKTINFO's ipi_spec_dst, or
+    # IPV6_PKTINFO's ipi6_addr): an unbound reply would take the route's source (10.244.0.5
+    # for a REDIRECTed query that arrived on 127.0.0.1), which matches no conntrack reply
+    # tuple - the client would never see it. Real DNS proxies do the same.
+    host = seen["local"].rsplit(":", 1)[0].strip("[]")
+    try:
+        if sock.family == socket.AF_INET and host != "0.0.0.0":
+            info = struct.pack("=i4s4s", 0, socket.inet_aton(host), b"\0" * 4)
+            sock.sendmsg([reply], [(socket.SOL_IP, wire.IP_PKTINFO, info)], 0, peer)
+        elif sock.family == socket.AF_INET6 and host != "::":
+            info = struct.pack("=16si", socket.inet_pton(socket.AF_INET6, host), 0)
+            sock.sendmsg([reply], [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)], 0,
+                          peer)
+        else:
+            sock.sendto(reply, peer)
+    except OSError as error:
+        # A rule (or the lab's first-packet gate) that drops the answer in OUTPUT makes
+        # sendmsg fail with EPERM: the answer is lost, the server goes on serving.
+        recorder.record({"event": "answer-dropped", "error": error.strerror or str(error),
+                         **seen})
 
 
 def serve(name: str, host: str, specs: Sequence[str], *, transparent: bool,
@@ -194,6 +211,9 @@ def serve(name: str, host: str, specs: Sequence[str], *, transparent: bool,
                 sock = udp_socket(address, port)
             else:
                 sock = listen(address, port, transparent=transparent)
+            # non-blocking: a connection reset between select() and accept(), or a
+            # datagram that vanished, must never stall the one loop that serves every port
+            sock.setblocking(False)
             selector.register(sock, selectors.EVENT_READ, (proto, port))
     print("READY", flush=True)
     while True:
@@ -201,7 +221,9 @@ def serve(name: str, host: str, specs: Sequence[str], *, transparent: bool,
             sock = key.fileobj  # type: ignore[assignment]
             proto, port = key.data
             if proto == "udp":
-                answer_datagram(sock, name, port, recorder)
+                # OSError: nothing to read after all (the socket is non-blocking)
+                with contextlib.suppress(OSError):
+                    answer_datagram(sock, name, port, recorder)
                 continue
             try:
                 conn, _peer = sock.accept()
@@ -229,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               recorder=Recorder(args.log), ipv6=args.ipv6)
     except OSError as error:
         print(f"ERROR {args.name} cannot listen on {args.host}:{args.ports}: {error}", flush=True)
-        return 1
+        os._exit(1)  # not `return`: the time-to-live timer thread would keep the process
     return 0
 
 

@@ -123,15 +123,47 @@ def _model_side(ns: Any, spec: ConnSpec, sport: int) -> tuple[Any, dict[Key, int
         packet = Packet(spec.proto, ipaddress.ip_address(spec.src or PEERS[0]), sport,
                         ipaddress.ip_address(spec.dst), spec.dport)
         trace = ns.receive(packet, SIDE_IFACE[spec.side])
-    grew = {k: v - before.get(k, 0) for k, v in ns.counters.items() if v - before.get(k, 0)}
-    return trace, grew
+    return trace, _grew(ns, before)
+
+
+def _grew(ns: Any, before: Mapping[Key, int]) -> dict[Key, int]:
+    return {k: v - before.get(k, 0) for k, v in ns.counters.items() if v - before.get(k, 0)}
+
+
+SERVER_OWNERS = {15053: (1337, 1337)}
+"""Who answers on a pod port, as (uid, gid): the DNS agent stand-in on 15053 runs as 1337
+(like istio-agent); every other catcher in the pod runs as root."""
+
+
+def _model_answer(ns: Any, trace: Any) -> tuple[bool, dict[Key, int]]:
+    """The model's answer to a UDP datagram: (does it reach the client, its counters).
+
+    The server answers from where the datagram arrived; the client (a connected UDP
+    socket) takes the answer only if it reaches its own address and port *from the address
+    it sent to* - which conntrack provides by un-NATing a reply, and nothing provides for an
+    answer that became a NEW connection after a redirect."""
+    if trace.verdict != "ACCEPT":
+        return False, {}
+    before = dict(ns.counters)
+    if trace.local:
+        uid, gid = SERVER_OWNERS.get(trace.delivered[1], (0, 0))
+        answer = ns.answer(trace, uid=uid, gid=gid)
+    else:
+        answer = ns.answer(trace, iface=trace.out_iface)
+    original = trace.connection.original
+    reaches = (answer.verdict == "ACCEPT" and answer.delivered == (original.src, original.sport)
+               and answer.reply_src == (original.dst, original.dport))
+    return reaches, _grew(ns, before)
 
 
 def _key(key: Key) -> str:
     return f"{key[1]} {key[2]}" if key[2] else f"{key[1]} policy"
 
 
-def _counts(grew: Mapping[Key, int], tables: Sequence[str]) -> dict[str, int]:
+ALL_TABLES = ("raw", "mangle", "nat", "filter")
+
+
+def _counts(grew: Mapping[Key, int], tables: Sequence[str] = ALL_TABLES) -> dict[str, int]:
     return {f"{t} {_key(k)}": n for t in tables
             for k, n in sorted(only_table(grew, t, policies=True).items())}
 
@@ -171,9 +203,26 @@ def trace_counts(events: Sequence[Mapping[str, Any]], tables: Sequence[str]) -> 
 
 
 def kernel_view(seen: KernelConnection, *, zone: int | None = None,
-                first_packet: Sequence[str] = ()) -> dict[str, Any]:
+                first_packet: Sequence[str] = (),
+                probe: KernelConnection | None = None,
+                tables: Sequence[str] = ALL_TABLES) -> dict[str, Any]:
+    """What the kernel did. ``probe`` is the same connection made as a first-packet probe
+    (:meth:`Lab.connect` with ``first_only``): its counters are the first packet's, in
+    ``first_packet``'s tables. A UDP probe also says where the datagram arrived (the
+    catcher's log) and stands for the query alone: nat counters and the answer are then
+    read from ``seen``, the ordinary exchange, separately (its counters in ``tables``: the
+    lab creates all four tables, a ruleset without mangle has no mangle for the model)."""
     reply = seen.reply or {}
-    if seen.outcome == "answered" and "server" in reply:
+    arrived = next((e for e in (probe.arrivals if probe else ()) if e.get("event") ==
+                    "datagram"), None)
+    if probe is not None and seen.proto == "udp":
+        if arrived is not None:
+            ip = str(arrived["local"]).rsplit(":", 1)[0]
+            where = str(arrived["server"]).split("-", 1)[0]
+            delivered = f"{ip}:{arrived['listener']}"
+        else:
+            where, delivered = "dropped", None
+    elif seen.outcome == "answered" and "server" in reply:
         ip = str(reply["local"]).rsplit(":", 1)[0]
         # "pod", "pod-dns" (the DNS agent stand-in) ... are all in the pod
         where = str(reply["server"]).split("-", 1)[0]
@@ -184,15 +233,27 @@ def kernel_view(seen: KernelConnection, *, zone: int | None = None,
         where, delivered = "dropped", None
     else:
         where, delivered = seen.outcome, None
+    nat_from = probe if probe is not None and seen.proto == "udp" else seen
     view = {"where": where, "delivered": delivered, "outcome": seen.outcome,
-            "error": seen.error,
-            "nat": {_key(k): n for k, n in sorted(only_table(seen.grew, "nat", policies=True)
-                                                  .items())}}
+            "error": seen.error, "sender": seen.sender,
+            "nat": {_key(k): n for k, n in sorted(only_table(nat_from.grew, "nat",
+                                                             policies=True).items())}}
     if zone is not None:
         view["zone"] = zone
-    if first_packet and seen.trace is not None:
+    if first_packet and probe is not None:
+        view["first_packet"] = _counts(probe.grew, first_packet)
+    elif first_packet and seen.trace is not None:
         view["first_packet"] = trace_counts(seen.trace, first_packet)
+    if probe is not None and seen.proto == "udp":
+        asked = _endpoint(seen.dst, seen.dport)
+        view["answer"] = {"reaches_client": seen.outcome == "answered" and seen.sender == asked,
+                          "exchange": _counts(seen.grew, tables)}
     return view
+
+
+def _differ(what: str, model: Mapping[str, int], kernel: Mapping[str, int]) -> list[str]:
+    return [f"{what}{key}: model counted {model.get(key, 0)}, kernel {kernel.get(key, 0)}"
+            for key in sorted(set(model) | set(kernel)) if model.get(key, 0) != kernel.get(key, 0)]
 
 
 def compare_views(spec: ConnSpec, model: Mapping[str, Any], kernel: Mapping[str, Any]
@@ -210,19 +271,35 @@ def compare_views(spec: ConnSpec, model: Mapping[str, Any], kernel: Mapping[str,
         diff.append(f"model: {model['where']} {model['delivered']}; "
                     f"kernel: {kernel['where']} {kernel['delivered']}"
                     + (f" ({kernel['error']})" if kernel.get("error") else ""))
-    for key in sorted(set(model["nat"]) | set(kernel["nat"])):
-        m, k = model["nat"].get(key, 0), kernel["nat"].get(key, 0)
-        if m != k:
-            diff.append(f"nat {key}: model counted {m}, kernel {k}")
+    diff += _differ("nat ", model["nat"], kernel["nat"])
     if "zone" in model and "zone" in kernel and model["zone"] != kernel["zone"]:
         diff.append(f"conntrack zone: model {model['zone']}, kernel {kernel['zone']}")
     if "first_packet" in model and "first_packet" in kernel:
-        m_first, k_first = model["first_packet"], kernel["first_packet"]
-        for key in sorted(set(m_first) | set(k_first)):
-            m, k = m_first.get(key, 0), k_first.get(key, 0)
-            if m != k:
-                diff.append(f"first packet, {key}: model counted {m}, kernel {k}")
+        diff += _differ("first packet, ", model["first_packet"], kernel["first_packet"])
+    if "answer" in model and "answer" in kernel:
+        m, k = model["answer"], kernel["answer"]
+        if m["reaches_client"] != k["reaches_client"]:
+            diff.append(f"answer: model says it {'reaches' if m['reaches_client'] else 'misses'}"
+                        f" the client (from the address it asked), kernel: "
+                        f"{kernel['outcome']} from {kernel.get('sender')}")
+        diff += _differ("query and answer, ", m["exchange"], k["exchange"])
     return tuple(diff)
+
+
+def _endpoint(ip: str, port: int) -> str:
+    from meshlab.netfilter.packet import endpoint
+
+    return endpoint(ipaddress.ip_address(ip), port)
+
+
+def _compressed(ip: str) -> str:
+    return str(ipaddress.ip_address(ip))
+
+
+PROBE_TIMEOUT = 0.05
+"""How long a first-packet probe's client waits: its first packet crosses the pod in well
+under a millisecond (loopback is synchronous; the veth hands it to the other namespace at
+once), and nothing ever comes back through the gate."""
 
 
 def run_connections(lab: Lab, ruleset: Any, specs: Sequence[ConnSpec], config: Sequence[str],
@@ -234,32 +311,72 @@ def run_connections(lab: Lab, ruleset: Any, specs: Sequence[ConnSpec], config: S
     ``post_commands`` are the ``ip rule``/``ip route`` commands the lab ran after the rules
     (TPROXY's fwmark routing); the model namespace gets the same policy routing.
     ``interfaces`` are the model namespace's (default: ``lo`` and ``eth0`` with the pod IP);
-    ``ruleset.family`` decides which of their addresses count. For UDP the conntrack zone of
-    the entry is compared too (``conntrack -L``); ``first_packet`` names tables (``raw``,
-    ``mangle``) whose counters for the connection's *first packet* are compared, from the
-    kernel's own trace (IPv4 TCP, ``Lab(trace=True)``)."""
+    ``ruleset.family`` decides which of their addresses count.
+
+    ``first_packet`` names tables (``raw``, ``mangle``, ``nat``, ``filter``) whose counters
+    for the connection's *first packet* are compared: the lab makes the connection once more
+    as a probe (:data:`meshlab.live.lab.GATE_TABLE`), whose first packet is all any table
+    counts, and the model traces that packet in a namespace of its own. A UDP datagram is
+    always probed: the probe's counters are the query's (nat included) and the catcher's log
+    says where it arrived; the conntrack zone of its entry is compared (``conntrack -L``);
+    the ordinary exchange then shows whether the answer reached the client and what the
+    query and answer counted together, against :meth:`Netns.answer`."""
     from meshlab.netfilter import Netns, pod_interfaces
     from meshlab.netfilter.kernel import fwmark_routes
 
     ifaces = pod_interfaces(POD_IP) if interfaces is None else interfaces
     # the lab's flush creates every table; a table the ruleset lacks is not the model's
     first_packet = tuple(t for t in first_packet if t in ruleset.tables)
-    ns = Netns(ruleset, ifaces, fwmark_routes=fwmark_routes(post_commands))
+    routes = fwmark_routes(post_commands)
+    present = tuple(t for t in ALL_TABLES if t in ruleset.tables)
     results = []
     for spec in specs:
-        seen = lab.connect(spec.dst, spec.dport, side=spec.side, uid=spec.uid, gid=spec.gid,
-                           src=spec.src, sport=spec.sport, proto=spec.proto,
-                           timeout=timeout, trace=bool(first_packet))
-        if seen.sport is None:
+        probing = bool(first_packet) or spec.proto == "udp"
+        tables = first_packet or (ALL_TABLES if spec.proto == "udp" else ())
+        tables = tuple(t for t in tables if t in ruleset.tables)
+        kwargs: dict[str, Any] = {"side": spec.side, "uid": spec.uid, "gid": spec.gid,
+                                  "src": spec.src, "proto": spec.proto}
+        probe = zone = None
+        if probing:
+            if spec.sport is not None:
+                lab.forget_connections()  # an earlier exchange may have used this tuple
+            probe = lab.connect(spec.dst, spec.dport, sport=spec.sport, timeout=PROBE_TIMEOUT,
+                                first_only=True, trace=False, **kwargs)
+            if spec.proto == "udp" and probe.sport is not None:
+                local = str(probe.local or "").rsplit(":", 1)[0].strip("[]") or None
+                zone = lab.conntrack_zone("udp", int(probe.sport), ruleset.family, src=local,
+                                          dst=_compressed(spec.dst), dport=spec.dport)
+            if spec.sport is not None:
+                lab.forget_connections()  # the exchange below reuses the probe's tuple
+        seen = lab.connect(spec.dst, spec.dport, sport=spec.sport, timeout=timeout,
+                           trace=False, **kwargs)
+        if seen.sport is None or (probe is not None and probe.sport is None):
+            failed = probe if probe is not None and probe.sport is None else seen
             results.append(ConnResult(spec, tuple(config), {}, kernel_view(seen),
-                                      (f"the lab could not make it: {seen.error}",)))
+                                      (f"the lab could not make it: {failed.error}",)))
             continue
-        zone = None
-        if spec.proto == "udp":
-            zone = lab.conntrack_zone("udp", int(seen.sport), ruleset.family)
+        model_probe = None
+        if probe is not None:
+            first_ns = Netns(ruleset, ifaces, fwmark_routes=routes)
+            model_probe = _model_side(first_ns, spec, int(probe.sport))
+        ns = Netns(ruleset, ifaces, fwmark_routes=routes)
         trace, grew = _model_side(ns, spec, int(seen.sport))
-        model = model_view(trace, grew, zone=zone is not None, first_packet=first_packet)
-        kernel = kernel_view(seen, zone=zone, first_packet=first_packet)
+        if spec.proto == "udp" and model_probe is not None:
+            # the query alone: where it went, its zone, nat and every table, from the probe
+            model = model_view(model_probe[0], model_probe[1], zone=zone is not None,
+                               first_packet=tables)
+            reaches, answer_grew = _model_answer(ns, trace)
+            exchange = dict(grew)
+            for key, n in answer_grew.items():
+                exchange[key] = exchange.get(key, 0) + n
+            model["answer"] = {"reaches_client": reaches,
+                               "exchange": _counts(exchange, present)}
+        else:
+            model = model_view(trace, grew)
+            if model_probe is not None:
+                model["first_packet"] = _counts(model_probe[1], tables)
+        kernel = kernel_view(seen, zone=zone, first_packet=tables, probe=probe,
+                             tables=present)
         results.append(ConnResult(spec, tuple(config), model, kernel,
                                   compare_views(spec, model, kernel)))
     return results

@@ -11,7 +11,8 @@ random cases, each reproducible from a seed (``MESHLAB_LIVE_SEED``), all run in 
 * IPv6 on eth0 (``fd00:244::5/64`` in the pod, ``fd00:244::9/64`` at the peer; ``::1`` and
   Istio's ``::6/128`` on lo, the latter added by the capture rules' post-command);
 * a second pod interface, ``net1`` (10.245.0.5/24), to a third namespace ``ext``;
-* the kernel's own rule trace (``xtables-monitor --trace``) for IPv4 TCP first packets.
+* first-packet probes (:data:`meshlab.live.lab.GATE_TABLE`): a connection whose first
+  packet is the only one any table counts, so ``iptables-save -c`` gives its path.
 
 The families:
 
@@ -19,9 +20,16 @@ The families:
     ``--redirect-dns`` (DNS servers from a pod's resolv.conf, or ``--capture-all-dns``);
     UDP datagrams to port 53 (and 5353) from the app (UID 1000), the agent/proxy (UID/GID
     1337), root; some from source port 53; DNS answers arriving from the peer. Compared:
-    where the datagram ends (the UDP catcher records the address it *arrived* on with
-    ``IP_RECVORIGDSTADDR``: ``SO_ORIGINAL_DST`` is TCP-only), the nat counters and the
-    conntrack zone the raw table's ``CT --zone`` rules gave the entry (``conntrack -L``).
+    the query alone, as a probe: where the datagram ends (the UDP catcher records the
+    address it *arrived* on with ``IP_RECVORIGDSTADDR``: ``SO_ORIGINAL_DST`` is TCP-only),
+    its counters in every table and the conntrack zone the raw table's ``CT --zone`` rules
+    gave the entry (``conntrack -L``). Then the whole exchange, against
+    :meth:`Netns.answer`: does the answer reach the client from the address it asked, and
+    what did query and answer count together - an answer in another zone than its query is
+    a NEW connection, which nat may capture again.
+``dns6``
+    the same over IPv6 (``dns_servers_v6``; the catchers answer from the arrival address
+    with ``IPV6_PKTINFO``).
 ``ipv6``
     the ``ip6tables-restore`` document and TCP over IPv6: the app's outbound, inbound from
     the peer, the proxy's own connections from ``::6``, against ``Netns`` for ``ipv6``.
@@ -29,9 +37,9 @@ The families:
     ``-c net1`` (exclude) and ``-k net1`` (virtual interface: arriving traffic is outbound
     traffic), with connections arriving on net1 from ``ext`` and leaving by net1 to it.
 ``tproxy``
-    TPROXY configurations where, besides nat, the first packet's raw and mangle counters
-    are compared with the kernel's trace (nat counts once per connection; raw and mangle
-    count every packet, so only the first packet's can be compared with one model trace).
+    TPROXY configurations where, besides nat, the first packet's counters in raw, mangle,
+    nat and filter are compared, from a probe (raw and mangle count every packet of a
+    connection, so only the first packet's can be set beside one model trace).
 """
 
 from __future__ import annotations
@@ -95,7 +103,7 @@ def wide_lab(**kwargs: Any) -> Lab:
                             Server("pod-dns", ("udp/15053",), uid=1337)),
                peer_servers=(Server("peer", (*tcp, *udp)),), proxy=None,
                peer_addresses=PEERS[1:], remote_addresses=REMOTES, ipv6=True, net1=True,
-               ext_servers=(Server("ext", (*tcp, *udp)),), trace=True, **kwargs)
+               ext_servers=(Server("ext", (*tcp, *udp)),), **kwargs)
 
 
 # -- the families: (flags, connections) generators --------------------------------------
@@ -130,7 +138,35 @@ def dns_connection(rng: random.Random) -> ConnSpec:
     uid = rng.choice([1000, 1000, 1337, 0, 1500])
     gid = rng.choice([uid, uid, 1337])
     dst = rng.choice(DNS_DSTS)
-    sport = 53 if uid == 0 and rng.random() < 0.4 else None  # only root may bind port 53
+    # Only root may bind port 53. Not toward the pod itself: a datagram from port 53 to the
+    # pod's own port 53 is addressed to its own socket, and the kernel hands it to that
+    # (connected) socket rather than to the server's - socket lookup, not netfilter.
+    local = dst in ("127.0.0.1", POD_IP)
+    sport = 53 if uid == 0 and not local and rng.random() < 0.4 else None
+    return ConnSpec("pod", dst, port, uid=uid, gid=gid, proto="udp", sport=sport)
+
+
+DNS_SERVERS6 = ("fd00:96::a", "fd00:244::a")
+DNS_DSTS6 = (*DNS_SERVERS6, PEER_IP6, "::1", POD_IP6)
+
+
+def dns6_flags(rng: random.Random) -> tuple[list[str], dict[str, Any]]:
+    flags, _ = dns_flags(rng)
+    servers = rng.sample(DNS_SERVERS6, rng.randint(0, 2)) if rng.random() < 0.8 else []
+    return flags, {"enable_ipv6": True, "dns_servers_v6": servers}
+
+
+def dns6_connection(rng: random.Random) -> ConnSpec:
+    """DNS over IPv6 UDP: the same cases as :func:`dns_connection`, over the v6 rules."""
+    port = rng.choice([53, 53, 53, 5353])
+    if rng.random() < 0.2:
+        return ConnSpec("peer", POD_IP6, rng.choice([5353, 53]), src=rng.choice(PEERS6),
+                        proto="udp", sport=rng.choice([53, None]))
+    uid = rng.choice([1000, 1000, 1337, 0, 1500])
+    gid = rng.choice([uid, uid, 1337])
+    dst = rng.choice(DNS_DSTS6)
+    local = dst in ("::1", POD_IP6)
+    sport = 53 if uid == 0 and not local and rng.random() < 0.4 else None
     return ConnSpec("pod", dst, port, uid=uid, gid=gid, proto="udp", sport=sport)
 
 
@@ -181,9 +217,10 @@ def tproxy_flags(rng: random.Random) -> tuple[list[str], dict[str, Any]]:
 FAMILIES = {
     "dns": Family("dns", dns_flags, dns_connection),
     "ipv6": Family("ipv6", ipv6_flags, ipv6_connection, ipv6=True),
+    "dns6": Family("dns6", dns6_flags, dns6_connection, ipv6=True),
     "iface": Family("iface", iface_flags, iface_connection),
     "tproxy": Family("tproxy", tproxy_flags, random_connection,
-                     first_packet=("raw", "mangle")),
+                     first_packet=("raw", "mangle", "nat", "filter")),
 }
 
 
@@ -261,6 +298,20 @@ NAMED_CASES: dict[str, tuple[str, list[str], dict[str, Any], tuple[ConnSpec, ...
                                   proto="udp"),
                          ConnSpec("pod", "10.244.0.9", 53, uid=1337, gid=1337,
                                   proto="udp"))),
+    # The answer's own path (compared too: does it reach the client, what did it count):
+    # the agent's query to a server resolv.conf does not list gets zone 1; the answer
+    # matches no `ISTIO_INBOUND --sport 53 -s SERVER` rule, so it is looked up in zone 0,
+    # finds nothing, and is a NEW connection (nat PREROUTING and INPUT count it).
+    "dns-answer-new-in-zone-0": ("dns", [*DEFAULT, "--redirect-dns"],
+                                 {"dns_servers_v4": ["10.96.0.10"]},
+                                 (ConnSpec("pod", "192.168.10.20", 53, uid=1337, gid=1337,
+                                           proto="udp"),)),
+    # kube-dns itself asking the pod's port 53 (zone 1 on the way in): root's answer to
+    # 10.96.0.10:53 gets zone 2, is NEW there, and is captured to 15053 like a query.
+    "dns-answer-to-a-server-captured": ("dns", [*DEFAULT, "--redirect-dns"],
+                                        {"dns_servers_v4": ["10.96.0.10"]},
+                                        (ConnSpec("peer", POD_IP, 53, src="10.96.0.10",
+                                                  proto="udp", sport=53),)),
     "ipv6-app-proxy-inbound": ("ipv6", DEFAULT, {"enable_ipv6": True},
                                (ConnSpec("pod", PEER_IP6, 80, uid=1000, gid=1000),
                                 ConnSpec("pod", PEER_IP6, 80, uid=1337, gid=1337),

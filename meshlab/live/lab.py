@@ -43,6 +43,7 @@ import json
 import os
 import shlex
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,47 @@ FLUSH_DOCUMENT = "".join(
 )
 """Fed to ``iptables-restore`` (without --noflush): empties the four tables, deletes user
 chains and resets policies and counters - a clean slate before each ruleset."""
+
+
+FIRST_TOS = 0x20
+"""The TOS byte (DSCP CS1; the IPv6 traffic class alike) that marks a first-packet probe."""
+FIRST_PORTS = range(20000, 30000)
+"""Source ports for TCP first-packet probes: outside Linux's ephemeral range (32768-60999), so
+no ordinary connection of the lab ever uses one (see :data:`GATE_TABLE`)."""
+
+GATE_TABLE = """\
+table inet meshlab_gate {
+    set first4 { type ipv4_addr . inet_proto . inet_service; flags dynamic, timeout; timeout 120s; }
+    set first6 { type ipv6_addr . inet_proto . inet_service; flags dynamic, timeout; timeout 120s; }
+    chain gate {
+        meta l4proto { tcp, udp } ip daddr . meta l4proto . th dport @first4 drop
+        meta l4proto { tcp, udp } ip6 daddr . meta l4proto . th dport @first6 drop
+        ip dscp cs1 meta l4proto { tcp, udp } \\
+            update @first4 { ip saddr . meta l4proto . th sport } accept
+        ip6 dscp cs1 meta l4proto { tcp, udp } \\
+            update @first6 { ip6 saddr . meta l4proto . th sport } accept
+    }
+    chain pre { type filter hook prerouting priority -350; policy accept; jump gate; }
+    chain out { type filter hook output priority -350; policy accept; jump gate; }
+}
+"""
+"""The *first-packet gate*: how the lab measures one packet with ``iptables-save -c``.
+
+raw and mangle count every packet of a connection (SYN, SYN-ACK, ACK, data, FIN ...), so
+their counters after a whole connection cannot be set beside a model trace of its first
+packet. A *probe* is a connection whose socket marks its packets with :data:`FIRST_TOS`.
+This nftables table (``inet``: IPv4 and IPv6) runs before everything else (priority -350;
+raw is -300, conntrack -200, mangle -150, nat -100) at PREROUTING and OUTPUT. It remembers the
+source (address, protocol, port) of every marked packet and drops, *before any iptables
+table sees it*, every packet addressed back to one: the SYN-ACK, an RST, a DNS answer, and
+the SYN-ACK retransmissions of a half-open connection. So the probe's first packet is the
+only packet of it that any counter counts: ``iptables-save -c`` before and after is exactly
+that packet's path, in all four tables, deterministically (no trace to parse, no timing).
+``iptables-save`` does not list the table; nothing of it shows in the rules under test.
+The drop comes *before* the remembering: the RST the kernel answers a SYN to a closed port
+with copies the SYN's TOS (``tcp_v4_send_reset``), so an answer may carry the mark too.
+TCP probes use :data:`FIRST_PORTS`; a UDP probe's entry is deleted right after it, so an
+ordinary datagram to the same port later is not dropped."""
 
 
 class RestoreRenderable(Protocol):
@@ -155,6 +197,8 @@ class KernelConnection:
     proxy_log: tuple[Mapping[str, Any], ...] = ()
     trace: tuple[Mapping[str, Any], ...] | None = None
     error: str | None = None
+    arrivals: tuple[Mapping[str, Any], ...] = ()   # servers' log lines (first-packet probes)
+    sender: str | None = None      # UDP: who the answer came from, as the client saw it
 
     @property
     def nat(self) -> dict[ctr.Key, int]:
@@ -249,8 +293,12 @@ class Lab:
     ext_servers: Sequence[Server] = ()
     peer_addresses6: Sequence[str] = ("fd00:244::a",)
     remote_addresses6: Sequence[str] = ("fd00:96::a",)
+    gate: bool = field(default=False, init=False)   # GATE_TABLE loaded: probes possible
 
     def __post_init__(self) -> None:
+        self._first_ports = itertools.cycle(FIRST_PORTS)
+        self._server_logs: dict[Path, int] = {}
+        self._server_events: dict[str, list[dict[str, Any]]] = {}
         self.registry = Registry()
         self.pod = self.registry.name("pod")
         self.peer = self.registry.name("peer")
@@ -326,6 +374,11 @@ class Lab:
             netns.in_ns(peer, ["iptables-restore"], input=self.peer_rules)
         if self.rules is not None:
             self.load(self.rules, self.post_commands)
+        if shutil.which("nft"):
+            gate = netns.in_ns(pod, ["nft", "-f", "-"], input=GATE_TABLE, check=False)
+            self.gate = gate.returncode == 0
+        if not self.gate:
+            self.notes.append("nft is not available: first-packet probes are not possible")
         for server in self.pod_servers:
             self.start_server(pod, server)
         for server in self.peer_servers:
@@ -356,6 +409,7 @@ class Lab:
     def start_server(self, ns: str, server: Server) -> proc.LineChannel:
         gid = server.gid if server.gid is not None else server.uid
         log = self._log_file(f"{ns.rsplit('-', 1)[-1]}-{server.name}", server.uid, gid)
+        self._server_logs[log] = 0
         args = ["--name", server.name, "--ports", ",".join(map(str, server.ports)),
                 "--log", str(log)]
         if server.transparent:
@@ -445,17 +499,29 @@ class Lab:
     def counters(self, family: str = "ipv4") -> ctr.Snapshot:
         return ctr.parse_counters(self.save(family=family))
 
-    def conntrack_zone(self, proto: str, sport: int, family: str = "ipv4") -> int | None:
-        """The conntrack zone of the pod's entry whose original source port is ``sport``
-        (``conntrack -L -p PROTO --orig-port-src SPORT`` prints ``zone=N`` for a zone other
-        than 0); ``None`` when there is no such entry or no ``conntrack`` tool."""
+    def forget_connections(self) -> None:
+        """``conntrack -F`` in the pod: the next packet of any five-tuple is NEW again."""
+        if shutil.which("conntrack"):
+            netns.in_ns(self.pod, ["conntrack", "-F"], check=False)
+
+    def conntrack_zone(self, proto: str, sport: int, family: str = "ipv4", *,
+                       src: str | None = None, dst: str | None = None,
+                       dport: int | None = None) -> int | None:
+        """The conntrack zone of the pod's entry whose original tuple has source port
+        ``sport`` (and, when given, source ``src``, destination ``dst`` and ``dport``: a fixed
+        source port such as 53 is in many entries). ``conntrack -L`` prints ``zone=N`` for a
+        zone other than 0. ``None`` when there is no such entry or no ``conntrack`` tool."""
         if not shutil.which("conntrack"):
             return None
         done = netns.in_ns(self.pod, ["conntrack", "-L", "-f", family, "-p", proto,
                                       "--orig-port-src", str(sport)], check=False)
+        want = [f"sport={sport}"] + ([f"src={src}"] if src else []) + (
+            [f"dst={dst}"] if dst else []) + ([f"dport={dport}"] if dport is not None else [])
         for line in done.stdout.splitlines():
             words = line.split()
-            if f"sport={sport}" in words:
+            # the original tuple is the first src=/dst=/sport=/dport= of the line
+            first = {w.split("=", 1)[0]: w for w in reversed(words) if "=" in w}
+            if all(first.get(w.split("=", 1)[0]) == w for w in want):
                 return next((int(w[5:]) for w in words if w.startswith("zone=")), 0)
         return None
 
@@ -463,14 +529,25 @@ class Lab:
     def connect(self, dst: str, dport: int, *, side: str = "pod", uid: int = APP_UID,
                 gid: int | None = None, src: str | None = None, sport: int | None = None,
                 proto: str = "tcp", timeout: float = 2.0,
-                count: bool = True, trace: bool | None = None) -> KernelConnection:
+                count: bool = True, trace: bool | None = None,
+                first_only: bool = False) -> KernelConnection:
         """Make one real connection and report what the kernel did with it.
 
         ``side="pod"`` connects from inside the pod as ``uid``/``gid`` (the owner match sees
         them); ``side="peer"`` connects from the peer namespace (an inbound connection; the
         owner is irrelevant there). ``src`` binds a source address first (127.0.0.6 to act
         as the proxy's inbound upstream; a peer address for inbound).
+
+        ``first_only=True`` makes a *probe* (see :data:`GATE_TABLE`): only the first packet
+        (the SYN, the query datagram) gets through, so ``grew`` counts that one packet in
+        every table; the client waits ``timeout`` (keep it short) and sees a timeout.
+        ``arrivals`` says which server socket, if any, received it (a UDP catcher logs each
+        datagram; a TCP SYN is never accepted, so TCP probes have none).
         """
+        if first_only and not self.gate:
+            raise LabError("first-packet probes need the gate table (nft is not installed)")
+        if first_only and proto == "tcp" and sport is None:
+            sport = next(self._first_ports)
         if side not in self.agents:
             raise LabError(f"unknown side {side!r}: use 'pod' or 'peer' (or 'ext' with "
                            "net1=True)")
@@ -484,18 +561,50 @@ class Lab:
         mark = self.tracer.mark() if tracing else None
         result = self.agents[side].request(
             {"id": rid, "uid": uid, "gid": gid, "src": src, "sport": sport, "dst": dst,
-             "dport": dport, "proto": proto, "timeout": timeout},
+             "dport": dport, "proto": proto, "timeout": timeout,
+             "tos": FIRST_TOS if first_only else 0},
             timeout=timeout * 2 + 3)
         grew = self.counters(family).minus(before) if before is not None else {}
+        arrivals: tuple[Mapping[str, Any], ...] = ()
+        if first_only and proto == "udp":
+            arrivals = tuple(self.server_events(rid, wait=0.2))
+            if result.get("local"):
+                host, _, port = str(result["local"]).rpartition(":")
+                table = "first6" if family == "ipv6" else "first4"
+                netns.in_ns(self.pod, ["nft", "delete", "element", "inet", "meshlab_gate",
+                                       table, f"{{ {host.strip('[]')} . udp . {port} }}"],
+                            check=False)
         trace = None
         if tracing and result.get("sport"):
             trace = tuple(self.tracer.first_packet(mark, int(result["sport"]), self.save(
                 counters=False)))
+            if self.tracer.failure and self.tracer.failure not in self.notes:
+                self.notes.append(self.tracer.failure)
         return KernelConnection(
             id=rid, side=side, proto=proto, uid=uid, gid=gid, src=src, dst=dst, dport=dport,
             outcome=str(result.get("outcome")), sport=result.get("sport"),
             local=result.get("local"), reply=result.get("reply"), grew=grew,
-            proxy_log=tuple(self.proxy_events(rid)), trace=trace, error=result.get("error"))
+            proxy_log=tuple(self.proxy_events(rid)), trace=trace, error=result.get("error"),
+            arrivals=arrivals, sender=result.get("from"))
+
+    def server_events(self, rid: str, *, wait: float = 0.0) -> list[dict[str, Any]]:
+        """What the answering servers logged for request ``rid`` (each datagram or
+        connection they received), waiting up to ``wait`` seconds for a first one."""
+        deadline = time.monotonic() + wait
+        while True:
+            for path, offset in list(self._server_logs.items()):
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    data = f.read()
+                end = data.rfind(b"\n") + 1
+                self._server_logs[path] = offset + end
+                for line in data[:end].splitlines():
+                    if line.strip():
+                        event = json.loads(line)
+                        self._server_events.setdefault(str(event.get("id")), []).append(event)
+            if rid in self._server_events or time.monotonic() >= deadline:
+                return self._server_events.pop(rid, [])
+            time.sleep(0.005)
 
     def proxy_events(self, rid: str | None = None) -> list[dict[str, Any]]:
         """The proxy's log lines (for one request id, or all)."""

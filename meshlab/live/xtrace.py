@@ -18,6 +18,15 @@ Rules are reported by handle; :meth:`Tracer.first_packet` maps each one to its 1
 position in its chain by its text, using ``iptables-save``, so the kernel's trace reads in
 the same terms as the model's ``Trace.hits``. Needs ``nft`` and ``xtables-monitor``; with
 iptables-legacy there is no such trace and the lab compares counters only.
+
+**Not for counting.** ``xtables-monitor`` looks every traced rule up again over netlink
+(a fresh dump per event), so it falls behind a busy trace; its netlink socket overflows and
+it exits with "cannot receive from nfnetlink socket: No buffer space available" - after
+which every trace is silently empty - and, before that, a packet's later hooks arrive after
+any fixed wait. That is why first-packet *counters* come from probes
+(:data:`meshlab.live.lab.GATE_TABLE`), not from here; this trace is for showing a path.
+Once the monitor has died, :attr:`Tracer.failure` says so (the lab copies it into its
+notes) instead of traces silently going empty.
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ class Tracer:
 
     path: Path
     process: subprocess.Popen[bytes]
+    failure: str | None = None
 
     @classmethod
     def start(cls, registry: Registry, ns: str, workdir: Path) -> Tracer | None:
@@ -85,6 +95,11 @@ class Tracer:
     def first_packet(self, mark: int, sport: int, save_text: str,
                      wait: float = 0.5) -> Iterator[dict[str, Any]]:
         """The matched rules, in order, for the SYN packets with source port ``sport``."""
+        if self.process.poll() is not None:
+            self.failure = (f"xtables-monitor --trace exited (status "
+                            f"{self.process.returncode}; usually ENOBUFS: it fell behind the "
+                            "trace): kernel traces after that are missing")
+            return
         deadline = time.monotonic() + wait
         needle = f"SPORT={sport} "
         lines = self.lines_since(mark)

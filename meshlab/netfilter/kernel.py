@@ -537,51 +537,119 @@ class Netns:
                            conn, notes, log, local=local)
 
     def answer(self, trace: Trace, *, uid: int | None = None, gid: int | None = None,
-               mark: int = 0) -> Trace:
-        """The server's first answer (a TCP SYN-ACK) to a connection traced here, on its way
-        back to the client: where does it go?
+               mark: int = 0, iface: str | None = None) -> Trace:
+        """The server's first answer to a connection traced here (a TCP SYN-ACK, a DNS
+        response): where does it go?
 
-        The server socket (owned by ``uid``/``gid``, socket mark ``mark``) sends from its own
-        address to the client as it sees it (the reply tuple). The packet belongs to a known
-        connection (state ESTABLISHED), so it meets raw, mangle and filter in OUTPUT and
-        mangle in POSTROUTING, but never nat; it carries the connection's mark, which
-        ``CONNMARK --restore-mark`` can copy onto the packet, and a changed mark routes it
-        again. An answer to a local address leaves by ``lo`` and comes back in
-        (``Trace.local``); one to a foreign address leaves by ``eth0`` - unless an fwmark rule
-        makes it local. That is how Envoy's ``original_src`` connections get their answers.
+        The server answers from its own address to the client as it sees it (the connection's
+        reply tuple). With ``iface=None`` the server is a socket of this namespace (owned by
+        ``uid``/``gid``, socket mark ``mark``): the answer starts in OUTPUT. With ``iface``
+        (``"eth0"``) the server is outside (the connection left by that interface): the answer
+        arrives in PREROUTING.
+
+        **Is it a reply at all?** Conntrack decides right after raw: it looks the answer up
+        *in the zone the raw rules gave it* (``CT --zone``; 0 without one). Found: the packet
+        belongs to the connection (state ESTABLISHED), it carries the connection's mark, and
+        nat is *not* consulted; if the connection was NATed (REDIRECT), conntrack un-NATs the
+        answer's source at the end of POSTROUTING (INPUT for an answer from outside), so the
+        client sees it come from the address it asked. Not found - for instance the query got
+        zone 1 and the answer zone 0 - the answer is the first packet of a NEW connection:
+        nat sees it like any new connection and may redirect it somewhere else entirely, and
+        nothing un-NATs it. (Istio's DNS capture gives the agent's queries and their answers
+        the same zone for exactly this reason.)
+
+        An answer to a local address leaves by ``lo`` and comes back in (``Trace.local``); one
+        to a foreign address leaves by ``eth0`` - unless an fwmark rule makes it local, as a
+        mark restored with ``CONNMARK --restore-mark`` can. That is how Envoy's
+        ``original_src`` connections get their answers. ``Trace.reply_src`` is the source the
+        receiver sees; ``Trace.connection`` the entry the answer belongs to (a new one when it
+        was NEW).
         """
-        conn = self.conntrack.find(trace.connection.proto, trace.connection.reply,
-                                   trace.connection.zone) or trace.connection
+        first = trace.connection
+        conn = self.conntrack.find(first.proto, first.reply, first.zone) or first
         back = conn.reply
         mark = self._mark(mark)
-        oif, _ = self.route(int(back.dst), mark)
-        skb = Skb(conn.proto, int(back.src), back.sport, int(back.dst), back.dport, oif=oif,
-                  uid=uid, gid=gid, mark=mark)
-        skb.ctstate, skb.ctmark, skb.zone = "ESTABLISHED", conn.mark, conn.zone
         log: list[_Segment] = []
         notes: list[str] = []
-        verdict, _ = self._hooks(OUTPUT_PATH, skb, log, nat_allowed=False)
-        out_iface = skb.oif
         client = conn.original.src, conn.original.sport
+        v = self.version
+        if iface is None:
+            oif, _ = self.route(int(back.dst), mark)
+            skb = Skb(conn.proto, int(back.src), back.sport, int(back.dst), back.dport,
+                      oif=oif, uid=uid, gid=gid, mark=mark)
+        else:
+            self.interface(iface)
+            skb = Skb(conn.proto, int(back.src), back.sport, int(back.dst), back.dport,
+                      iif=iface, mark=mark)
+        sent = FlowTuple(_addr(skb.src, v), skb.sport, _addr(skb.dst, v), skb.dport)
+        found: list[Connection] = []
+
+        def lookup(skb: Skb) -> None:  # conntrack, right after raw
+            flow = FlowTuple(_addr(skb.src, v), skb.sport, _addr(skb.dst, v), skb.dport)
+            entry = self.conntrack.find(skb.proto, flow, skb.zone)
+            if entry is None:
+                skb.ctstate = "NEW"
+                where = f"zone {skb.zone}" if skb.zone else "zone 0"
+                notes.append(f"conntrack has no entry for the answer {flow} in {where} "
+                             f"(the connection is in zone {conn.zone}): a NEW connection, "
+                             "so nat sees it")
+                return
+            skb.ctstate, skb.ctmark = "ESTABLISHED", entry.mark
+            found.append(entry)
+
+        def unnat(skb: Skb) -> None:  # the reverse NAT of a reply, as conntrack does it
+            if found and found[0].reply == sent and found[0].natted:
+                skb.src, skb.sport = int(found[0].original.dst), found[0].original.dport
+
         local = False
-        if verdict == "ACCEPT" and out_iface == "lo":
-            skb.iif, skb.oif, skb.uid, skb.gid = "lo", None, None, None
-            verdict, _ = self._hooks(PREROUTING_PATH, skb, log, nat_allowed=False)
+        if iface is None:
+            verdict, nat = self._hooks(OUTPUT_PATH, skb, log, nat_allowed=True, lookup=lookup)
+            unnat(skb)  # POSTROUTING: the source is put back
+            out_iface = skb.oif
+            if verdict == "ACCEPT" and out_iface == "lo":
+                skb.iif, skb.oif, skb.uid, skb.gid = "lo", None, None, None
+                verdict, _ = self._hooks(PREROUTING_PATH, skb, log, nat_allowed=False)
+                if verdict == "ACCEPT" and self._local_delivery(skb):
+                    local = True
+                    verdict, _ = self._hooks(INPUT_PATH, skb, log, nat_allowed=False)
+                elif verdict == "ACCEPT":
+                    verdict = "DROP"
+                if skb.mark and self._fwmark_local(skb.mark) and not self._is_local(skb.dst):
+                    notes.append(f"mark {skb.mark:#x} (restored from the connection): the "
+                                 f"fwmark rule routes the answer to {_addr(skb.dst, v)} back "
+                                 "in by lo")
+            elif verdict == "ACCEPT":
+                notes.append(f"the answer to {endpoint(_addr(skb.dst, v), skb.dport)} leaves "
+                             f"by {out_iface}: the address is not local here")
+        else:
+            out_iface = None
+            verdict, nat = self._hooks(PREROUTING_PATH, skb, log, nat_allowed=True,
+                                       lookup=lookup)
             if verdict == "ACCEPT" and self._local_delivery(skb):
                 local = True
-                verdict, _ = self._hooks(INPUT_PATH, skb, log, nat_allowed=False)
+                verdict, _ = self._hooks(INPUT_PATH, skb, log, nat_allowed=True)
+                unnat(skb)  # INPUT: the source is put back
             elif verdict == "ACCEPT":
                 verdict = "DROP"
-            if skb.mark and self._fwmark_local(skb.mark) and not self._is_local(skb.dst):
-                notes.append(f"mark {skb.mark:#x} (restored from the connection): the fwmark "
-                             f"rule routes the answer to {_addr(skb.dst, self.version)} back "
-                             "in by lo")
-        elif verdict == "ACCEPT":
-            notes.append(f"the answer to {endpoint(*client)} leaves by {out_iface}: "
-                         "the address is not local here")
-        return Trace("reply", verdict, (back.dst, back.dport), client,
-                     local and verdict == "ACCEPT", out_iface, None, conn, tuple(notes),
-                     tuple(log))
+                notes.append(f"{_addr(skb.dst, v)} is not an address of this namespace: "
+                             "dropped at the routing decision")
+        if found:
+            entry = found[0]
+        else:  # NEW: conntrack confirms an entry of its own
+            entry = conn if skb.ctstate != "NEW" else self._confirm_tuple(
+                skb, int(sent.src), sent.sport, skb.dst, skb.dport, int(sent.dst), sent.dport)
+        if skb.tproxy is not None:
+            delivered = (_addr(skb.tproxy[0], v), skb.tproxy[1])
+        else:
+            delivered = (_addr(skb.dst, v), skb.dport)
+        if verdict == "ACCEPT" and found and delivered == client:
+            notes.append(f"a reply of the connection (zone {entry.zone}): it reaches "
+                         f"{endpoint(*client)} from "
+                         f"{endpoint(_addr(skb.src, v), skb.sport)}")
+        return Trace("reply", verdict, (sent.dst, sent.dport), delivered,
+                     local and verdict == "ACCEPT", out_iface, nat if not found else None,
+                     entry, tuple(notes), tuple(log),
+                     reply_src=(_addr(skb.src, v), skb.sport))
 
     def reply(self, trace: Trace) -> Packet:
         """The server's answer as the client receives it, after conntrack translated it back."""
@@ -592,12 +660,17 @@ class Netns:
         return Packet(trace.connection.proto, back.src, back.sport, back.dst, back.dport)
 
     # ---------------------------------------------------------------- the walk
-    def _hooks(self, path, skb: Skb, log: list[_Segment], *, nat_allowed: bool):
-        """Run the hooks of ``path`` in order; stop at DROP. Returns (verdict, nat decision)."""
+    def _hooks(self, path, skb: Skb, log: list[_Segment], *, nat_allowed: bool,
+               lookup=None):
+        """Run the hooks of ``path`` in order; stop at DROP. Returns (verdict, nat decision).
+
+        Conntrack runs right after raw: a packet it has not seen yet becomes NEW, or, with
+        ``lookup``, whatever that finds (an answer may belong to a known connection)."""
         nat: NatDecision | None = None
         for hook, tables in path:
             for table in tables:
-                if table == "nat" and (not nat_allowed or skb.ctstate == "UNTRACKED"):
+                if table == "nat" and (not nat_allowed or skb.ctstate in ("UNTRACKED",
+                                                                          "ESTABLISHED")):
                     continue  # nat sees only a connection's first, tracked packet, once
                 chains = self._chains.get(table)
                 if chains is not None:
@@ -611,7 +684,10 @@ class Netns:
                         # means the routing decision is taken again
                         skb.oif, _ = self.route(skb.dst, skb.mark)
                 if table == "raw" and skb.ctstate == "INVALID":
-                    skb.ctstate = "NEW"  # conntrack runs right after raw: a first packet
+                    if lookup is None:
+                        skb.ctstate = "NEW"  # conntrack runs right after raw: a first packet
+                    else:
+                        lookup(skb)
         return "ACCEPT", nat
 
     def _chain(self, hook: str, table: str, chain: _Chain, skb: Skb, log: list[_Segment]):
@@ -705,7 +781,8 @@ class Netns:
             skb.mark = (skb.mark & ~target.mask) ^ target.mark
             skb.tproxy = (on_ip, target.on_port)
             to = (_addr(on_ip, self.version), target.on_port)
-            return (f"TPROXY {endpoint(*to)} mark {skb.mark:#x}",
+            return (f"TPROXY to the socket listening on port {target.on_port}, destination "
+                    f"kept, mark {skb.mark:#x}",
                     NatDecision("TPROXY", table, chain, index + 1, to))
         if isinstance(target, SetMark):
             skb.mark = (skb.mark & ~target.mask & 0xFFFFFFFF) ^ target.value

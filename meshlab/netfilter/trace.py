@@ -60,6 +60,10 @@ class Trace:
     connection: Connection
     notes: tuple[str, ...] = ()  # routing facts worth telling: "not local: pods do not forward"
     segments: tuple[Any, ...] = field(default=(), repr=False, compare=False)
+    reply_src: tuple[IPAddress, int] | None = None
+    """For an answer (``Netns.answer``): the source the receiver sees, after conntrack put a
+    NATed connection's address back (a DNS answer from 127.0.0.1:15053 reaches the client as
+    coming from 10.96.0.10:53). ``None`` for first packets."""
 
     @cached_property
     def evaluations(self) -> tuple[RuleEval, ...]:

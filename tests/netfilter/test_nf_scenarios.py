@@ -212,3 +212,81 @@ def test_nat_after_tproxy_rewrites_the_address_the_socket_sees() -> None:
     trace = ns.receive(Packet("tcp", ip_address("10.245.0.9"), 40000,
                               ip_address("10.244.0.5"), 7070), "net1")
     assert trace.local and trace.delivered == (ip_address("10.245.0.5"), 15006)
+
+
+# -- answers: is the server's answer a reply, or a NEW connection? (Netns.answer) ----------
+
+DNS_RULES = """\
+*raw
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:ISTIO_OUTPUT_DNS - [0:0]
+:ISTIO_INBOUND - [0:0]
+-A PREROUTING -j ISTIO_INBOUND
+-A OUTPUT -j ISTIO_OUTPUT_DNS
+-A ISTIO_OUTPUT_DNS -p udp --dport 53 -m owner --uid-owner 1337 -j CT --zone 1
+-A ISTIO_OUTPUT_DNS -p udp --sport 15053 -m owner --uid-owner 1337 -j CT --zone 2
+-A ISTIO_OUTPUT_DNS -p udp --dport 53 -d 10.96.0.10/32 -j CT --zone 2
+-A ISTIO_INBOUND -p udp --sport 53 -s 10.96.0.10/32 -j CT --zone 1
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:ISTIO_OUTPUT - [0:0]
+:ISTIO_OUTPUT_DNS - [0:0]
+-A OUTPUT -j ISTIO_OUTPUT
+-A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN
+-A ISTIO_OUTPUT -j ISTIO_OUTPUT_DNS
+-A ISTIO_OUTPUT_DNS -p udp --dport 53 -d 10.96.0.10/32 -j REDIRECT --to-ports 15053
+COMMIT
+"""
+"""The DNS part of ``istio-iptables --redirect-dns`` with resolv.conf nameserver 10.96.0.10."""
+KUBE_DNS = ip_address("10.96.0.10")
+
+
+@pytest.fixture
+def dns_ns() -> Netns:
+    return Netns(parse_ruleset(DNS_RULES), pod_interfaces(POD))
+
+
+def test_a_redirected_dns_answer_is_a_reply_in_zone_2_and_comes_from_the_server(dns_ns):
+    query = dns_ns.connect(proto="udp", dst=KUBE_DNS, dport=53, uid=1000, gid=1000)
+    assert query.connection.zone == 2 and query.delivered == (LOCALHOST, 15053)
+    # the agent answers from 127.0.0.1:15053 as 1337: `--sport 15053 ... CT --zone 2`
+    answer = dns_ns.answer(query, uid=1337, gid=1337)
+    assert answer.connection == query.connection  # found: a reply, nat not consulted
+    assert not [e for e in answer.evaluations if e.table == "nat"]
+    client = (query.connection.original.src, query.connection.original.sport)
+    assert answer.local and answer.delivered == client
+    assert answer.reply_src == (KUBE_DNS, 53)  # un-NATed at POSTROUTING
+    # ... so, back in by lo, the answer meets `--sport 53 -s 10.96.0.10 -j CT --zone 1`: the
+    # rule matches and counts, but the packet already has its conntrack entry (zone 2)
+    assert ("raw", "ISTIO_INBOUND", 1, "CT") in hits(answer)
+
+
+def test_an_answer_in_another_zone_is_a_new_connection(dns_ns):
+    # the agent (1337) asks a server resolv.conf does not list: zone 1 (`--dport 53` rule)
+    query = dns_ns.connect(proto="udp", dst="192.168.10.20", dport=53, uid=1337, gid=1337)
+    assert query.connection.zone == 1 and query.out_iface == "eth0"
+    # the answer from 192.168.10.20:53 matches no `-s` of ISTIO_INBOUND: zone 0, no entry
+    answer = dns_ns.answer(query, iface="eth0")
+    assert answer.connection != query.connection and answer.connection.zone == 0
+    assert ("nat", "PREROUTING", 0, "ACCEPT") in [(e.table, e.chain, e.rule, e.verdict)
+                                                  for e in answer.evaluations]
+    assert dns_ns.counters[("nat", "INPUT", 0)] == 1  # nat saw it: NEW
+    assert answer.local and answer.delivered == (POD, query.connection.original.sport)
+    assert any("NEW" in note for note in answer.notes)
+
+
+def test_an_answer_to_a_dns_server_port_53_is_captured_again(dns_ns):
+    # kube-dns itself (10.96.0.10:53) asks the pod's port 53: zone 1 on the way in
+    query = dns_ns.receive(Packet("udp", KUBE_DNS, 53, POD, 53), "eth0")
+    assert query.connection.zone == 1 and query.delivered == (POD, 53)
+    # root's answer to 10.96.0.10:53 gets zone 2 (`--dport 53 -d 10.96.0.10`): no entry
+    # there, so it is NEW, and nat redirects it to the agent on 15053 like any DNS query
+    answer = dns_ns.answer(query, uid=0, gid=0)
+    assert answer.connection.zone == 2 and answer.nat is not None
+    assert answer.local and answer.delivered == (LOCALHOST, 15053)
+    assert answer.reply_src == (POD, 53)  # nothing un-NATs it: the peer never hears back
