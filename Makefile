@@ -7,7 +7,7 @@ PY          := $(VENV)/bin/python
 PIP         := $(PY) -m pip
 DEB_VENV    := python3-venv
 DEB_TEST    := iptables conntrack iproute2 chromium
-NBVAL_FLAGS := --nbval --sanitize-with notebooks/nbval-sanitize.cfg
+NBVAL_FLAGS := --nbval --nbval-sanitize-with notebooks/nbval-sanitize.cfg
 # JupyterLab defaults for the lessons (widget state saved, no news pop-up), as Binder's postBuild.
 JUPYTER_SETTINGS = mkdir -p $(VENV)/share/jupyter/lab/settings && \
 	cp jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
@@ -33,7 +33,8 @@ bench: setup-test
 # Re-execute every lesson in place after a library change (stored outputs are what nbval checks).
 notebooks: setup-test
 	cd notebooks && ../$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
-	  --ExecutePreprocessor.store_widget_state=True --ExecutePreprocessor.timeout=120 [0-9]*.ipynb
+	  --ExecutePreprocessor.store_widget_state=True --ExecutePreprocessor.record_timing=False \
+	  --ExecutePreprocessor.timeout=120 [0-9]*.ipynb
 
 live-clean:
 	$(VENV)/bin/meshlab live clean
