@@ -101,6 +101,25 @@ FIRST_TOS = 0x20
 FIRST_PORTS = range(20000, 30000)
 """Source ports for TCP first-packet probes: outside Linux's ephemeral range (32768-60999), so
 no ordinary connection of the lab ever uses one (see :data:`GATE_TABLE`)."""
+OWN_PORTS = range(40000, 60000)
+"""Source ports for every other connection :meth:`Lab.connect` makes without a fixed one: each
+lab hands them out in turn, so no two of its connections share a source port (the cycle comes
+round only after 20000 connections, minutes later). The range is reserved in every lab
+namespace (``net.ipv4.ip_local_reserved_ports``, per namespace: the host is untouched), so
+the kernel never picks one of them for a socket of its own choosing (the proxy's upstream).
+
+Why not let the kernel choose: it picks an ephemeral port per *destination*, so two
+connections to different destinations may get the same port. When rules REDIRECT both to
+the same listener, the second one's five-tuple *after* NAT is the first one's, whose server
+socket still lingers in TIME_WAIT (60 s; ``conntrack -F`` does not touch sockets). That
+socket answers the new SYN with an ACK for the old connection when neither the new initial
+sequence number nor the new timestamp is above the old one's (both are random per original
+tuple, so this happens often); the
+client answers that ACK with a RST, which puts the conntrack entry into CLOSE, and resends its
+SYN at once (``TCP_TIMEOUT_MIN``: "previous FIN/ACK or RST/ACK might be ignored"); conntrack
+re-opens a CLOSEd tuple as a NEW connection, so nat counts the one connection twice. A rare,
+unreproducible disagreement that says nothing about the rules: each connection of a
+measurement must start from a state no earlier connection touched."""
 
 GATE_TABLE = """\
 table inet meshlab_gate {
@@ -273,6 +292,12 @@ def check_environment() -> None:
         raise LabUnavailable(f"`ip netns` does not work here: {done.stderr.strip()}")
 
 
+def reserve_own_ports(ns: str) -> None:
+    """Keep :data:`OWN_PORTS` out of the kernel's automatic choice in namespace ``ns``."""
+    netns.in_ns(ns, ["sysctl", "-qw", "net.ipv4.ip_local_reserved_ports="
+                     f"{OWN_PORTS.start}-{OWN_PORTS.stop - 1}"])
+
+
 @dataclass
 class Lab:
     """A pod namespace with real rules and processes, and a peer namespace around it."""
@@ -297,6 +322,7 @@ class Lab:
 
     def __post_init__(self) -> None:
         self._first_ports = itertools.cycle(FIRST_PORTS)
+        self._own_ports = itertools.cycle(OWN_PORTS)
         self._server_logs: dict[Path, int] = {}
         self._server_events: dict[str, list[dict[str, Any]]] = {}
         self.registry = Registry()
@@ -341,6 +367,8 @@ class Lab:
         self.workdir = reg.tempdir()
         reg.add_namespace("pod")
         reg.add_namespace("peer")
+        for ns in (self.pod, self.peer):
+            reserve_own_ports(ns)
         netns.veth(reg, self.pod, self.peer)
         pod, peer = self.pod, self.peer
         netns.in_ns(pod, ["ip", "addr", "add", f"{POD_IP}/{PREFIX_LEN}", "dev", "eth0"])
@@ -363,6 +391,7 @@ class Lab:
             netns.in_ns(pod, ["ip", "-6", "route", "add", "default", "via", PEER_IP6])
         if self.net1:
             reg.add_namespace("ext")
+            reserve_own_ports(self.ext)
             netns.veth(reg, pod, self.ext, "net1", "eth0")
             netns.in_ns(pod, ["ip", "addr", "add", f"{NET1_POD_IP}/24", "dev", "net1"])
             netns.in_ns(self.ext, ["ip", "addr", "add", f"{NET1_EXT_IP}/24", "dev", "eth0"])
@@ -543,11 +572,17 @@ class Lab:
         every table; the client waits ``timeout`` (keep it short) and sees a timeout.
         ``arrivals`` says which server socket, if any, received it (a UDP catcher logs each
         datagram; a TCP SYN is never accepted, so TCP probes have none).
+
+        Without ``sport`` the source port is the lab's next one of :data:`OWN_PORTS` (a TCP
+        probe's, of :data:`FIRST_PORTS`), never the kernel's choice: so no connection meets
+        what an earlier one left behind (a TIME_WAIT socket, a conntrack entry).
         """
         if first_only and not self.gate:
             raise LabError("first-packet probes need the gate table (nft is not installed)")
         if first_only and proto == "tcp" and sport is None:
             sport = next(self._first_ports)
+        elif sport is None:
+            sport = next(self._own_ports)  # never one an earlier connection used
         if side not in self.agents:
             raise LabError(f"unknown side {side!r}: use 'pod' or 'peer' (or 'ext' with "
                            "net1=True)")

@@ -82,3 +82,27 @@ def test_random_configurations_agree_connection_by_connection() -> None:
     assert not report.disagreements, (
         f"seed {seed} (replay: MESHLAB_LIVE_SEED={seed}): "
         f"{len(report.disagreements)} of {len(report.results)} disagree:\n" + "\n".join(lines))
+
+
+def test_each_connection_gets_a_source_port_no_earlier_one_used() -> None:
+    """The lab picks every source port itself, from a range the kernel may not pick from.
+
+    Regression: with the kernel's ephemeral ports, two connections to different destinations
+    could share a source port; REDIRECTed to the same listener, the second one met the
+    first one's TIME_WAIT socket there (it outlives ``conntrack -F``), its SYN was answered
+    with an old ACK, reset and re-sent, and conntrack saw a second NEW connection: nat
+    counted one connection twice, about once in a thousand, never on replay."""
+    from meshlab.live import netns
+    from meshlab.live.differential import catcher_lab
+    from meshlab.live.lab import OWN_PORTS
+
+    with catcher_lab() as lab:
+        seen = [lab.connect(dst, port, side=side, uid=1000, timeout=0.6)
+                for side, dst, port in (("pod", "10.244.0.9", 80), ("pod", "10.96.0.10", 80),
+                                        ("peer", "10.244.0.5", 80), ("pod", "127.0.0.1", 80))]
+        reserved = {ns: netns.in_ns(ns, ["sysctl", "-n", "net.ipv4.ip_local_reserved_ports"]
+                                    ).stdout.strip() for ns in (lab.pod, lab.peer)}
+    ports = [c.sport for c in seen]
+    assert all(c.outcome == "answered" for c in seen), [c.to_json() for c in seen]
+    assert len(set(ports)) == len(ports) and all(p in OWN_PORTS for p in ports), ports
+    assert set(reserved.values()) == {f"{OWN_PORTS.start}-{OWN_PORTS.stop - 1}"}, reserved
