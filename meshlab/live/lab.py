@@ -52,6 +52,7 @@ from typing import Any, Protocol
 from meshlab.live import counters as ctr
 from meshlab.live import netns, proc
 from meshlab.live.netns import LabError, LabUnavailable, Registry
+from meshlab.netfilter.ruleset import BUILTIN_CHAINS
 
 POD_IP = "10.244.0.5"
 PEER_IP = "10.244.0.9"
@@ -72,28 +73,13 @@ PROXY_UID = 1337
 TPROXY_PROXY_UID = 0
 """In TPROXY mode istio-proxy runs as UID 0 (GID 1337): it needs NET_ADMIN for IP_TRANSPARENT."""
 
-FLUSH_DOCUMENT6 = "".join(
-    f"*{table}\n" + "".join(f":{chain} ACCEPT [0:0]\n" for chain in chains) + "COMMIT\n"
-    for table, chains in {
-        "raw": ("PREROUTING", "OUTPUT"),
-        "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
-        "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
-        "filter": ("INPUT", "FORWARD", "OUTPUT"),
-    }.items()
-)
-"""The same clean slate for ``ip6tables-restore`` (IPv6 has its own tables)."""
-
 FLUSH_DOCUMENT = "".join(
     f"*{table}\n" + "".join(f":{chain} ACCEPT [0:0]\n" for chain in chains) + "COMMIT\n"
-    for table, chains in {
-        "raw": ("PREROUTING", "OUTPUT"),
-        "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
-        "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
-        "filter": ("INPUT", "FORWARD", "OUTPUT"),
-    }.items()
+    for table, chains in BUILTIN_CHAINS.items()
 )
-"""Fed to ``iptables-restore`` (without --noflush): empties the four tables, deletes user
-chains and resets policies and counters - a clean slate before each ruleset."""
+"""Fed to ``iptables-restore`` and ``ip6tables-restore`` (each family has its own tables;
+without --noflush): empties the four tables, deletes user chains and resets policies and
+counters - a clean slate before each ruleset."""
 
 
 FIRST_TOS = 0x20
@@ -501,7 +487,7 @@ class Lab:
         netns.in_ns(self.pod, ["iptables-restore"], input=FLUSH_DOCUMENT)
         netns.in_ns(self.pod, ["iptables-restore", "--noflush"], input=text)
         if self.ipv6 or rules_v6 is not None:
-            netns.in_ns(self.pod, ["ip6tables-restore"], input=FLUSH_DOCUMENT6)
+            netns.in_ns(self.pod, ["ip6tables-restore"], input=FLUSH_DOCUMENT)
         if rules_v6 is not None:
             text6 = rules_v6 if isinstance(rules_v6, str) else rules_v6.render_restore()
             netns.in_ns(self.pod, ["ip6tables-restore", "--noflush"], input=text6)
