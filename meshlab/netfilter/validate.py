@@ -10,16 +10,20 @@ rules and jumps, and most never look at a rule at all: the parser notes (:class:
 chains each chain jumps to and which rare things (counters, ``-m owner``/``-i``/``-o``,
 targets limited to some tables or hooks) it met, and only the chains that could fail a check
 are walked rule by rule. Loops are found with one depth-first search that colours chains (the
-classic white/grey/black walk); only when a loop exists do we run a slower walk whose only job
-is to name the loop exactly as this model always has (the first loop met from the first hook).
+classic white/grey/black walk), after a few cheap rounds have removed the chains that cannot be
+on a loop; only when a loop exists do we run a slower walk whose only job is to name the
+loop exactly as this model always has (the first loop met from the first hook).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain as concat
+from itertools import compress
+from operator import itemgetter
 from types import MappingProxyType
 
-from meshlab.netfilter.fastnew import new_chain
+from meshlab.netfilter.fastnew import new_chains
 from meshlab.netfilter.rules import Ct, Dnat, Jump, Redirect, Rule, Tproxy
 from meshlab.netfilter.ruleset import BUILTIN_CHAINS, Ruleset, Table
 from meshlab.netfilter.source import Bad, RulesParseError, error_at
@@ -38,6 +42,7 @@ _TABLE_LIMITED = ((Redirect, "REDIRECT"), (Dnat, "DNAT"), (Tproxy, "TPROXY"), (C
 LIMITED_TARGETS = frozenset(kind for kind, _ in _TABLE_LIMITED)
 """The target types that only some tables (TARGET_TABLES) or hooks (TARGET_HOOKS) allow."""
 _INCOMING = frozenset({"PREROUTING", "INPUT", "FORWARD"})
+_POLICY, _RULES = itemgetter(0), itemgetter(1)  # of a chain's [policy, rules, places, jumps]
 
 
 @dataclass
@@ -68,7 +73,8 @@ def check_and_build(family: str, tables: dict[str, dict[str, list]],
         users = {cname for cname, chain in chains.items() if chain[0] is None}
         refused = {kind for kind, name in _TABLE_LIMITED if tname not in TARGET_TABLES[name]}
         jumps = {cname: chain[3] for cname, chain in chains.items() if chain[3]}
-        if (not all(map(users.issuperset, jumps.values()))
+        # one issuperset over all the jumps: a list argument would be made into a set
+        if (not users.issuperset(concat.from_iterable(jumps.values()))
                 or not refused.isdisjoint(kinds)):
             for _, rules, chain_places, _ in chains.values():
                 _check_targets(tname, chains, rules, chain_places)  # raises at the first
@@ -80,10 +86,16 @@ def check_and_build(family: str, tables: dict[str, dict[str, list]],
         if _has_loop(jumps):
             _explain_loop(tname, chains)  # raises the error naming the loop
         _check_all_hooks(tname, chains, _Reach(tname, jumps), kinds, notes.roles)
-    return Ruleset(family, {
-        tname: Table(tname, MappingProxyType({
-            cname: new_chain(cname, policy, tuple(rules)) for cname, (policy, rules, _, _)
-            in chains.items()})) for tname, chains in tables.items()}, counters)
+    return Ruleset(family, {tname: _table(tname, chains) for tname, chains in tables.items()},
+                   counters)
+
+
+def _table(tname: str, chains: dict[str, list]) -> Table:
+    """The immutable :class:`Table`; its Chains are made all at once, by maps over the
+    ``[policy, rules, places, jumps]`` lists (C speed, no Python step per chain)."""
+    made = new_chains(chains, map(_POLICY, chains.values()),
+                      map(tuple, map(_RULES, chains.values())))
+    return Table(tname, MappingProxyType(dict(zip(chains, made, strict=True))))
 
 
 def _check_all_hooks(tname: str, chains: dict, reach: _Reach, kinds: set[type],
@@ -158,6 +170,7 @@ def _has_loop(jumps: dict[str, list[str]]) -> bool:
     its own stack (a list of iterators) rather than recursing, so 10,000 nested chains do
     not hit Python's recursion limit.
     """
+    jumps = _prune_sinks(jumps)
     grey, black = 1, 2
     colour: dict[str, int] = {}
     for root in jumps:
@@ -180,6 +193,26 @@ def _has_loop(jumps: dict[str, list[str]]) -> bool:
                 colour[path.pop()] = black
                 stack.pop()
     return False
+
+
+def _prune_sinks(jumps: dict[str, list[str]]) -> dict[str, list[str]]:
+    """``jumps`` without chains that cannot be on a loop, removed a round at a time.
+
+    A chain whose jumps all lead to chains that jump nowhere (not in the graph) cannot be on
+    a loop, nor lead to one, so it can go, which may leave its callers jumping nowhere in
+    turn. A round is one set test per chain, run by ``map`` at C speed, much cheaper than the
+    depth-first walk's steps: a kube-proxy dump (KUBE-SERVICES -> KUBE-SVC-* -> KUBE-SEP-*
+    -> KUBE-MARK-MASQ) is empty after four rounds. Deep graphs stop after a few rounds and
+    leave the rest to the walk.
+    """
+    live = set(jumps)
+    for _ in range(6):
+        order = list(live)
+        dead = set(compress(order, map(live.isdisjoint, map(jumps.__getitem__, order))))
+        if not dead:
+            break
+        live -= dead
+    return {cname: jumps[cname] for cname in live}
 
 
 class _Reach:
