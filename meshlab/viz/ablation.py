@@ -58,11 +58,7 @@ def ablation_figure(frame: pandas.DataFrame) -> Figure:
     width = label_w + cell_w * max(len(cols), 1) + 0.3
     height = col_label_h + cell_h * max(sum(lines), 1) + 1.1
     with style.styled():
-        fig = style.new_figure(max(width, 6.0), height)
-        ax = fig.add_axes((0, 0, 1, 1))
-        ax.set_xlim(0, max(width, 6.0))
-        ax.set_ylim(height, 0)
-        ax.set_axis_off()
+        fig, ax = style.inch_canvas(max(width, 6.0), height)
         top = 0.45 + col_label_h
         ax.text(0.15, 0.25, "What each rule is for: remove it, run every scenario",
                 fontsize=11, fontweight="bold", va="center")

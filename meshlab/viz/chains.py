@@ -135,11 +135,7 @@ def chains_figure(ruleset: Ruleset | None = None) -> Figure:
         ruleset = default_rules()
     boxes, headers, width, height = _layout(ruleset)
     with style.styled():
-        fig = style.new_figure(width, height)
-        ax = fig.add_axes((0, 0, 1, 1))
-        ax.set_xlim(0, width)
-        ax.set_ylim(height, 0)
-        ax.set_axis_off()
+        fig, ax = style.inch_canvas(width, height)
         ax.text(MARGIN, MARGIN, f"{ruleset.family} chains: each arrow is a rule that jumps "
                 "(solid: -j, dashed: -g goto)", fontsize=11, fontweight="bold", va="center")
         for tname, y in headers:

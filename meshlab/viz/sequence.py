@@ -60,11 +60,7 @@ def sequence_figure(walk: Walk) -> Figure:
     height = 1.3 + rows * ROW_H
     width = 15.0
     with style.styled():
-        fig = style.new_figure(width, height)
-        ax = fig.add_axes((0, 0, 1, 1))
-        ax.set_xlim(0, width)
-        ax.set_ylim(height, 0)
-        ax.set_axis_off()
+        fig, ax = style.inch_canvas(width, height)
         ax.text(0.2, 0.3, f"walk {walk.scenario!r}: {walk.outcome} (sequence of events)",
                 fontsize=11, fontweight="bold", va="center")
         top = 0.85

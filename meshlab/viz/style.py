@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import matplotlib
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 INK = "#222222"
@@ -76,6 +77,20 @@ def new_figure(width: float, height: float, *, dpi: int = 100) -> Figure:
     """
     fig = Figure(figsize=(width, height), dpi=dpi, facecolor=PAPER)
     return fig
+
+
+def inch_canvas(width: float, height: float) -> tuple[Figure, Axes]:
+    """A white figure with one axes over all of it, measured in inches from the top left.
+
+    The diagrams (chains, sequence, ablation matrix) place boxes and text by inches, with y
+    growing downwards as a page is read; there are no axis lines or ticks to show.
+    """
+    fig = new_figure(width, height)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.set_axis_off()
+    return fig, ax
 
 
 def png_bytes(fig: Figure, *, dpi: int | None = None) -> bytes:
