@@ -135,14 +135,22 @@ def dns_connection(rng: random.Random) -> ConnSpec:
     if rng.random() < 0.15:  # DNS over TCP goes to 15053 as well
         uid = rng.choice([1000, 1337])
         return ConnSpec("pod", rng.choice(DNS_DSTS[:4]), 53, uid=uid, gid=uid)
+    return _query_from_pod(rng, port, DNS_DSTS, own=("127.0.0.1", POD_IP))
+
+
+def _query_from_pod(rng: random.Random, port: int, dsts: tuple[str, ...],
+                    own: tuple[str, str]) -> ConnSpec:
+    """A UDP query from a process of the pod (random owner) to one of ``dsts``.
+
+    Only root may bind port 53. Not toward the pod itself (``own``: loopback and the pod's
+    address): a datagram from port 53 to the pod's own port 53 is addressed to its own socket,
+    and the kernel hands it to that (connected) socket rather than to the server's - socket
+    lookup, not netfilter.
+    """
     uid = rng.choice([1000, 1000, 1337, 0, 1500])
     gid = rng.choice([uid, uid, 1337])
-    dst = rng.choice(DNS_DSTS)
-    # Only root may bind port 53. Not toward the pod itself: a datagram from port 53 to the
-    # pod's own port 53 is addressed to its own socket, and the kernel hands it to that
-    # (connected) socket rather than to the server's - socket lookup, not netfilter.
-    local = dst in ("127.0.0.1", POD_IP)
-    sport = 53 if uid == 0 and not local and rng.random() < 0.4 else None
+    dst = rng.choice(dsts)
+    sport = 53 if uid == 0 and dst not in own and rng.random() < 0.4 else None
     return ConnSpec("pod", dst, port, uid=uid, gid=gid, proto="udp", sport=sport)
 
 
@@ -162,12 +170,7 @@ def dns6_connection(rng: random.Random) -> ConnSpec:
     if rng.random() < 0.2:
         return ConnSpec("peer", POD_IP6, rng.choice([5353, 53]), src=rng.choice(PEERS6),
                         proto="udp", sport=rng.choice([53, None]))
-    uid = rng.choice([1000, 1000, 1337, 0, 1500])
-    gid = rng.choice([uid, uid, 1337])
-    dst = rng.choice(DNS_DSTS6)
-    local = dst in ("::1", POD_IP6)
-    sport = 53 if uid == 0 and not local and rng.random() < 0.4 else None
-    return ConnSpec("pod", dst, port, uid=uid, gid=gid, proto="udp", sport=sport)
+    return _query_from_pod(rng, port, DNS_DSTS6, own=("::1", POD_IP6))
 
 
 def ipv6_flags(rng: random.Random) -> tuple[list[str], dict[str, Any]]:
