@@ -52,7 +52,7 @@ from meshlab.netfilter.rules import Jump, Rule
 from meshlab.netfilter.ruleset import BUILTIN_CHAINS, Ruleset
 from meshlab.netfilter.shapes import Plan, read_with_plan
 from meshlab.netfilter.source import BLANK, Bad, RulesParseError, error_at, split
-from meshlab.netfilter.validate import LIMITED_TARGETS, Notes, check_and_build
+from meshlab.netfilter.validate import LIMITED_TARGETS, Notes, Place, check_and_build
 
 __all__ = ["RulesParseError", "parse_rule", "parse_rule_spec", "parse_ruleset"]
 
@@ -60,10 +60,11 @@ __all__ = ["RulesParseError", "parse_rule", "parse_rule_spec", "parse_ruleset"]
 class _Doc:
     """The state while reading a document: tables -> chains -> [policy, rules, places, jumps].
 
-    ``places`` runs beside ``rules``: for each rule a plain tuple (see
-    :data:`meshlab.netfilter.validate.Place`) saying where it was written, read only if a
-    load-time check fails. ``jumps`` lists the chains that the rules jump to, noted as they
-    are read so that the load-time checks need not look at every rule again. ``plans``
+    ``places`` runs beside ``rules``: for each rule a plain tuple, or just the line number for
+    a plain ``-A`` line (see :data:`meshlab.netfilter.validate.Place`), saying where it was
+    written, read only if a load-time check fails. ``jumps`` lists the chains that the rules
+    jump to, noted as they are read so that the load-time checks need not look at every rule
+    again. ``plans``
     holds one :class:`Plan` per rule shape met so far.
     """
 
@@ -156,7 +157,15 @@ def _parse_document(text: str, doc: _Doc) -> Ruleset:
             f"the *{tname} section opened on line {opened} has no COMMIT (is the file cut short?)",
             line=last, column=len(lines[-1].rstrip(BLANK)) + 1, token="",
             hint="end every table section with a line COMMIT", source=lines[-1].rstrip(BLANK))
-    return check_and_build(doc.family or "ipv4", doc.tables, doc.policy_counters, doc.notes)
+    family = doc.family or "ipv4"
+
+    def locate(place: Place | int) -> Place:
+        """The whole place of a rule noted by its line number alone (see _append)."""
+        if type(place) is not int:
+            return place
+        raw = lines[place - 1]
+        return (place, raw, read_rule(split(raw), 2, family).where, 0, None)
+    return check_and_build(family, doc.tables, doc.policy_counters, doc.notes, locate)
 
 
 def _line(doc: _Doc, line: str, lineno: int, raw: str) -> None:
@@ -348,13 +357,15 @@ def _append(doc: _Doc, tname: str, chains: dict[str, list], toks: list[str], lin
         return False
     for plan in plans:
         if plan.words(toks) == plan.literals:
+            if plan.counters is not None:  # -c counters: _command keeps them in a whole place
+                return False
             try:
                 rule = plan.read(toks, doc.family)
             except Bad:
                 return False
             chain[1].append(rule)
-            chain[2].append((lineno, raw, plan.where, 0, plan.counters))  # a validate.Place
-            # (the plan's roles and counters were noted when its first rule was stored)
+            chain[2].append(lineno)  # the whole validate.Place is made again if a check fails
+            # (the plan's roles were noted when its first rule was stored)
             if plan.jump_at is not None:
                 chain[3].append(toks[plan.jump_at])
             elif plan.kind in LIMITED_TARGETS:

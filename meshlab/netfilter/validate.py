@@ -17,6 +17,7 @@ loop exactly as this model always has (the first loop met from the first hook).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import chain as concat
 from itertools import compress
@@ -32,7 +33,14 @@ Place = tuple
 """Where a rule was written, kept as a plain tuple because one is made per rule and is only
 read when a check fails: ``(line, text, tokens, offset, counters)`` -- the line number and its
 text, a dict of token indexes by role (``"target"``, ``"owner"``, ``"iif"``, ``"oif"``), the
-index of the rule's first option in the line's words, and ``[p:b]``/``-c`` counters or None."""
+index of the rule's first option in the line's words, and ``[p:b]``/``-c`` counters or None.
+
+For the plain ``-A CHAIN ...`` lines that make up almost all of a big dump, the parser keeps
+just the line number (an int, which it has anyway) and :func:`check_and_build` is given a
+``locate`` function that makes the whole tuple from it, by reading the line again, only for
+the rule an error is about. Such a rule has no counters."""
+
+Locate = Callable[["Place | int"], Place]
 
 TARGET_TABLES = {"REDIRECT": ("nat",), "DNAT": ("nat",), "TPROXY": ("mangle",), "CT": ("raw",)}
 TARGET_HOOKS = {"REDIRECT": ("PREROUTING", "OUTPUT"), "DNAT": ("PREROUTING", "OUTPUT"),
@@ -58,9 +66,10 @@ class Notes:
 
 
 def check_and_build(family: str, tables: dict[str, dict[str, list]],
-                    policy_counters: dict, notes: Notes) -> Ruleset:
+                    policy_counters: dict, notes: Notes, locate: Locate) -> Ruleset:
     """Check ``{table: {chain: [policy, rules, places, jumps]}}`` as the kernel would, table by
-    table, then build the :class:`Ruleset`. Raises :class:`RulesParseError`.
+    table, then build the :class:`Ruleset`. Raises :class:`RulesParseError`; ``locate``
+    makes a :data:`Place` tuple from a line number, for the error.
 
     Each check first asks cheaply whether any rule of the table could fail it -- from the
     parser's ``notes`` and the jumps it listed per chain, with comprehensions and set
@@ -77,15 +86,15 @@ def check_and_build(family: str, tables: dict[str, dict[str, list]],
         if (not users.issuperset(concat.from_iterable(jumps.values()))
                 or not refused.isdisjoint(kinds)):
             for _, rules, chain_places, _ in chains.values():
-                _check_targets(tname, chains, rules, chain_places)  # raises at the first
+                _check_targets(tname, chains, rules, map(locate, chain_places))  # raises
         if notes.counters:  # counters are rare: look rule by rule only then
             for cname, (_, _, chain_places, _) in chains.items():
                 for index, place in enumerate(chain_places, 1):
-                    if place[4] is not None:
+                    if type(place) is tuple and place[4] is not None:
                         counters[(tname, cname, index)] = place[4]
         if _has_loop(jumps):
-            _explain_loop(tname, chains)  # raises the error naming the loop
-        _check_all_hooks(tname, chains, _Reach(tname, jumps), kinds, notes.roles)
+            _explain_loop(tname, chains, locate)  # raises the error naming the loop
+        _check_all_hooks(tname, chains, _Reach(tname, jumps), kinds, notes.roles, locate)
     return Ruleset(family, {tname: _table(tname, chains) for tname, chains in tables.items()},
                    counters)
 
@@ -99,7 +108,7 @@ def _table(tname: str, chains: dict[str, list]) -> Table:
 
 
 def _check_all_hooks(tname: str, chains: dict, reach: _Reach, kinds: set[type],
-                     roles: bool) -> None:
+                     roles: bool, locate: Locate) -> None:
     """Raise for the first rule (in rule order) that sits where its hooks do not allow it.
 
     Only chains where some rule could fail are walked: the built-in chains and the chains an
@@ -115,15 +124,16 @@ def _check_all_hooks(tname: str, chains: dict, reach: _Reach, kinds: set[type],
         _, rules, chain_places, _ = chains[cname]
         for rule, place in zip(rules, chain_places, strict=True):
             # skip the rules that cannot fail any of _check_hooks' four checks here
-            if (("owner" in place[2] and cname in reach.incoming())
+            if ((rule.owner_match and cname in reach.incoming())
                     or (rule.iif is not None and cname in ("OUTPUT", "POSTROUTING"))
                     or (rule.oif is not None and cname in ("PREROUTING", "INPUT"))
                     or (type(rule.target) in _HOOK_LIMITED
                         and cname in reach.beyond(TARGET_HOOKS[rule.target.name]))):
-                _check_hooks(tname, cname, reach.hooks(cname), rule, place)
+                _check_hooks(tname, cname, reach.hooks(cname), rule, locate(place))
 
 
-def _check_targets(tname: str, chains: dict, rules: list[Rule], places: list[Place]) -> None:
+def _check_targets(tname: str, chains: dict, rules: list[Rule],
+                   places: Iterable[Place]) -> None:
     """Raise for the first rule of a chain that jumps to a missing or built-in chain, or
     whose target is not allowed in this table."""
     for rule, place in zip(rules, places, strict=True):
@@ -261,7 +271,7 @@ class _Reach:
                          if cname in self.reached(hook))
 
 
-def _explain_loop(tname: str, chains: dict) -> None:
+def _explain_loop(tname: str, chains: dict, locate: Locate) -> None:
     """Raise the error for a loop known to exist, naming the same loop (and pointing at the
     same rule) as this model always has: the first one met walking from each hook in turn,
     then from the user chains that no hook reaches. Slower than :func:`_has_loop` (it walks
@@ -274,21 +284,22 @@ def _explain_loop(tname: str, chains: dict) -> None:
                 if isinstance(rule.target, Jump) and rule.target.chain in chains:
                     nxt = rule.target.chain
                     if nxt in path:
-                        raise _loop_error(path, nxt, cname, place)
+                        raise _loop_error(path, nxt, cname, locate(place))
                     stack.append((nxt, (*path, nxt)))
     done: set[str] = set()
     for cname in chains:
-        _loop_check(cname, chains, (cname,), done)
+        _loop_check(cname, chains, (cname,), done, locate)
 
 
-def _loop_check(cname: str, chains: dict, path: tuple[str, ...], done: set[str]) -> None:
+def _loop_check(cname: str, chains: dict, path: tuple[str, ...], done: set[str],
+                locate: Locate) -> None:
     for rule, place in zip(chains[cname][1], chains[cname][2], strict=True):
         if isinstance(rule.target, Jump) and rule.target.chain in chains:
             nxt = rule.target.chain
             if nxt in path:
-                raise _loop_error(path, nxt, cname, place)
+                raise _loop_error(path, nxt, cname, locate(place))
             if nxt not in done:
-                _loop_check(nxt, chains, (*path, nxt), done)
+                _loop_check(nxt, chains, (*path, nxt), done, locate)
     done.add(cname)
 
 
