@@ -57,10 +57,18 @@ class Plan:
     Each part of the rule is either a constant (the same object for every rule of the shape)
     or made from value words at known token indexes, through a memo (see
     :mod:`meshlab.netfilter.memos`): the words already met give the part already made.
+    :attr:`read` reads a line of the shape: a function written for this shape alone (its
+    Python is in :attr:`source`), so that reading a line runs no loops or tests about the
+    shape itself, only the lookups of its values.
     """
 
     __slots__ = ("counters", "dst", "iif", "jump_at", "kind", "literals", "modules", "oif",
-                 "proto", "src", "target", "version", "where", "words")
+                 "proto", "read", "source", "src", "target", "version", "where", "words")
+
+    read: Callable[[list[str], str | None], Rule]
+    """``read(toks, family)``: the rule on a line of this shape (``family``: the document's
+    so far). Raises ``Bad`` for any value it cannot take; the caller then reads the line the
+    slow way, which words the error."""
 
     @classmethod
     def learn(cls, toks: list[str], start: int, b: RuleBuilder, rule: Rule) -> Plan:
@@ -83,94 +91,145 @@ class Plan:
         for (name, opts, at), made in zip(b.modules, rule.modules, strict=True):
             specs = tuple((key_, neg, k) for key_, (neg, _, k) in opts.items())
             if not specs:
-                modules.append((made, None, None, None))
+                modules.append((made, (), None, None))
                 continue
-            values = itemgetter(*(k for _, _, k in specs))
+            ks = tuple(k for _, _, k in specs)
             memo = memo_for(("module", name, tuple((key_, neg) for key_, neg, _ in specs)))
-            memo[values(toks)] = made
-            modules.append((None, values, memo, _module_maker(name, at, specs)))
-            slots.update(k for _, _, k in specs)
+            memo[_key(toks, ks)] = made
+            modules.append((None, ks, memo, _module_maker(name, at, specs)))
+            slots.update(ks)
         plan.modules = tuple(modules)
         target = rule.target
         plan.kind, plan.jump_at = type(target), None  # a shape keeps its kind of target
         if isinstance(target, Jump):
             k = plan.jump_at = b.where["target"]
-            plan.target = (None, k, None, None, None, ())
+            plan.target = (None, (k,), None, None, None, ())
             slots.add(k)
         elif not any(opt not in FLAG_OPTIONS for opt in b.target_opts):
-            plan.target = (target, None, None, None, None, ())
+            plan.target = (target, (), None, None, None, ())
         else:
             specs = tuple((opt, k, opt in FLAG_OPTIONS) for opt, (_, k) in b.target_opts.items())
-            ks = [k for _, k, flag in specs if not flag]
+            ks = tuple(k for _, k, flag in specs if not flag)
             slots.update(ks)
-            values = itemgetter(*ks)
             memo = memo_for(("target", b.target, tuple((opt, flag) for opt, _, flag in specs)))
-            memo[(values(toks), b.family)] = target
-            plan.target = (None, values, memo, b.target, b.where["target"], specs)
+            memo[(_key(toks, ks), b.family)] = target
+            plan.target = (None, ks, memo, b.target, b.where["target"], specs)
         # Every word that is not a value must be the same in each rule of the shape.
         # (itemgetter picks them all out in one C call; with one index it returns the word
         # itself rather than a 1-tuple, which compares just as well.)
         plan.words = itemgetter(*(k for k in range(start, len(toks)) if k not in slots))
         plan.literals = plan.words(toks)
+        plan.source, plan.read = _write_reader(plan)
         return plan
 
-    def read(self, toks: list[str], family: str | None) -> Rule:
-        """The rule on a line of this shape (``family``: the document's so far). Raises
-        ``Bad`` for any value it cannot take; the caller then reads the line the slow way."""
-        src = dst = iif = oif = None
-        # Addresses: a memo hit costs no call (a match is never false, so `or` falls through
-        # only on a miss). Both must be of the family the plan was learnt in, which is the
-        # document's: a plan with addresses is only learnt once the family is known.
-        if self.src is not None:
-            negated, k = self.src
-            src = ADDR_MEMOS[negated].get(toks[k]) or addr_match(negated, toks[k], k)
-            if src.version != self.version:
-                raise Bad(k, "mixed families", "")  # the slow reader words this error
-        if self.dst is not None:
-            negated, k = self.dst
-            dst = ADDR_MEMOS[negated].get(toks[k]) or addr_match(negated, toks[k], k)
-            if dst.version != self.version:
-                raise Bad(k, "mixed families", "")
-        if self.iif is not None:
-            iif = iface_match(toks[self.iif[1]], self.iif[0], self.iif[1])
-        if self.oif is not None:
-            oif = iface_match(toks[self.oif[1]], self.oif[0], self.oif[1])
-        modules = []
-        for made, values, memo, make in self.modules:
-            if made is None:
-                key = values(toks)
-                made = memo.get(key)
-                if made is None:
-                    made = make(toks)
-                    memo[key] = made
-            modules.append(made)
-        target, values, memo, name, at, specs = self.target
-        if target is None:
-            if name is None:  # a jump: ``values`` is the index of the chain's name
-                chain = toks[values]
-                target = JUMPS.get(chain)
-                if target is None:
-                    if chain in TARGET_OPTIONS:  # -j ACCEPT where the first rule had -j CHAIN
-                        raise Bad(values, "a built-in target, not a chain", "")
-                    target = jump_to(chain)
-            else:
-                key = (values(toks), family)  # family: TPROXY's default --on-ip
-                target = memo.get(key)
-                if target is None:
-                    opts = {opt: ("", k) if flag else (toks[k], k) for opt, k, flag in specs}
-                    target = make_target(name, opts, at, family)
-                    memo[key] = target
-        # new_rule(...) inlined (a call less per rule): store each field into its slot
-        rule = _new(Rule)
-        s_target, s_src, s_dst, s_iif, s_oif, s_proto, s_modules = RULE_SETTERS
-        s_target(rule, target)
-        s_src(rule, src)
-        s_dst(rule, dst)
-        s_iif(rule, iif)
-        s_oif(rule, oif)
-        s_proto(rule, self.proto)
-        s_modules(rule, tuple(modules))
-        return rule
+
+def _key(toks: list[str], ks: tuple[int, ...]) -> str | tuple[str, ...]:
+    """The memo key of the value words at token indexes ``ks``: the word itself for one,
+    else the tuple of them (the readers written by :func:`_write_reader` make the same)."""
+    return toks[ks[0]] if len(ks) == 1 else tuple(toks[k] for k in ks)
+
+
+def _write_reader(plan: Plan) -> tuple[str, Callable[[list[str], str | None], Rule]]:
+    """Write the function that reads a line of ``plan``'s shape: its source and the function.
+
+    The Python is written out for this shape, the way :mod:`dataclasses` writes an
+    ``__init__`` for each class: every test about the shape is taken here, once, and what
+    is left for each line is straight code -- look each value word up in its memo (making
+    the part only for a word never met before, with the same functions as the slow reader),
+    then store each field into its slot of a new :class:`Rule` (see
+    :mod:`meshlab.netfilter.fastnew`). For a kube-proxy ``KUBE-SERVICES`` rule it reads::
+
+        def read(toks, family):
+            word = toks[3]
+            dst = ADDRESSES_0.get(word) or addr_match(False, word, 3)
+            if dst.version != 4:
+                raise Bad(3, "mixed families", "")
+            key = toks[9]
+            module_0 = MEMO_0.get(key)
+            if module_0 is None:
+                module_0 = MEMO_0[key] = MAKE_0(toks)
+            ...
+    """
+    env: dict[str, object] = {
+        "ADDRESSES_0": ADDR_MEMOS[False], "ADDRESSES_1": ADDR_MEMOS[True], "Bad": Bad,
+        "JUMPS": JUMPS, "Rule": Rule, "TARGET_OPTIONS": TARGET_OPTIONS, "addr_match": addr_match,
+        "iface_match": iface_match, "jump_to": jump_to, "make_target": make_target,
+        "new": _new, "PROTO": plan.proto}
+    env.update(zip(("set_target", "set_src", "set_dst", "set_iif", "set_oif", "set_proto",
+                    "set_modules"), RULE_SETTERS, strict=True))
+    code = ["def read(toks, family):"]
+    fields = dict.fromkeys(("src", "dst", "iif", "oif"), "None")
+    for field in ("src", "dst"):
+        spec = getattr(plan, field)
+        if spec is not None:
+            negated, k = spec
+            # a memo hit costs no call: a match is never false, so `or` runs only on a miss
+            code += [f"    word = toks[{k}]",
+                     f"    {field} = ADDRESSES_{int(negated)}.get(word) or "
+                     f"addr_match({negated}, word, {k})",
+                     # the plan was learnt in the document's family; the slow reader words
+                     # the error for an address of the other one
+                     f"    if {field}.version != {plan.version}:",
+                     f"        raise Bad({k}, 'mixed families', '')"]
+            fields[field] = field
+    for field in ("iif", "oif"):
+        spec = getattr(plan, field)
+        if spec is not None:
+            negated, k = spec
+            code.append(f"    {field} = iface_match(toks[{k}], {negated}, {k})")
+            fields[field] = field
+    modules = []
+    for j, (made, ks, memo, make) in enumerate(plan.modules):
+        if made is not None:
+            env[f"MODULE_{j}"] = made
+            modules.append(f"MODULE_{j}")
+            continue
+        env[f"MEMO_{j}"], env[f"MAKE_{j}"] = memo, make
+        code += [f"    key = {_key_source(ks)}",
+                 f"    module_{j} = MEMO_{j}.get(key)",
+                 f"    if module_{j} is None:",
+                 f"        module_{j} = MEMO_{j}[key] = MAKE_{j}(toks)"]
+        modules.append(f"module_{j}")
+    target, ks, memo, name, at, specs = plan.target
+    if target is not None:
+        env["TARGET"] = target
+        code.append("    target = TARGET")
+    elif name is None:  # a jump to the chain named at ks[0]
+        code += [f"    word = toks[{ks[0]}]",
+                 "    target = JUMPS.get(word)",
+                 "    if target is None:",
+                 "        if word in TARGET_OPTIONS:  # -j ACCEPT, where the first rule jumped",
+                 f"            raise Bad({ks[0]}, 'a built-in target, not a chain', '')",
+                 "        target = jump_to(word)"]
+    else:
+        env["TARGET_MEMO"] = memo
+        # the options as the slow reader hands them on: {option: (value, token index)}
+        words = {opt: ("''" if flag else f"toks[{k}]", k) for opt, k, flag in specs}
+        options = ", ".join(f"{opt!r}: ({word}, {k})" for opt, (word, k) in words.items())
+        code += [f"    key = ({_key_source(ks)}, family)  # family: TPROXY's default --on-ip",
+                 "    target = TARGET_MEMO.get(key)",
+                 "    if target is None:",
+                 f"        target = TARGET_MEMO[key] = make_target({name!r}, {{{options}}}, {at}, "
+                 "family)"]
+    code += ["    rule = new(Rule)",
+             "    set_target(rule, target)",
+             *(f"    set_{field}(rule, {value})" for field, value in fields.items()),
+             "    set_proto(rule, PROTO)",
+             f"    set_modules(rule, {_tuple_source(modules)})",
+             "    return rule"]
+    source = "\n".join(code) + "\n"
+    exec(source, env)  # our own text, written above from the plan's numbers
+    return source, env["read"]
+
+
+def _key_source(ks: tuple[int, ...]) -> str:
+    """The Python for the memo key of the words at ``ks`` (as :func:`_key` makes it)."""
+    return f"toks[{ks[0]}]" if len(ks) == 1 else _tuple_source([f"toks[{k}]" for k in ks])
+
+
+def _tuple_source(items: list[str]) -> str:
+    """The Python for a tuple of the expressions ``items``."""
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
 
 
 def _module_maker(name: str, at: int, specs: tuple) -> Callable[[list[str]], object]:
