@@ -6,6 +6,7 @@ that a slow machine shows up as a slow baseline rather than as a regression.
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from collections.abc import Callable
@@ -35,10 +36,22 @@ class Result:
         return f"{self.name:<58} {_fmt(self.median_s):>10}  {target:<18} {verdict:<5} {base}"
 
 
-def median_time(fn: Callable[[], object], *, repeat: int = 20, number: int = 1) -> float:
-    """Median wall time of one call of ``fn`` over ``repeat`` samples of ``number`` calls each."""
+def median_time(fn: Callable[[], object], *, repeat: int = 20, number: int = 1,
+                settled: bool = False) -> float:
+    """Median wall time of one call of ``fn`` over ``repeat`` samples of ``number`` calls each.
+
+    ``settled`` is for big, allocating work such as parsing 20,000 rules: ``fn`` runs once
+    first, untimed (its caches warm), and the cycle collector runs before each sample, so
+    every sample starts from the same heap. A sample then includes the collections ``fn``
+    itself sets off, but not a full collection of whatever earlier benchmarks left behind,
+    which would otherwise land in one sample or another by chance.
+    """
+    if settled:
+        fn()
     samples = []
     for _ in range(repeat):
+        if settled:
+            gc.collect()
         start = time.perf_counter()
         for _ in range(number):
             fn()
