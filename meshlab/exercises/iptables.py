@@ -60,7 +60,7 @@ def _insert_rule(ruleset: Ruleset, table: str, chain: str, position: int,
     rules = list(target.rules)
     rules.insert(position - 1, rule)
     chains = dict(old.chains)
-    chains[chain] = replace(target, rules=tuple(rules))
+    chains[chain] = target._replace(rules=tuple(rules))
     tables = dict(ruleset.tables)
     tables[table] = replace(old, chains=MappingProxyType(chains))
     return type(ruleset)(ruleset.family, tables)

@@ -1,25 +1,22 @@
 """Fast constructors for the frozen values that a big dump makes by the thousand.
 
-A 20,000-rule dump makes a :class:`~meshlab.netfilter.rules.Rule` per rule, and often an
-address match, a port match with its range, and a :class:`~meshlab.netfilter.ruleset.Chain`
-per chain. They are frozen dataclasses, whose generated ``__init__`` has to get past their own
-"frozen" ``__setattr__``, so it sets each field with ``object.__setattr__(self, "name",
-value)`` -- a look-up by name for every field. With ``slots=True`` each field is a slot, and
-storing straight into the slot (through its descriptor, found once here) makes the same object
-in about half the time: ~20 ms of a 20,000-rule parse. :func:`slot_setters` refuses, at
-import, a class whose fields changed or that gained a ``__post_init__`` (which this would
-skip). The objects made are exactly those ``Rule(...)`` etc. would make.
+A 20,000-rule dump makes thousands of address matches and port matches with their ranges
+(its rules and chains are named tuples, each made by one C call: see
+:class:`~meshlab.netfilter.rules.Rule`). The matches are
+frozen dataclasses, whose generated ``__init__`` has to get past their own "frozen"
+``__setattr__``, so it sets each field with ``object.__setattr__(self, "name", value)`` -- a
+look-up by name for every field. With ``slots=True`` each field is a slot, and storing
+straight into the slot (through its descriptor, found once here) makes the same object in
+about half the time. :func:`slot_setters` refuses, at import, a class whose fields changed
+or that gained a ``__post_init__`` (which this would skip). The objects made are exactly
+those ``AddrMatch(...)`` etc. would make.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Collection, Iterable
 from dataclasses import fields
-from itertools import repeat
 
-from meshlab.netfilter.rules import AddrMatch, PortMatch, PortRange, Rule
-from meshlab.netfilter.ruleset import Chain
+from meshlab.netfilter.rules import AddrMatch, PortMatch, PortRange
 
 
 def slot_setters(cls: type, names: tuple[str, ...]) -> tuple:
@@ -31,25 +28,9 @@ def slot_setters(cls: type, names: tuple[str, ...]) -> tuple:
 
 
 _new = object.__new__
-_RULE_SET = RULE_SETTERS = slot_setters(
-    Rule, ("target", "src", "dst", "iif", "oif", "proto", "modules"))  # shapes.py uses them too
 _ADDR_SET = slot_setters(AddrMatch, ("negated", "version", "net", "plen"))
 _RANGE_SET = slot_setters(PortRange, ("negated", "lo", "hi"))
 _PORTS_SET = slot_setters(PortMatch, ("module", "sport", "dport"))
-
-
-def new_rule(target, src, dst, iif, oif, proto, modules) -> Rule:
-    """``Rule(target, src, dst, iif, oif, proto, modules)``, made faster."""
-    rule = _new(Rule)
-    s_target, s_src, s_dst, s_iif, s_oif, s_proto, s_modules = _RULE_SET
-    s_target(rule, target)
-    s_src(rule, src)
-    s_dst(rule, dst)
-    s_iif(rule, iif)
-    s_oif(rule, oif)
-    s_proto(rule, proto)
-    s_modules(rule, modules)
-    return rule
 
 
 def new_addr(negated: bool, version: int, net: int, plen: int) -> AddrMatch:
@@ -81,29 +62,3 @@ def new_ports(module: str, sport: PortRange | None, dport: PortRange | None) -> 
     s_sport(match, sport)
     s_dport(match, dport)
     return match
-
-
-_CHAIN_SET = slot_setters(Chain, ("name", "policy", "rules"))
-
-
-def new_chain(name: str, policy: str | None, rules: tuple[Rule, ...]) -> Chain:
-    """``Chain(name, policy, rules)``, faster (a kube-proxy dump has 10,000 chains)."""
-    chain = _new(Chain)
-    s_name, s_policy, s_rules = _CHAIN_SET
-    s_name(chain, name)
-    s_policy(chain, policy)
-    s_rules(chain, rules)
-    return chain
-
-
-def new_chains(names: Collection[str], policies: Iterable[str | None],
-               rules: Iterable[tuple[Rule, ...]]) -> list[Chain]:
-    """``[Chain(n, p, r) for n, p, r in zip(names, policies, rules)]``, all at once: each
-    field is stored for every chain by one ``map`` over its slot setter, which runs at C
-    speed with no Python call per chain (``deque(..., maxlen=0)`` just drives a ``map``)."""
-    s_name, s_policy, s_rules = _CHAIN_SET
-    chains = list(map(_new, repeat(Chain, len(names))))
-    deque(map(s_name, chains, names), maxlen=0)
-    deque(map(s_policy, chains, policies), maxlen=0)
-    deque(map(s_rules, chains, rules), maxlen=0)
-    return chains

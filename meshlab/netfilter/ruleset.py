@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import NamedTuple
 
 from meshlab.errors import MeshlabError
 from meshlab.netfilter.rules import Rule
@@ -30,9 +31,11 @@ Counters = Mapping[tuple[str, str, int], "int | tuple[int, int]"]
 """(table, chain, rule) -> packets, or (packets, bytes); rule 0 is the chain's policy."""
 
 
-@dataclass(frozen=True, slots=True)
-class Chain:
-    """A chain: built-in ones have a policy (``ACCEPT``/``DROP``), user chains ``None``."""
+class Chain(NamedTuple):
+    """A chain: built-in ones have a policy (``ACCEPT``/``DROP``), user chains ``None``.
+
+    A named tuple, like :class:`~meshlab.netfilter.rules.Rule`: a kube-proxy dump has 10,000
+    chains, each made by one C call."""
 
     name: str
     policy: str | None

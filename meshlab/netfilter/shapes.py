@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from operator import itemgetter
 
-from meshlab.netfilter.fastnew import RULE_SETTERS, new_ports, new_range
+from meshlab.netfilter.fastnew import new_ports, new_range
 from meshlab.netfilter.memos import ADDR_MEMOS, JUMPS, addr_match, iface_match, jump_to, memo_for
 from meshlab.netfilter.options import (
     FLAG_OPTIONS,
@@ -47,7 +47,6 @@ from meshlab.netfilter.rules import CommentMatch, Jump, PortMatch, Rule
 from meshlab.netfilter.source import Bad
 from meshlab.netfilter.values import read_port_range
 
-_new = object.__new__
 _PLANS_PER_HINT = 8  # enough for any real dump; more shapes per hint just read slowly
 
 
@@ -136,8 +135,8 @@ def _write_reader(plan: Plan) -> tuple[str, Callable[[list[str], str | None], Ru
     ``__init__`` for each class: every test about the shape is taken here, once, and what
     is left for each line is straight code -- look each value word up in its memo (making
     the part only for a word never met before, with the same functions as the slow reader),
-    then store each field into its slot of a new :class:`Rule` (see
-    :mod:`meshlab.netfilter.fastnew`). For a kube-proxy ``KUBE-SERVICES`` rule it reads::
+    then make the :class:`Rule` tuple from the parts in one call. For a kube-proxy
+    ``KUBE-SERVICES`` rule it reads::
 
         def read(toks, family):
             word = toks[3]
@@ -149,14 +148,13 @@ def _write_reader(plan: Plan) -> tuple[str, Callable[[list[str], str | None], Ru
             if module_0 is None:
                 module_0 = MEMO_0[key] = MAKE_0(toks)
             ...
+            return new(Rule, (target, None, dst, None, None, PROTO, (module_0, module_1)))
     """
     env: dict[str, object] = {
         "ADDRESSES_0": ADDR_MEMOS[False], "ADDRESSES_1": ADDR_MEMOS[True], "Bad": Bad,
         "JUMPS": JUMPS, "Rule": Rule, "TARGET_OPTIONS": TARGET_OPTIONS, "addr_match": addr_match,
         "iface_match": iface_match, "jump_to": jump_to, "make_target": make_target,
-        "new": _new, "PROTO": plan.proto}
-    env.update(zip(("set_target", "set_src", "set_dst", "set_iif", "set_oif", "set_proto",
-                    "set_modules"), RULE_SETTERS, strict=True))
+        "new": tuple.__new__, "PROTO": plan.proto}
     code = ["def read(toks, family):"]
     fields = dict.fromkeys(("src", "dst", "iif", "oif"), "None")
     for field in ("src", "dst"):
@@ -211,12 +209,8 @@ def _write_reader(plan: Plan) -> tuple[str, Callable[[list[str], str | None], Ru
                  "    if target is None:",
                  f"        target = TARGET_MEMO[key] = make_target({name!r}, {{{options}}}, {at}, "
                  "family)"]
-    code += ["    rule = new(Rule)",
-             "    set_target(rule, target)",
-             *(f"    set_{field}(rule, {value})" for field, value in fields.items()),
-             "    set_proto(rule, PROTO)",
-             f"    set_modules(rule, {_tuple_source(modules)})",
-             "    return rule"]
+    parts = ", ".join(("target", *fields.values(), "PROTO", _tuple_source(modules)))
+    code.append(f"    return new(Rule, ({parts}))")
     source = "\n".join(code) + "\n"
     exec(source, env)  # our own text, written above from the plan's numbers
     return source, env["read"]

@@ -100,7 +100,7 @@ def test_a_plan_writes_a_reader_a_person_can_read():
     (plan,), = [plans for plans in doc.plans.values()]
     assert plan.source.startswith("def read(toks, family):\n")
     assert "dst = ADDRESSES_0.get(word)" in plan.source
-    assert "set_modules(rule, (module_0,))" in plan.source
+    assert "return new(Rule, (target, None, dst, None, None, PROTO, (module_0,)))" in plan.source
 
 
 def test_forgetting_the_memos_changes_nothing_but_time():
