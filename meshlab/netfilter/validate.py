@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import chain as concat
 from itertools import compress, repeat
-from operator import itemgetter
+from operator import itemgetter, not_
 from types import MappingProxyType
 
 from meshlab.netfilter.rules import Ct, Dnat, Jump, Redirect, Rule, Tproxy
@@ -215,14 +215,14 @@ def _prune_sinks(jumps: dict[str, list[str]]) -> dict[str, list[str]]:
     -> KUBE-MARK-MASQ) is empty after four rounds. Deep graphs stop after a few rounds and
     leave the rest to the walk.
     """
-    live = set(jumps)
+    live, order = set(jumps), list(jumps)  # the chains still in the graph, as a set and a list
     for _ in range(6):
-        order = list(live)
-        dead = set(compress(order, map(live.isdisjoint, map(jumps.__getitem__, order))))
-        if not dead:
+        done = list(map(live.isdisjoint, map(jumps.__getitem__, order)))  # jump nowhere now?
+        if not any(done):
             break
-        live -= dead
-    return {cname: jumps[cname] for cname in live}
+        live.difference_update(compress(order, done))
+        order = list(compress(order, map(not_, done)))
+    return {cname: jumps[cname] for cname in order}
 
 
 class _Reach:
