@@ -69,7 +69,7 @@ def test_tproxy_first_packet_counts_every_table(lab) -> None:  # type: ignore[no
     assert all(n == 1 for n in first.values()), first
 
 
-@pytest.mark.parametrize("family", ["dns", "tproxy", "ipv6", "iface"])
+@pytest.mark.parametrize("family", ["dns", "dns6", "tproxy", "ipv6", "iface"])
 def test_random_family_agrees_connection_by_connection(family: str, lab) -> None:  # type: ignore[no-untyped-def]
     from meshlab.live.differential import seed_from_env
     from meshlab.live.families import randomized_families
