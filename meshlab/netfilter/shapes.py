@@ -212,7 +212,9 @@ def _write_reader(plan: Plan) -> tuple[str, Callable[[list[str], str | None], Ru
     parts = ", ".join(("target", *fields.values(), "PROTO", _tuple_source(modules)))
     code.append(f"    return new(Rule, ({parts}))")
     source = "\n".join(code) + "\n"
-    exec(source, env)  # our own text, written above from the plan's numbers
+    # No word of the document is written into the code, only token indexes and the names
+    # of targets and options that the reader knows (TARGET_OPTIONS): the values stay data.
+    exec(source, env)
     return source, env["read"]
 
 
