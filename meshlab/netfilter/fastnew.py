@@ -2,14 +2,14 @@
 
 A 20,000-rule dump makes thousands of address matches and port matches with their ranges
 (its rules and chains are named tuples, each made by one C call: see
-:class:`~meshlab.netfilter.rules.Rule`). The matches are
-frozen dataclasses, whose generated ``__init__`` has to get past their own "frozen"
-``__setattr__``, so it sets each field with ``object.__setattr__(self, "name", value)`` -- a
-look-up by name for every field. With ``slots=True`` each field is a slot, and storing
-straight into the slot (through its descriptor, found once here) makes the same object in
-about half the time. :func:`slot_setters` refuses, at import, a class whose fields changed
-or that gained a ``__post_init__`` (which this would skip). The objects made are exactly
-those ``AddrMatch(...)`` etc. would make.
+:class:`~meshlab.netfilter.rules.Rule`). The matches are frozen dataclasses, whose generated
+``__init__`` has to get past their own "frozen" ``__setattr__``, so it sets each field with
+``object.__setattr__(self, "name", value)`` -- a look-up by name for every field. With
+``slots=True`` each field is a slot, and storing straight into the slot (through its
+descriptor, found once here) makes the same object in about half the time.
+:func:`slot_setters` refuses, at import, a class whose fields changed or that gained a
+``__post_init__`` (which this would skip). The objects made are exactly those
+``AddrMatch(...)`` etc. would make.
 """
 
 from __future__ import annotations

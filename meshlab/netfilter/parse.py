@@ -64,8 +64,7 @@ class _Doc:
     a plain ``-A`` line (see :data:`meshlab.netfilter.validate.Place`), saying where it was
     written, read only if a load-time check fails. ``jumps`` lists the chains that the rules
     jump to, noted as they are read so that the load-time checks need not look at every rule
-    again. ``plans``
-    holds one :class:`Plan` per rule shape met so far.
+    again. ``plans`` holds one :class:`Plan` per rule shape met so far.
     """
 
     def __init__(self, family: str | None) -> None:
