@@ -6,6 +6,11 @@
   ``Netns`` is made, so the first trace must be as fast as the rest);
 * a kube-proxy-like 20,000-rule dump (KUBE-SERVICES -> KUBE-SVC-* -> KUBE-SEP-* DNAT): the same.
 
+A parse is timed twice: as a session that has read these rules before meets them (the memos
+of :mod:`meshlab.netfilter.memos` hold their addresses, ports and targets: the row with the
+target), and as a first reading, with every memo emptied (no target; it shows what a new
+process pays).
+
 The baselines are what a first attempt looks like: ``shlex.split`` every line, and a matcher
 that re-reads each rule's text (``ipaddress`` objects, string compares) for every packet.
 """
