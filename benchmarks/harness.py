@@ -37,19 +37,22 @@ class Result:
 
 
 def median_time(fn: Callable[[], object], *, repeat: int = 20, number: int = 1,
-                settled: bool = False) -> float:
+                settled: bool = False, setup: Callable[[], object] | None = None) -> float:
     """Median wall time of one call of ``fn`` over ``repeat`` samples of ``number`` calls each.
 
     ``settled`` is for big, allocating work such as parsing 20,000 rules: ``fn`` runs once
     first, untimed (its caches warm), and the cycle collector runs before each sample, so
     every sample starts from the same heap. A sample then includes the collections ``fn``
     itself sets off, but not a full collection of whatever earlier benchmarks left behind,
-    which would otherwise land in one sample or another by chance.
+    which would otherwise land in one sample or another by chance. ``setup`` runs before
+    each sample, untimed (e.g. emptying caches, to time a first reading).
     """
     if settled:
         fn()
     samples = []
     for _ in range(repeat):
+        if setup is not None:
+            setup()
         if settled:
             gc.collect()
         start = time.perf_counter()

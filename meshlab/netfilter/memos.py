@@ -18,7 +18,7 @@ keep further memos of their own, for whole ``-m`` modules and targets.
 
 from __future__ import annotations
 
-from meshlab.netfilter.fastnew import new_addr
+from meshlab.netfilter.fastnew import new_addr, new_jump
 from meshlab.netfilter.rules import AddrMatch, IfaceMatch, Jump
 from meshlab.netfilter.source import Bad
 from meshlab.netfilter.values import read_address
@@ -55,11 +55,13 @@ ADDR_MEMOS = (memo_for(("address", False)), memo_for(("address", True)))  # by n
 
 def addr_match(negated: bool, tok: str, i: int) -> AddrMatch:
     """``[!] -s|-d tok`` (``i``: the token's index, for errors), shared through a memo."""
-    memo = ADDR_MEMOS[negated]
-    match = memo.get(tok)
-    if match is None:
-        match = new_addr(negated, *read_address(tok, i))
-        memo[tok] = match
+    match = ADDR_MEMOS[negated].get(tok)
+    return match if match is not None else new_addr_match(negated, tok, i)
+
+
+def new_addr_match(negated: bool, tok: str, i: int) -> AddrMatch:
+    """:func:`addr_match` for a word not in the memo yet: read it, and keep it there."""
+    match = ADDR_MEMOS[negated][tok] = new_addr(negated, *read_address(tok, i))
     return match
 
 
@@ -70,7 +72,7 @@ def jump_to(chain: str) -> Jump:
     """``-j CHAIN``, shared through a memo."""
     target = JUMPS.get(chain)
     if target is None:
-        target = Jump(chain)
+        target = new_jump(chain)
         JUMPS[chain] = target
     return target
 

@@ -26,8 +26,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from ipaddress import ip_address
 
-from meshlab.netfilter.fastnew import new_ports, new_range
+from meshlab.netfilter.fastnew import new_dnat, new_ports, new_range
 from meshlab.netfilter.memos import addr_match, iface_match, jump_to
+from meshlab.netfilter.packet import IPAddress
 from meshlab.netfilter.rules import (
     ALL_ONES,
     CT_STATES,
@@ -281,6 +282,8 @@ def finish_rule(b: RuleBuilder) -> Rule:
         raise Bad(END, "the rule has no target", "end the rule with -j TARGET "
                   "(ACCEPT, DROP, RETURN, a chain name, REDIRECT, ...)")
     target = make_target(b.target, b.target_opts, b.where.get("target", 0), b.family)
+    if b.family is None and type(target) is Dnat:  # the DNAT address says which family
+        b.family = f"ipv{target.ip.version}"
     return Rule(target, b.src, b.dst, b.iif, b.oif, b.proto, modules)
 
 
@@ -320,6 +323,34 @@ def make_module(name: str, opts: dict, at: int):
     return CommentMatch(value)
 
 
+def dnat_target(value: str, i: int, family: str | None) -> Dnat:
+    """``-j DNAT --to-destination value`` (the word at index ``i``): ``IP``, ``IP:PORT``,
+    ``IP:LO-HI``, or ``[IPv6]:PORT``. ``family`` is the rule's, if known: like iptables, an
+    IPv6 address is refused in IPv4 rules and the other way round."""
+    host, ports = value, None
+    if value.startswith("["):
+        host, _, port_s = value[1:].partition("]")
+        ports = read_port_range(port_s[1:], i, "-") if port_s.startswith(":") else None
+    elif value.count(":") == 1:
+        host, port_s = value.split(":")
+        ports = read_port_range(port_s, i, "-")
+    try:
+        ip = read_ipv4(host) or ip_address(host)
+    except ValueError:
+        raise Bad(i, f"bad address {host!r}", "write --to-destination 10.0.0.1:8080") from None
+    _check_family(ip, family, i)
+    return new_dnat(ip, ports)
+
+
+def _check_family(ip: IPAddress, family: str | None, i: int) -> None:
+    """Refuse a target's address (the word at ``i``) of the other family than the rule's."""
+    version = 4 if family == "ipv4" else 6
+    if family is not None and ip.version != version:
+        raise Bad(i, f"{ip} is an ipv{ip.version} address in {family} rules",
+                  f"give an IPv{version} address here (iptables and ip6tables rules are "
+                  "kept apart)")
+
+
 def make_port_match(name: str, sport: tuple[bool, str, int] | None,
                     dport: tuple[bool, str, int] | None) -> PortMatch:
     """``-m tcp|udp`` from its ``--sport``/``--dport`` as (negated, word, token index)."""
@@ -348,18 +379,7 @@ def make_target(name: str, opts: dict[str, tuple[str, int]], at: int, family: st
     if name == "DNAT":
         if "--to-destination" not in opts:
             raise Bad(at, "DNAT needs --to-destination", "add --to-destination IP[:PORT]")
-        value, i = opts["--to-destination"]
-        host, ports = value, None
-        if value.startswith("["):
-            host, _, port_s = value[1:].partition("]")
-            ports = read_port_range(port_s[1:], i, "-") if port_s.startswith(":") else None
-        elif value.count(":") == 1:
-            host, port_s = value.split(":")
-            ports = read_port_range(port_s, i, "-")
-        try:
-            return Dnat(read_ipv4(host) or ip_address(host), ports)
-        except ValueError:
-            raise Bad(i, f"bad address {host!r}", "write --to-destination 10.0.0.1:8080") from None
+        return dnat_target(*opts["--to-destination"], family)
     if name == "MARK":
         if len(opts) != 1:
             raise Bad(at, "MARK needs exactly one of --set-mark, --set-xmark, --or-mark, "
@@ -379,6 +399,7 @@ def make_target(name: str, opts: dict[str, tuple[str, int]], at: int, family: st
                 on_ip = ip_address(value)
             except ValueError:
                 raise Bad(i, f"bad address {value!r}", "write --on-ip 0.0.0.0") from None
+            _check_family(on_ip, family, i)
         mark, mask = read_value_mask(*opts["--tproxy-mark"]) if "--tproxy-mark" in opts else (0, 0)
         return Tproxy(port, on_ip, mark, mask)
     if name == "CT":

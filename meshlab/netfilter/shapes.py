@@ -31,12 +31,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from operator import itemgetter
 
-from meshlab.netfilter.fastnew import new_ports, new_range
-from meshlab.netfilter.memos import ADDR_MEMOS, JUMPS, addr_match, iface_match, jump_to, memo_for
+from meshlab.netfilter.fastnew import new_comment, new_ports, new_range
+from meshlab.netfilter.memos import (
+    ADDR_MEMOS,
+    JUMPS,
+    iface_match,
+    jump_to,
+    memo_for,
+    new_addr_match,
+)
 from meshlab.netfilter.options import (
     FLAG_OPTIONS,
     TARGET_OPTIONS,
     RuleBuilder,
+    dnat_target,
     finish_rule,
     make_module,
     make_port_match,
@@ -140,7 +148,7 @@ def _write_reader(plan: Plan) -> tuple[str, Callable[[list[str], str | None], Ru
 
         def read(toks, family):
             word = toks[3]
-            dst = ADDRESSES_0.get(word) or addr_match(False, word, 3)
+            dst = ADDRESSES_0.get(word) or new_addr_match(False, word, 3)
             if dst.version != 4:
                 raise Bad(3, "mixed families", "")
             key = toks[9]
@@ -152,9 +160,10 @@ def _write_reader(plan: Plan) -> tuple[str, Callable[[list[str], str | None], Ru
     """
     env: dict[str, object] = {
         "ADDRESSES_0": ADDR_MEMOS[False], "ADDRESSES_1": ADDR_MEMOS[True], "Bad": Bad,
-        "JUMPS": JUMPS, "Rule": Rule, "TARGET_OPTIONS": TARGET_OPTIONS, "addr_match": addr_match,
-        "iface_match": iface_match, "jump_to": jump_to, "make_target": make_target,
-        "new": tuple.__new__, "PROTO": plan.proto}
+        "JUMPS": JUMPS, "Rule": Rule, "TARGET_OPTIONS": TARGET_OPTIONS,
+        "new_addr_match": new_addr_match, "iface_match": iface_match, "jump_to": jump_to,
+        "make_target": make_target, "dnat_target": dnat_target, "new": tuple.__new__,
+        "PROTO": plan.proto}
     code = ["def read(toks, family):"]
     fields = dict.fromkeys(("src", "dst", "iif", "oif"), "None")
     for field in ("src", "dst"):
@@ -164,7 +173,7 @@ def _write_reader(plan: Plan) -> tuple[str, Callable[[list[str], str | None], Ru
             # a memo hit costs no call: a match is never false, so `or` runs only on a miss
             code += [f"    word = toks[{k}]",
                      f"    {field} = ADDRESSES_{int(negated)}.get(word) or "
-                     f"addr_match({negated}, word, {k})",
+                     f"new_addr_match({negated}, word, {k})",
                      # the plan was learnt in the document's family; the slow reader words
                      # the error for an address of the other one
                      f"    if {field}.version != {plan.version}:",
@@ -204,11 +213,15 @@ def _write_reader(plan: Plan) -> tuple[str, Callable[[list[str], str | None], Ru
         # the options as the slow reader hands them on: {option: (value, token index)}
         words = {opt: ("''" if flag else f"toks[{k}]", k) for opt, k, flag in specs}
         options = ", ".join(f"{opt!r}: ({word}, {k})" for opt, (word, k) in words.items())
-        code += [f"    key = ({_key_source(ks)}, family)  # family: TPROXY's default --on-ip",
+        if name == "DNAT" and [opt for opt, _, _ in specs] == ["--to-destination"]:
+            make = f"dnat_target(toks[{ks[0]}], {ks[0]}, family)"  # kube-proxy's, by the 1000
+        else:
+            make = f"make_target({name!r}, {{{options}}}, {at}, family)"
+        # the rule's family is part of the key: TPROXY's default --on-ip, the family checks
+        code += [f"    key = ({_key_source(ks)}, family)",
                  "    target = TARGET_MEMO.get(key)",
                  "    if target is None:",
-                 f"        target = TARGET_MEMO[key] = make_target({name!r}, {{{options}}}, {at}, "
-                 "family)"]
+                 f"        target = TARGET_MEMO[key] = {make}"]
     parts = ", ".join(("target", *fields.values(), "PROTO", _tuple_source(modules)))
     code.append(f"    return new(Rule, ({parts}))")
     source = "\n".join(code) + "\n"
@@ -250,7 +263,7 @@ def _module_maker(name: str, at: int, specs: tuple) -> Callable[[list[str]], obj
         (_, _, k), = specs
 
         def make_comment(toks: list[str]) -> CommentMatch:
-            return CommentMatch(toks[k])
+            return new_comment(toks[k])
         return make_comment
 
     def make(toks: list[str]):

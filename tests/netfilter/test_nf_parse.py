@@ -154,6 +154,16 @@ BAD = [
     ("no target", "*nat\n-A OUTPUT -p tcp\nCOMMIT\n", 2, 17, "", "no target"),
     ("mixed families", "*nat\n-A OUTPUT -d ::1 -j RETURN\n-A OUTPUT -d 1.2.3.4 -j RETURN\n"
      "COMMIT\n", 3, 14, "1.2.3.4", "address in ipv6"),
+    ("DNAT to an IPv6 address in IPv4 rules",
+     "*nat\n-A OUTPUT -d 10.0.0.1 -j DNAT --to-destination [fd00::1]:80\nCOMMIT\n", 2, 48,
+     "[fd00::1]:80", "fd00::1 is an ipv6 address in ipv4 rules"),
+    ("DNAT to an IPv4 address in IPv6 rules",
+     "*nat\n-A OUTPUT -d fd00::2 -j DNAT --to-destination 10.0.0.1:80\nCOMMIT\n", 2, 47,
+     "10.0.0.1:80", "10.0.0.1 is an ipv4 address in ipv6 rules"),
+    ("a DNAT address sets the family", "*nat\n-A OUTPUT -j DNAT --to-destination fd00::1\n"
+     "-A OUTPUT -d 10.0.0.1 -j RETURN\nCOMMIT\n", 3, 14, "10.0.0.1", "address in ipv6 rules"),
+    ("TPROXY --on-ip of the other family", "*mangle\n-A PREROUTING -d 10.0.0.1 -p tcp -j TPROXY "
+     "--on-port 15006 --on-ip ::1\nCOMMIT\n", 2, 68, "::1", "::1 is an ipv6 address in ipv4"),
     ("-I out of range", "*nat\n-I OUTPUT 3 -j RETURN\nCOMMIT\n", 2, 11, "3", "cannot insert"),
     ("user chain with policy", "*nat\n:X ACCEPT [0:0]\nCOMMIT\n", 1 + 1, 4, "ACCEPT", "policy"),
 ]
