@@ -140,6 +140,8 @@ def hooks_figure(walk: Walk | None = None, *, step: int | None = None) -> Figure
     with style.styled():
         fig = style.new_figure(WIDTH, HEIGHT)
         ax = fig.add_axes((0.0, 0.06, 1.0, 0.86))
+        # Fixed limits: shapes are added with add_artist, not add_patch, which would work out
+        # how far each one widens the data limits (a sixth of the time of a step's frame)
         ax.set_xlim(0, 100)
         ax.set_ylim(-1, 63)
         ax.set_axis_off()
@@ -171,10 +173,10 @@ def _box(ax: Axes, p: Place, *, used: bool, current: bool = False) -> None:
                         closed=True, facecolor=style.LIGHT if used else style.PAPER,
                         edgecolor=style.ACCENT if current else edge, lw=lw, hatch=hatch,
                         zorder=2)
-        ax.add_patch(shape)
+        ax.add_artist(shape)
     else:
         rounding = 1.2 if p.kind in ("socket", "peer", "wire") else 0.4
-        ax.add_patch(FancyBboxPatch(
+        ax.add_artist(FancyBboxPatch(
             (p.x - p.w / 2, p.y - p.h / 2), p.w, p.h, boxstyle=f"round,pad=0,rounding_size="
             f"{rounding}", facecolor=style.LIGHT if used else style.PAPER,
             edgecolor=style.ACCENT if current else edge, lw=lw, hatch=hatch, zorder=2,
@@ -191,13 +193,13 @@ def _box(ax: Axes, p: Place, *, used: bool, current: bool = False) -> None:
 
 def _draw_frames(ax: Axes) -> None:
     for hook, (left, right, y, _names) in HOOKS.items():
-        ax.add_patch(FancyBboxPatch((left, y - 4.6), right - left, 9.6,
+        ax.add_artist(FancyBboxPatch((left, y - 4.6), right - left, 9.6,
                                     boxstyle="round,pad=0,rounding_size=0.8",
                                     facecolor=style.PAPER, edgecolor=style.INK, lw=1.0, zorder=1))
         label_y = y + 5.9 if y == TOP else y - 5.9
         ax.text(left + 0.6, label_y, hook, ha="left", va="center", fontsize=10,
                 fontweight="bold")
-    ax.add_patch(FancyBboxPatch((85.0, 9.5), 14.6, 45.0, boxstyle="round,pad=0,rounding_size=1",
+    ax.add_artist(FancyBboxPatch((85.0, 9.5), 14.6, 45.0, boxstyle="round,pad=0,rounding_size=1",
                                 facecolor=style.PAPER, edgecolor=style.INK, lw=1.0, zorder=1))
     ax.text(92.3, 56.3, "sockets in the pod", ha="center", va="center", fontsize=10,
             fontweight="bold")
@@ -241,7 +243,7 @@ def _arrow(ax: Axes, a: Place, b: Place, *, color: str, lw: float, ls: object, z
     end = _anchor(b, a)
     start = (start[0], start[1] + shift)
     end = (end[0], end[1] + shift)
-    ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=9, color=color,
+    ax.add_artist(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=9, color=color,
                                  lw=lw, linestyle=ls, zorder=z, alpha=alpha, shrinkA=0,
                                  shrinkB=0, connectionstyle=f"arc3,rad={rad}"))
 
@@ -291,7 +293,7 @@ def _route(a_key: str, b_key: str, off: float) -> list[tuple[float, float]]:
 def _line(ax: Axes, points: list[tuple[float, float]], *, color: str, lw: float, ls: object,
           alpha: float, arrow: bool = True) -> None:
     codes = [Path.MOVETO] + [Path.LINETO] * (len(points) - 1)
-    ax.add_patch(FancyArrowPatch(path=Path(points, codes), arrowstyle="-|>" if arrow else "-",
+    ax.add_artist(FancyArrowPatch(path=Path(points, codes), arrowstyle="-|>" if arrow else "-",
                                  mutation_scale=10, color=color, lw=lw, linestyle=ls, zorder=4,
                                  alpha=alpha, shrinkA=0, shrinkB=0, joinstyle="miter"))
 
