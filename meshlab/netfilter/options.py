@@ -282,8 +282,11 @@ def finish_rule(b: RuleBuilder) -> Rule:
         raise Bad(END, "the rule has no target", "end the rule with -j TARGET "
                   "(ACCEPT, DROP, RETURN, a chain name, REDIRECT, ...)")
     target = make_target(b.target, b.target_opts, b.where.get("target", 0), b.family)
-    if b.family is None and type(target) is Dnat:  # the DNAT address says which family
-        b.family = f"ipv{target.ip.version}"
+    if b.family is None:  # an address given to DNAT or TPROXY says which family
+        if type(target) is Dnat:
+            b.family = f"ipv{target.ip.version}"
+        elif type(target) is Tproxy and "--on-ip" in b.target_opts:
+            b.family = f"ipv{target.on_ip.version}"
     return Rule(target, b.src, b.dst, b.iif, b.oif, b.proto, modules)
 
 
@@ -349,6 +352,21 @@ def _check_family(ip: IPAddress, family: str | None, i: int) -> None:
         raise Bad(i, f"{ip} is an ipv{ip.version} address in {family} rules",
                   f"give an IPv{version} address here (iptables and ip6tables rules are "
                   "kept apart)")
+
+
+def settle_tproxy_defaults(rules: list[Rule]) -> None:
+    """Give the TPROXY rules of an IPv6 document the IPv6 default ``--on-ip ::``, in place.
+
+    A TPROXY rule without ``--on-ip`` listens on the "any" address of its family (0.0.0.0 or
+    ::; ``ip6tables-save`` prints ``--on-ip ::``). A rule read before anything said which
+    family the document is got 0.0.0.0; in a document that turns out to be IPv6, that can
+    only be such a default, since an IPv4 address given explicitly puts the document in
+    IPv4 (:func:`finish_rule`) and is refused in IPv6 rules."""
+    for k, rule in enumerate(rules):
+        target = rule.target
+        if type(target) is Tproxy and target.on_ip.version == 4:
+            rules[k] = rule._replace(target=Tproxy(
+                target.on_port, ip_address("::"), target.mark, target.mask))
 
 
 def make_port_match(name: str, sport: tuple[bool, str, int] | None,

@@ -47,8 +47,13 @@ from contextlib import contextmanager
 
 from meshlab.errors import MeshlabError
 from meshlab.netfilter.memos import trim_memos
-from meshlab.netfilter.options import finish_rule, need_value, read_rule
-from meshlab.netfilter.rules import Jump, Rule
+from meshlab.netfilter.options import (
+    finish_rule,
+    need_value,
+    read_rule,
+    settle_tproxy_defaults,
+)
+from meshlab.netfilter.rules import Jump, Rule, Tproxy
 from meshlab.netfilter.ruleset import BUILTIN_CHAINS, Ruleset
 from meshlab.netfilter.shapes import Plan, read_with_plan
 from meshlab.netfilter.source import BLANK, Bad, RulesParseError, error_at, split
@@ -157,6 +162,9 @@ def _parse_document(text: str, doc: _Doc) -> Ruleset:
             line=last, column=len(lines[-1].rstrip(BLANK)) + 1, token="",
             hint="end every table section with a line COMMIT", source=lines[-1].rstrip(BLANK))
     family = doc.family or "ipv4"
+    if family == "ipv6" and any(kind is Tproxy for _, kind in doc.notes.limited):
+        for chain in doc.tables.get("mangle", {}).values():
+            settle_tproxy_defaults(chain[1])
 
     def locate(place: Place | int) -> Place:
         """The whole place of a rule noted by its line number alone (see _append)."""

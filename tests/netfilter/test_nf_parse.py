@@ -197,3 +197,26 @@ def test_an_option_iptables_takes_once_is_refused_twice(text: str, option: str) 
     with pytest.raises(RulesParseError) as caught:
         parse_rule(text)
     assert f"{option} given twice" in str(caught.value)
+
+
+def test_tproxy_without_on_ip_listens_on_its_familys_any_address_whatever_the_rule_order():
+    """ip6tables-save prints a TPROXY rule without --on-ip as --on-ip ::, even when that rule
+    comes before anything that says the rules are IPv6."""
+    tproxy = "-A PREROUTING -p tcp -j TPROXY --on-port 15006"
+    v6 = "-A PREROUTING -s fd00::1 -j RETURN"
+    first, last = (parse_ruleset(f"*mangle\n{a}\n{b}\nCOMMIT\n") for a, b in ((tproxy, v6),
+                                                                            (v6, tproxy)))
+    assert first.family == last.family == "ipv6"
+    for ruleset in (first, last):
+        assert "--on-ip :: " in ruleset.render_save()
+    assert first.chain("mangle", "PREROUTING").rules[0] == last.chain("mangle",
+                                                                      "PREROUTING").rules[1]
+
+
+def test_an_address_given_to_dnat_or_tproxy_decides_the_family():
+    assert parse_ruleset("*nat\n-A OUTPUT -j DNAT --to-destination fd00::1\nCOMMIT\n"
+                         ).family == "ipv6"
+    assert parse_ruleset("*mangle\n-A PREROUTING -p tcp -j TPROXY --on-port 1 --on-ip ::1\n"
+                         "COMMIT\n").family == "ipv6"
+    assert parse_ruleset("*mangle\n-A PREROUTING -p tcp -j TPROXY --on-port 1\nCOMMIT\n"
+                         ).family == "ipv4"
