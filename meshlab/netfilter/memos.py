@@ -56,12 +56,21 @@ ADDR_MEMOS = (memo_for(("address", False)), memo_for(("address", True)))  # by n
 def addr_match(negated: bool, tok: str, i: int) -> AddrMatch:
     """``[!] -s|-d tok`` (``i``: the token's index, for errors), shared through a memo."""
     match = ADDR_MEMOS[negated].get(tok)
-    return match if match is not None else new_addr_match(negated, tok, i)
+    if match is None:
+        match = new_addr(negated, *read_address(tok, i))
+        if match.plen:
+            ADDR_MEMOS[negated][tok] = match
+    return match
 
 
 def new_addr_match(negated: bool, tok: str, i: int) -> AddrMatch:
-    """:func:`addr_match` for a word not in the memo yet: read it, and keep it there."""
-    match = ADDR_MEMOS[negated][tok] = new_addr(negated, *read_address(tok, i))
+    """:func:`addr_match` for a word not in the memo yet: read it, and keep it there. A /0
+    address (every address, which the rule reader drops or refuses) is never kept, and a
+    shape plan reading one raises ``Bad``: the rule reader then reads the line itself."""
+    match = new_addr(negated, *read_address(tok, i))
+    if match.plen == 0:
+        raise Bad(i, "every address", "")
+    ADDR_MEMOS[negated][tok] = match
     return match
 
 
@@ -80,13 +89,17 @@ def jump_to(chain: str) -> Jump:
 _IFACE_MEMOS = (memo_for(("interface", False)), memo_for(("interface", True)))  # by negation
 
 
-def iface_match(name: str, neg: bool, i: int) -> IfaceMatch:
-    """``[!] -i|-o name``, shared through a memo."""
+def iface_match(name: str, neg: bool, i: int) -> IfaceMatch | None:
+    """``[!] -i|-o name``, shared through a memo; None for ``-i +`` (every interface), which
+    the kernel keeps as no interface match at all. Like iptables, any name of 1 to 15
+    characters is taken (iptables only warns about a ``/``, which no interface can have)."""
     match = _IFACE_MEMOS[neg].get(name)
     if match is None:
-        if len(name) > 15 or "/" in name:
-            raise Bad(i, f"bad interface name {name!r}", "interface names have at most 15 "
+        if not 0 < len(name) <= 15:
+            raise Bad(i, f"bad interface name {name!r}", "interface names have 1 to 15 "
                       "characters, e.g. eth0, lo or eth+")
+        if name == "+" and not neg:
+            return None
         match = IfaceMatch(neg, name)
         _IFACE_MEMOS[neg][name] = match
     return match

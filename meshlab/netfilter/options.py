@@ -53,7 +53,7 @@ from meshlab.netfilter.rules import (
 from meshlab.netfilter.source import END, Bad
 from meshlab.netfilter.values import (
     read_id_range,
-    read_ipv4,
+    read_ip,
     read_number,
     read_port,
     read_port_range,
@@ -64,8 +64,8 @@ from meshlab.netfilter.values import (
 class RuleBuilder:
     """A rule being read: plain attributes, turned into a frozen :class:`Rule` at the end."""
 
-    __slots__ = ("addr_at", "counters", "dst", "family", "iif", "modules", "oif", "proto",
-                 "src", "target", "target_opts", "where")
+    __slots__ = ("addr_at", "counters", "dst", "family", "given", "iif", "modules", "oif",
+                 "proto", "src", "target", "target_opts", "where")
 
     def __init__(self, family: str | None) -> None:
         self.family = family
@@ -75,6 +75,7 @@ class RuleBuilder:
         self.counters: tuple[int, int] | None = None
         self.where: dict[str, int] = {}  # token index of the parts later checks point at
         self.addr_at: list[tuple[str, int]] = []  # ("src"|"dst", token index of the address)
+        self.given: set[str] = set()  # "src", "dst", "iif", "oif" met (a match may be dropped)
 
 
 def need_value(toks: list[str], i: int, option: str) -> str:
@@ -88,8 +89,9 @@ def need_value(toks: list[str], i: int, option: str) -> str:
 def _opt_addr(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
     opt = toks[i]
     field = "src" if opt in ("-s", "--source", "--src") else "dst"
-    if getattr(b, field) is not None:
+    if field in b.given:
         raise Bad(i, f"{opt} given twice", "keep one; use two rules for two addresses")
+    b.given.add(field)
     match = addr_match(neg, need_value(toks, i, opt), i + 1)
     family = "ipv4" if match.version == 4 else "ipv6"
     if b.family is None:
@@ -97,6 +99,11 @@ def _opt_addr(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
     elif b.family != family:
         raise Bad(i + 1, f"{toks[i + 1]} is an {family} address in {b.family} rules",
                   "keep IPv4 and IPv6 rules in separate files (iptables / ip6tables)")
+    if match.plen == 0:  # every address: the kernel keeps no address match at all
+        if neg:
+            raise Bad(i + 1, f"! {opt} {toks[i + 1]} would never match: iptables refuses it",
+                      "remove the rule, or the '!'")
+        return i + 2
     setattr(b, field, match)
     b.addr_at.append((field, i + 1))
     return i + 2
@@ -105,8 +112,9 @@ def _opt_addr(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
 def _opt_iface(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
     opt = toks[i]
     field = "iif" if opt in ("-i", "--in-interface") else "oif"
-    if getattr(b, field) is not None:  # iptables: "multiple -i flags not allowed"
+    if field in b.given:  # iptables: "multiple -i flags not allowed"
         raise Bad(i, f"{opt} given twice", "keep one; use two rules for two interfaces")
+    b.given.add(field)
     setattr(b, field, iface_match(need_value(toks, i, opt), neg, i + 1))
     b.where[field] = i
     return i + 2
@@ -337,10 +345,9 @@ def dnat_target(value: str, i: int, family: str | None) -> Dnat:
     elif value.count(":") == 1:
         host, port_s = value.split(":")
         ports = read_port_range(port_s, i, "-")
-    try:
-        ip = read_ipv4(host) or ip_address(host)
-    except ValueError:
-        raise Bad(i, f"bad address {host!r}", "write --to-destination 10.0.0.1:8080") from None
+    ip = read_ip(host)
+    if ip is None:
+        raise Bad(i, f"bad address {host!r}", "write --to-destination 10.0.0.1:8080")
     _check_family(ip, family, i)
     return new_dnat(ip, ports)
 
@@ -413,10 +420,9 @@ def make_target(name: str, opts: dict[str, tuple[str, int]], at: int, family: st
         on_ip = ip_address("::" if family == "ipv6" else "0.0.0.0")
         if "--on-ip" in opts:
             value, i = opts["--on-ip"]
-            try:
-                on_ip = ip_address(value)
-            except ValueError:
-                raise Bad(i, f"bad address {value!r}", "write --on-ip 0.0.0.0") from None
+            on_ip = read_ip(value)
+            if on_ip is None:
+                raise Bad(i, f"bad address {value!r}", "write --on-ip 0.0.0.0")
             _check_family(on_ip, family, i)
         mark, mask = read_value_mask(*opts["--tproxy-mark"]) if "--tproxy-mark" in opts else (0, 0)
         return Tproxy(port, on_ip, mark, mask)

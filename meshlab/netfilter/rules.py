@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_network
+from socket import AF_INET6, inet_ntop
 from typing import NamedTuple
 
 from meshlab.netfilter.packet import IPAddress
@@ -29,6 +30,14 @@ ALL_ONES = 0xFFFFFFFF
 ANY_V4 = IPv4Address(0)
 CT_STATES = ("INVALID", "NEW", "RELATED", "ESTABLISHED", "UNTRACKED", "SNAT", "DNAT")
 """Connection-tracking states, in the order ``iptables-save`` prints them."""
+
+
+def show_ip(ip: IPAddress) -> str:
+    """An address as ``iptables-save`` prints it: IPv6 through ``inet_ntop``, which writes an
+    IPv4-mapped address as ``::ffff:1.2.3.4`` (``ipaddress`` in Python 3.11 does not)."""
+    if ip.version == 4:
+        return str(ip)
+    return inet_ntop(AF_INET6, ip.packed)
 
 
 def _neg(negated: bool) -> str:
@@ -70,7 +79,8 @@ class AddrMatch:
         return ip_network((self.net, self.plen))
 
     def render(self, option: str) -> str:
-        return f"{_neg(self.negated)}{option} {self.network}"
+        network = self.network
+        return f"{_neg(self.negated)}{option} {show_ip(network.network_address)}/{self.plen}"
 
     def compile(self, field: str) -> Test:
         bits = 32 if self.version == 4 else 128
@@ -339,7 +349,7 @@ class Dnat:
     name = "DNAT"
 
     def render(self) -> str:
-        host = f"[{self.ip}]" if self.ip.version == 6 and self.ports else str(self.ip)
+        host = f"[{show_ip(self.ip)}]" if self.ip.version == 6 and self.ports else show_ip(self.ip)
         if self.ports is None:
             return f"-j DNAT --to-destination {host}"
         lo, hi = self.ports
@@ -397,7 +407,7 @@ class Tproxy:
     name = "TPROXY"
 
     def render(self) -> str:
-        return (f"-j TPROXY --on-port {self.on_port} --on-ip {self.on_ip} "
+        return (f"-j TPROXY --on-port {self.on_port} --on-ip {show_ip(self.on_ip)} "
                 f"--tproxy-mark {_hex(self.mark)}/{_hex(self.mask)}")
 
 

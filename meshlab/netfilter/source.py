@@ -22,12 +22,14 @@ class RulesParseError(MeshlabError):
     """Rules text that iptables would refuse (or that this model does not know).
 
     ``line`` and ``column`` are 1-based; ``token`` is the offending word ("" at end of input).
+    ``model_limit`` is true when iptables itself would take the input and only this model does
+    not (a host name to look up, a non-contiguous netmask): the message then says so.
     """
 
     def __init__(self, message: str, *, line: int, column: int, token: str, hint: str,
-                 source: str = "") -> None:
+                 source: str = "", model_limit: bool = False) -> None:
         self.line, self.column, self.token, self.hint = line, column, token, hint
-        self.reason = message
+        self.reason, self.model_limit = message, model_limit
         text = f"line {line}, column {column}: {_clip(message, _MESSAGE_WIDTH)}"
         if source:
             excerpt, caret = _excerpt(source, column)
@@ -57,11 +59,14 @@ def _excerpt(source: str, column: int) -> tuple[str, int]:
 
 class Bad(Exception):
     """Raised inside a rule with the index of the offending token; turned into a
-    :class:`RulesParseError` by :func:`error_at`, by code that knows the line."""
+    :class:`RulesParseError` by :func:`error_at`, by code that knows the line.
+    ``model_limit``: iptables would take it, this model does not (see RulesParseError)."""
 
-    def __init__(self, index: int, message: str, hint: str, column: int | None = None) -> None:
+    def __init__(self, index: int, message: str, hint: str, column: int | None = None, *,
+                 model_limit: bool = False) -> None:
         super().__init__(message)
         self.index, self.message, self.hint, self.column = index, message, hint, column
+        self.model_limit = model_limit
 
 
 def split(line: str) -> list[str]:
@@ -142,4 +147,4 @@ def error_at(bad: Bad, lineno: int, raw: str, offset: int = 0) -> RulesParseErro
     else:
         token, column = "", len(raw.rstrip(BLANK)) + 1
     return RulesParseError(bad.message, line=lineno, column=column, token=token, hint=bad.hint,
-                           source=raw.rstrip(BLANK))
+                           source=raw.rstrip(BLANK), model_limit=bad.model_limit)

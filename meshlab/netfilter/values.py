@@ -6,14 +6,17 @@ the error can point at the word. They know nothing of options or rules: the opti
 (:mod:`meshlab.netfilter.options`) and the shape plans (:mod:`meshlab.netfilter.shapes`)
 decide *which* word is a port or an address and call these to read it.
 
-The two address readers take the common case (dotted IPv4) without :mod:`ipaddress`, which
-checks each octet in a loop of its own; anything else goes to ``ipaddress`` as usual.
+Addresses are read the way iptables reads them, not the way :mod:`ipaddress` does: each part
+of a dotted IPv4 address and a prefix length are numbers as C reads them (``010`` is octal 8),
+and IPv6 goes through ``inet_pton``; the usual spelling is read first, without any of that.
 """
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, ip_address, ip_network
+from ipaddress import IPv4Address, IPv6Address
+from socket import AF_INET6, inet_pton
 
+from meshlab.netfilter.packet import IPAddress
 from meshlab.netfilter.rules import ALL_ONES
 from meshlab.netfilter.source import Bad
 
@@ -71,47 +74,126 @@ def read_id_range(tok: str, i: int, what: str) -> tuple[int, int]:
     return lo, (int(hi_s) if found else lo)
 
 
-_OCTET = {str(n): n for n in range(256)}  # "010" is not an octet here, as in iptables
+_OCTET = {str(n): n for n in range(256)}  # the usual spelling of each octet, read at once
 _PLEN = {str(n): n for n in range(129)}
 _ADDR_HINT = ("give an IP address or CIDR such as 10.0.0.0/8 or fd00::/64 (host names and "
               "lists are not read; write one rule per address)")
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
+_DIGITS = {8: frozenset("01234567"), 10: frozenset("0123456789"),
+           16: frozenset("0123456789abcdefABCDEF")}
+
+
+def c_unsigned(text: str, limit: int) -> int | None:
+    """``text`` read as iptables reads a number (C's ``strtoul`` with base 0, then a limit):
+    an optional sign, then hex after ``0x``, *octal after a leading 0*, else decimal; the whole
+    word must be read and the value be at most ``limit``. None if it is not such a number."""
+    body = text[1:] if text[:1] in ("+", "-") else text
+    if body[:2] in ("0x", "0X") and len(body) > 2:
+        digits, base = body[2:], 16
+    elif body[:1] == "0" and len(body) > 1:
+        digits, base = body[1:], 8
+    else:
+        digits, base = body, 10
+    if not digits or not _DIGITS[base].issuperset(digits):
+        return None
+    value = int(digits, base)
+    if text[:1] == "-" and value:  # strtoul turns -N into a huge number: past any limit
+        return None
+    return value if value <= limit else None
+
+
+def ipv4_number(text: str) -> int | None:
+    """A dotted IPv4 address as iptables reads it (``xtables_numeric_to_ipaddr``): exactly four
+    numbers between dots, each read by :func:`c_unsigned` (so ``010.0.0.1`` is 8.0.0.1 and
+    ``0x0a.0.0.1`` is 10.0.0.1), at most 255, from the first 19 characters. None for anything
+    else (a host name, ``10.1``), which iptables would go on to look up by name."""
+    octets = text.split(".")
+    if len(octets) == 4 and all(o in _OCTET for o in octets):  # the usual spelling, at once
+        a, b, c, d = (_OCTET[o] for o in octets)
+        return (a << 24) | (b << 16) | (c << 8) | d
+    octets = text[:19].split(".", 3)
+    if len(octets) != 4:
+        return None
+    value = 0
+    for octet in octets:
+        number = c_unsigned(octet, 255)
+        if number is None:
+            return None
+        value = (value << 8) | number
+    return value
 
 
 def read_ipv4(text: str) -> IPv4Address | None:
-    """A plain dotted IPv4 address, read faster than ``ip_address`` (which checks each octet
-    in a loop of its own); None for anything else, which ``ip_address`` then reads (or
-    refuses) as usual."""
-    octets = text.split(".")
-    if len(octets) != 4:
-        return None
+    """:func:`ipv4_number` as an ``IPv4Address`` (DNAT and TPROXY addresses), or None."""
+    value = ipv4_number(text)
+    return None if value is None else IPv4Address(value)
+
+
+def read_ip(text: str) -> IPAddress | None:
+    """One address, IPv4 (:func:`ipv4_number`) or IPv6 (:func:`ipv6_number`), or None: a DNAT
+    or TPROXY address, which iptables reads as numbers only."""
+    if ":" not in text:
+        return read_ipv4(text)
+    value = ipv6_number(text)
+    return None if value is None else IPv6Address(value)
+
+
+def ipv6_number(text: str) -> int | None:
+    """An IPv6 address as iptables reads it (``inet_pton``: no ``%scope``), or None."""
     try:
-        a, b, c, d = (_OCTET[o] for o in octets)
-    except KeyError:
+        return int.from_bytes(inet_pton(AF_INET6, text), "big")
+    except (OSError, ValueError):
         return None
-    return IPv4Address((a << 24) | (b << 16) | (c << 8) | d)
+
+
+def _prefix(mask: int, bits: int) -> int | None:
+    """The prefix length of a netmask, or None if its ones are not contiguous."""
+    plen = bits - ((mask ^ ((1 << bits) - 1)).bit_length())
+    return plen if mask == ((1 << bits) - 1) ^ ((1 << (bits - plen)) - 1) else None
 
 
 def read_address(tok: str, i: int) -> tuple[int, int, int]:
-    """``ADDR[/LEN]`` or ``ADDR/NETMASK`` -> (version, masked network int, prefix length)."""
-    addr, found, plen_s = tok.partition("/")
-    try:
-        a, b, c, d = addr.split(".")
-        value = (_OCTET[a] << 24) | (_OCTET[b] << 16) | (_OCTET[c] << 8) | _OCTET[d]
-        version, bits = 4, 32
-    except (ValueError, KeyError):
-        try:
-            parsed = ip_address(addr)
-        except ValueError:
-            raise Bad(i, f"bad address {tok!r}", _ADDR_HINT) from None
-        version, bits, value = parsed.version, parsed.max_prefixlen, int(parsed)
-    if not found:
-        plen = bits
-    elif plen_s in _PLEN and _PLEN[plen_s] <= bits:
-        plen = _PLEN[plen_s]
-    else:
-        try:
-            plen = ip_network(f"0.0.0.0/{plen_s}" if version == 4 else f"::/{plen_s}").prefixlen
-        except ValueError:
-            raise Bad(i, f"bad address {tok!r}", _ADDR_HINT) from None
-    mask = ((1 << bits) - 1) ^ ((1 << (bits - plen)) - 1)
-    return version, value & mask, plen
+    """``ADDR[/LEN]`` or ``ADDR/NETMASK`` -> (version, masked network int, prefix length),
+    read as iptables reads them (``xtables_ipparse_any`` and its IPv6 twin): the length may be
+    written as C reads a number (``/010`` is /8, ``/0x18`` is /24), the mask as an address;
+    with a mask of 0 the address is not even read (``any/0`` is everything). The family is
+    the address's: IPv6 if it has a colon."""
+    addr, found, mask_s = tok.partition("/")
+    if not found or mask_s in _PLEN:  # the usual spellings, at once
+        octets = addr.split(".")
+        if len(octets) == 4 and all(o in _OCTET for o in octets):
+            plen = _PLEN[mask_s] if found else 32
+            if plen <= 32:
+                a, b, c, d = (_OCTET[o] for o in octets)
+                mask = 0xFFFFFFFF ^ ((1 << (32 - plen)) - 1)
+                return 4, ((a << 24) | (b << 16) | (c << 8) | d) & mask, plen
+    version, bits = (6, 128) if ":" in addr or ":" in mask_s else (4, 32)
+    plen = bits if not found else _read_mask(mask_s, version, bits, i, tok)
+    if plen == 0:
+        return version, 0, 0
+    value = ipv4_number(addr) if version == 4 else ipv6_number(addr)
+    if value is None:
+        if addr and _NAME_CHARS.issuperset(addr):  # iptables would ask the resolver
+            raise Bad(i, f"{addr!r} is not a numeric address: iptables would look it up as "
+                      "a host or network name, which this model does not do", "write the "
+                      "address in numbers, e.g. 10.1.0.0 or fd00::1", model_limit=True)
+        raise Bad(i, f"bad address {tok!r}", _ADDR_HINT)
+    return version, value & (((1 << bits) - 1) ^ ((1 << (bits - plen)) - 1)), plen
+
+
+def _read_mask(text: str, version: int, bits: int, i: int, tok: str) -> int:
+    """The prefix length written after the ``/`` of ``tok``: a number or a netmask."""
+    mask = (ipv4_number(text) if text.count(".") == 3 else None) if version == 4 else (
+        ipv6_number(text) if ":" in text else None)
+    if mask is None:
+        plen = c_unsigned(text, bits)
+        if plen is None:
+            raise Bad(i, f"bad address {tok!r}: invalid mask {text!r}",
+                      f"give a prefix length from 0 to {bits}, e.g. /24")
+        return plen
+    plen = _prefix(mask, bits)
+    if plen is None:
+        raise Bad(i, f"the netmask {text!r} is not contiguous: iptables takes it, but this "
+                  "model only reads masks made of one run of ones", "write a prefix length "
+                  "(/N), or one rule per network", model_limit=True)
+    return plen

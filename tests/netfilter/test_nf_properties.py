@@ -13,7 +13,7 @@ from meshlab.netfilter import parse_rule, parse_ruleset
 
 octet = st.integers(0, 255)
 cidr = st.builds(lambda a, b, c, d, p: f"{a}.{b}.{c}.{d}/{p}", octet, octet, octet, octet,
-                 st.integers(0, 32))
+                 st.integers(1, 32))  # /0 is no address (or refused, negated)
 port = st.integers(0, 65535)
 neg = st.sampled_from(["", "! "])
 ident = st.integers(0, 70000)
