@@ -1,7 +1,8 @@
 """The checks the kernel makes when rules are loaded, then the immutable :class:`Ruleset`.
 
 ``iptables-restore`` hands the kernel a whole table at once, and the kernel refuses it if a
-jump leads to a chain that does not exist, if chains loop (A jumps to B jumps to A), or if a
+jump leads to a chain that does not exist, if a packet could go round in a loop of chains
+(a hook reaches A, A jumps to B, B jumps to A), or if a
 match or target sits where its hook cannot allow it (``-m owner`` on incoming packets,
 ``REDIRECT`` outside PREROUTING/OUTPUT, ...).
 
@@ -11,13 +12,14 @@ chains each chain jumps to and which rare things (counters, ``-m owner``/``-i``/
 targets limited to some tables or hooks) it met, and only the chains that could fail a check
 are walked rule by rule. Loops are found with one depth-first search that colours chains (the
 classic white/grey/black walk), after a few cheap rounds have removed the chains that cannot be
-on a loop; only when a loop exists do we run a slower walk whose only job is to name the
-loop exactly as this model always has (the first loop met from the first hook).
+on a loop; only when a loop exists do we walk again, from the hooks in rule order, to find
+the first loop a packet could enter and the jump that closes it (a loop no hook reaches is
+no error: the kernel never checks it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain as concat
 from itertools import compress, repeat
@@ -92,7 +94,7 @@ def check_and_build(family: str, tables: dict[str, dict[str, list]],
                     if type(place) is tuple and place[4] is not None:
                         counters[(tname, cname, index)] = place[4]
         if _has_loop(jumps):
-            _explain_loop(tname, chains, locate)  # raises the error naming the loop
+            _refuse_reached_loop(tname, chains, locate)
         _check_all_hooks(tname, chains, _Reach(tname, jumps), kinds, notes.roles, locate)
     return Ruleset(family, {tname: _table(tname, chains) for tname, chains in tables.items()},
                    counters)
@@ -226,7 +228,7 @@ def _prune_sinks(jumps: dict[str, list[str]]) -> dict[str, list[str]]:
 
 
 class _Reach:
-    """Which built-in hooks can reach each chain (the graph has no loop by now).
+    """Which built-in hooks can reach each chain (no hook reaches a loop by now).
 
     One walk per hook, each chain visited at most once per hook, and only for the hooks a
     question needs: in a kube-proxy dump the 10,000 chains hang off PREROUTING and OUTPUT,
@@ -271,36 +273,41 @@ class _Reach:
                          if cname in self.reached(hook))
 
 
-def _explain_loop(tname: str, chains: dict, locate: Locate) -> None:
-    """Raise the error for a loop known to exist, naming the same loop (and pointing at the
-    same rule) as this model always has: the first one met walking from each hook in turn,
-    then from the user chains that no hook reaches. Slower than :func:`_has_loop` (it walks
-    paths, not chains), which is why it only runs when there is a loop to name."""
+def _refuse_reached_loop(tname: str, chains: dict, locate: Locate) -> None:
+    """Raise the error for the first loop met walking from each hook in turn, if any.
+
+    Called when :func:`_has_loop` found a loop. The kernel refuses a loop that a packet could
+    enter: one reached from a built-in chain. Chains that no hook reaches are never checked
+    (``iptables-restore`` takes ``-A U1 -j U2`` and ``-A U2 -j U1`` if nothing jumps to
+    them), so a loop among those alone is no error. A depth-first walk in rule order, each
+    chain entered once (grey while on the path, black when done), keeping each step's rule
+    so that the error points at the jump that closes the loop."""
+    grey, black = 1, 2
+    colour: dict[str, int] = {}
     for hook in BUILTIN_CHAINS[tname]:
-        stack = [(hook, (hook,))]
+        if hook in colour:
+            continue
+        colour[hook] = grey
+        path, stack = [hook], [_rules_and_places(chains[hook])]
         while stack:
-            cname, path = stack.pop()
-            for rule, place in zip(chains[cname][1], chains[cname][2], strict=True):
-                if isinstance(rule.target, Jump) and rule.target.chain in chains:
-                    nxt = rule.target.chain
-                    if nxt in path:
-                        raise _loop_error(path, nxt, cname, locate(place))
-                    stack.append((nxt, (*path, nxt)))
-    done: set[str] = set()
-    for cname in chains:
-        _loop_check(cname, chains, (cname,), done, locate)
+            for rule, place in stack[-1]:
+                nxt = rule.target.chain if type(rule.target) is Jump else None
+                if nxt is None or nxt not in chains or colour.get(nxt) == black:
+                    continue
+                if colour.get(nxt) == grey:
+                    raise _loop_error(tuple(path), nxt, path[-1], locate(place))
+                colour[nxt] = grey
+                path.append(nxt)
+                stack.append(_rules_and_places(chains[nxt]))
+                break
+            else:  # every rule of path[-1] is done
+                colour[path.pop()] = black
+                stack.pop()
 
 
-def _loop_check(cname: str, chains: dict, path: tuple[str, ...], done: set[str],
-                locate: Locate) -> None:
-    for rule, place in zip(chains[cname][1], chains[cname][2], strict=True):
-        if isinstance(rule.target, Jump) and rule.target.chain in chains:
-            nxt = rule.target.chain
-            if nxt in path:
-                raise _loop_error(path, nxt, cname, locate(place))
-            if nxt not in done:
-                _loop_check(nxt, chains, (*path, nxt), done, locate)
-    done.add(cname)
+def _rules_and_places(chain: list) -> Iterator[tuple[Rule, Place | int]]:
+    """(rule, place) for each rule of a chain's ``[policy, rules, places, jumps]``."""
+    return zip(chain[1], chain[2], strict=True)
 
 
 def _loop_error(path: tuple[str, ...], nxt: str, cname: str, place: Place) -> RulesParseError:
