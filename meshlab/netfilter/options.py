@@ -52,10 +52,10 @@ from meshlab.netfilter.rules import (
 )
 from meshlab.netfilter.source import END, Bad
 from meshlab.netfilter.values import (
+    read_decimal_port,
     read_id_range,
     read_ip,
     read_number,
-    read_port,
     read_port_range,
     read_value_mask,
 )
@@ -132,7 +132,10 @@ def _opt_proto(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
     name = _PROTO_NAMES.get(value.lower())
     if name is None:
         raise Bad(i + 1, f"unknown protocol {value!r}", "use tcp, udp, icmp or all")
-    b.proto = None if name == "all" and not neg else ProtoMatch(neg, name)
+    if name == "all" and neg:
+        raise Bad(i + 1, f"! {toks[i]} {value} would never match: iptables refuses it",
+                  "remove the rule, or the '!'")
+    b.proto = None if name == "all" else ProtoMatch(neg, name)
     return i + 2
 
 
@@ -154,12 +157,8 @@ def _opt_match(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
     if name not in _MODULE_OPTIONS:
         raise Bad(i + 1, f"unknown match module {name!r}",
                   "this model reads -m " + ", ".join(_MODULE_OPTIONS))
-    if name in ("tcp", "udp"):
-        proto = b.proto.proto if b.proto is not None and not b.proto.negated else None
-        if proto != name:
-            raise Bad(i + 1, f"-m {name} needs -p {name} before it", f"add -p {name}")
-        if any(m[0] == name for m in b.modules):  # the kernel keeps one tcp/udp match
-            return i + 2
+    if name in ("tcp", "udp") and any(m[0] == name for m in b.modules):
+        return i + 2  # the kernel keeps one tcp/udp match (-p is checked in finish_rule)
     b.modules.append([name, {}, i])
     if name == "owner":
         b.where["owner"] = i
@@ -265,14 +264,19 @@ def _module_option(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
             break
     else:
         if tok in ("--dport", "--sport", "--destination-port", "--source-port") and (
-                b.proto is not None and not b.proto.negated and b.proto.proto in ("tcp", "udp")):
-            entry = [b.proto.proto, {}, i]  # `-p tcp --dport` loads -m tcp implicitly
+                b.proto is not None and b.proto.proto in ("tcp", "udp")):
+            entry = [b.proto.proto, {}, i]  # `[!] -p tcp --dport` loads -m tcp implicitly
             b.modules.append(entry)
         else:
             module = _OPTION_MODULE[tok]
             hint = (f"add -p tcp (or -p udp) before {tok}" if module in ("tcp", "udp")
                     else f"load its module first: -m {module} {tok} ...")
             raise Bad(i, f"unknown option {tok!r} here", hint)
+    if entry[0] == "multiport" and (b.proto is None or b.proto.negated
+                                    or b.proto.proto not in ("tcp", "udp", "sctp")):
+        raise Bad(i, "-m multiport needs -p tcp, udp or sctp before it (iptables: multiport "
+                  "only works with TCP, UDP, UDPLITE, SCTP and DCCP)",
+                  "put -p tcp (or udp, sctp) before -m multiport, without '!'")
     key = {"--destination-port": "--dport", "--source-port": "--sport",
            "--destination-ports": "--dports", "--source-ports": "--sports"}.get(tok, tok)
     opts = entry[1]
@@ -284,18 +288,46 @@ def _module_option(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
 
 
 def finish_rule(b: RuleBuilder) -> Rule:
-    """Turn the builder into the canonical :class:`Rule` (raises ``Bad``)."""
+    """Turn the builder into the canonical :class:`Rule` (raises ``Bad``), with the checks
+    iptables makes once the whole rule is read: ``-m tcp`` (or udp) needs ``-p tcp`` anywhere
+    in the rule (even ``! -p tcp``); a port given to REDIRECT or DNAT needs a protocol with
+    ports; TPROXY needs ``-p tcp`` or ``-p udp``."""
+    proto = None if b.proto is None else b.proto.proto
+    for name, _, at in b.modules:
+        if name in ("tcp", "udp") and proto != name:
+            raise Bad(at + 1, f"-m {name} needs -p {name} (iptables: {name.upper()} match "
+                      f"requires '-p {name}')", f"add -p {name}")
     modules = tuple(make_module(name, opts, at) for name, opts, at in b.modules)
     if b.target is None:
         raise Bad(END, "the rule has no target", "end the rule with -j TARGET "
                   "(ACCEPT, DROP, RETURN, a chain name, REDIRECT, ...)")
-    target = make_target(b.target, b.target_opts, b.where.get("target", 0), b.family)
+    at = b.where.get("target", 0)
+    target = make_target(b.target, b.target_opts, at, b.family)
+    check_target_proto(target, b.proto, at)
     if b.family is None:  # an address given to DNAT or TPROXY says which family
         if type(target) is Dnat:
             b.family = f"ipv{target.ip.version}"
         elif type(target) is Tproxy and "--on-ip" in b.target_opts:
             b.family = f"ipv{target.on_ip.version}"
     return Rule(target, b.src, b.dst, b.iif, b.oif, b.proto, modules)
+
+
+PORT_PROTOS = ("tcp", "udp", "sctp", "dccp")
+"""The protocols a REDIRECT or DNAT port can be given for (``! -p tcp`` counts too)."""
+
+
+def check_target_proto(target: object, proto: ProtoMatch | None, at: int) -> None:
+    """Refuse, as iptables and the kernel do, a REDIRECT/DNAT port without a protocol that
+    has ports, and a TPROXY without ``-p tcp`` or ``-p udp`` (``at``: the target's index)."""
+    if isinstance(target, Redirect | Dnat) and target.ports is not None and (
+            proto is None or proto.proto not in PORT_PROTOS):
+        raise Bad(at, f"{target.name} with a port needs -p tcp, udp, sctp or dccp (iptables: "
+                  "Need TCP, UDP, SCTP or DCCP with port specification)",
+                  "add -p tcp before the target, or drop the port")
+    if isinstance(target, Tproxy) and (proto is None or proto.negated
+                                       or proto.proto not in ("tcp", "udp")):
+        raise Bad(at, "TPROXY works only with -p tcp or -p udp: the kernel refuses it",
+                  "add -p tcp (or -p udp), without '!'")
 
 
 def make_module(name: str, opts: dict, at: int):
@@ -387,6 +419,7 @@ def make_port_match(name: str, sport: tuple[bool, str, int] | None,
 
 
 _SIMPLE_TARGETS = {name: Verdict(name) for name in ("ACCEPT", "DROP", "RETURN")}
+DROP = _SIMPLE_TARGETS["DROP"]
 _SIMPLE_TARGETS["TRACE"] = Log("TRACE")
 
 
@@ -416,7 +449,7 @@ def make_target(name: str, opts: dict[str, tuple[str, int]], at: int, family: st
     if name == "TPROXY":
         if "--on-port" not in opts:
             raise Bad(at, "TPROXY needs --on-port", "add --on-port 15006")
-        port = read_port(*opts["--on-port"])
+        port = read_decimal_port(*opts["--on-port"])
         on_ip = ip_address("::" if family == "ipv6" else "0.0.0.0")
         if "--on-ip" in opts:
             value, i = opts["--on-ip"]

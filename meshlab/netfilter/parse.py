@@ -48,6 +48,7 @@ from contextlib import contextmanager
 from meshlab.errors import MeshlabError
 from meshlab.netfilter.memos import trim_memos
 from meshlab.netfilter.options import (
+    DROP,
     finish_rule,
     need_value,
     read_rule,
@@ -364,8 +365,8 @@ def _append(doc: _Doc, tname: str, chains: dict[str, list], toks: list[str], lin
         return False
     for plan in plans:
         if plan.words(toks) == plan.literals:
-            if plan.counters is not None:  # -c counters: _command keeps them in a whole place
-                return False
+            if plan.counters is not None or (plan.drop and tname == "nat"):
+                return False  # -c counters: _command keeps them; DROP in nat: _store refuses
             try:
                 rule = plan.read(toks, doc.family)
             except Bad:
@@ -387,6 +388,10 @@ def _store(doc: _Doc, tname: str, chain: list, position: int | None, toks: list[
     """Read the rule in ``toks[start:]`` and put it in ``chain`` (of table ``tname``) at
     ``position`` (None: append), with where it was written; note what the checks want."""
     rule, family, roles, rule_counters = read_with_plan(doc.plans, doc.family, toks, start)
+    if rule.target is DROP and tname == "nat":
+        raise Bad(roles.get("target", start), "the nat table is not for filtering: iptables "
+                  "refuses DROP in it", "drop in the filter table; in nat, RETURN leaves a "
+                  "connection untranslated")
     if doc.family is None:
         doc.family = family
     where = (lineno, raw, roles, offset, counters or rule_counters)  # a validate.Place

@@ -41,7 +41,9 @@ from meshlab.netfilter.memos import (
     new_addr_match,
 )
 from meshlab.netfilter.options import (
+    DROP,
     FLAG_OPTIONS,
+    PORT_PROTOS,
     TARGET_OPTIONS,
     RuleBuilder,
     dnat_target,
@@ -69,8 +71,8 @@ class Plan:
     shape itself, only the lookups of its values.
     """
 
-    __slots__ = ("counters", "dst", "iif", "jump_at", "kind", "literals", "modules", "oif",
-                 "proto", "read", "source", "src", "target", "version", "where", "words")
+    __slots__ = ("counters", "drop", "dst", "iif", "jump_at", "kind", "literals", "modules",
+                 "oif", "proto", "read", "source", "src", "target", "version", "where", "words")
 
     read: Callable[[list[str], str | None], Rule]
     """``read(toks, family)``: the rule on a line of this shape (``family``: the document's
@@ -108,6 +110,7 @@ class Plan:
         plan.modules = tuple(modules)
         target = rule.target
         plan.kind, plan.jump_at = type(target), None  # a shape keeps its kind of target
+        plan.drop = target is DROP  # refused in the nat table (see parse._append)
         if isinstance(target, Jump):
             k = plan.jump_at = b.where["target"]
             plan.target = (None, (k,), None, None, None, ())
@@ -222,6 +225,11 @@ def _write_reader(plan: Plan) -> tuple[str, Callable[[list[str], str | None], Ru
                  "    target = TARGET_MEMO.get(key)",
                  "    if target is None:",
                  f"        target = TARGET_MEMO[key] = {make}"]
+        if name == "DNAT" and (plan.proto is None or plan.proto.proto not in PORT_PROTOS):
+            # a DNAT port needs -p tcp (or another protocol with ports), which this shape has
+            # not: the slow reader words the error
+            code += ["    if target.ports is not None:",
+                     f"        raise Bad({ks[0]}, 'a port without -p tcp', '')"]
     parts = ", ".join(("target", *fields.values(), "PROTO", _tuple_source(modules)))
     code.append(f"    return new(Rule, ({parts}))")
     source = "\n".join(code) + "\n"

@@ -22,19 +22,33 @@ from meshlab.netfilter.source import Bad
 
 
 def read_port(tok: str, i: int) -> int:
-    """A port number 0-65535, in decimal digits only (``--dport 80``)."""
-    if tok.isdigit() and tok.isascii():
+    """A port number 0-65535 (``--dport 80``), read as iptables reads numbers
+    (:func:`c_unsigned`: ``010`` is port 8, ``0x50`` is 80)."""
+    if tok.isdigit() and tok.isascii() and (tok[0] != "0" or tok == "0"):  # plain decimal
         port = int(tok)
         if port <= 65535:
             return port
-    raise Bad(i, f"bad port {tok!r}", "give a port number from 0 to 65535 (names like "
-              "'http' are not read)")
+    port = c_unsigned(tok, 65535)
+    if port is not None:
+        return port
+    name = tok[:1].isalpha()  # iptables would look a service name up in /etc/services
+    raise Bad(i, f"bad port {tok!r}" + (": iptables would look the service name up, which "
+                                        "this model does not do" if name else ""),
+              "give a port number from 0 to 65535", model_limit=name)
+
+
+def read_decimal_port(tok: str, i: int) -> int:
+    """A port number 0-65535 in decimal (TPROXY's ``--on-port``: iptables reads ``010``
+    there as 10, not as octal)."""
+    if tok.isdigit() and tok.isascii() and int(tok) <= 65535:
+        return int(tok)
+    raise Bad(i, f"bad port {tok!r}", "give a port number from 0 to 65535")
 
 
 def read_port_range(tok: str, i: int, sep: str = ":") -> tuple[int, int]:
     """``PORT`` or ``LO{sep}HI`` -> (lo, hi); an empty end means 0 or 65535, as in iptables
     (``sep`` is ``:`` for matches, ``-`` for ``--to-ports``/``--to-destination``)."""
-    if tok.isdigit() and tok.isascii():  # one port, by far the most common: no range to split
+    if tok.isdigit() and tok.isascii() and tok[0] != "0":  # one port, the most common case
         port = int(tok)
         if port <= 65535:
             return port, port
@@ -47,12 +61,10 @@ def read_port_range(tok: str, i: int, sep: str = ":") -> tuple[int, int]:
 
 
 def read_number(tok: str, i: int, what: str, limit: int = ALL_ONES) -> int:
-    """A number from 0 to ``limit``, decimal or ``0x`` hex (marks, masks, zones)."""
-    try:
-        value = int(tok, 0)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= limit:
+    """A number from 0 to ``limit`` (marks, masks, zones), read as iptables reads numbers
+    (:func:`c_unsigned`: ``0x539`` is hex, ``010`` is octal 8)."""
+    value = c_unsigned(tok, limit)
+    if value is None:
         raise Bad(i, f"bad {what} {tok!r}", f"give a number from 0 to {limit} (hex like 0x539 "
                   "is fine)")
     return value
@@ -64,14 +76,26 @@ def read_value_mask(tok: str, i: int, default_mask: int = ALL_ONES) -> tuple[int
     return read_number(value, i, "mark"), (read_number(mask, i, "mask") if found else default_mask)
 
 
+MAX_ID = 4294967294
+"""The largest uid or gid (2**32 - 2): 2**32 - 1 is the kernel's "no id", which iptables
+refuses."""
+
+
 def read_id_range(tok: str, i: int, what: str) -> tuple[int, int]:
-    """A numeric uid/gid or ``LO-HI`` range (``--uid-owner 1337``) -> (lo, hi)."""
+    """A uid/gid or ``LO-HI`` range (``--uid-owner 1337``) -> (lo, hi), each number read as
+    iptables reads numbers (:func:`c_unsigned`), at most :data:`MAX_ID`."""
     lo_s, found, hi_s = tok.partition("-")
-    if not lo_s.isdigit() or (found and not hi_s.isdigit()):
-        raise Bad(i, f"bad {what} {tok!r}", f"give a numeric {what} (names are not looked up "
-                  "here), e.g. 1337 or 1000-1999")
-    lo = int(lo_s)
-    return lo, (int(hi_s) if found else lo)
+    lo = c_unsigned(lo_s, MAX_ID)
+    hi = c_unsigned(hi_s, MAX_ID) if found else lo
+    if lo is None or hi is None:
+        name = not found and tok[:1].isalpha()  # iptables would look the name up
+        raise Bad(i, f"bad {what} {tok!r}" + (": iptables would look the name up, which this "
+                                              "model does not do" if name else ""),
+                  f"give a numeric {what} from 0 to {MAX_ID}, e.g. 1337 or 1000-1999",
+                  model_limit=name)
+    if lo > hi:
+        raise Bad(i, f"bad {what} {tok!r}: the range runs backwards", f"write it as {hi}-{lo}")
+    return lo, hi
 
 
 _OCTET = {str(n): n for n in range(256)}  # the usual spelling of each octet, read at once
