@@ -53,9 +53,17 @@ def _value_mask(value: int, mask: int) -> str:
     return _hex(value) if mask == ALL_ONES else f"{_hex(value)}/{_hex(mask)}"
 
 
+_BARE = frozenset("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
 def quote(text: str) -> str:
-    """Quote a string the way ``iptables-save`` does (always, escaping ``\\`` and ``"``)."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A string as ``iptables-save`` writes it (``xtables_save_string``): bare if it is made
+    of letters, digits, ``_`` and ``-`` only, else in double quotes with ``"``, ``\\`` and
+    ``'`` escaped by a backslash."""
+    if text and _BARE.issuperset(text):
+        return text
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("'", "\\'")
+    return f'"{escaped}"'
 
 
 # --------------------------------------------------------------------------- matches
