@@ -89,17 +89,14 @@ def jump_to(chain: str) -> Jump:
 _IFACE_MEMOS = (memo_for(("interface", False)), memo_for(("interface", True)))  # by negation
 
 
-def iface_match(name: str, neg: bool, i: int) -> IfaceMatch | None:
-    """``[!] -i|-o name``, shared through a memo; None for ``-i +`` (every interface), which
-    the kernel keeps as no interface match at all. Like iptables, any name of 1 to 15
+def iface_match(name: str, neg: bool, i: int) -> IfaceMatch:
+    """``[!] -i|-o name``, shared through a memo. Like iptables, any name of 1 to 15
     characters is taken (iptables only warns about a ``/``, which no interface can have)."""
     match = _IFACE_MEMOS[neg].get(name)
     if match is None:
         if not 0 < len(name) <= 15:
             raise Bad(i, f"bad interface name {name!r}", "interface names have 1 to 15 "
                       "characters, e.g. eth0, lo or eth+")
-        if name == "+" and not neg:
-            return None
         match = IfaceMatch(neg, name)
         _IFACE_MEMOS[neg][name] = match
     return match

@@ -57,6 +57,7 @@ from meshlab.netfilter.values import (
     read_ip,
     read_number,
     read_port_range,
+    read_strict_ip,
     read_value_mask,
 )
 
@@ -256,35 +257,53 @@ def read_rule(toks: list[str], start: int, family: str | None) -> RuleBuilder:
     return b
 
 
+_LONG_NAMES = {"--destination-port": "--dport", "--source-port": "--sport",
+               "--destination-ports": "--dports", "--source-ports": "--sports"}
+
+
 def _module_option(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
     tok = toks[i]
     value = need_value(toks, i, tok)
-    for entry in reversed(b.modules):
-        if tok in _MODULE_OPTIONS[entry[0]]:
-            break
+    key = _LONG_NAMES.get(tok, tok)
+    if key in ("--dport", "--sport"):
+        entry, key = _port_option(b, key, i)
     else:
-        if tok in ("--dport", "--sport", "--destination-port", "--source-port") and (
-                b.proto is not None and b.proto.proto in ("tcp", "udp")):
-            entry = [b.proto.proto, {}, i]  # `[!] -p tcp --dport` loads -m tcp implicitly
-            b.modules.append(entry)
+        for entry in reversed(b.modules):
+            if tok in _MODULE_OPTIONS[entry[0]]:
+                break
         else:
-            module = _OPTION_MODULE[tok]
-            hint = (f"add -p tcp (or -p udp) before {tok}" if module in ("tcp", "udp")
-                    else f"load its module first: -m {module} {tok} ...")
-            raise Bad(i, f"unknown option {tok!r} here", hint)
+            raise Bad(i, f"unknown option {tok!r} here",
+                      f"load its module first: -m {_OPTION_MODULE[tok]} {tok} ...")
     if entry[0] == "multiport" and (b.proto is None or b.proto.negated
                                     or b.proto.proto not in ("tcp", "udp", "sctp")):
         raise Bad(i, "-m multiport needs -p tcp, udp or sctp before it (iptables: multiport "
                   "only works with TCP, UDP, UDPLITE, SCTP and DCCP)",
                   "put -p tcp (or udp, sctp) before -m multiport, without '!'")
-    key = {"--destination-port": "--dport", "--source-port": "--sport",
-           "--destination-ports": "--dports", "--source-ports": "--sports"}.get(tok, tok)
     opts = entry[1]
     if key in opts or (entry[0] == "multiport" and opts):
         raise Bad(i, f"{tok} given twice in one -m {entry[0]}", "keep one, or add another -m "
                   f"{entry[0]}")
     opts[key] = (neg, value, i + 1)
     return i + 2
+
+
+def _port_option(b: RuleBuilder, key: str, i: int) -> tuple[list, str]:
+    """The match that takes ``--dport``/``--sport`` (``key``) here, as iptables decides it
+    (with ``getopt``, which also takes a word that starts a longer option name): a ``-m
+    tcp``/``-m udp`` already loaded, whose own option it is; else a ``-m multiport``, whose
+    ``--dports``/``--sports`` it abbreviates; else ``[!] -p tcp|udp`` loads that match now.
+    Returns the match's entry and the option's name there."""
+    for entry in reversed(b.modules):
+        if entry[0] in ("tcp", "udp"):
+            return entry, key
+    for entry in reversed(b.modules):
+        if entry[0] == "multiport":
+            return entry, key + "s"
+    if b.proto is not None and b.proto.proto in ("tcp", "udp"):
+        entry = [b.proto.proto, {}, i]
+        b.modules.append(entry)
+        return entry, key
+    raise Bad(i, f"unknown option {key!r} here", f"add -p tcp (or -p udp) before {key}")
 
 
 def finish_rule(b: RuleBuilder) -> Rule:
@@ -312,8 +331,9 @@ def finish_rule(b: RuleBuilder) -> Rule:
     return Rule(target, b.src, b.dst, b.iif, b.oif, b.proto, modules)
 
 
-PORT_PROTOS = ("tcp", "udp", "sctp", "dccp")
-"""The protocols a REDIRECT or DNAT port can be given for (``! -p tcp`` counts too)."""
+PORT_PROTOS = ("tcp", "udp", "sctp", "dccp", "icmp")
+"""The protocols a REDIRECT or DNAT port can be given for (``! -p tcp`` counts too; ICMP's
+query id is NAT's "port", so iptables takes ``-p icmp`` here as well)."""
 
 
 def check_target_proto(target: object, proto: ProtoMatch | None, at: int) -> None:
@@ -321,8 +341,8 @@ def check_target_proto(target: object, proto: ProtoMatch | None, at: int) -> Non
     has ports, and a TPROXY without ``-p tcp`` or ``-p udp`` (``at``: the target's index)."""
     if isinstance(target, Redirect | Dnat) and target.ports is not None and (
             proto is None or proto.proto not in PORT_PROTOS):
-        raise Bad(at, f"{target.name} with a port needs -p tcp, udp, sctp or dccp (iptables: "
-                  "Need TCP, UDP, SCTP or DCCP with port specification)",
+        raise Bad(at, f"{target.name} with a port needs -p tcp, udp, sctp, dccp or icmp "
+                  "(iptables: Need TCP, UDP, SCTP or DCCP with port specification)",
                   "add -p tcp before the target, or drop the port")
     if isinstance(target, Tproxy) and (proto is None or proto.negated
                                        or proto.proto not in ("tcp", "udp")):
@@ -377,9 +397,14 @@ def dnat_target(value: str, i: int, family: str | None) -> Dnat:
     elif value.count(":") == 1:
         host, port_s = value.split(":")
         ports = read_port_range(port_s, i, "-")
-    ip = read_ip(host)
+    ip = read_strict_ip(host)
     if ip is None:
-        raise Bad(i, f"bad address {host!r}", "write --to-destination 10.0.0.1:8080")
+        if "-" in host:
+            raise Bad(i, f"a range of addresses ({host}): iptables takes it, but this model "
+                      "only DNATs to one address", "give one address, e.g. 10.0.0.1:8080",
+                      model_limit=True)
+        raise Bad(i, f"bad address {host!r}", "write --to-destination 10.0.0.1:8080 (four "
+                  "decimal numbers: DNAT reads no octal or hex)")
     _check_family(ip, family, i)
     return new_dnat(ip, ports)
 
@@ -411,11 +436,18 @@ def settle_tproxy_defaults(rules: list[Rule]) -> None:
 def make_port_match(name: str, sport: tuple[bool, str, int] | None,
                     dport: tuple[bool, str, int] | None) -> PortMatch:
     """``-m tcp|udp`` from its ``--sport``/``--dport`` as (negated, word, token index)."""
+    base = PORT_BASE[name]
     if sport is not None:
-        sport = new_range(sport[0], *read_port_range(sport[1], sport[2]))
+        sport = new_range(sport[0], *read_port_range(sport[1], sport[2], ":", base))
     if dport is not None:
-        dport = new_range(dport[0], *read_port_range(dport[1], dport[2]))
+        dport = new_range(dport[0], *read_port_range(dport[1], dport[2], ":", base))
     return new_ports(name, sport, dport)
+
+
+PORT_BASE = {"tcp": 0, "udp": 10}
+"""How ``-m tcp`` and ``-m udp`` read port numbers
+(:func:`~meshlab.netfilter.values.c_unsigned`): iptables 1.8.9 reads ``--dport 010`` as 8 for
+TCP but as 10 for UDP."""
 
 
 _SIMPLE_TARGETS = {name: Verdict(name) for name in ("ACCEPT", "DROP", "RETURN")}
@@ -455,7 +487,11 @@ def make_target(name: str, opts: dict[str, tuple[str, int]], at: int, family: st
             value, i = opts["--on-ip"]
             on_ip = read_ip(value)
             if on_ip is None:
-                raise Bad(i, f"bad address {value!r}", "write --on-ip 0.0.0.0")
+                name = value[:1].isalpha()  # iptables would look a host name up
+                raise Bad(i, f"bad address {value!r}" + (": iptables would look the name up, "
+                                                         "which this model does not do"
+                                                         if name else ""),
+                          "write --on-ip 0.0.0.0", model_limit=name)
             _check_family(on_ip, family, i)
         mark, mask = read_value_mask(*opts["--tproxy-mark"]) if "--tproxy-mark" in opts else (0, 0)
         return Tproxy(port, on_ip, mark, mask)

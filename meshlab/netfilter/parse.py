@@ -410,6 +410,8 @@ def _store(doc: _Doc, tname: str, chain: list, position: int | None, toks: list[
         doc.notes.counters = True
     if "owner" in roles or "iif" in roles or "oif" in roles:
         doc.notes.roles = True
+        if any(m is not None and m.name == "+" and not m.negated for m in (rule.iif, rule.oif)):
+            doc.notes.any_interface = True  # dropped after the checks (validate)
 
 
 def parse_rule_spec(text: str) -> tuple[str | None, str | None, Rule]:

@@ -43,6 +43,7 @@ from meshlab.netfilter.memos import (
 from meshlab.netfilter.options import (
     DROP,
     FLAG_OPTIONS,
+    PORT_BASE,
     PORT_PROTOS,
     TARGET_OPTIONS,
     RuleBuilder,
@@ -187,6 +188,9 @@ def _write_reader(plan: Plan) -> tuple[str, Callable[[list[str], str | None], Ru
         if spec is not None:
             negated, k = spec
             code.append(f"    {field} = iface_match(toks[{k}], {negated}, {k})")
+            if not negated:  # -i + (every interface): the rule reader notes it
+                code += [f"    if {field}.name == '+':",
+                         f"        raise Bad({k}, 'every interface', '')"]
             fields[field] = field
     modules = []
     for j, (made, ks, memo, make) in enumerate(plan.modules):
@@ -258,8 +262,11 @@ def _module_maker(name: str, at: int, specs: tuple) -> Callable[[list[str]], obj
         if sport is None and dport is not None:  # just --dport: the usual rule
             negated, k = dport
 
+            base = PORT_BASE[name]
+
             def make_dport(toks: list[str]) -> PortMatch:
-                return new_ports(name, None, new_range(negated, *read_port_range(toks[k], k)))
+                return new_ports(name, None, new_range(
+                    negated, *read_port_range(toks[k], k, ":", base)))
             return make_dport
 
         def make_ports(toks: list[str]) -> PortMatch:

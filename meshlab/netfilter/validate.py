@@ -26,7 +26,7 @@ from itertools import compress, repeat
 from operator import itemgetter, not_
 from types import MappingProxyType
 
-from meshlab.netfilter.rules import Ct, Dnat, Jump, Redirect, Rule, Tproxy
+from meshlab.netfilter.rules import Ct, Dnat, IfaceMatch, Jump, Redirect, Rule, Tproxy
 from meshlab.netfilter.ruleset import BUILTIN_CHAINS, Chain, Ruleset, Table
 from meshlab.netfilter.source import Bad, RulesParseError, error_at
 
@@ -64,6 +64,7 @@ class Notes:
     """(table, type) of each target type in LIMITED_TARGETS that a table's rules use."""
     counters: bool = False  # some rule has [p:b] or -c counters
     roles: bool = False  # some rule has -m owner, -i or -o (see Place)
+    any_interface: bool = False  # some rule has -i + or -o + (see check_and_build)
 
 
 def check_and_build(family: str, tables: dict[str, dict[str, list]],
@@ -96,8 +97,27 @@ def check_and_build(family: str, tables: dict[str, dict[str, list]],
         if _has_loop(jumps):
             _refuse_reached_loop(tname, chains, locate)
         _check_all_hooks(tname, chains, _Reach(tname, jumps), kinds, notes.roles, locate)
+        if notes.any_interface:
+            _drop_any_interface(chains)
     return Ruleset(family, {tname: _table(tname, chains) for tname, chains in tables.items()},
                    counters)
+
+
+def _drop_any_interface(chains: dict[str, list]) -> None:
+    """``-i +`` or ``-o +`` (every interface name) once the checks are done: iptables refuses
+    it where it refuses any ``-i``/``-o`` (checked above), then stores no interface match at
+    all, so the rule matches every packet, even one without that interface."""
+    for chain in chains.values():
+        rules = chain[1]
+        for k, rule in enumerate(rules):
+            iif = None if _matches_any(rule.iif) else rule.iif
+            oif = None if _matches_any(rule.oif) else rule.oif
+            if iif is not rule.iif or oif is not rule.oif:
+                rules[k] = rule._replace(iif=iif, oif=oif)
+
+
+def _matches_any(match: IfaceMatch | None) -> bool:
+    return match is not None and match.name == "+" and not match.negated
 
 
 def _table(tname: str, chains: dict[str, list]) -> Table:

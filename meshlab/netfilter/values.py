@@ -14,23 +14,28 @@ and IPv6 goes through ``inet_pton``; the usual spelling is read first, without a
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv6Address
-from socket import AF_INET6, inet_pton
+from socket import AF_INET, AF_INET6, inet_pton
 
 from meshlab.netfilter.packet import IPAddress
 from meshlab.netfilter.rules import ALL_ONES
 from meshlab.netfilter.source import Bad
 
 
-def read_port(tok: str, i: int) -> int:
+def read_port(tok: str, i: int, base: int = 0) -> int:
     """A port number 0-65535 (``--dport 80``), read as iptables reads numbers
-    (:func:`c_unsigned`: ``010`` is port 8, ``0x50`` is 80)."""
+    (:func:`c_unsigned`: ``010`` is port 8, ``0x50`` is 80; but ``-m udp`` reads its ports in
+    ``base`` 10, where ``010`` is 10)."""
     if tok.isdigit() and tok.isascii() and (tok[0] != "0" or tok == "0"):  # plain decimal
         port = int(tok)
         if port <= 65535:
             return port
-    port = c_unsigned(tok, 65535)
+    port = c_unsigned(tok, 65535, base)
     if port is not None:
         return port
+    if base == 10 and c_unsigned(tok, 0xFFFFFFFF, base) is not None:
+        raise Bad(i, f"port {tok} is past 65535: iptables 1.8.9 takes it for -m udp and keeps "
+                  "only its last 16 bits; this model refuses it", "give a port from 0 to "
+                  "65535", model_limit=True)
     name = tok[:1].isalpha()  # iptables would look a service name up in /etc/services
     raise Bad(i, f"bad port {tok!r}" + (": iptables would look the service name up, which "
                                         "this model does not do" if name else ""),
@@ -45,18 +50,20 @@ def read_decimal_port(tok: str, i: int) -> int:
     raise Bad(i, f"bad port {tok!r}", "give a port number from 0 to 65535")
 
 
-def read_port_range(tok: str, i: int, sep: str = ":") -> tuple[int, int]:
+def read_port_range(tok: str, i: int, sep: str = ":", base: int = 0) -> tuple[int, int]:
     """``PORT`` or ``LO{sep}HI`` -> (lo, hi); an empty end means 0 or 65535, as in iptables
-    (``sep`` is ``:`` for matches, ``-`` for ``--to-ports``/``--to-destination``)."""
+    (``sep`` is ``:`` for matches, ``-`` for ``--to-ports``/``--to-destination``; ``base``
+    as for :func:`read_port`)."""
     if tok.isdigit() and tok.isascii() and tok[0] != "0":  # one port, the most common case
         port = int(tok)
         if port <= 65535:
             return port, port
     lo_s, found, hi_s = tok.partition(sep)
-    lo = read_port(lo_s, i) if lo_s else 0
-    hi = (read_port(hi_s, i) if hi_s else 65535) if found else lo
-    if lo > hi:
-        raise Bad(i, f"port range {tok!r} runs backwards", f"write it as {hi}{sep}{lo}")
+    lo = read_port(lo_s, i, base) if lo_s else 0
+    hi = (read_port(hi_s, i, base) if hi_s else 65535) if found else lo
+    if lo > hi:  # -m udp takes it (and matches nothing); the others refuse it
+        raise Bad(i, f"port range {tok!r} runs backwards", f"write it as {hi}{sep}{lo}",
+                  model_limit=base == 10)
     return lo, hi
 
 
@@ -107,12 +114,15 @@ _DIGITS = {8: frozenset("01234567"), 10: frozenset("0123456789"),
            16: frozenset("0123456789abcdefABCDEF")}
 
 
-def c_unsigned(text: str, limit: int) -> int | None:
-    """``text`` read as iptables reads a number (C's ``strtoul`` with base 0, then a limit):
-    an optional sign, then hex after ``0x``, *octal after a leading 0*, else decimal; the whole
-    word must be read and the value be at most ``limit``. None if it is not such a number."""
+def c_unsigned(text: str, limit: int, base: int = 0) -> int | None:
+    """``text`` read as iptables reads a number (C's ``strtoul``, then a limit): an optional
+    sign, then with ``base`` 0 (most options) hex after ``0x``, *octal after a leading 0*, else
+    decimal; with ``base`` 10 (``-m udp`` ports) decimal only. The whole word must be read
+    and the value be at most ``limit``. None if it is not such a number."""
     body = text[1:] if text[:1] in ("+", "-") else text
-    if body[:2] in ("0x", "0X") and len(body) > 2:
+    if base == 10:
+        digits = body
+    elif body[:2] in ("0x", "0X") and len(body) > 2:
         digits, base = body[2:], 16
     elif body[:1] == "0" and len(body) > 1:
         digits, base = body[1:], 8
@@ -158,6 +168,18 @@ def read_ip(text: str) -> IPAddress | None:
     or TPROXY address, which iptables reads as numbers only."""
     if ":" not in text:
         return read_ipv4(text)
+    value = ipv6_number(text)
+    return None if value is None else IPv6Address(value)
+
+
+def read_strict_ip(text: str) -> IPAddress | None:
+    """One address as ``inet_pton`` reads it (DNAT's ``--to-destination``: plain decimal
+    IPv4, no octal, hex or short forms), or None."""
+    if ":" not in text:
+        try:
+            return IPv4Address(inet_pton(AF_INET, text))
+        except (OSError, ValueError):
+            return None
     value = ipv6_number(text)
     return None if value is None else IPv6Address(value)
 

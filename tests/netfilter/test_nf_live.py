@@ -9,51 +9,20 @@ redirected where the model says, with the same nat counters and the same SO_ORIG
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 from nf_istio_fixtures import ISTIO_RESTORE
 from nf_kernel_spellings import RESTORE, rule_lines
+from nf_live_tools import run
 
 from meshlab.netfilter import Netns, parse_ruleset, pod_interfaces
 
 pytestmark = pytest.mark.live
 
 
-def _why_not() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to create a network namespace (run as root, or in CI)"
-    for tool in ("ip", "iptables-restore", "iptables-save"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (apt-get install iptables iproute2)"
-    return None
-
-
 def _run(*cmd: str, stdin: str | None = None) -> str:
-    done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=30,
-                          check=False)
-    if done.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed: {done.stderr.strip()}")
-    return done.stdout
-
-
-@pytest.fixture
-def netns() -> Iterator[str]:
-    reason = _why_not()
-    if reason:
-        pytest.skip(reason)
-    name = f"meshlab-nf-test-{os.getpid()}"
-    _run("ip", "netns", "add", name)
-    try:
-        _run("ip", "-n", name, "link", "set", "lo", "up")
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30,
-                       check=False)
+    return run(*cmd, stdin=stdin).stdout
 
 
 def _load_and_save(ns: str, restore: str) -> str:

@@ -32,12 +32,15 @@ def rule_text(draw, chains=("A", "B")) -> str:
     modules = []
     if proto:
         parts.append(f"-p {proto}")
-        if draw(st.booleans()):
+        ports = []  # one -m tcp|udp for both (a bare --dport after -m multiport would be its
+        if draw(st.booleans()):  # --dports, as iptables reads it)
             lo = draw(port)
             hi = draw(st.integers(lo, 65535))
-            modules.append(f"{draw(neg)}--dport {lo}:{hi}")
+            ports.append(f"{draw(neg)}--dport {lo}:{hi}")
         if draw(st.booleans()):
-            modules.append(f"{draw(neg)}--sport {draw(port)}")
+            ports.append(f"{draw(neg)}--sport {draw(port)}")
+        if ports:
+            modules.append(" ".join([f"-m {proto}", *ports]))
         if draw(st.booleans()):
             ports = draw(st.lists(port, min_size=1, max_size=15))
             modules.append(f"-m multiport {draw(neg)}--dports {','.join(map(str, ports))}")
