@@ -107,6 +107,7 @@ def read_id_range(tok: str, i: int, what: str) -> tuple[int, int]:
 
 _OCTET = {str(n): n for n in range(256)}  # the usual spelling of each octet, read at once
 _PLEN = {str(n): n for n in range(129)}
+_MASKS4 = [0xFFFFFFFF ^ ((1 << (32 - n)) - 1) for n in range(33)]  # by prefix length
 _ADDR_HINT = ("give an IP address or CIDR such as 10.0.0.0/8 or fd00::/64 (host names and "
               "lists are not read; write one rule per address)")
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
@@ -141,10 +142,11 @@ def ipv4_number(text: str) -> int | None:
     numbers between dots, each read by :func:`c_unsigned` (so ``010.0.0.1`` is 8.0.0.1 and
     ``0x0a.0.0.1`` is 10.0.0.1), at most 255, from the first 19 characters. None for anything
     else (a host name, ``10.1``), which iptables would go on to look up by name."""
-    octets = text.split(".")
-    if len(octets) == 4 and all(o in _OCTET for o in octets):  # the usual spelling, at once
-        a, b, c, d = (_OCTET[o] for o in octets)
-        return (a << 24) | (b << 16) | (c << 8) | d
+    try:  # the usual spelling, at once
+        a, b, c, d = text.split(".")
+        return (_OCTET[a] << 24) | (_OCTET[b] << 16) | (_OCTET[c] << 8) | _OCTET[d]
+    except (ValueError, KeyError):
+        pass
     octets = text[:19].split(".", 3)
     if len(octets) != 4:
         return None
@@ -205,14 +207,14 @@ def read_address(tok: str, i: int) -> tuple[int, int, int]:
     with a mask of 0 the address is not even read (``any/0`` is everything). The family is
     the address's: IPv6 if it has a colon."""
     addr, found, mask_s = tok.partition("/")
-    if not found or mask_s in _PLEN:  # the usual spellings, at once
-        octets = addr.split(".")
-        if len(octets) == 4 and all(o in _OCTET for o in octets):
-            plen = _PLEN[mask_s] if found else 32
-            if plen <= 32:
-                a, b, c, d = (_OCTET[o] for o in octets)
-                mask = 0xFFFFFFFF ^ ((1 << (32 - plen)) - 1)
-                return 4, ((a << 24) | (b << 16) | (c << 8) | d) & mask, plen
+    try:  # the usual spellings, at once
+        a, b, c, d = addr.split(".")
+        value = (_OCTET[a] << 24) | (_OCTET[b] << 16) | (_OCTET[c] << 8) | _OCTET[d]
+        plen = _PLEN[mask_s] if found else 32
+        if plen <= 32:
+            return 4, value & _MASKS4[plen], plen
+    except (ValueError, KeyError):
+        pass
     version, bits = (6, 128) if ":" in addr or ":" in mask_s else (4, 32)
     plen = bits if not found else _read_mask(mask_s, version, bits, i, tok)
     if plen == 0:
