@@ -48,6 +48,17 @@ CASES = [
     ("-A OUTPUT -o lo -j RETURN", "-A PREROUTING -o lo -j RETURN"),
     ("-A OUTPUT -p tcp -j REDIRECT --to-ports 15001",
      "-A INPUT -p tcp -j REDIRECT --to-ports 15001"),
+    # values that iptables reads its own way, or that change what the rule holds
+    ("-A OUTPUT -j DNAT --to-destination 10.1.1.1", "-A OUTPUT -j DNAT --to-destination 10.1.1.1:80"),
+    ("-A OUTPUT -d 10.0.0.1/32 -j RETURN", "-A OUTPUT -d 10.0.0.1/0 -j RETURN"),
+    ("-A OUTPUT ! -d 10.0.0.1/32 -j RETURN", "-A OUTPUT ! -d 10.0.0.1/0 -j RETURN"),
+    ("-A PREROUTING -i eth0 -j RETURN", "-A PREROUTING -i + -j RETURN"),
+    ("-A OUTPUT -o eth0 -j RETURN", "-A OUTPUT -o + -j RETURN"),
+    ("-A OUTPUT -p tcp -m tcp --dport 80 -j X", "-A OUTPUT -p tcp -m tcp --dport 010 -j X"),
+    ("-A OUTPUT -p udp -m udp --dport 80 -j X", "-A OUTPUT -p udp -m udp --dport 010 -j X"),
+    ("-A OUTPUT -p udp -m udp --dport 80 -j X", "-A OUTPUT -p udp -m udp --dport 70000 -j X"),
+    ("-A OUTPUT -d 10.0.0.1/32 -j RETURN", "-A OUTPUT -d 010.0.0.1/010 -j RETURN"),
+    ("-A OUTPUT -j DROP", "-A OUTPUT -j DROP"),
 ]
 
 
@@ -112,3 +123,11 @@ def test_forgetting_the_memos_changes_nothing_but_time():
     before = parse_ruleset(text)
     forget()
     assert parse_ruleset(text) == before
+
+
+def test_a_plan_learnt_in_filter_does_not_let_drop_into_nat():
+    text = "*filter\n-A OUTPUT -j DROP\nCOMMIT\n*nat\n-A OUTPUT -j DROP\nCOMMIT\n"
+    with pytest.raises(RulesParseError) as caught:
+        parse_ruleset(text)
+    assert (caught.value.line, caught.value.token) == (5, "DROP")
+    assert "nat table is not for filtering" in caught.value.reason
