@@ -251,6 +251,11 @@ def read_rule(toks: list[str], start: int, family: str | None) -> RuleBuilder:
                 hint = f"load its module first: -m {module} {tok} ..."
             elif any(tok in opts for opts in TARGET_OPTIONS.values()):
                 hint = f"{tok} is a target option; put it after the -j TARGET it belongs to"
+            full = _spelled_out(tok)
+            if full:  # getopt takes a word that starts only one long option as that option
+                raise Bad(i, f"{tok} may be short for {' or '.join(full)}: iptables takes "
+                          "such abbreviations, this model reads options spelled out",
+                          f"write {full[0]}", model_limit=True)
             raise Bad(i, f"unknown option {tok!r}", hint)
         raise Bad(i, f"unexpected word {tok!r}", "options start with '-'; quote values that "
                   "contain spaces")
@@ -259,6 +264,16 @@ def read_rule(toks: list[str], start: int, family: str | None) -> RuleBuilder:
 
 _LONG_NAMES = {"--destination-port": "--dport", "--source-port": "--sport",
                "--destination-ports": "--dports", "--source-ports": "--sports"}
+
+
+_LONG_OPTIONS = sorted({opt for opt in (*_BASIC, *_OPTION_MODULE,
+                                        *(o for opts in TARGET_OPTIONS.values() for o in opts))
+                        if opt.startswith("--")})
+
+
+def _spelled_out(tok: str) -> list[str]:
+    """The long options that ``tok`` (``--dpo``) starts, for the error about it."""
+    return [opt for opt in _LONG_OPTIONS if opt.startswith(tok)] if tok[:2] == "--" else []
 
 
 def _module_option(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:

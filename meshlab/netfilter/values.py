@@ -221,6 +221,10 @@ def read_address(tok: str, i: int) -> tuple[int, int, int]:
         return version, 0, 0
     value = ipv4_number(addr) if version == 4 else ipv6_number(addr)
     if value is None:
+        if "," in addr:  # iptables makes one rule per address of a list
+            raise Bad(i, f"{addr!r} is a list: iptables makes one rule per address, this "
+                      "model reads one address per rule", "write one rule per address",
+                      model_limit=True)
         if addr and _NAME_CHARS.issuperset(addr):  # iptables would ask the resolver
             raise Bad(i, f"{addr!r} is not a numeric address: iptables would look it up as "
                       "a host or network name, which this model does not do", "write the "

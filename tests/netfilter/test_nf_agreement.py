@@ -53,6 +53,10 @@ CASES = [
     ("ipv4", "filter", "-A INPUT -i + -o a/b -j DROP"),
     ("ipv4", "filter", "-A INPUT -i abcdefghijklmnop -j DROP"),
     ("ipv4", "filter", "-A INPUT -p tcp --dport http -j DROP"),  # model limit
+    ("ipv4", "filter", "-A INPUT -p tcp --dpo 80 -s 1.2.3.4,5.6.7.8 -j DROP"),  # model limit
+    ("ipv4", "filter", "-A INPUT -p tcp --dport ! 80 -j DROP"),
+    ("ipv4", "filter", "-A INPUT -p tcp ! ! --dport 80 -j DROP"),
+    ("ipv4", "filter", "-A INPUT --protocol tcp --destination-port 80 --dst 1.2.3.4 -j DROP"),
     ("ipv4", "filter", "-A INPUT -m comment --comment a_b-9 -j LOG --log-prefix \"a'b\""),
     # protocols and the modules and targets that need them
     ("ipv4", "filter", "-A INPUT -m tcp --dport 80 -p tcp -j DROP"),
