@@ -186,6 +186,9 @@ def _line(doc: _Doc, line: str, lineno: int, raw: str) -> None:
         if name not in BUILTIN_CHAINS:
             raise Bad(0 if line[1:2].strip() else 1, f"unknown table {name!r}",
                       "use one of " + ", ".join(BUILTIN_CHAINS))
+        if doc.tables.pop(name, None) is not None:  # iptables-restore empties a table it
+            doc.policy_counters = {k: v for k, v in doc.policy_counters.items()  # meets again
+                                   if k[0] != name}
         doc.table(name)
         doc.open = (name, lineno)
         return
@@ -222,6 +225,10 @@ def _line(doc: _Doc, line: str, lineno: int, raw: str) -> None:
         raise error_at(bad, lineno, raw, offset) from None
 
 
+_UNMODELLED_COMMANDS = ("-D", "--delete", "-R", "--replace", "-F", "--flush", "-X",
+                        "--delete-chain", "-Z", "--zero", "-E", "--rename-chain")
+"""Commands iptables-restore takes in a document that this model does not read."""
+
 _COMMANDS = ("iptables", "ip6tables", "iptables-legacy", "iptables-nft", "ip6tables-legacy",
              "ip6tables-nft")
 
@@ -244,16 +251,19 @@ def _header(doc: _Doc, line: str, lineno: int) -> None:
                   "write :CHAIN POLICY [0:0], e.g. :ISTIO_OUTPUT - [0:0]")
     name, policy = toks[0], toks[1]
     if name in BUILTIN_CHAINS[tname]:
-        if policy not in ("ACCEPT", "DROP"):
+        if policy not in ("ACCEPT", "DROP", "-"):  # "-": the policy stays as it is
             raise Bad(1, f"built-in chain {name} needs policy ACCEPT or DROP, not {policy!r}",
                       f"write :{name} ACCEPT [0:0]")
-        chains[name][0] = policy
+        if policy != "-":
+            chains[name][0] = policy
         if len(toks) > 2:
             doc.policy_counters[(tname, name, 0)] = _counters_prefix(toks[2])
         return
-    if policy != "-":
-        raise Bad(1, f"user chain {name} cannot have a policy ({policy!r})",
-                  f"write :{name} - [0:0]; only built-in chains have policies")
+    # A user chain: iptables-restore ignores the policy word ("-" by convention), and a
+    # header naming a chain that exists already empties it.
+    if name in chains:
+        chains[name] = [None, [], [], []]
+        return
     _new_chain(chains, name, tname, 0)
 
 
@@ -330,8 +340,11 @@ def _command(doc: _Doc, tname: str, toks: list[str], i: int, lineno: int, raw: s
         chains[name][0] = policy
         return
     if cmd not in ("-A", "--append", "-I", "--insert"):
-        raise Bad(i, f"unknown command {cmd!r}" if cmd else "empty rule",
-                  "this model reads -A CHAIN, -I CHAIN [N], -N CHAIN and -P CHAIN POLICY")
+        known = cmd in _UNMODELLED_COMMANDS
+        raise Bad(i, (f"{cmd} is an iptables command this model does not read" if known else
+                      f"unknown command {cmd!r}") if cmd else "empty rule",
+                  "this model reads -A CHAIN, -I CHAIN [N], -N CHAIN and -P CHAIN POLICY",
+                  model_limit=known)
     name = need_value(toks, i, cmd)
     chain = chains.get(name)
     if chain is None:

@@ -119,6 +119,25 @@ def test_the_model_reads_what_iptables_reads(netns, family, table, rules):
     _agree(netns, family, f"*{table}\n:U1 - [0:0]\n:U2 - [0:0]\n{rules}\nCOMMIT\n")
 
 
+DOCUMENTS = [
+    # (family, document): headers, sections and commands as iptables-restore reads them
+    ("ipv4", "*filter\n:X ACCEPT [0:0]\n-A X -j ACCEPT\n:X - [0:0]\n:INPUT - [0:0]\n"
+             "-A INPUT -j X\nCOMMIT\n"),
+    ("ipv4", "*filter\n:INPUT FOO [0:0]\nCOMMIT\n"),
+    ("ipv4", "*filter\n:X - [0:0]\n-A INPUT -j DROP\nCOMMIT\n*filter\n-A INPUT -j X\nCOMMIT\n"),
+    ("ipv4", "*filter\n-A INPUT -j DROP\nCOMMIT\n*filter\n-A INPUT -j ACCEPT\nCOMMIT\n"),
+    ("ipv4", "*filter\n-N X\n-N X\nCOMMIT\n"),
+    ("ipv4", "*filter\n-A INPUT -j DROP\n-I INPUT 2 -j ACCEPT\n-I INPUT -j RETURN\nCOMMIT\n"),
+    ("ipv4", "*filter\n-I INPUT 0 -j DROP\nCOMMIT\n"),
+    ("ipv4", "*filter\n-P INPUT DROP\n-A INPUT -j DROP\n-F INPUT\nCOMMIT\n"),  # model limit
+]
+
+
+@pytest.mark.parametrize(("family", "document"), DOCUMENTS)
+def test_the_model_reads_documents_as_iptables_restore_does(netns, family, document):
+    _agree(netns, family, document)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_random_documents_read_as_iptables_reads_them(netns, seed):
     rng = random.Random(seed)

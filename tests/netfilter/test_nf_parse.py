@@ -165,7 +165,8 @@ BAD = [
     ("TPROXY --on-ip of the other family", "*mangle\n-A PREROUTING -d 10.0.0.1 -p tcp -j TPROXY "
      "--on-port 15006 --on-ip ::1\nCOMMIT\n", 2, 68, "::1", "::1 is an ipv6 address in ipv4"),
     ("-I out of range", "*nat\n-I OUTPUT 3 -j RETURN\nCOMMIT\n", 2, 11, "3", "cannot insert"),
-    ("user chain with policy", "*nat\n:X ACCEPT [0:0]\nCOMMIT\n", 1 + 1, 4, "ACCEPT", "policy"),
+    ("built-in chain with a bad policy", "*nat\n:INPUT RETURN [0:0]\nCOMMIT\n", 2, 8, "RETURN",
+     "needs policy ACCEPT or DROP"),
 ]
 
 
@@ -220,3 +221,24 @@ def test_an_address_given_to_dnat_or_tproxy_decides_the_family():
                          "COMMIT\n").family == "ipv6"
     assert parse_ruleset("*mangle\n-A PREROUTING -p tcp -j TPROXY --on-port 1\nCOMMIT\n"
                          ).family == "ipv4"
+
+
+def test_headers_and_sections_as_iptables_restore_reads_them():
+    """A user chain's policy word is ignored, a header for a chain that exists empties it,
+    a built-in chain's "-" keeps its policy, and a table met again starts empty."""
+    ruleset = parse_ruleset("*filter\n:INPUT DROP [0:0]\n:X ACCEPT [0:0]\n-A X -j ACCEPT\n"
+                            ":X - [0:0]\n:INPUT - [0:0]\n-A INPUT -j X\nCOMMIT\n")
+    assert ruleset.chain("filter", "X").rules == ()
+    assert ruleset.chain("filter", "INPUT").policy == "DROP"
+    assert ruleset.chain("filter", "X").policy is None
+    again = parse_ruleset("*filter\n:X - [0:0]\n-A INPUT -j DROP\nCOMMIT\n"
+                          "*filter\n-A INPUT -j ACCEPT\nCOMMIT\n")
+    assert [str(r.rule) for r in again.rules()] == ["-j ACCEPT"]
+    assert again.chain("filter", "X") is None
+
+
+def test_commands_iptables_takes_but_the_model_does_not_read_say_so():
+    with pytest.raises(RulesParseError) as caught:
+        parse_ruleset("*filter\n-A INPUT -j DROP\n-D INPUT 1\nCOMMIT\n")
+    assert caught.value.model_limit
+    assert "-D is an iptables command this model does not read" in caught.value.reason
