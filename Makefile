@@ -12,7 +12,8 @@ NBVAL_FLAGS := --nbval --nbval-sanitize-with notebooks/nbval-sanitize.cfg
 JUPYTER_SETTINGS = mkdir -p $(VENV)/share/jupyter/lab/settings && \
 	cp jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 
-.PHONY: lab test check lint unit bench notebooks live-clean setup-lab setup-test clean
+.PHONY: lab test check lint unit bench bench-instructions notebooks live-clean setup-lab \
+	setup-test clean
 
 lab: setup-lab
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
@@ -29,6 +30,14 @@ unit:
 
 bench: setup-test
 	$(PY) -m benchmarks
+
+# The parse of each 20,000-rule dump in instructions and cache misses (valgrind): the same on
+# every run, for changes too small for wall-clock times on a shared machine.
+bench-instructions: setup-test
+	$(PY) -m benchmarks.instructions kube
+	$(PY) -m benchmarks.instructions kube --first
+	$(PY) -m benchmarks.instructions flat
+	$(PY) -m benchmarks.instructions flat --first
 
 # Re-execute every lesson in place after a library change (stored outputs are what nbval checks).
 notebooks: setup-test
