@@ -34,6 +34,7 @@ bench: setup-test
 # The parse of each 20,000-rule dump in instructions and cache misses (valgrind): the same on
 # every run, for changes too small for wall-clock times on a shared machine.
 bench-instructions: setup-test
+	@$(MAKE) --no-print-directory debian-packages PACKAGES=valgrind
 	$(PY) -m benchmarks.instructions kube
 	$(PY) -m benchmarks.instructions kube --first
 	$(PY) -m benchmarks.instructions flat
