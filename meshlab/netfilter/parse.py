@@ -57,7 +57,14 @@ from meshlab.netfilter.options import (
 from meshlab.netfilter.rules import Jump, Rule, Tproxy
 from meshlab.netfilter.ruleset import BUILTIN_CHAINS, Ruleset
 from meshlab.netfilter.shapes import Plan, read_with_plan
-from meshlab.netfilter.source import BLANK, Bad, RulesParseError, error_at, split
+from meshlab.netfilter.source import (
+    BLANK,
+    Bad,
+    RulesParseError,
+    error_at,
+    is_command_line,
+    split,
+)
 from meshlab.netfilter.validate import LIMITED_TARGETS, Notes, Place, check_and_build
 
 __all__ = ["RulesParseError", "parse_rule", "parse_rule_spec", "parse_ruleset"]
@@ -130,7 +137,7 @@ def _parse_document(text: str, doc: _Doc) -> Ruleset:
             if raw[:3] == "-A " and chains is not None:
                 # The usual line, a rule appended in an open *table section: none of
                 # _line's other cases can apply, and splitting needs no stripping first.
-                toks = raw.split() if '"' not in raw and "'" not in raw else split(raw)
+                toks = raw.split() if '"' not in raw else split(raw)
                 if not _append(doc, doc.open[0], chains, toks, lineno, raw):
                     _command(doc, doc.open[0], toks, 0, lineno, raw, None, 0)
                 continue
@@ -209,7 +216,7 @@ def _line(doc: _Doc, line: str, lineno: int, raw: str) -> None:
     else:
         counters, offset = None, 0
     # "tables" in ...: a cheap test first, as almost every line is a rule, not a command
-    if toks and "tables" in toks[0] and toks[0].rsplit("/", 1)[-1] in _COMMANDS:
+    if toks and is_command_line(line):
         if doc.open is not None:
             raise Bad(0, "an iptables command line inside a *table section",
                       "commit the section first, or write the rule as -A CHAIN ...")
@@ -228,9 +235,6 @@ def _line(doc: _Doc, line: str, lineno: int, raw: str) -> None:
 _UNMODELLED_COMMANDS = ("-D", "--delete", "-R", "--replace", "-F", "--flush", "-X",
                         "--delete-chain", "-Z", "--zero", "-E", "--rename-chain")
 """Commands iptables-restore takes in a document that this model does not read."""
-
-_COMMANDS = ("iptables", "ip6tables", "iptables-legacy", "iptables-nft", "ip6tables-legacy",
-             "ip6tables-nft")
 
 
 def _counters_prefix(tok: str) -> tuple[int, int]:

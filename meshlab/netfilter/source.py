@@ -69,40 +69,91 @@ class Bad(Exception):
         self.model_limit = model_limit
 
 
+COMMANDS = ("iptables", "ip6tables", "iptables-legacy", "iptables-nft", "ip6tables-legacy",
+            "ip6tables-nft")
+"""The first word of a command line (``iptables -t nat -A ...``), after any directory."""
+
+
+def is_command_line(line: str) -> bool:
+    """Whether ``line`` is an ``iptables ...`` command line, as a person types it in a shell
+    (not a line of an ``iptables-restore`` document)."""
+    words = line.split(None, 1)
+    return bool(words) and "tables" in words[0] and words[0].rsplit("/", 1)[-1] in COMMANDS
+
+
 def split(line: str) -> list[str]:
-    """Words of a line. Fast paths: no quotes at all, or simple ``"..."`` strings standing
-    alone (what ``iptables-save`` prints for comments); anything else takes the slow path."""
-    if '"' not in line and "'" not in line:
+    """Words of a line: as ``iptables-restore`` reads them, or as a shell does for a command
+    line (see :func:`tokens_with_columns`). Fast paths: no quotes at all, or one ``"..."``
+    string after a blank (what ``iptables-save`` prints for a comment)."""
+    command = "tables" in line and is_command_line(line)  # (a scan, no new strings)
+    if '"' not in line and ("'" not in line or not command):
         return line.split()
-    if "'" not in line and "\\" not in line:
+    if command:
+        return [tok for tok, _ in _shell_words(line)]
+    if "\\" not in line:
         parts = line.split('"')
-        if len(parts) == 3:  # one quoted word, the usual comment: the loop below, unrolled
-            before, quoted, after = parts
-            if (not before or before[-1] in BLANK) and (not after or after[0] in BLANK):
-                out = before.split()
-                out.append(quoted)
-                out.extend(after.split())
-                return out
-        last = len(parts) - 1
-        if last % 2 == 0:
-            out: list[str] = []
-            for k, part in enumerate(parts):
-                if k % 2:
-                    out.append(part)
-                elif (0 < k < last and not part) or (
-                        part and ((k > 0 and part[0] not in BLANK)
-                                  or (k < last and part[-1] not in BLANK))):
-                    break  # a quote glued to other characters: let the slow path decide
-                else:
-                    out.extend(part.split())
-            else:
-                return out
-    return [tok for tok, _ in tokens_with_columns(line)]
+        if len(parts) == 3 and (not parts[0] or parts[0][-1] in BLANK):
+            before, quoted, after = parts  # the closing quote ends the word, as always
+            out = before.split()
+            out.append(quoted)
+            out.extend(after.split())
+            return out
+    return [tok for tok, _ in _restore_words(line)]
 
 
 def tokens_with_columns(line: str) -> list[tuple[str, int]]:
-    """Shell-like words with their 1-based start columns (double quotes with ``\\`` escapes,
-    single quotes verbatim). An unterminated quote raises :class:`Bad`."""
+    """The words of a line with their 1-based start columns, read as the line's reader reads
+    them. An ``iptables-restore`` line (``-A ...``): words end at blanks; ``"`` opens a
+    quoted part in which ``\\`` takes the next character as it is, and the closing ``"``
+    ends the word (``a"b c"d`` is ``ab c`` and ``d``); single quotes are ordinary characters.
+    A command line (``iptables ...``) is read as a shell reads it: single quotes quote too,
+    and quoted parts glue to what is around them. An unterminated quote raises :class:`Bad`."""
+    return _shell_words(line) if is_command_line(line) else _restore_words(line)
+
+
+def _restore_words(line: str) -> list[tuple[str, int]]:
+    """Words as ``iptables-restore`` splits a line (its ``add_param_to_argv``)."""
+    out: list[tuple[str, int]] = []
+    word: list[str] | None = None
+    start = quote_at = 0
+    i, n = 0, len(line)
+    quoted = False
+    while i < n:
+        ch = line[i]
+        if quoted:
+            if ch == "\\" and i + 1 < n:
+                word.append(line[i + 1])  # type: ignore[union-attr]
+                i += 2
+                continue
+            if ch == '"':  # the closing quote ends the word
+                out.append(("".join(word), start + 1))  # type: ignore[arg-type]
+                word, quoted = None, False
+            else:
+                word.append(ch)  # type: ignore[union-attr]
+            i += 1
+            continue
+        if ch in BLANK:
+            if word is not None:
+                out.append(("".join(word), start + 1))
+                word = None
+        else:
+            if word is None:
+                word, start = [], i
+            if ch == '"':
+                quoted, quote_at = True, i
+            else:
+                word.append(ch)
+        i += 1
+    if quoted:
+        raise Bad(len(out), 'unterminated " quote', 'close the quote with "', column=quote_at + 1)
+    if word is not None:
+        out.append(("".join(word), start + 1))
+    return out
+
+
+def _shell_words(line: str) -> list[tuple[str, int]]:
+    """Words as a shell splits a command line (double quotes with ``\\`` escapes, single
+    quotes verbatim, quoted parts glued to their neighbours)."""
     out: list[tuple[str, int]] = []
     i, n = 0, len(line)
     while i < n:

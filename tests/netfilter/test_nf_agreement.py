@@ -58,6 +58,9 @@ CASES = [
     ("ipv4", "filter", "-A INPUT -p tcp ! ! --dport 80 -j DROP"),
     ("ipv4", "filter", "-A INPUT --protocol tcp --destination-port 80 --dst 1.2.3.4 -j DROP"),
     ("ipv4", "filter", "-A INPUT -m comment --comment a_b-9 -j LOG --log-prefix \"a'b\""),
+    ("ipv4", "filter", "-A INPUT -m comment --comment 'a b' -j DROP"),
+    ("ipv4", "filter", "-A INPUT -m comment --comment a\"b c\"d -j DROP"),
+    ("ipv4", "filter", "-A INPUT -m comment --comment \"a\\\\b\\\"c\" -j DROP"),
     # protocols and the modules and targets that need them
     ("ipv4", "filter", "-A INPUT -m tcp --dport 80 -p tcp -j DROP"),
     ("ipv4", "filter", "-A INPUT --dport 80 -p tcp -j DROP"),

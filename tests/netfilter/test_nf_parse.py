@@ -56,7 +56,7 @@ def test_render_restore_round_trips():
     ("-j CONNMARK --save-mark --mask 0xff",
      "-j CONNMARK --save-mark --nfmask 0xff --ctmask 0xff"),
     ("-o eth+ -s ::1 -j ACCEPT", "-s ::1/128 -o eth+ -j ACCEPT"),
-    ("-j LOG --log-level debug --log-prefix 'a \"b'", '-j LOG --log-prefix "a \\"b" --log-level 7'),
+    ("-j LOG --log-level debug --log-prefix \"a \\\"b\"", '-j LOG --log-prefix "a \\"b" --log-level 7'),
     ("-j CT --notrack", "-j CT --notrack"),
     ("-p all -j ACCEPT", "-j ACCEPT"),
 ])
@@ -242,3 +242,17 @@ def test_commands_iptables_takes_but_the_model_does_not_read_say_so():
         parse_ruleset("*filter\n-A INPUT -j DROP\n-D INPUT 1\nCOMMIT\n")
     assert caught.value.model_limit
     assert "-D is an iptables command this model does not read" in caught.value.reason
+
+
+def test_words_are_split_as_iptables_restore_splits_them_and_command_lines_as_a_shell():
+    """In a restore document a single quote is an ordinary character and a closing double
+    quote ends the word; a command line is read as a shell reads it."""
+    from meshlab.netfilter.source import split
+
+    assert split("-A X -m comment --comment 'a b' -j Y")[5:7] == ["'a", "b'"]
+    assert split('-A X -m comment --comment a"b c"d -j Y')[5:7] == ["ab c", "d"]
+    assert split('-A X -m comment --comment "a\\"b" -j Y')[5] == 'a"b'
+    assert split("iptables -A X -m comment --comment 'a b' -j Y")[6] == "a b"
+    with pytest.raises(RulesParseError) as caught:
+        parse_ruleset("*filter\n-A INPUT -m comment --comment 'a b' -j DROP\nCOMMIT\n")
+    assert (caught.value.line, caught.value.column, caught.value.token) == (2, 34, "b'")
