@@ -15,14 +15,11 @@ stub lines. A CNI golden holds only the IPv4 restore document.
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from live_tools import run
 
 from meshlab.istio.capture import (
     DEFAULT_ISTIO_INIT_ARGS,
@@ -246,36 +243,6 @@ LIVE_CASES: dict[str, tuple[list[str], dict[str, Any]]] = {
 }  # fmt: skip
 
 
-def _live_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to create a network namespace"
-    for tool in ("ip", "iptables-restore", "iptables-save", "ip6tables-restore", "ip6tables-save"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    return None
-
-
-def _run(*argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30,
-                          check=False)  # fmt: skip
-
-
-@pytest.fixture
-def netns() -> Iterator[str]:
-    """A throwaway network namespace, always deleted; the host's own rules are never touched."""
-    reason = _live_reason()
-    if reason:
-        pytest.skip(reason)
-    name = f"meshlab-cap-{secrets.token_hex(4)}"
-    created = _run("ip", "netns", "add", name)
-    if created.returncode != 0:
-        pytest.skip(f"cannot create a network namespace: {created.stderr.strip()}")
-    try:
-        yield name
-    finally:
-        _run("ip", "netns", "del", name)
-
-
 @pytest.mark.live
 @pytest.mark.parametrize("case", sorted(LIVE_CASES))
 def test_generated_rules_load_into_a_real_namespace(case: str, netns: str) -> None:
@@ -285,10 +252,10 @@ def test_generated_rules_load_into_a_real_namespace(case: str, netns: str) -> No
     if rules.restore_v6 is not None:
         families.append(("ip6tables", rules.restore_v6, "ipv6"))
     for tool, document, family in families:
-        loaded = _run("ip", "netns", "exec", netns, f"{tool}-restore", "--noflush",
-                      stdin=document)  # fmt: skip
+        loaded = run("ip", "netns", "exec", netns, f"{tool}-restore", "--noflush",
+                     stdin=document, check=False)
         assert loaded.returncode == 0, f"{tool}-restore refused:\n{loaded.stderr}\n{document}"
-        saved = _run("ip", "netns", "exec", netns, f"{tool}-save")
+        saved = run("ip", "netns", "exec", netns, f"{tool}-save", check=False)
         assert saved.returncode == 0, saved.stderr
         try:
             from meshlab.netfilter.parse import parse_ruleset

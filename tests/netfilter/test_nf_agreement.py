@@ -20,8 +20,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from live_tools import run
 from nf_kernel_spellings import rule_lines
-from nf_live_tools import run
 
 from meshlab.netfilter import RulesParseError, parse_ruleset
 

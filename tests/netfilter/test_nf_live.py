@@ -12,9 +12,9 @@ import json
 import sys
 
 import pytest
+from live_tools import run
 from nf_istio_fixtures import ISTIO_RESTORE
 from nf_kernel_spellings import RESTORE, rule_lines
-from nf_live_tools import run
 
 from meshlab.netfilter import Netns, parse_ruleset, pod_interfaces
 

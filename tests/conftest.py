@@ -1,4 +1,5 @@
-"""A throwaway network namespace for the tests that hold the model against the real kernel."""
+"""Shared fixtures: a throwaway network namespace for the tests that hold the model against
+the real kernel (only ever that namespace: the host's own rules are never touched)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from nf_live_tools import run, why_not_live
+from live_tools import run, why_not_live
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Helpers for the tests that hold the model against the real kernel (see conftest.py)."""
+"""Helpers for the tests that hold the model against the real kernel in a scratch network
+namespace (the ``netns`` fixture is in ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ def why_not_live() -> str | None:
     """Why the real-kernel tests cannot run here, or None."""
     if os.geteuid() != 0:
         return "needs root to create a network namespace (run as root, or in CI)"
-    for tool in ("ip", "iptables-restore", "iptables-save", "ip6tables-restore"):
+    for tool in ("ip", "iptables-restore", "iptables-save", "ip6tables-restore",
+                 "ip6tables-save"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed (apt-get install iptables iproute2)"
     return None
