@@ -57,7 +57,6 @@ from meshlab.netfilter.values import (
     read_ip,
     read_number,
     read_port_range,
-    read_strict_ip,
     read_value_mask,
 )
 
@@ -412,7 +411,7 @@ def dnat_target(value: str, i: int, family: str | None) -> Dnat:
     elif value.count(":") == 1:
         host, port_s = value.split(":")
         ports = read_port_range(port_s, i, "-")
-    ip = read_strict_ip(host)
+    ip = read_ip(host, strict=True)
     if ip is None:
         if "-" in host:
             raise Bad(i, f"a range of addresses ({host}): iptables takes it, but this model "

@@ -159,31 +159,20 @@ def ipv4_number(text: str) -> int | None:
     return value
 
 
-def read_ipv4(text: str) -> IPv4Address | None:
-    """:func:`ipv4_number` as an ``IPv4Address`` (DNAT and TPROXY addresses), or None."""
-    value = ipv4_number(text)
-    return None if value is None else IPv4Address(value)
-
-
-def read_ip(text: str) -> IPAddress | None:
-    """One address, IPv4 (:func:`ipv4_number`) or IPv6 (:func:`ipv6_number`), or None: a DNAT
-    or TPROXY address, which iptables reads as numbers only."""
-    if ":" not in text:
-        return read_ipv4(text)
-    value = ipv6_number(text)
-    return None if value is None else IPv6Address(value)
-
-
-def read_strict_ip(text: str) -> IPAddress | None:
-    """One address as ``inet_pton`` reads it (DNAT's ``--to-destination``: plain decimal
-    IPv4, no octal, hex or short forms), or None."""
-    if ":" not in text:
-        try:
-            return IPv4Address(inet_pton(AF_INET, text))
-        except (OSError, ValueError):
-            return None
-    value = ipv6_number(text)
-    return None if value is None else IPv6Address(value)
+def read_ip(text: str, *, strict: bool = False) -> IPAddress | None:
+    """One address of a target (TPROXY's ``--on-ip``; ``strict`` for DNAT's
+    ``--to-destination``), or None: IPv6 through ``inet_pton``; IPv4 as iptables reads
+    addresses (:func:`ipv4_number`) or, ``strict``, as ``inet_pton`` does (decimal only)."""
+    if ":" in text:
+        value = ipv6_number(text)
+        return None if value is None else IPv6Address(value)
+    if not strict:
+        value = ipv4_number(text)
+        return None if value is None else IPv4Address(value)
+    try:
+        return IPv4Address(inet_pton(AF_INET, text))
+    except (OSError, ValueError):
+        return None
 
 
 def ipv6_number(text: str) -> int | None:
