@@ -62,7 +62,7 @@ from meshlab.netfilter.source import (
     Bad,
     RulesParseError,
     error_at,
-    is_command_line,
+    is_command,
     split,
 )
 from meshlab.netfilter.validate import LIMITED_TARGETS, Notes, Place, check_and_build
@@ -215,8 +215,7 @@ def _line(doc: _Doc, line: str, lineno: int, raw: str) -> None:
         offset = 1
     else:
         counters, offset = None, 0
-    # "tables" in ...: a cheap test first, as almost every line is a rule, not a command
-    if toks and is_command_line(line):
+    if toks and is_command(toks[0]):
         if doc.open is not None:
             raise Bad(0, "an iptables command line inside a *table section",
                       "commit the section first, or write the rule as -A CHAIN ...")

@@ -74,11 +74,17 @@ COMMANDS = ("iptables", "ip6tables", "iptables-legacy", "iptables-nft", "ip6tabl
 """The first word of a command line (``iptables -t nat -A ...``), after any directory."""
 
 
+def is_command(word: str) -> bool:
+    """Whether ``word``, a line's first, starts an ``iptables ...`` command line ("tables" in
+    it: a cheap test first, as almost every line is a rule, not a command)."""
+    return "tables" in word and word.rsplit("/", 1)[-1] in COMMANDS
+
+
 def is_command_line(line: str) -> bool:
     """Whether ``line`` is an ``iptables ...`` command line, as a person types it in a shell
     (not a line of an ``iptables-restore`` document)."""
     words = line.split(None, 1)
-    return bool(words) and "tables" in words[0] and words[0].rsplit("/", 1)[-1] in COMMANDS
+    return bool(words) and is_command(words[0])
 
 
 def split(line: str) -> list[str]:

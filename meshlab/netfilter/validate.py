@@ -143,8 +143,7 @@ def _check_all_hooks(tname: str, chains: dict, reach: _Reach, kinds: set[type],
     for kind in _HOOK_LIMITED.keys() & kinds:
         risky |= reach.beyond(TARGET_HOOKS[_HOOK_LIMITED[kind]])
     for cname in filter(risky.__contains__, chains):  # in chain order, at C speed
-        _, rules, chain_places, _ = chains[cname]
-        for rule, place in zip(rules, chain_places, strict=True):
+        for rule, place in _rules_and_places(chains[cname]):
             # skip the rules that cannot fail any of _check_hooks' four checks here
             if ((rule.owner_match and cname in reach.incoming())
                     or (rule.iif is not None and cname in ("OUTPUT", "POSTROUTING"))
