@@ -3,9 +3,13 @@
 # Debian/Ubuntu) the Debian packages the real-kernel lab and the browser tests need.
 
 VENV        ?= .venv
+# The interpreter the .venv is made from (its build matters for speed: README, "Speed").
+PYTHON3     ?= python3
 PY          := $(VENV)/bin/python
 PIP         := $(PY) -m pip
 DEB_VENV    := python3-venv
+# To build the parser's optional C part (setup.py); without them the parser is pure Python.
+DEB_BUILD   := gcc python3-dev
 DEB_TEST    := iptables nftables conntrack iproute2 chromium
 NBVAL_FLAGS := --nbval --nbval-sanitize-with notebooks/nbval-sanitize.cfg
 # JupyterLab defaults for the lessons (widget state saved, no news pop-up), as Binder's postBuild.
@@ -55,16 +59,20 @@ setup-test: $(VENV)/.test-installed
 	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(DEB_TEST)"
 
 $(PY):
-	@python3 -m venv $(VENV) 2>/dev/null || { \
-	  $(MAKE) --no-print-directory debian-packages PACKAGES="$(DEB_VENV)" && python3 -m venv $(VENV); }
+	@$(PYTHON3) -m venv $(VENV) 2>/dev/null || { \
+	  $(MAKE) --no-print-directory debian-packages PACKAGES="$(DEB_VENV)" && $(PYTHON3) -m venv $(VENV); }
 
-$(VENV)/.lab-installed: pyproject.toml jupyter/overrides.json | $(PY)
+$(VENV)/.lab-installed: pyproject.toml setup.py meshlab/netfilter/_fastwords.c \
+		jupyter/overrides.json | $(PY)
+	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(DEB_BUILD)"
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[lab]'
 	$(JUPYTER_SETTINGS)
 	touch $@
 
-$(VENV)/.test-installed: pyproject.toml jupyter/overrides.json | $(PY)
+$(VENV)/.test-installed: pyproject.toml setup.py meshlab/netfilter/_fastwords.c \
+		jupyter/overrides.json | $(PY)
+	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(DEB_BUILD)"
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[lab,test]'
 	$(JUPYTER_SETTINGS)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
+import platform
 import sys
 from pathlib import Path
 
@@ -13,6 +15,8 @@ from benchmarks.harness import Result
 def main() -> int:
     here = Path(__file__).parent
     results: list[Result] = []
+    # times depend on how the interpreter was built (README, "Speed"): say which one ran
+    print(f"# Python {platform.python_version()}, {os.path.realpath(sys.executable)}")
     for info in sorted(pkgutil.iter_modules([str(here)]), key=lambda m: m.name):
         if info.name.startswith("bench_"):
             module = importlib.import_module(f"benchmarks.{info.name}")

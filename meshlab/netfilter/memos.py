@@ -5,15 +5,17 @@ names the same port, comment, DNAT destination or chain again and again, and a p
 that parses the same rules again (a notebook re-run, a widget) names every one of them
 again. So the parts of a rule are made through *memos*: tables from the words that give a
 part to the object already made from them. A memo lives as long as this module; a memo that
-has grown past :data:`MEMO_LIMIT` entries is emptied before the next document is read (the
-document reader, :mod:`meshlab.netfilter.parse`, calls :func:`trim_memos`), so memory stays
-bounded (by the limit plus one document's values). Only values are kept, never errors: a word
-that does not read is read again, and refused again, each time.
+has grown past its limit (:data:`MEMO_LIMIT` entries unless it has its own) is emptied before
+the next document is read (the document reader, :mod:`meshlab.netfilter.parse`, calls
+:func:`trim_memos`), so memory stays bounded (by the limits plus one document's values). Only
+values are kept, never errors: a word that does not read is read again, and refused again,
+each time.
 
 Here live the memo tables themselves (:func:`memo_for`, one per kind of part) and the three
 parts every reader makes through them: addresses (``-s``/``-d``), interfaces (``-i``/``-o``)
 and jumps to user chains (``-j CHAIN``). The shape plans (:mod:`meshlab.netfilter.shapes`)
-keep further memos of their own, for whole ``-m`` modules and targets.
+keep further memos of their own, for whole ``-m`` modules and targets, and one for the
+compiled code of each shape's reader.
 """
 
 from __future__ import annotations
@@ -24,29 +26,30 @@ from meshlab.netfilter.source import Bad
 from meshlab.netfilter.values import read_address
 
 MEMO_LIMIT = 100_000
-_MEMOS: dict[tuple, dict] = {}
+_MEMOS: dict[tuple, tuple[dict, int]] = {}  # kind -> (memo, its limit)
 
 
-def memo_for(kind: tuple) -> dict:
+def memo_for(kind: tuple, limit: int = MEMO_LIMIT) -> dict:
     """The memo for one kind of part (e.g. ``("module", "tcp", (("--dport", False),))``:
-    a ``-m tcp`` with one plain ``--dport``), from its words to the part made from them."""
-    memo = _MEMOS.get(kind)
-    if memo is None:
-        memo = _MEMOS[kind] = {}
-    return memo
+    a ``-m tcp`` with one plain ``--dport``), from its words to the part made from them;
+    emptied once it holds more than ``limit`` entries."""
+    found = _MEMOS.get(kind)
+    if found is None:
+        found = _MEMOS[kind] = ({}, limit)
+    return found[0]
 
 
 def trim_memos() -> None:
     """Empty the memos that have grown too big (before a document is read)."""
-    for memo in _MEMOS.values():
-        if len(memo) > MEMO_LIMIT:
+    for memo, limit in _MEMOS.values():
+        if len(memo) > limit:
             memo.clear()
 
 
 def forget() -> None:
     """Empty every memo, as in a new process: the next document reads each value the first
     time it meets it (the benchmarks use this to time a first reading)."""
-    for memo in _MEMOS.values():
+    for memo, _ in _MEMOS.values():
         memo.clear()
 
 

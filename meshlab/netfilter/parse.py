@@ -28,15 +28,17 @@ is done by modules with one job each:
 * :mod:`meshlab.netfilter.validate` -- the load-time checks, then the immutable ``Ruleset``.
 
 Speed (a 20,000-rule dump is read in well under the time of ``shlex.split`` on each line):
-a line without quotes is split with :meth:`str.split`; a plain user chain header is read
-in the main loop, with no calls; options are dispatched through a dict;
-the first rule of each *shape* is read option by option and the rest of that shape reuse
-what it taught (:mod:`meshlab.netfilter.shapes`); equal matches and targets are one shared
-object, made once (:mod:`meshlab.netfilter.memos`); frozen values are made with the fast
-constructors of :mod:`meshlab.netfilter.fastnew`; the load-time checks are linear and mostly
-work from what the parser noted (:mod:`meshlab.netfilter.validate`); columns for error
-messages are only worked out when there is an error (:mod:`meshlab.netfilter.source`); and
-the cycle collector is paused while a document is read (:func:`_gc_paused`).
+a plain user chain header is read in the main loop, with no calls; options are dispatched
+through a dict; the first rule of each *shape* is read option by option and the rest of that
+shape reuse what it taught (:mod:`meshlab.netfilter.shapes`), found for a plain ``-A`` line
+without even splitting it into words (:func:`~meshlab.netfilter.shapes.match_line`, in C
+where it could be built); other lines without quotes are split with :meth:`str.split`;
+equal matches and targets are one shared object, made once (:mod:`meshlab.netfilter.memos`);
+frozen values are made with the fast constructors of :mod:`meshlab.netfilter.fastnew`; the
+load-time checks are linear and mostly work from what the parser noted
+(:mod:`meshlab.netfilter.validate`); columns for error messages are only worked out when
+there is an error (:mod:`meshlab.netfilter.source`); and the cycle collector is paused while
+a document is read (:func:`_gc_paused`).
 """
 
 from __future__ import annotations
@@ -56,13 +58,14 @@ from meshlab.netfilter.options import (
 )
 from meshlab.netfilter.rules import Jump, Rule, Tproxy
 from meshlab.netfilter.ruleset import BUILTIN_CHAINS, Ruleset
-from meshlab.netfilter.shapes import Plan, read_with_plan
+from meshlab.netfilter.shapes import Plans, match_line
 from meshlab.netfilter.source import (
     BLANK,
     Bad,
     RulesParseError,
     error_at,
     is_command,
+    restore_split,
     split,
 )
 from meshlab.netfilter.validate import LIMITED_TARGETS, Notes, Place, check_and_build
@@ -77,7 +80,7 @@ class _Doc:
     a plain ``-A`` line (see :data:`meshlab.netfilter.validate.Place`), saying where it was
     written, read only if a load-time check fails. ``jumps`` lists the chains that the rules
     jump to, noted as they are read so that the load-time checks need not look at every rule
-    again. ``plans`` holds one :class:`Plan` per rule shape met so far.
+    again. ``plans`` holds a plan for each rule shape met so far (:class:`Plans`).
     """
 
     def __init__(self, family: str | None) -> None:
@@ -86,7 +89,7 @@ class _Doc:
         self.policy_counters: dict[tuple[str, str, int], tuple[int, int]] = {}
         self.notes = Notes()  # what the load-time checks will want to know
         self.open: tuple[str, int] | None = None  # table and the line that opened it
-        self.plans: dict[tuple, list[Plan]] = {}  # hint -> plans (see meshlab.netfilter.shapes)
+        self.plans = Plans()  # see meshlab.netfilter.shapes
 
     def table(self, name: str) -> dict[str, list]:
         chains = self.tables.get(name)
@@ -131,15 +134,14 @@ def _parse_document(text: str, doc: _Doc) -> Ruleset:
     lines = text.split("\n")  # iptables-restore splits on newlines only
     if lines and lines[-1] == "":
         lines.pop()
-    chains = None  # the open table's chains (doc.open changes only in _line)
+    chains = tname = None  # the open table's chains and name (doc.open changes only in _line)
     for lineno, raw in enumerate(lines, 1):
         try:
             if raw[:3] == "-A " and chains is not None:
                 # The usual line, a rule appended in an open *table section: none of
                 # _line's other cases can apply, and splitting needs no stripping first.
-                toks = raw.split() if '"' not in raw else split(raw)
-                if not _append(doc, doc.open[0], chains, toks, lineno, raw):
-                    _command(doc, doc.open[0], toks, 0, lineno, raw, None, 0)
+                if not _append(doc, tname, chains, raw, lineno):
+                    _command(doc, tname, restore_split(raw), 0, lineno, raw, None, 0)
                 continue
             if raw[:1] == ":" and chains is not None:
                 # A user chain header ``:NAME - [p:b]`` declaring a new, well-named chain in
@@ -159,7 +161,8 @@ def _parse_document(text: str, doc: _Doc) -> Ruleset:
                 _header(doc, line, lineno)
                 continue
             _line(doc, line, lineno, raw)
-            chains = None if doc.open is None else doc.tables[doc.open[0]]
+            tname = None if doc.open is None else doc.open[0]
+            chains = None if tname is None else doc.tables[tname]
         except Bad as bad:
             raise error_at(bad, lineno, raw) from None
     if doc.open is not None:
@@ -366,36 +369,31 @@ def _command(doc: _Doc, tname: str, toks: list[str], i: int, lineno: int, raw: s
            lineno, raw, counters, offset)
 
 
-def _append(doc: _Doc, tname: str, chains: dict[str, list], toks: list[str], lineno: int,
-            raw: str) -> bool:
+def _append(doc: _Doc, tname: str, chains: dict[str, list], raw: str, lineno: int) -> bool:
     """``-A CHAIN ...`` in the open table (``tname``, ``chains``), read with the plan for its
-    shape: the path of almost every line of a dump, kept free of other calls. False when this
-    is not that simple case (no such chain, no plan yet, an odd value): :func:`_command` then
-    reads it."""
-    n = len(toks)
-    if n < 3:
+    shape, found by :func:`~meshlab.netfilter.shapes.match_line` without splitting the line:
+    the path of almost every line of a dump, kept free of other calls. False when this is not
+    that simple case (no plan yet, no such chain, an odd value): :func:`_command` then reads
+    it."""
+    found = match_line(raw, doc.plans.by_count)
+    if found is None:
         return False
-    chain = chains.get(toks[1])
-    plans = doc.plans.get((2, n, toks[2]))
-    if chain is None or plans is None:
+    plan, name, values = found
+    chain = chains.get(name)
+    if chain is None or (plan.drop and tname == "nat"):  # DROP in nat: _store refuses it
         return False
-    for plan in plans:
-        if plan.words(toks) == plan.literals:
-            if plan.counters is not None or (plan.drop and tname == "nat"):
-                return False  # -c counters: _command keeps them; DROP in nat: _store refuses
-            try:
-                rule = plan.read(toks, doc.family)
-            except Bad:
-                return False
-            chain[1].append(rule)
-            chain[2].append(lineno)  # the whole validate.Place is made again if a check fails
-            # (the plan's roles were noted when its first rule was stored)
-            if plan.jump_at is not None:
-                chain[3].append(toks[plan.jump_at])
-            elif plan.kind in LIMITED_TARGETS:
-                doc.notes.limited.add((tname, plan.kind))
-            return True
-    return False
+    try:
+        rule = plan.read(values, doc.family)
+    except Bad:
+        return False
+    chain[1].append(rule)
+    chain[2].append(lineno)  # the whole validate.Place is made again if a check fails
+    # (the plan's roles were noted when its first rule was stored)
+    if plan.jump_slot is not None:
+        chain[3].append(values[plan.jump_slot])
+    elif plan.kind in LIMITED_TARGETS:
+        doc.notes.limited.add((tname, plan.kind))
+    return True
 
 
 def _store(doc: _Doc, tname: str, chain: list, position: int | None, toks: list[str],
@@ -403,7 +401,7 @@ def _store(doc: _Doc, tname: str, chain: list, position: int | None, toks: list[
            offset: int) -> None:
     """Read the rule in ``toks[start:]`` and put it in ``chain`` (of table ``tname``) at
     ``position`` (None: append), with where it was written; note what the checks want."""
-    rule, family, roles, rule_counters = read_with_plan(doc.plans, doc.family, toks, start)
+    rule, family, roles, rule_counters = doc.plans.read(doc.family, toks, start)
     if rule.target is DROP and tname == "nat":
         raise Bad(roles.get("target", start), "the nat table is not for filtering: iptables "
                   "refuses DROP in it", "drop in the filter table; in nat, RETURN leaves a "

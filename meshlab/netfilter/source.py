@@ -88,14 +88,20 @@ def is_command_line(line: str) -> bool:
 
 
 def split(line: str) -> list[str]:
-    """Words of a line: as ``iptables-restore`` reads them, or as a shell does for a command
-    line (see :func:`tokens_with_columns`). Fast paths: no quotes at all, or one ``"..."``
-    string after a blank (what ``iptables-save`` prints for a comment)."""
-    command = "tables" in line and is_command_line(line)  # (a scan, no new strings)
-    if '"' not in line and ("'" not in line or not command):
+    """Words of a line: as ``iptables-restore`` reads them (:func:`restore_split`), or as a
+    shell does for an ``iptables ...`` command line (see :func:`tokens_with_columns`)."""
+    if "tables" in line and is_command_line(line):  # (a scan, no new strings)
+        return line.split() if '"' not in line and "'" not in line else [
+            tok for tok, _ in _shell_words(line)]
+    return restore_split(line)
+
+
+def restore_split(line: str) -> list[str]:
+    """Words of a line of an ``iptables-restore`` document (see :func:`tokens_with_columns`).
+    Fast paths: no quotes at all, or one ``"..."`` string after a blank (what
+    ``iptables-save`` prints for a comment)."""
+    if '"' not in line:
         return line.split()
-    if command:
-        return [tok for tok, _ in _shell_words(line)]
     if "\\" not in line:
         parts = line.split('"')
         if len(parts) == 3 and (not parts[0] or parts[0][-1] in BLANK):

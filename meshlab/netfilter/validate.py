@@ -51,7 +51,8 @@ _TABLE_LIMITED = ((Redirect, "REDIRECT"), (Dnat, "DNAT"), (Tproxy, "TPROXY"), (C
 LIMITED_TARGETS = frozenset(kind for kind, _ in _TABLE_LIMITED)
 """The target types that only some tables (TARGET_TABLES) or hooks (TARGET_HOOKS) allow."""
 _INCOMING = frozenset({"PREROUTING", "INPUT", "FORWARD"})
-_POLICY, _RULES = itemgetter(0), itemgetter(1)  # of a chain's [policy, rules, places, jumps]
+_POLICY, _RULES, _JUMPS = itemgetter(0), itemgetter(1), itemgetter(3)
+"""A chain's policy, rules and jumps, from its ``[policy, rules, places, jumps]``."""
 
 
 @dataclass
@@ -81,9 +82,11 @@ def check_and_build(family: str, tables: dict[str, dict[str, list]],
     counters: dict[tuple[str, str, int], tuple[int, int]] = dict(policy_counters)
     for tname, chains in tables.items():
         kinds = {kind for table, kind in notes.limited if table == tname}
-        users = {cname for cname, chain in chains.items() if chain[0] is None}
+        users = chains.keys() - BUILTIN_CHAINS[tname]  # (built-ins are always there)
         refused = {kind for kind, name in _TABLE_LIMITED if tname not in TARGET_TABLES[name]}
-        jumps = {cname: chain[3] for cname, chain in chains.items() if chain[3]}
+        # {chain: the chains it jumps to}, for the chains that jump (made at C speed)
+        chain_jumps = list(map(_JUMPS, chains.values()))
+        jumps = dict(compress(zip(chains, chain_jumps, strict=True), chain_jumps))
         # one issuperset over all the jumps: a list argument would be made into a set
         if (not users.issuperset(concat.from_iterable(jumps.values()))
                 or not refused.isdisjoint(kinds)):

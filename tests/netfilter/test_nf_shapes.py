@@ -4,14 +4,16 @@ the same error at the same line, column and word.
 
 Each case below is a *teacher* line, which teaches the plan, and a *pupil* line of the same
 shape (same words but the values). The two are read twice: as usual (the pupil through the
-teacher's plan) and with plans switched off (every line the slow way); all must agree.
+teacher's plan, found by the fast path's C twin where it is built, and by its Python
+reference) and with plans switched off (every line the slow way); all must agree.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from meshlab.netfilter import RulesParseError, parse_ruleset, shapes
+import meshlab.netfilter.parse as parse_module
+from meshlab.netfilter import RulesParseError, memos, parse_ruleset, shapes
 from meshlab.netfilter.memos import forget
 from meshlab.netfilter.parse import _Doc, _parse_document
 
@@ -71,9 +73,12 @@ def outcome(lines: list[str]) -> object:
     return [(ref.chain, ref.index, ref.rule) for ref in ruleset.rules()]
 
 
+@pytest.mark.parametrize("matcher", ["default", "python"])
 @pytest.mark.parametrize(("teacher", "pupil"), CASES)
 def test_a_line_read_through_its_shape_reads_as_the_slow_reader_reads_it(teacher, pupil,
-                                                                         monkeypatch):
+                                                                         matcher, monkeypatch):
+    if matcher == "python":  # the fast path's reference, where its C twin is built
+        monkeypatch.setattr(parse_module, "match_line", shapes.match_python)
     through_plan = outcome([teacher, pupil])
     monkeypatch.setattr(shapes, "_PLANS_PER_HINT", 0)  # no plan is learnt: all read slowly
     assert through_plan == outcome([teacher, pupil])
@@ -112,10 +117,37 @@ def test_a_plan_writes_a_reader_a_person_can_read():
     doc = _Doc(None)
     _parse_document("\n".join([*HEAD, "-A OUTPUT -d 10.0.0.1/32 -p tcp -m tcp --dport 80 -j X",
                                "COMMIT", ""]), doc)
-    (plan,), = [plans for plans in doc.plans.values()]
-    assert plan.source.startswith("def read(toks, family):\n")
-    assert "dst = ADDRESSES_0.get(word)" in plan.source
+    (plan,), = [plans for plans in doc.plans.by_hint.values()]
+    assert plan.source.startswith("def read(values, family):\n    w3, w9, w11 = values\n")
+    assert "dst = ADDRESSES_0.get(w3) or new_addr_match(False, w3, 3)" in plan.source
     assert "return new(Rule, (target, None, dst, None, None, PROTO, (module_0,)))" in plan.source
+
+
+def test_a_shape_met_again_in_another_document_reuses_its_compiled_reader():
+    text = "\n".join([*HEAD, "-A OUTPUT -d 10.0.0.1/32 -p tcp -m tcp --dport 80 -j X",
+                      "COMMIT", ""])
+    first, second = _Doc(None), _Doc(None)
+    _parse_document(text, first)
+    _parse_document(text.replace("10.0.0.1", "10.9.9.9"), second)
+    (a,), = first.plans.by_hint.values()
+    (b,), = second.plans.by_hint.values()
+    assert a is not b and a.read is not b.read  # each document has its own plans ...
+    assert a.read.__code__ is b.read.__code__  # ... but the shape is compiled once
+    forget()
+    third = _Doc(None)
+    _parse_document(text, third)
+    (c,), = third.plans.by_hint.values()
+    assert c.read.__code__ is not a.read.__code__  # as in a new process
+
+
+def test_a_memo_past_its_own_limit_is_emptied_before_the_next_document():
+    small = memos.memo_for(("test memo",), limit=2)
+    small.update(a=1, b=2)
+    memos.trim_memos()
+    assert len(small) == 2  # at the limit: kept
+    small["c"] = 3
+    memos.trim_memos()
+    assert small == {}
 
 
 def test_forgetting_the_memos_changes_nothing_but_time():
