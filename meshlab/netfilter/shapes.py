@@ -146,7 +146,7 @@ class Plan:
         if jump_at is not None:
             plan.jump_slot = slot[jump_at]
             plan.target = (None, (jump_at,), None, None, None, ())
-        elif not any(not flag for _, _, flag in target_specs):
+        elif all(flag for _, _, flag in target_specs):  # no option, or flags only
             plan.target = (target, (), None, None, None, ())
         else:
             ks = tuple(k for _, k, flag in target_specs if not flag)
@@ -368,9 +368,10 @@ class Plans:
         if start < len(toks) and len(shape_plans) < _PLANS_PER_HINT:
             plan = Plan.learn(toks, start, b, rule)
             shape_plans.append(plan)
-            same_count = self.by_count.setdefault(len(toks), [])
-            if plan.pattern is not None and len(same_count) < _PLANS_PER_COUNT:
-                same_count.append((plan.pattern, plan))
+            if plan.pattern is not None:
+                same_count = self.by_count.setdefault(len(toks), [])
+                if len(same_count) < _PLANS_PER_COUNT:
+                    same_count.append((plan.pattern, plan))
         return rule, b.family, b.where, b.counters
 
 
