@@ -63,6 +63,7 @@ from meshlab.netfilter.source import (
     BLANK,
     Bad,
     RulesParseError,
+    blank_split,
     error_at,
     is_command,
     restore_split,
@@ -151,7 +152,8 @@ def _parse_document(text: str, doc: _Doc) -> Ruleset:
                 if len(toks) > 1 and toks[1] == "-":
                     name = toks[0]
                     if (name not in chains and len(name) <= 28 and name[0] != "-"
-                            and name != "!"):
+                            and name != "!" and raw[1 + len(name)] in BLANK):
+                        # (a blank after it: str.split() cut it nowhere else, see blank_split)
                         chains[name] = [None, [], [], []]
                         continue
             line = raw.strip(BLANK)
@@ -189,7 +191,7 @@ def _parse_document(text: str, doc: _Doc) -> Ruleset:
 def _line(doc: _Doc, line: str, lineno: int, raw: str) -> None:
     first = line[0]
     if first == "*":
-        name = line[1:].strip()
+        name = line[1:].strip(BLANK)
         if doc.open is not None:
             raise Bad(0, f"*{name} starts before the *{doc.open[0]} section (line "
                       f"{doc.open[1]}) was committed", "add a COMMIT line before it")
@@ -249,7 +251,7 @@ def _counters_prefix(tok: str) -> tuple[int, int]:
 def _header(doc: _Doc, line: str, lineno: int) -> None:
     if doc.open is None:
         raise Bad(0, "a chain header outside any table section", "put *TABLE before it")
-    toks = line[1:].split()
+    toks = blank_split(line[1:])
     tname = doc.open[0]
     chains = doc.table(tname)
     if len(toks) < 2:

@@ -9,6 +9,8 @@ cost nothing for the 20,000 lines that are fine.
 
 from __future__ import annotations
 
+import re
+
 from meshlab.errors import MeshlabError
 
 BLANK = " \t\r\v\f"
@@ -91,15 +93,38 @@ def split(line: str) -> list[str]:
     """Words of a line: as ``iptables-restore`` reads them (:func:`restore_split`), or as a
     shell does for an ``iptables ...`` command line (see :func:`tokens_with_columns`)."""
     if "tables" in line and is_command_line(line):  # (a scan, no new strings)
-        return line.split() if '"' not in line and "'" not in line else [
-            tok for tok, _ in _shell_words(line)]
+        if '"' not in line and "'" not in line and splits_plainly(line):
+            return line.split()
+        return [tok for tok, _ in _shell_words(line)]
     return restore_split(line)
+
+
+def splits_plainly(text: str) -> bool:
+    """Whether :meth:`str.split` finds the words that splitting at :data:`BLANK` finds:
+    ASCII text without the four separator controls ``\\x1c``-``\\x1f``, which it also
+    takes for blanks (as it does no-break and other Unicode spaces). iptables does not:
+    ``--comment a\\xa0b`` is one word."""
+    return (text.isascii() and "\x1c" not in text and "\x1d" not in text
+            and "\x1e" not in text and "\x1f" not in text)
+
+
+def blank_split(text: str) -> list[str]:
+    """Words separated by blanks, nothing quoted: how ``iptables-restore`` splits a
+    ``*table`` or ``:CHAIN`` line."""
+    if splits_plainly(text):
+        return text.split()
+    return [word for word in _BLANKS.split(text) if word]
+
+
+_BLANKS = re.compile(f"[{BLANK}]+")
 
 
 def restore_split(line: str) -> list[str]:
     """Words of a line of an ``iptables-restore`` document (see :func:`tokens_with_columns`).
     Fast paths: no quotes at all, or one ``"..."`` string after a blank (what
     ``iptables-save`` prints for a comment)."""
+    if not splits_plainly(line):
+        return [tok for tok, _ in _restore_words(line)]
     if '"' not in line:
         return line.split()
     if "\\" not in line:

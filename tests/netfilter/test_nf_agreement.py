@@ -59,6 +59,8 @@ CASES = [
     ("ipv4", "filter", "-A INPUT --protocol tcp --destination-port 80 --dst 1.2.3.4 -j DROP"),
     ("ipv4", "filter", "-A INPUT -m comment --comment a_b-9 -j LOG --log-prefix \"a'b\""),
     ("ipv4", "filter", "-A INPUT -m comment --comment 'a b' -j DROP"),
+    ("ipv4", "filter", "-A INPUT -m comment --comment a\x1cb\xa0c\u2003d -j DROP"),  # not blanks
+    ("ipv4", "filter", '-A INPUT -m comment --comment "x" -j LOG --log-prefix a\x1fb'),
     ("ipv4", "filter", "-A INPUT -m comment --comment a\"b c\"d -j DROP"),
     ("ipv4", "filter", "-A INPUT -m comment --comment \"a\\\\b\\\"c\" -j DROP"),
     # protocols and the modules and targets that need them
@@ -133,6 +135,10 @@ DOCUMENTS = [
     ("ipv4", "*filter\n-A INPUT -j DROP\n-I INPUT 2 -j ACCEPT\n-I INPUT -j RETURN\nCOMMIT\n"),
     ("ipv4", "*filter\n-I INPUT 0 -j DROP\nCOMMIT\n"),
     ("ipv4", "*filter\n-P INPUT DROP\n-A INPUT -j DROP\n-F INPUT\nCOMMIT\n"),  # model limit
+    # separator controls and Unicode spaces are not blanks to iptables-restore
+    ("ipv4", "*filter\n:A\x1cB - [0:0]\n:C\xa0- [0:0]\n-A INPUT -j A\x1cB\n-A INPUT -j C\xa0-\n"
+             "COMMIT\n"),
+    ("ipv4", "*filter\x1f\nCOMMIT\n"),
 ]
 
 

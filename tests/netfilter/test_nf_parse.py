@@ -256,3 +256,16 @@ def test_words_are_split_as_iptables_restore_splits_them_and_command_lines_as_a_
     with pytest.raises(RulesParseError) as caught:
         parse_ruleset("*filter\n-A INPUT -m comment --comment 'a b' -j DROP\nCOMMIT\n")
     assert (caught.value.line, caught.value.column, caught.value.token) == (2, 34, "b'")
+
+
+@pytest.mark.parametrize("odd", ["\x1c", "\x1f", "\xa0", "\u2003"])
+def test_only_blanks_separate_words_not_other_whitespace(odd):
+    """str.split() also splits at the separator controls and Unicode spaces; iptables-restore
+    keeps them in the word (checked against it in test_nf_agreement)."""
+    from meshlab.netfilter.source import split
+
+    assert split(f"-A X -m comment --comment a{odd}b -j Y")[5] == f"a{odd}b"
+    assert split(f'-A X -m comment --comment "c" -j LOG --log-prefix a{odd}b')[9] == f"a{odd}b"
+    assert split(f"iptables -A X -j LOG --log-prefix a{odd}b")[6] == f"a{odd}b"
+    ruleset = parse_ruleset(f"*filter\n:A{odd}B - [0:0]\n-A INPUT -j A{odd}B\nCOMMIT\n")
+    assert f"A{odd}B" in ruleset.tables["filter"].chains
