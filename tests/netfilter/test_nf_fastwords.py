@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import sysconfig
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,23 @@ def test_the_c_twin_takes_the_lines_a_dump_is_made_of(line):
 def test_the_c_twin_leaves_odd_lines_to_python(line):
     table = table_of(KUBE_PLAN, Plan(restore_split("-A X" + " -j Y" * 40), set()))
     assert match_c(line, table) is None
+
+
+@needs_c
+def test_the_c_twin_keeps_no_memory():
+    table = table_of(KUBE_PLAN)
+    lines = [KUBE, KUBE.replace("-j", "-g"), KUBE + " x", KUBE.replace("IP", 'I\\"P')]
+    for line in lines * 100:  # hit, no plan, no such count, left to Python
+        match_c(line, table)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for line in lines * 5000:
+            match_c(line, table)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 10_000, f"{grown} bytes kept after 20,000 calls: a reference leaks"
 
 
 @needs_c
