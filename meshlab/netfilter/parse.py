@@ -64,6 +64,7 @@ from meshlab.netfilter.source import (
     Bad,
     RulesParseError,
     blank_split,
+    chain_header,
     error_at,
     is_command,
     restore_split,
@@ -146,16 +147,13 @@ def _parse_document(text: str, doc: _Doc) -> Ruleset:
                 continue
             if raw[:1] == ":" and chains is not None:
                 # A user chain header ``:NAME - [p:b]`` declaring a new, well-named chain in
-                # the open table, made here without calls (10,000 of them in a kube-proxy
+                # the open table, made here with one call (10,000 of them in a kube-proxy
                 # dump); anything else (a built-in, a duplicate, an error) goes to _header.
-                toks = raw[1:].split()
-                if len(toks) > 1 and toks[1] == "-":
-                    name = toks[0]
-                    if (name not in chains and len(name) <= 28 and name[0] != "-"
-                            and name != "!" and raw[1 + len(name)] in BLANK):
-                        # (a blank after it: str.split() cut it nowhere else, see blank_split)
-                        chains[name] = [None, [], [], []]
-                        continue
+                name = chain_header(raw)
+                if (name is not None and name not in chains and len(name) <= 28
+                        and name[0] != "-" and name != "!"):
+                    chains[name] = [None, [], [], []]
+                    continue
             line = raw.strip(BLANK)
             if not line or line[0] == "#":
                 continue

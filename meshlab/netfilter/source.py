@@ -119,6 +119,19 @@ def blank_split(text: str) -> list[str]:
 _BLANKS = re.compile(f"[{BLANK}]+")
 
 
+def chain_header_python(line: str) -> str | None:
+    """NAME, for a user chain header ``:NAME - ...`` written plainly: ASCII, the name (no
+    control character in it) right after the colon and a blank after it, then the word
+    ``-``; None for any other line. That is how ``iptables-save`` writes each user chain, and
+    the document reader makes such a chain at once, reading any other header in full.
+    (:func:`chain_header` is this, in C when it could be built.)"""
+    found = _PLAIN_HEADER.match(line) if line.isascii() else None
+    return None if found is None else found.group(1)
+
+
+_PLAIN_HEADER = re.compile(f":([^ \\x00-\\x1f]+)[{BLANK}]+-(?:[{BLANK}]|\\Z)")
+
+
 def restore_split(line: str) -> list[str]:
     """Words of a line of an ``iptables-restore`` document (see :func:`tokens_with_columns`).
     Fast paths: no quotes at all, or one ``"..."`` string after a blank (what
@@ -236,3 +249,9 @@ def error_at(bad: Bad, lineno: int, raw: str, offset: int = 0) -> RulesParseErro
         token, column = "", len(raw.rstrip(BLANK)) + 1
     return RulesParseError(bad.message, line=lineno, column=column, token=token, hint=bad.hint,
                            source=raw.rstrip(BLANK), model_limit=bad.model_limit)
+
+
+try:
+    from meshlab.netfilter._fastwords import chain_header
+except ImportError:  # built without a C compiler: the same, in Python
+    chain_header = chain_header_python

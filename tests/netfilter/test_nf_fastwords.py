@@ -1,9 +1,11 @@
-"""The parser's fast path, :func:`meshlab.netfilter.shapes.match_line`, and its C twin.
+"""The parser's fast path, :func:`meshlab.netfilter.shapes.match_line` and
+:func:`meshlab.netfilter.source.chain_header`, and their C twins.
 
 ``match_python`` is the reference. The C function may leave a line to Python (None) where it
 does not split simply, but whatever it does return must be exactly what ``match_python``
 returns; and for the lines a dump is made of it must not leave them (else it is no fast path).
-Whole documents must parse to the same rules, or the same errors, through either.
+``chain_header`` and ``chain_header_python`` must agree on every line. Whole documents must
+parse to the same rules, or the same errors, through either.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ import meshlab.netfilter.parse as parse_module
 from benchmarks.bench_netfilter import ISTIO_SAVE, flat_dump, kube_dump
 from meshlab.netfilter import RulesParseError, parse_ruleset
 from meshlab.netfilter.shapes import match_python
-from meshlab.netfilter.source import restore_split
+from meshlab.netfilter.source import chain_header_python, restore_split
 
 try:
+    from meshlab.netfilter._fastwords import chain_header as header_c
     from meshlab.netfilter._fastwords import match_line as match_c
 except ImportError:
-    match_c = None
+    header_c = match_c = None
 
 needs_c = pytest.mark.skipif(match_c is None, reason="the C twin (meshlab.netfilter._fastwords) "
                              "is not built here: no C compiler or Python headers at install")
@@ -165,6 +168,27 @@ def test_whatever_the_c_twin_returns_for_any_line_is_what_python_returns(case, s
     assert found is None or found == match_python(line, table)
 
 
+@needs_c
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.sampled_from([":", "A", "-", "KUBE-SVC-1", " ", "\t", "\r", "\x1c", "\x00",
+                                 "\x7f", "é", "[0:0]", '"']), max_size=8))
+def test_the_twins_read_the_same_chain_headers(pieces):
+    line = "".join(pieces)
+    assert header_c(line) == chain_header_python(line)
+    assert header_c(":" + line) == chain_header_python(":" + line)
+
+
+@needs_c
+def test_a_plain_header_is_read_at_once_and_any_other_left_to_the_header_reader():
+    assert header_c(":KUBE-SVC-X - [0:0]") == "KUBE-SVC-X"
+    assert header_c(":X\t-") == "X"
+    for line in (":X ACCEPT [0:0]", ": X - [0:0]", ":X -x", ":X\x1c - [0:0]", ":é - [0:0]",
+                 "*nat", ":X"):
+        assert header_c(line) is None
+    with pytest.raises(TypeError):
+        header_c(b":X - [0:0]")
+
+
 DOCUMENTS = [
     ISTIO_SAVE,
     flat_dump(300)[0],
@@ -180,6 +204,7 @@ DOCUMENTS = [
     '-A X -m comment --comment "open -j RETURN\nCOMMIT\n',
     "*nat\n:X - [0:0]\n-A X -j RETURN\n-A X -j DROP\nCOMMIT\n",
     "*nat\n:X - [0:0]\n-A X -j RETURN\n-A NOPE -j RETURN\nCOMMIT\n",
+    "*nat\n:X - [0:0]\n: Y - [0:0]\n:Z\x1c - [0:0]\n:X ACCEPT [0:0]\n:-Q - [0:0]\nCOMMIT\n",
 ]
 
 
@@ -192,6 +217,7 @@ def outcome(text: str) -> object:
 
 @pytest.mark.parametrize("text", DOCUMENTS, ids=range(len(DOCUMENTS)))
 def test_a_document_reads_the_same_through_either(text, monkeypatch):
-    through_default = outcome(text)  # the C twin where it is built
+    through_default = outcome(text)  # the C twins where they are built
     monkeypatch.setattr(parse_module, "match_line", match_python)
+    monkeypatch.setattr(parse_module, "chain_header", chain_header_python)
     assert outcome(text) == through_default
