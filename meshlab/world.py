@@ -233,17 +233,23 @@ def _world_variant(world: World, key: tuple[Any, tuple[str, ...]]) -> World:
     return variant
 
 
-_IP_TEXT: dict[object, str] = {}
+_IP_TEXT: dict[int, tuple[object, str]] = {}  # id(address) -> (the address, its text)
 
 
 def _ep(ip: object, port: int) -> str:
     """``10.0.0.1:80`` / ``[::1]:80``; address texts are memoised (``str(IPv4Address)`` is
-    slow and a walk formats the same few addresses dozens of times)."""
-    ip_text = _IP_TEXT.get(ip)
-    if ip_text is None:
+    slow and a walk formats the same few addresses dozens of times). The memo is keyed by the
+    object's identity, not its value: hashing an ``ipaddress`` object runs Python code, and
+    the kernel model hands out one object per address. It holds the object, so that its id
+    cannot be taken by another while the entry lives."""
+    found = _IP_TEXT.get(id(ip))
+    if found is not None and found[0] is ip:
+        ip_text = found[1]
+    else:
         if len(_IP_TEXT) > 4096:
             _IP_TEXT.clear()
-        ip_text = _IP_TEXT[ip] = str(ip)
+        ip_text = str(ip)
+        _IP_TEXT[id(ip)] = (ip, ip_text)
     return f"[{ip_text}]:{port}" if ":" in ip_text else f"{ip_text}:{port}"
 
 

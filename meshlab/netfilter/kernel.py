@@ -230,9 +230,10 @@ class Skb:
 
 
 class _Chain:
-    """One chain compiled once: per rule its tests, its kind of target, and an index."""
+    """One chain compiled once: per rule its tests, its kind of target, and an index; and
+    the rules' texts, written the first time a trace shows them."""
 
-    __slots__ = ("index", "kinds", "name", "policy", "rules", "targets", "tests")
+    __slots__ = ("index", "kinds", "name", "policy", "rules", "targets", "tests", "texts")
 
     def __init__(self, name: str, policy: str | None, rules: tuple[Rule, ...]) -> None:
         self.name, self.policy, self.rules = name, policy, rules
@@ -240,9 +241,20 @@ class _Chain:
         self.kinds = tuple(_kind(r.target) for r in rules)
         self.targets: list[object] = [r.target for r in rules]  # Jump -> _Chain after linking
         self.index = _Index(rules) if len(rules) >= _Index.MIN_RULES else None
+        self.texts: list[str | None] | None = None
 
     def candidates(self, skb: Skb) -> Sequence[int]:
         return range(len(self.rules)) if self.index is None else self.index.candidates(skb)
+
+    def text(self, i: int) -> str:
+        """Rule ``i``'s text (``Rule.text`` writes it anew on each call)."""
+        texts = self.texts
+        if texts is None:
+            texts = self.texts = [None] * len(self.rules)
+        text = texts[i]
+        if text is None:
+            text = texts[i] = self.rules[i].text
+        return text
 
 
 class _Index:
@@ -347,13 +359,24 @@ class _Segment:
         for i in range(self.start, self.stop + 1):
             hit = self.matched and i == self.stop
             rule = chain.rules[i]
-            out.append(RuleEval(self.hook, self.table, chain.name, i + 1, rule.text, hit,
+            out.append(RuleEval(self.hook, self.table, chain.name, i + 1, chain.text(i), hit,
                                 self.verdict if hit else "", packet, rule.target.name))
         return out
 
 
+_ADDRS: tuple[dict[int, IPAddress], dict[int, IPAddress]] = ({}, {})  # IPv4, IPv6 by number
+
+
 def _addr(value: int, version: int) -> IPAddress:
-    return IPv4Address(value) if version == 4 else IPv6Address(value)
+    """The address object for the number ``value``: one shared object per address, as
+    ``ipaddress`` objects are immutable and slow to make (a walk shows the same few dozens)."""
+    made = _ADDRS[version == 6]
+    ip = made.get(value)
+    if ip is None:
+        if len(made) > 4096:
+            made.clear()
+        ip = made[value] = IPv4Address(value) if version == 4 else IPv6Address(value)
+    return ip
 
 
 def _packet(snap: tuple, version: int) -> Packet:
