@@ -28,17 +28,17 @@ is done by modules with one job each:
 * :mod:`meshlab.netfilter.validate` -- the load-time checks, then the immutable ``Ruleset``.
 
 Speed (a 20,000-rule dump is read in well under the time of ``shlex.split`` on each line):
-a plain user chain header is read in the main loop, with no calls; options are dispatched
-through a dict; the first rule of each *shape* is read option by option and the rest of that
-shape reuse what it taught (:mod:`meshlab.netfilter.shapes`), found for a plain ``-A`` line
-without even splitting it into words (:func:`~meshlab.netfilter.shapes.match_line`, in C
-where it could be built); other lines without quotes are split with :meth:`str.split`;
-equal matches and targets are one shared object, made once (:mod:`meshlab.netfilter.memos`);
-frozen values are made with the fast constructors of :mod:`meshlab.netfilter.fastnew`; the
-load-time checks are linear and mostly work from what the parser noted
-(:mod:`meshlab.netfilter.validate`); columns for error messages are only worked out when
-there is an error (:mod:`meshlab.netfilter.source`); and the cycle collector is paused while
-a document is read (:func:`_gc_paused`).
+the first rule of each *shape* is read option by option (options are dispatched through a
+dict) and the rest of that shape reuse what it taught (:mod:`meshlab.netfilter.shapes`),
+found for a plain ``-A`` line without even splitting it into words
+(:func:`~meshlab.netfilter.shapes.match_line`); a plain user chain header is read in the
+main loop with one call (:func:`~meshlab.netfilter.source.chain_header`); both have C twins
+used where they could be built. Equal matches and targets are one shared object, made once
+(:mod:`meshlab.netfilter.memos`); frozen values are made with the fast constructors of
+:mod:`meshlab.netfilter.fastnew`; the load-time checks are linear and mostly work from what
+the parser noted (:mod:`meshlab.netfilter.validate`); columns for error messages are only
+worked out when there is an error (:mod:`meshlab.netfilter.source`); and the cycle collector
+is paused while a document is read (:func:`_gc_paused`).
 """
 
 from __future__ import annotations
