@@ -137,11 +137,9 @@ class Pod:
         are the ports a Service declares for it (Envoy builds an ``inbound|PORT||`` chain for
         each; the other app ports reach it through ``InboundPassthroughCluster``). ``services``
         are the Services the sidecar knows (default: the Bookinfo-like ones of
-        :func:`meshlab.world.default_services`).
+        :func:`default_services`).
         """
         if services is None:
-            from meshlab.world import default_services
-
             services = default_services()
         argv = _argv(flags)
         return _build_injected(name, ip_address(str(ip)), argv, tuple(services), tuple(app_ports),
@@ -186,8 +184,6 @@ class Pod:
                 app_gid = int(security["runAsGroup"])
         pod_ip = ip_address(str(ip))
         if services is None:
-            from meshlab.world import default_services
-
             services = default_services()
         svcs = tuple(services)
         declared = tuple(dict.fromkeys(
@@ -328,6 +324,23 @@ class Pod:
 
 
 # ---------------------------------------------------------------------- helpers (cached)
+
+
+@lru_cache(maxsize=1)
+def default_services() -> tuple[Service, ...]:
+    """The Services of the default world (Bookinfo-like names, made-up addresses): what the
+    default pod's sidecar knows, and the Services of :meth:`meshlab.world.World.default`."""
+    from meshlab.istio.envoy import Service, ServicePort
+
+    return (
+        Service("productpage", "default", IPv4Address("10.96.0.30"),
+                (ServicePort(9080, 9080, "TCP", "http"),), (IPv4Address("10.244.0.5"),)),
+        Service("reviews", "default", IPv4Address("10.96.0.20"),
+                (ServicePort(9080, 9080, "TCP", "http"),), (IPv4Address("10.244.0.9"),)),
+        Service("kube-dns", "kube-system", IPv4Address("10.96.0.10"),
+                (ServicePort(53, 53, "UDP", "dns"), ServicePort(53, 53, "TCP", "dns-tcp")),
+                (IPv4Address("10.244.1.2"),)),
+    )
 
 
 def _argv(flags: Sequence[str] | str | None) -> tuple[str, ...]:

@@ -103,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
             raise MeshlabError(f"--flags {args.flags!r}: {error}; close the quotes") from None
     walk = run_scenario(scenario, without_rules=args.without_rule, flags=flags)
     if args.json:
-        print(json.dumps(walk.to_json(), indent=2))
+        from meshlab.lesson import walk_json
+
+        print(json.dumps(walk_json(walk), indent=2))
         return 0
     print(render_text(walk, scenario.title))
     return 0
