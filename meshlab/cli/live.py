@@ -110,13 +110,13 @@ def _require_lab() -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from meshlab.live.verify import side_by_side, verify
+    from meshlab.live.verify import side_by_side, verify_catalog
     from meshlab.scenarios import get_scenario
 
     for name in args.scenario or ():
         get_scenario(name)  # an unknown name is reported before the lab is built
     _require_lab()
-    report = verify(args.scenario, trace=args.trace)
+    report = verify_catalog(args.scenario, trace=args.trace)
     if args.json:
         print(json.dumps(report.to_json(), indent=2, default=str))
     else:

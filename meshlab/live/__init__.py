@@ -62,12 +62,12 @@ def __getattr__(name: str) -> object:
         from meshlab.live import lab
 
         return getattr(lab, name)
-    if name == "verify":
-        from meshlab.live.verify import verify
+    if name == "verify_catalog":
+        from meshlab.live.verify import verify_catalog
 
-        return verify
+        return verify_catalog
     raise AttributeError(name)
 
 
 __all__ = ["KernelConnection", "Lab", "LabError", "LabTimeout", "LabUnavailable", "clean",
-           "unavailable_reason", "verify"]
+           "unavailable_reason", "verify_catalog"]

@@ -7,7 +7,7 @@ no iptables) it reads a *recorded run* instead: ``meshlab/data/live/recorded-run
 everything the lab checks, each beside the model:
 
 ``verify``
-    every catalog scenario (:func:`meshlab.live.verify.verify`): outcome, delivery,
+    every catalog scenario (:func:`meshlab.live.verify.verify_catalog`): outcome, delivery,
     listeners, clusters and nat counters, model and kernel, and the differences;
 ``issue2``
     issue 2's connections through the default rules, connection by connection
@@ -107,13 +107,13 @@ def record(*, seeds: Sequence[int] = SEEDS, configs: int = 12, per_config: int =
     from meshlab.live.differential import issue2_check, randomized
     from meshlab.live.lab import check_environment
     from meshlab.live.loop import loop_experiment
-    from meshlab.live.verify import verify
+    from meshlab.live.verify import verify_catalog
 
     check_environment()
     timings: dict[str, Any] = {}
     started = time.perf_counter()
 
-    report = verify()
+    report = verify_catalog()
     verified = report.to_json()
     timings["verify"] = verified.pop("seconds")
     timings["scenarios"] = {s["name"]: s.pop("seconds") for s in verified["scenarios"]}
