@@ -12,7 +12,8 @@
 ``verify`` exits 0 when every scenario agrees, 1 when any disagrees, and 2 when the lab
 cannot run here (not root, no iptables, no ``ip netns``), saying why.
 
-``record`` runs verify (the whole catalog), issue 2's connections, the loop experiment and
+``record`` runs verify (the whole catalog), the default rules' connections, the loop
+experiment and
 the randomized check (seeds 1-5 unless ``--seed`` is given) and writes what they found to
 ``meshlab/data/live/recorded-run.json`` (package data), the file notebook 07 shows where the
 lab cannot run (see :mod:`meshlab.live.record`). Same exit statuses as ``verify``; the file

@@ -9,7 +9,7 @@
 article's two cases). ``--without-rule`` removes each rule whose restore-form text, without the
 ``-A CHAIN`` prefix, equals TEXT (e.g. ``-m owner --uid-owner 1337 -j RETURN``); it may be
 repeated. ``--flags`` replaces the scenario's ``istio-init`` flags. ``--json`` prints the
-object described in issue 4: scenario, outcome, delivered_to, loop and steps.
+object: scenario, outcome, delivered_to, loop and steps.
 """
 
 from __future__ import annotations

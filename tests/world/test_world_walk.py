@@ -23,7 +23,7 @@ def test_scenario_outcome_matches_catalog(name: str) -> None:
     assert scenario.expect.problems(walk) == [], walk.reason
 
 
-def test_catalog_covers_issue_4() -> None:
+def test_catalog_covers_the_lessons_cases() -> None:
     names = set(catalog())
     for required in ("inbound", "outbound", "inbound-excluded-15021", "inbound-excluded-15090",
                      "inbound-excluded-15020", "inbound-undeclared-port", "outbound-service",
