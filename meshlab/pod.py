@@ -122,7 +122,9 @@ class Pod:
     services: tuple[Service, ...] = field(default=(), repr=False)
     inbound_ports: tuple[int, ...] = ()
     fwmark_routes: tuple[FwmarkRoute, ...] = ()
-    _variants: Variants[Pod] = field(default_factory=Variants, repr=False, compare=False)
+    # Each pod its own store (init=False: a copy made with dataclasses.replace starts empty).
+    _variants: Variants[Pod] = field(default_factory=Variants, init=False, repr=False,
+                                     compare=False)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -242,8 +244,7 @@ class Pod:
                                    "each rule once (one removes every equal rule)")
             for text in without_rules:
                 ruleset = _without(ruleset, text)
-            pod = replace(pod, ruleset=ruleset, removed_rules=tuple(without_rules),
-                          _variants=Variants())
+            pod = replace(pod, ruleset=ruleset, removed_rules=tuple(without_rules))
         return self._variants.keep(key, pod)
 
     # ------------------------------------------------------------------ reading

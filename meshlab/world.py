@@ -103,7 +103,8 @@ class World:
     hop_limit: int = 16
     _by_name: dict[str, Pod] = field(default_factory=dict, repr=False, compare=False)
     _by_ip: dict[IPAddress, Pod] = field(default_factory=dict, repr=False, compare=False)
-    _variants: Variants[World] = field(default_factory=Variants, repr=False, compare=False)
+    _variants: Variants[World] = field(default_factory=Variants, init=False, repr=False,
+                                       compare=False)
 
     def __post_init__(self) -> None:
         for pod in self.pods:
