@@ -190,12 +190,13 @@ class AmbientInputError(MeshlabError):
     """An agent setting or pod annotation Istio's ambient mode would not take as given.
 
     ``source`` names where the value came from (an annotation key, an option), ``value`` is
-    the offending text."""
+    the offending text, ``reason`` the message without the source."""
 
     def __init__(self, message: str, *, source: str, value: str) -> None:
         super().__init__(f"{source}: {message}")
         self.source = source
         self.value = value
+        self.reason = message
 
 
 def _address(value: object, version: int, source: str) -> IPv4Address | IPv6Address:
@@ -212,6 +213,10 @@ def _address(value: object, version: int, source: str) -> IPv4Address | IPv6Addr
             f"(the default is {HOST_PROBE_SNAT_V4 if version == 4 else HOST_PROBE_SNAT_V6})",
             source=source, value=str(value))
     return address
+
+
+PROBE_SNAT_V4_SOURCE = "probe SNAT address (IPv4)"
+PROBE_SNAT_V6_SOURCE = "probe SNAT address (IPv6)"
 
 
 @dataclass(frozen=True)
@@ -231,9 +236,9 @@ class AgentConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "probe_snat_v4",
-                           _address(self.probe_snat_v4, 4, "probe SNAT address (IPv4)"))
+                           _address(self.probe_snat_v4, 4, PROBE_SNAT_V4_SOURCE))
         object.__setattr__(self, "probe_snat_v6",
-                           _address(self.probe_snat_v6, 6, "probe SNAT address (IPv6)"))
+                           _address(self.probe_snat_v6, 6, PROBE_SNAT_V6_SOURCE))
 
 
 _GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")
