@@ -1,8 +1,9 @@
 """The rules the istio-cni node agent writes into an ambient pod, in Istio's exact text.
 
 Read this module top to bottom to learn how ambient mode captures a pod's traffic with no
-sidecar. It restates ``cni/pkg/iptables/iptables.go`` (Istio master, August 2026; the output
-is the same from release 1.25 to 1.31) and reproduces Istio's 14 golden files byte for byte.
+sidecar. It restates ``cni/pkg/iptables/iptables.go`` (Istio master, August 2026: the default
+case's output is the same from release 1.25 to 1.31; ingress mode keeps the connmark rule
+since 1.29) and reproduces Istio's 14 golden files byte for byte.
 
 **Who does what.** In ambient mode no container of the pod touches iptables. The istio-cni
 *node agent* (a DaemonSet) enters the pod's network namespace, loads the rules below with
@@ -37,7 +38,10 @@ first, then the rules in this order; tables alphabetically: mangle, nat, raw):
    in again by ``lo``) gives its connection the connmark ``0x111``.
 4. Kubelet probes: the node SNATs them to :data:`HOST_PROBE_SNAT_V4` (see
    :func:`node_rules`); nat ``ISTIO_PRERT`` ACCEPTs TCP from that address (no ztunnel in
-   between; not in ingress mode), nat ``ISTIO_OUTPUT`` lets TCP to it (the answers) go.
+   between; not in ingress mode), and nat ``ISTIO_OUTPUT`` ACCEPTs TCP to it. Istio's comment
+   says the latter is for the probes' answers, but an answer belongs to the probe's
+   connection and nat never sees it (nat sees a connection's first packet only); the rule
+   matters only for a connection the pod itself opens to that address.
 5. Inbound plaintext (not in ingress mode): TCP to anything but 127.0.0.1, except HBONE on
    :data:`ZTUNNEL_INBOUND_PORT` (15008, where ztunnel itself listens), without ztunnel's mark,
    is redirected to :data:`ZTUNNEL_INBOUND_PLAINTEXT_PORT` (15006).
@@ -45,11 +49,12 @@ first, then the rules in this order; tables alphabetically: mangle, nat, raw):
    (``CONNMARK --restore-mark``): the app's answers to ztunnel now carry ``0x111``.
 7. DNS capture: the app's UDP port 53 not sent over ``lo`` and TCP port 53 not to 127.0.0.1
    go to ztunnel's DNS proxy on :data:`DNS_CAPTURE_PORT` (15053); raw gives ztunnel's own
-   upstream queries and their answers conntrack zone 1, so they never mix with the app's
-   query (same addresses and ports, after REDIRECT) in zone 0.
-8. nat ``ISTIO_OUTPUT``: packets marked ``0x111`` (answers going back to ztunnel) are
-   accepted; so is anything over ``lo`` to a pod address other than 127.0.0.1 (the app
-   calling itself, ztunnel connecting to the app).
+   upstream queries and their answers conntrack zone 1, so that a query of ztunnel's that
+   happens to use the app's source port is not taken for the app's query (the redirected
+   connection in zone 0) and sent to 15053 again.
+8. nat ``ISTIO_OUTPUT``: TCP marked ``0x111`` is accepted (a new connection on a socket
+   whose packets already carry it); so is anything leaving by ``lo`` to an address other
+   than 127.0.0.1 (the app calling its own pod IP, ztunnel connecting to the app).
 9. Outbound capture: TCP to anything but 127.0.0.1 without ztunnel's mark is redirected to
    :data:`ZTUNNEL_OUTBOUND_PORT` (15001). ztunnel's own connections carry the mark and leave.
 
