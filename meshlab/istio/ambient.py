@@ -186,7 +186,9 @@ INPOD_ROUTE_COMMANDS: Mapping[int, tuple[str, str]] = {
 }
 """The pod's routing setup per IP version, as ``ip`` commands (the agent makes them through
 netlink, before the rules): table 100 gets one route, "every address is local, via ``lo``",
-and an ``ip rule`` sends packets whose mark has ``0x111`` in its low 12 bits to that table."""
+and an ``ip rule`` sends packets whose mark has ``0x111`` in its low 12 bits to that table.
+(The agent *replaces* the route, so a second run is harmless, and skips the IPv6 route when
+the pod's ``lo`` has IPv6 disabled.)"""
 
 
 # ---------------------------------------------------------------------------------------------
