@@ -153,7 +153,8 @@ class Pod:
                       namespace: str | None = None, ip: str | IPAddress = "10.244.0.5",
                       services: Iterable[Service] | None = None,
                       interception_mode: str = "REDIRECT") -> Pod:
-        """Inject ``pod_yaml`` (YAML text, a path or a dict) and build the resulting pod.
+        """Inject ``pod_yaml`` (YAML text, a file or a dict, as
+        :func:`meshlab.istio.inject.load_pod` reads them) and build the resulting pod.
 
         The injection webhook decides (:func:`meshlab.istio.inject.inject`); its
         ``istio-init`` arguments become the rules, its proxy UID/GID the identity of Envoy and
