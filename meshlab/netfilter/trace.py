@@ -14,6 +14,7 @@ fast when nobody looks at every rule of a 20,000-rule chain. Both read the same.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -106,3 +107,38 @@ class Trace:
             "hits": [{"table": e.table, "chain": e.chain, "rule": e.rule, "target": e.target}
                      for e in self.hits],
         }
+
+    def evaluated_json(self) -> list[dict]:
+        """Every rule tried, in order, with why it did not match (``meshlab trace --all
+        --json`` puts this under ``"evaluated"``); chain policies are left out."""
+        return [{"table": e.table, "chain": e.chain, "rule": e.rule, "text": e.text,
+                 "matched": e.matched, "why_not": e.why_not}
+                for e in self.evaluations if e.rule > 0]
+
+
+def passed_over_by_chain(evaluations: Iterable[Any]) -> list[tuple[str, list[Any]]]:
+    """The rules that did not match, grouped under the chain they belong to, in order:
+    ``[("nat ISTIO_OUTPUT (from OUTPUT)", [evaluation, ...]), ...]``. A new group starts
+    whenever the chain changes (a chain visited twice shows twice). Works on
+    :class:`RuleEval` s and on the rule events of a walk alike (both have ``hook``,
+    ``table``, ``chain``, ``rule``, ``text``, ``matched`` and ``why_not``)."""
+    groups: list[tuple[str, list[Any]]] = []
+    last = None
+    for e in evaluations:
+        if e.matched or not e.rule:
+            continue
+        where = (e.hook, e.table, e.chain)
+        if where != last:
+            title = f"{e.table} {e.chain}" + ("" if e.chain == e.hook else f" (from {e.hook})")
+            groups.append((title, []))
+            last = where
+        groups[-1][1].append(e)
+    return groups
+
+
+def reason_line(evaluation: Any) -> str:
+    """One passed-over rule in one line: "rule 2 (-j RETURN): `-o lo`: the packet leaves by
+    eth0"."""
+    target = evaluation.text.rpartition(" -j ")[2] if " -j " in evaluation.text else ""
+    jump = f" (-j {target})" if target else ""
+    return f"rule {evaluation.rule}{jump}: {evaluation.why_not}"
