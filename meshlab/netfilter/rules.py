@@ -122,8 +122,8 @@ class AddrMatch(_Explained):
         return ip_network((self.net, self.plen))
 
     def render(self, option: str) -> str:
-        network = self.network
-        return f"{_neg(self.negated)}{option} {show_ip(network.network_address)}/{self.plen}"
+        net = show_ip(address(self.net, self.version))
+        return f"{_neg(self.negated)}{option} {net}/{self.plen}"
 
     def _fails(self, packet: Skb, option: str | None = None) -> tuple[int] | None:
         """``option`` ``-s`` reads the source, ``-d`` the destination."""
