@@ -28,6 +28,7 @@ from ipaddress import IPv4Address, ip_network
 from socket import AF_INET6, inet_ntop
 from typing import Any, NamedTuple
 
+from meshlab.errors import MeshlabError
 from meshlab.netfilter.packet import IPAddress, Skb, address
 
 ALL_ONES = 0xFFFFFFFF
@@ -100,6 +101,11 @@ class _Explained:
         return None if seen is None else self._say(seen, option)
 
 
+def _side_error(what: str, options: str, given: object) -> MeshlabError:
+    return MeshlabError(f"{what} match tests one side of the packet: give option={options}, "
+                        f"not {given!r} (Rule.matches does this for you)")
+
+
 def _ports(lo: int, hi: int, sep: str = ":") -> str:
     return str(lo) if lo == hi else f"{lo}{sep}{hi}"
 
@@ -127,13 +133,18 @@ class AddrMatch(_Explained):
 
     def _fails(self, packet: Skb, option: str | None = None) -> tuple[int] | None:
         """``option`` ``-s`` reads the source, ``-d`` the destination."""
-        value = packet.src if option == "-s" else packet.dst
+        if option == "-d":
+            value = packet.dst
+        elif option == "-s":
+            value = packet.src
+        else:
+            raise _side_error("an address", "'-s' (source) or '-d' (destination)", option)
         inside = (value ^ self.net) >> ((32 if self.version == 4 else 128) - self.plen) == 0
         return None if inside != self.negated else (value,)
 
     def _say(self, seen: tuple[int], option: str | None = None) -> str:
         side = "source" if option == "-s" else "destination"
-        return (f"`{self.render(option or '-d')}`: the {side} is "
+        return (f"`{self.render(str(option))}`: the {side} is "
                 f"{show_ip(address(seen[0], self.version))}")
 
 
@@ -150,7 +161,12 @@ class IfaceMatch(_Explained):
     def _fails(self, packet: Skb, option: str | None = None) -> tuple[str | None] | None:
         """``option`` ``-i`` reads the interface the packet came in by, ``-o`` the one it
         leaves by (``None``: it has none, as a packet made here has no ``-i``)."""
-        value = packet.iif if option == "-i" else packet.oif
+        if option == "-o":
+            value = packet.oif
+        elif option == "-i":
+            value = packet.iif
+        else:
+            raise _side_error("an interface", "'-i' (in) or '-o' (out)", option)
         name = self.name
         if value is None:
             same = False
@@ -168,7 +184,7 @@ class IfaceMatch(_Explained):
         else:
             fact = ("the packet has no out interface (it is coming in, not going out)"
                     if value is None else f"the packet leaves by {value}")
-        return f"`{self.render(option or '-o')}`: {fact}"
+        return f"`{self.render(str(option))}`: {fact}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -337,3 +337,14 @@ def test_the_scenarios_walk_the_same_on_both_paths():
                 walks.append(run_scenario(name).to_json())
         assert walks[0] == walks[1], name
     clear_caches()
+
+
+def test_an_address_or_interface_match_asked_without_its_side_says_so():
+    from meshlab.errors import MeshlabError
+
+    rule = parse_rule("-s 10.0.0.0/8 -o lo -j RETURN")
+    for match in (rule.src, rule.oif):
+        with pytest.raises(MeshlabError, match="one side of the packet"):
+            match.matches(skb())
+    assert rule.src.matches(skb(src="10.1.2.3"), "-s")
+    assert not rule.src.matches(skb(src="10.1.2.3", dst="192.168.1.1"), "-d")
