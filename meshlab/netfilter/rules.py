@@ -598,12 +598,17 @@ class Rule(NamedTuple):
         """The first condition that fails, in the order the kernel tests them
         (``ip_packet_match``: addresses, interfaces, protocol; then the match modules in
         order), with what it saw."""
-        for match, option in ((self.src, "-s"), (self.dst, "-d"), (self.iif, "-i"),
-                              (self.oif, "-o"), (self.proto, None)):
-            if match is not None:
-                seen = match._fails(packet, option)
-                if seen is not None:
-                    return match, option, seen
+        src, dst, iif, oif, proto = self.src, self.dst, self.iif, self.oif, self.proto
+        if src is not None and (seen := src._fails(packet, "-s")) is not None:
+            return src, "-s", seen
+        if dst is not None and (seen := dst._fails(packet, "-d")) is not None:
+            return dst, "-d", seen
+        if iif is not None and (seen := iif._fails(packet, "-i")) is not None:
+            return iif, "-i", seen
+        if oif is not None and (seen := oif._fails(packet, "-o")) is not None:
+            return oif, "-o", seen
+        if proto is not None and (seen := proto._fails(packet)) is not None:
+            return proto, None, seen
         for module in self.modules:
             seen = module._fails(packet)
             if seen is not None:
