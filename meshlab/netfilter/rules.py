@@ -594,25 +594,30 @@ class Rule(NamedTuple):
         match, option, seen = failure
         return match._say(seen, option)
 
-    def _first_failure(self, packet: Skb) -> tuple[_Explained, str | None, tuple] | None:
-        """The first condition that fails, in the order the kernel tests them
-        (``ip_packet_match``: addresses, interfaces, protocol; then the match modules in
-        order), with what it saw."""
-        src, dst, iif, oif, proto = self.src, self.dst, self.iif, self.oif, self.proto
-        if src is not None and (seen := src._fails(packet, "-s")) is not None:
-            return src, "-s", seen
-        if dst is not None and (seen := dst._fails(packet, "-d")) is not None:
-            return dst, "-d", seen
-        if iif is not None and (seen := iif._fails(packet, "-i")) is not None:
-            return iif, "-i", seen
-        if oif is not None and (seen := oif._fails(packet, "-o")) is not None:
-            return oif, "-o", seen
-        if proto is not None and (seen := proto._fails(packet)) is not None:
-            return proto, None, seen
+    def conditions(self) -> tuple[tuple[_Explained, str | None], ...]:
+        """The rule's matches with the side each tests, in the order the kernel tests them
+        (``ip_packet_match``: addresses, interfaces, protocol; then the match modules)."""
+        found: list[tuple[_Explained, str | None]] = []
+        if self.src is not None:
+            found.append((self.src, "-s"))
+        if self.dst is not None:
+            found.append((self.dst, "-d"))
+        if self.iif is not None:
+            found.append((self.iif, "-i"))
+        if self.oif is not None:
+            found.append((self.oif, "-o"))
+        if self.proto is not None:
+            found.append((self.proto, None))
         for module in self.modules:
-            seen = module._fails(packet)
+            found.append((module, None))
+        return tuple(found)
+
+    def _first_failure(self, packet: Skb) -> tuple[_Explained, str | None, tuple] | None:
+        """The first condition that fails, with what it saw."""
+        for match, option in self.conditions():
+            seen = match._fails(packet, option)
             if seen is not None:
-                return module, None, seen
+                return match, option, seen
         return None
 
 

@@ -105,13 +105,14 @@ def packets(draw) -> Skb:
                ctmark=draw(st.sampled_from([0, 0x111]) | st.integers(0, 2**32 - 1)))
 
 
-def conditions(rule: Rule) -> Iterator[tuple[object, str | None]]:
-    for match, option in ((rule.src, "-s"), (rule.dst, "-d"), (rule.iif, "-i"),
-                          (rule.oif, "-o"), (rule.proto, None)):
-        if match is not None:
-            yield match, option
-    for m in rule.modules:
-        yield m, None
+def conditions(rule: Rule) -> list[tuple[object, str | None]]:
+    """The rule's conditions in the kernel's order, written out here once more (so that the
+    test does not take ``Rule.conditions`` on trust)."""
+    sides = [(rule.src, "-s"), (rule.dst, "-d"), (rule.iif, "-i"), (rule.oif, "-o"),
+             (rule.proto, None)]
+    found = [(m, o) for m, o in sides if m is not None] + [(m, None) for m in rule.modules]
+    assert list(rule.conditions()) == found
+    return found
 
 
 # --------------------------------------------------------------------------- one definition

@@ -11,13 +11,16 @@ from meshlab.netfilter.ruleset import BUILTIN_CHAINS, Ruleset
 
 
 class FastChain:
-    """One chain with its :class:`CandidateIndex` (for long chains), and the rules' texts,
-    written the first time a trace shows them (``Rule.text`` writes it anew on each call)."""
+    """One chain with its :class:`CandidateIndex` (for long chains); per rule its conditions
+    as ``(match._fails, option)`` pairs (``Rule.conditions``: a rule matches when none of them
+    finds a failure, as ``Rule.matches`` says, with two calls a rule fewer); and the rules'
+    texts, written the first time a trace shows them (``Rule.text`` writes them anew)."""
 
-    __slots__ = ("index", "name", "policy", "rules", "texts")
+    __slots__ = ("index", "name", "policy", "rules", "tests", "texts")
 
     def __init__(self, name: str, policy: str | None, rules: tuple[Rule, ...]) -> None:
         self.name, self.policy, self.rules = name, policy, rules
+        self.tests = tuple(tuple((m._fails, o) for m, o in r.conditions()) for r in rules)
         self.index = CandidateIndex(rules) if len(rules) >= CandidateIndex.MIN_RULES else None
         self.texts: list[str | None] | None = None
 

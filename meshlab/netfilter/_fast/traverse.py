@@ -25,10 +25,13 @@ def traverse(chains: Mapping[str, FastChain], hook: str, table: str, skb: Skb, l
     cands = chain.candidates(skb)
     pos, start = 0, 0  # pos: in cands; start: the first rule of the current run
     while True:
-        rules = chain.rules
+        rules, tests = chain.rules, chain.tests
         hit = -1
         for k in range(pos, len(cands)):
-            if rules[cands[k]].matches(skb):
+            for fails, option in tests[cands[k]]:
+                if fails(skb, option) is not None:
+                    break
+            else:
                 hit, pos = cands[k], k
                 break
         if hit < 0:  # fell off the end of the chain
