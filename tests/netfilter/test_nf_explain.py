@@ -349,3 +349,21 @@ def test_an_address_or_interface_match_asked_without_its_side_says_so():
             match.matches(skb())
     assert rule.src.matches(skb(src="10.1.2.3"), "-s")
     assert not rule.src.matches(skb(src="10.1.2.3", dst="192.168.1.1"), "-d")
+
+
+def test_rules_the_index_skipped_still_say_why_they_did_not_match():
+    from meshlab.netfilter import parse_ruleset
+
+    rules = "".join(f"-A OUTPUT -d 10.1.0.{i}/32 -p tcp -m tcp --dport {1000 + i} -j DROP\n"
+                    for i in range(1, 41))
+    ruleset = parse_ruleset("*filter\n:OUTPUT ACCEPT [0:0]\n" + rules + "COMMIT\n")
+    with fast_path(True):
+        ns = Netns(ruleset, pod_interfaces("10.244.0.5"))
+    assert ns._fast["filter"]["OUTPUT"].index is not None  # 40 rules: the index is used
+    trace = ns.connect(proto="tcp", dst="10.1.0.37", dport=1037, uid=1000, gid=1000)
+    assert trace.verdict == "DROP"
+    evaluations = trace.evaluations
+    assert [e.rule for e in evaluations] == list(range(1, 38))
+    assert evaluations[0].why_not == "`-d 10.1.0.1/32`: the destination is 10.1.0.37"
+    assert all(e.why_not and e.why_not.startswith("`-d 10.1.0.") for e in evaluations[:-1])
+    assert evaluations[-1].matched and evaluations[-1].why_not is None
