@@ -73,3 +73,18 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[object]],
         body.append(f"<tr{cls}>{cells}</tr>")
     return (f"{TABLE_STYLE}<table class='meshlab-table'><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table>")
+
+
+class LiveWidget:
+    """Mixed into every meshlab widget: its plain-text form (what a page that cannot run
+    widgets, or a notebook opened before its cells ran, shows in its place) says what it is
+    and how to bring it to life, instead of a nest of ``VBox(children=...)``."""
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}: {STORED_WIDGET_NOTE}")
+
+
+#: One line for a lesson to show above its widgets (and every widget's plain-text form).
+STORED_WIDGET_NOTE = ("a live widget. What you see before the lesson runs is a saved copy "
+                      "that does not answer clicks: run the lesson (Run -> Run All Cells) "
+                      "and it comes alive.")
