@@ -38,9 +38,16 @@ def error_widget() -> widgets.HTML:
 
 
 def error_html(message: str) -> str:
-    """A message a person can act on, marked so it is seen without colour (a bold label)."""
+    """A message a person can act on, marked so it is seen without colour (a bold label).
+
+    A message of several lines (a parser's caret under the offending token, a list of rules)
+    keeps its layout: the lines after the first are shown as they are, in monospace.
+    """
+    first, _, rest = message.partition("\n")
+    more = (f"<pre style='margin:2px 0;font-family:monospace;white-space:pre'>{esc(rest)}</pre>"
+            if rest.strip() else "")
     return ("<div style='border:2px solid #333;padding:4px 8px;margin:4px 0'>"
-            f"<b>Problem:</b> {esc(message)}</div>")
+            f"<b>Problem:</b> {esc(first)}{more}</div>")
 
 
 def guarded(call: Callable[[], T], error: widgets.HTML) -> T | None:
