@@ -26,8 +26,8 @@ import pandas
 from meshlab.walk import Walk
 from meshlab.widgets.common import LiveWidget, error_widget, esc, guarded
 
-#: The pictures' resolution: 12 in x 80 dpi = 960 px, shown scaled to the output area.
-_PNG_DPI = 80
+#: The pictures' resolution: 9 in x 100 dpi = 900 px, shown scaled to the output area.
+_PNG_DPI = 100
 
 
 class StepPlayer(LiveWidget, widgets.VBox):
@@ -55,7 +55,7 @@ class StepPlayer(LiveWidget, widgets.VBox):
                                         readout=False, continuous_update=True)
         self.slider.add_class("meshlab-step-slider")
         self.image = widgets.Image(format="png", layout=widgets.Layout(
-            width="100%", max_width="960px", height="auto", object_fit="contain"))
+            width="100%", max_width="900px", height="auto", object_fit="contain"))
         self.image.add_class("meshlab-step-image")
         self.text = widgets.HTML("").add_class("meshlab-step-text")
         self.step_list = widgets.HTML("").add_class("meshlab-step-list")
