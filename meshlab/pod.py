@@ -28,17 +28,18 @@ import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from ipaddress import IPv4Address, IPv4Interface, IPv6Address, ip_address, ip_interface
+from ipaddress import IPv4Address, IPv4Interface, ip_address, ip_interface
 from typing import TYPE_CHECKING, Any
 
 from meshlab.errors import MeshlabError
+from meshlab.variants import Variants
 
 if TYPE_CHECKING:
     from meshlab.istio.envoy import Service, Sidecar
     from meshlab.netfilter.kernel import EphemeralPorts, FwmarkRoute, Netns
+    from meshlab.netfilter.packet import IPAddress
     from meshlab.netfilter.ruleset import Ruleset
 
-IPAddress = IPv4Address | IPv6Address
 
 APP_UID = 1000
 PROXY_UID = 1337
@@ -121,7 +122,7 @@ class Pod:
     services: tuple[Service, ...] = field(default=(), repr=False)
     inbound_ports: tuple[int, ...] = ()
     fwmark_routes: tuple[FwmarkRoute, ...] = ()
-    _variants: dict[Any, Pod] = field(default_factory=dict, repr=False, compare=False)
+    _variants: Variants[Pod] = field(default_factory=Variants, repr=False, compare=False)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -246,9 +247,8 @@ class Pod:
             for text in without_rules:
                 ruleset = _without(ruleset, text)
             pod = replace(pod, ruleset=ruleset, removed_rules=tuple(without_rules),
-                          _variants={})
-        self._variants[key] = pod
-        return pod
+                          _variants=Variants())
+        return self._variants.keep(key, pod)
 
     # ------------------------------------------------------------------ reading
     @property

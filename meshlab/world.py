@@ -43,11 +43,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, ip_address
 from typing import Any
 
 from meshlab.errors import MeshlabError
+from meshlab.netfilter.packet import IPAddress, endpoint
 from meshlab.pod import AGENT, ENVOY, Pod, Process
+from meshlab.variants import Variants
 from meshlab.walk import Delivery, Event, LoopCost, LoopReport, Walk
 
 __all__ = [
@@ -60,8 +62,6 @@ __all__ = [
     "World",
     "default_services",
 ]
-
-IPAddress = IPv4Address | IPv6Address
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +117,7 @@ class World:
     hop_limit: int = 16
     _by_name: dict[str, Pod] = field(default_factory=dict, repr=False, compare=False)
     _by_ip: dict[IPAddress, Pod] = field(default_factory=dict, repr=False, compare=False)
+    _variants: Variants[World] = field(default_factory=Variants, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for pod in self.pods:
@@ -175,7 +176,7 @@ class World:
 
     def with_subject_rules(self, *, flags: Sequence[str] | str | None = None,
                            without_rules: Sequence[str] = ()) -> World:
-        """This world with the subject pod's rules changed (cached per variant)."""
+        """This world with the subject pod's rules changed (each world keeps its variants)."""
         if flags is None and not without_rules:
             return self
         key = (None if flags is None else tuple(flags) if not isinstance(flags, str) else flags,
@@ -215,42 +216,15 @@ def _default_world() -> World:
     return World(pods, services)
 
 
-_VARIANTS: dict[tuple[int, Any], World] = {}
-
-
-def _world_variant(world: World, key: tuple[Any, tuple[str, ...]]) -> World:
-    cache_key = (id(world), key)
-    found = _VARIANTS.get(cache_key)
+def _world_variant(world: World, key: tuple[tuple[str, ...] | str | None, tuple[str, ...]]
+                   ) -> World:
+    found = world._variants.get(key)
     if found is not None:
         return found
     flags, without = key
     subject = world.pod(world.subject).with_rules(flags=flags, without_rules=without)
     pods = tuple(subject if p.name == world.subject else p for p in world.pods)
-    variant = World(pods, world.services, world.subject, world.hop_limit)
-    if len(_VARIANTS) > 512:
-        _VARIANTS.clear()
-    _VARIANTS[cache_key] = variant
-    return variant
-
-
-_IP_TEXT: dict[int, tuple[object, str]] = {}  # id(address) -> (the address, its text)
-
-
-def _ep(ip: object, port: int) -> str:
-    """``10.0.0.1:80`` / ``[::1]:80``; address texts are memoised (``str(IPv4Address)`` is
-    slow and a walk formats the same few addresses dozens of times). The memo is keyed by the
-    object's identity, not its value: hashing an ``ipaddress`` object runs Python code, and
-    the kernel model hands out one object per address. It holds the object, so that its id
-    cannot be taken by another while the entry lives."""
-    found = _IP_TEXT.get(id(ip))
-    if found is not None and found[0] is ip:
-        ip_text = found[1]
-    else:
-        if len(_IP_TEXT) > 4096:
-            _IP_TEXT.clear()
-        ip_text = str(ip)
-        _IP_TEXT[id(ip)] = (ip, ip_text)
-    return f"[{ip_text}]:{port}" if ":" in ip_text else f"{ip_text}:{port}"
+    return world._variants.keep(key, World(pods, world.services, world.subject, world.hop_limit))
 
 
 class _Run:
@@ -339,7 +313,8 @@ class _Run:
         bind = f" bound to {src}" if src is not None else ""
         mark_text = f", socket mark {mark}" if mark else ""
         self.add(actor, "connect", conn, src_ep, dst_ep, process.owner,
-                 f"{process.name} ({process.owner}{mark_text}) {verb} to {_ep(dst, dport)}{bind}",
+                 f"{process.name} ({process.owner}{mark_text}) {verb} to "
+                 f"{endpoint(dst, dport)}{bind}",
                  pod, process=process.name)
         self.record(pod, trace, conn, local=True)
         if trace.verdict != "ACCEPT":
@@ -360,18 +335,19 @@ class _Run:
                         None)
             if port is None or not svc.endpoints:
                 why = "has no endpoints" if port is not None else f"has no {proto} port {dport}"
-                self.add("node", "refused", conn, _ep(src, sport), _ep(dst, dport), None,
+                self.add("node", "refused", conn, endpoint(src, sport), endpoint(dst, dport), None,
                          f"kube-proxy: Service {svc.name} {why}; the node rejects it", pod)
                 return self.end("refused", f"Service {svc.name} {why}")
-            endpoint = svc.endpoints[0]
-            self.add("node", "dnat", conn, _ep(src, sport), _ep(endpoint, port.target_port), None,
-                     f"kube-proxy on the node: Service VIP {_ep(dst, dport)} -> endpoint "
-                     f"{_ep(endpoint, port.target_port)} (DNAT; modelled simply: first endpoint)",
-                     pod)
-            dst, dport = endpoint, port.target_port
+            chosen = svc.endpoints[0]
+            self.add("node", "dnat", conn, endpoint(src, sport),
+                     endpoint(chosen, port.target_port), None,
+                     f"kube-proxy on the node: Service VIP {endpoint(dst, dport)} -> endpoint "
+                     f"{endpoint(chosen, port.target_port)} (DNAT; modelled simply: first "
+                     "endpoint)", pod)
+            dst, dport = chosen, port.target_port
         target = self.world._by_ip.get(dst)
         if target is None:
-            self.add("node", "timeout", conn, _ep(src, sport), _ep(dst, dport), None,
+            self.add("node", "timeout", conn, endpoint(src, sport), endpoint(dst, dport), None,
                      f"nothing in this world has address {dst}: no answer", pod)
             return self.end("timeout", f"no pod or host has address {dst}")
         from meshlab.netfilter.packet import Packet
@@ -382,7 +358,7 @@ class _Run:
         if trace2.verdict != "ACCEPT":
             return self.dropped(target, trace2, conn)
         if not trace2.local:
-            self.add("kernel", "timeout", conn, _ep(src, sport), _ep(dst, dport), None,
+            self.add("kernel", "timeout", conn, endpoint(src, sport), endpoint(dst, dport), None,
                      f"{target.name} does not own {dst}; it does not forward: no answer", target)
             return self.end("timeout", f"{target.name} does not forward")
         return self.arrive(target, trace2, conn, owner=None, from_proxy=False)
@@ -394,12 +370,12 @@ class _Run:
         proto = packet.proto
         ip, port = trace.delivered
         src, sport = packet.src, packet.sport
-        here = _ep(ip, port)
+        here = endpoint(ip, port)
         sock = pod.listener(proto, ip, port)
         if sock is None:
             answer = ("the kernel answers the SYN with RST: connection refused" if proto == "tcp"
                       else "the kernel answers with ICMP port unreachable")
-            self.add("kernel", "refused", conn, _ep(src, sport), here, owner,
+            self.add("kernel", "refused", conn, endpoint(src, sport), here, owner,
                      f"no socket listens on {proto} {here}; {answer}", pod)
             return self.end("refused", f"nothing listens on {proto} {here} in {pod.name}")
         process = pod.process(sock.process)
@@ -410,9 +386,9 @@ class _Run:
         if not (pod.is_proxy_listener(sock) and proto == "tcp"):
             self.delivery = Delivery(process.name, sock.port, str(src), pod.name, proto)
             actor = self.actor_for(pod, process, self.subject)
-            self.add(actor, "deliver", conn, _ep(src, sport), here, process.owner,
+            self.add(actor, "deliver", conn, endpoint(src, sport), here, process.owner,
                      f"delivered to {process.name} on {sock}; it sees the client as "
-                     f"{_ep(src, sport)}", pod, process=process.name)
+                     f"{endpoint(src, sport)}", pod, process=process.name)
             return self.end("delivered", f"{process.name} in {pod.name} accepted it on "
                             f"{sock.proto} {sock.address}:{sock.port}")
         return self.proxy(pod, trace, conn, sock.port, (src, sport), here, owner, from_proxy)
@@ -432,7 +408,7 @@ class _Run:
         back = self.netns(pod).answer(trace, uid=server.uid, gid=server.gid)
         self.record(pod, back, conn, local=False)
         reply = back.connection.reply
-        src_ep, dst_ep = _ep(reply.src, reply.sport), _ep(reply.dst, reply.dport)
+        src_ep, dst_ep = endpoint(reply.src, reply.sport), endpoint(reply.dst, reply.dport)
         if back.local:
             how = "; ".join(back.notes) or "the address is local"
             self.add("kernel", "route", conn, src_ep, dst_ep, server.owner,
@@ -465,13 +441,13 @@ class _Run:
         who = owner if owner is not None else f"remote {client[0]}"
         if trace.nat is not None and trace.nat.target == "TPROXY":
             # Nothing was rewritten: the accepted socket's own address is the destination.
-            here = _ep(*original)
+            here = endpoint(*original)
             said = (f"Envoy's transparent socket on {port} accepts it; the socket's local "
-                    f"address (getsockname) is the original destination {_ep(*original)}, "
+                    f"address (getsockname) is the original destination {endpoint(*original)}, "
                     "since TPROXY rewrote nothing")
         else:
-            said = f"Envoy accepts on {port}; SO_ORIGINAL_DST = {_ep(*original)}"
-        accept = self.add("proxy", "accept", conn, _ep(*client), here, envoy.owner, said, pod,
+            said = f"Envoy accepts on {port}; SO_ORIGINAL_DST = {endpoint(*original)}"
+        accept = self.add("proxy", "accept", conn, endpoint(*client), here, envoy.owner, said, pod,
                           listener=listener, process=envoy.name)
         if from_proxy:
             self.self_hops += 1
@@ -484,12 +460,12 @@ class _Run:
         if self.proxy_accepts > self.world.hop_limit:
             return self.looped(pod, accept, accept.index, listener, original, who, "hop limit")
         decision = pod.sidecar.decide(port, original, downstream=client)
-        self.add("proxy", "proxy", conn, _ep(*client), _ep(*original), envoy.owner,
+        self.add("proxy", "proxy", conn, endpoint(*client), endpoint(*original), envoy.owner,
                  decision.describe(), pod, listener=decision.listener,
                  filter_chain=decision.filter_chain, cluster=decision.cluster,
                  process=envoy.name)
         if decision.upstream is None:
-            self.add("proxy", "close", conn, _ep(*client), _ep(*original), envoy.owner,
+            self.add("proxy", "close", conn, endpoint(*client), endpoint(*original), envoy.owner,
                      f"{decision.cluster} has no endpoint: Envoy closes the connection (the "
                      "client sees it accepted, then closed)", pod, cluster=decision.cluster,
                      process=envoy.name)
@@ -503,20 +479,20 @@ class _Run:
         cycle = _cycle(self.events[first:accept.index + 1], listener)
         report = LoopReport(
             cycle=cycle, hops=self.self_hops, detected_by=detected_by, listener=listener,
-            original_dst=_ep(*original), owner=owner,
+            original_dst=endpoint(*original), owner=owner,
             gives_out=_gives_out(listener, original))
         self.loop = report
         self.add("proxy", "loop", accept.connection, accept.src, accept.dst, accept.owner,
                  f"loop ({detected_by}): {report.text}", pod, listener=listener)
         return self.end("loop", f"the proxy's own connection came back to {listener} with the "
-                        f"same original destination {_ep(*original)} ({owner})")
+                        f"same original destination {endpoint(*original)} ({owner})")
 
     def dropped(self, pod: Pod, trace: Any, conn: int) -> _Run:
         packet = self._last_packet(trace)
         last = trace.evaluations[-1] if trace.evaluations else None
         where = f" in {last.table} {last.chain}" if last is not None else ""
-        self.add("kernel", "drop", conn, _ep(packet.src, packet.sport),
-                 _ep(packet.dst, packet.dport), None, f"DROP{where}: the packet is discarded",
+        self.add("kernel", "drop", conn, endpoint(packet.src, packet.sport),
+                 endpoint(packet.dst, packet.dport), None, f"DROP{where}: the packet is discarded",
                  pod)
         return self.end("dropped", f"dropped{where} in {pod.name}")
 
@@ -550,7 +526,7 @@ class _Run:
                 matched = ev.matched
                 events.append(Event(
                     len(events), "kernel", "policy" if ev.rule == 0 else "rule", conn,
-                    _ep(p.src, p.sport), _ep(p.dst, p.dport), owner,
+                    endpoint(p.src, p.sport), endpoint(p.dst, p.dport), owner,
                     (ev.verdict or "match") if matched else "no match",
                     hook=ev.hook, table=ev.table, chain=ev.chain, rule=ev.rule, text=ev.text,
                     matched=matched, pod=name))
@@ -566,9 +542,10 @@ class _Run:
         if trace.nat.target == "TPROXY":
             self._tproxy(pod, conn, flow, trace)
             return
-        self.add("kernel", "nat", conn, _ep(flow.src, flow.sport), _ep(*trace.delivered), None,
-                 f"{trace.nat.target}: the connection now goes to {_ep(*trace.delivered)}; "
-                 f"conntrack keeps the original destination {_ep(*trace.original_dst)}", pod)
+        self.add("kernel", "nat", conn, endpoint(flow.src, flow.sport),
+                 endpoint(*trace.delivered), None,
+                 f"{trace.nat.target}: the connection now goes to {endpoint(*trace.delivered)}; "
+                 f"conntrack keeps the original destination {endpoint(*trace.original_dst)}", pod)
 
     def _tproxy(self, pod: Pod, conn: int, flow: Any, trace: Any) -> None:
         """TPROXY is no NAT: the packet keeps its destination; the kernel assigns it to the
@@ -580,13 +557,15 @@ class _Run:
                      (e.table, e.chain, e.rule) == (nat.table, nat.chain, nat.rule)), None)
         mark = rule.verdict.rpartition(" mark ")[2] if rule and " mark " in rule.verdict else ""
         marked = f" and marks it {mark}" if mark else ""
-        self.add("kernel", "tproxy", conn, _ep(flow.src, flow.sport), _ep(*trace.original_dst),
+        self.add("kernel", "tproxy", conn, endpoint(flow.src, flow.sport),
+                 endpoint(*trace.original_dst),
                  None, f"TPROXY rewrites nothing: the packet keeps its destination "
-                 f"{_ep(*trace.original_dst)}; the kernel assigns it to the transparent "
+                 f"{endpoint(*trace.original_dst)}; the kernel assigns it to the transparent "
                  f"listening socket on port {port}{marked}", pod)
 
     def _route(self, pod: Pod, conn: int, flow: Any, trace: Any, text: str) -> None:
-        self.add("kernel", "route", conn, _ep(flow.src, flow.sport), _ep(*trace.delivered),
+        self.add("kernel", "route", conn, endpoint(flow.src, flow.sport),
+                 endpoint(*trace.delivered),
                  None, text, pod)
 
     @staticmethod
@@ -596,7 +575,7 @@ class _Run:
 
     def _endpoints(self, trace: Any, first: Any) -> tuple[str, str]:
         original = trace.connection.original
-        return _ep(original.src, original.sport), _ep(original.dst, original.dport)
+        return endpoint(original.src, original.sport), endpoint(original.dst, original.dport)
 
     @staticmethod
     def _original_dst(ns: Any, trace: Any, client: tuple[IPAddress, int]) -> tuple[IPAddress, int]:
@@ -636,12 +615,12 @@ def _cycle(events: Iterable[Event], listener: str) -> tuple[str, ...]:
 
 
 def _gives_out(listener: str, original: tuple[IPAddress, int]) -> str:
-    report = LoopReport((), 0, "", listener, _ep(*original), "", "")
+    report = LoopReport((), 0, "", listener, endpoint(*original), "", "")
     ports = report.ephemeral_port_count
     cost = report.after(ports)
     return (
         f"Each turn holds two more sockets in Envoy (the upstream it opened and the downstream "
-        f"it accepted from itself) and one more local port towards {_ep(*original)}. Istio "
+        f"it accepted from itself) and one more local port towards {endpoint(*original)}. Istio "
         "sets Envoy's circuit-breaker limits to 2^32-1 by default, so they do not stop it. "
         f"The first hard limit is the ephemeral ports: ip_local_port_range 32768-60999 gives "
         f"{ports} source ports per source/destination pair, so after about {ports} turns "
@@ -656,7 +635,6 @@ def clear_caches() -> None:
     """Forget every cached pod, ruleset, Sidecar and world variant (for cold-start timing)."""
     from meshlab import pod as pod_module
 
-    _VARIANTS.clear()
     _default_world.cache_clear()
     _default_services.cache_clear()
     for cached in (pod_module._rules_for, pod_module._sidecar_for, pod_module._build_injected):
