@@ -82,7 +82,7 @@ def test_chains_figure_default_rules():
 
 def test_sequence_figure_lanes(outbound):
     text = _texts(sequence_figure(outbound))
-    for label in ("app", "kernel", "proxy (Envoy)", "peer / node", "PassthroughCluster"):
+    for label in ("app", "kernel", "proxy\n(Envoy)", "peer /\nnode", "PassthroughCluster"):
         assert label in text
 
 
