@@ -136,6 +136,22 @@ def png_bytes(fig: Figure, *, dpi: int | None = None) -> bytes:
     return buffer.getvalue()
 
 
+def svg_bytes(fig: Figure) -> bytes:
+    """The figure as SVG bytes, its text kept as text (about twice as fast to write as a PNG,
+    and sharp at any width the notebook shows it). No date in it, and ids salted with a fixed
+    string, so the bytes are stable. The font list falls back to any sans-serif font where
+    DejaVu Sans is not installed."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "meshlab"}):
+        fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
+    return buffer.getvalue().replace(b"'DejaVu Sans'", b"'DejaVu Sans', Verdana, sans-serif")
+
+
 def figure_texts(fig: Figure) -> list[str]:
     """Every text drawn on ``fig`` (titles, labels, annotations, tick labels), for tests."""
     from matplotlib.text import Text

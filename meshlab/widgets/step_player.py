@@ -11,23 +11,22 @@ the widget in a narrow JupyterLab (1280 px with the file browser open).
 
 Speed: only the first step's picture is drawn when the player is built, so it shows at once.
 The other pictures are drawn one by one while the kernel is idle (:meth:`StepPlayer.prerender`
-scheduled on the kernel's event loop), each kept as PNG bytes; a step whose picture is not
+scheduled on the kernel's event loop), each kept as SVG bytes; a step whose picture is not
 drawn yet is drawn when it is shown. Once drawn, moving the slider only swaps the bytes and
-two bits of HTML.
+two bits of HTML. The pictures are SVG with their text as text: about twice as fast to write
+as a PNG, and sharp at whatever width the output area has.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import ipywidgets as widgets
 import pandas
 
 from meshlab.walk import Walk
 from meshlab.widgets.common import LiveWidget, error_widget, esc, guarded
-
-#: The pictures' resolution: 9 in x 100 dpi = 900 px, shown scaled to the output area.
-_PNG_DPI = 100
 
 
 class StepPlayer(LiveWidget, widgets.VBox):
@@ -41,7 +40,7 @@ class StepPlayer(LiveWidget, widgets.VBox):
         self.error = error_widget()
         self.walk: Walk | None = None
         self.steps: list = []
-        self._pngs: dict[int, bytes] = {}
+        self._frames: dict[int, bytes] = {}
         self.play = widgets.Play(value=0, min=0, max=0, step=1, interval=1500,
                                  show_repeat=False, layout=widgets.Layout(display="none"))
         self.play_button = widgets.Button(description="Play", icon="play",
@@ -54,7 +53,7 @@ class StepPlayer(LiveWidget, widgets.VBox):
         self.slider = widgets.IntSlider(value=0, min=0, max=0, description="step",
                                         readout=False, continuous_update=True)
         self.slider.add_class("meshlab-step-slider")
-        self.image = widgets.Image(format="png", layout=widgets.Layout(
+        self.image = widgets.Image(format="svg+xml", layout=widgets.Layout(
             width="100%", max_width="900px", height="auto", object_fit="contain"))
         self.image.add_class("meshlab-step-image")
         self.text = widgets.HTML("").add_class("meshlab-step-text")
@@ -90,7 +89,7 @@ class StepPlayer(LiveWidget, widgets.VBox):
             self.text.value = "<i>No walk to play.</i>"
             return
         self.walk, self.steps = built
-        self._pngs = {}
+        self._frames = {}
         last = max(len(self.steps) - 1, 0)
         self.slider.max = self.play.max = last
         self.slider.value = 0
@@ -114,20 +113,19 @@ class StepPlayer(LiveWidget, widgets.VBox):
         self.step_list.value = _step_list(self.steps, k)
 
     def frame(self, k: int) -> bytes:
-        """The PNG of step number ``k`` (0 is the first), drawn the first time it is asked
-        for and kept."""
-        if k not in self._pngs:
+        """The picture (SVG) of step number ``k`` (0 is the first), drawn the first time it is
+        asked for and kept."""
+        if k not in self._frames:
             from meshlab.viz.hooks import hooks_figure
-            from meshlab.viz.style import png_bytes
+            from meshlab.viz.style import svg_bytes
 
-            self._pngs[k] = png_bytes(hooks_figure(self.walk, step=self.steps[k].n),
-                                      dpi=_PNG_DPI)
-        return self._pngs[k]
+            self._frames[k] = svg_bytes(hooks_figure(self.walk, step=self.steps[k].n))
+        return self._frames[k]
 
     def prerender(self, count: int | None = None) -> int:
         """Draw up to ``count`` (default: all) pictures not drawn yet, in step order; return
         how many are still missing."""
-        missing = [k for k in range(len(self.steps)) if k not in self._pngs]
+        missing = [k for k in range(len(self.steps)) if k not in self._frames]
         for k in missing[:count]:
             self.frame(k)
         return len(missing) - len(missing[:count])
@@ -137,14 +135,13 @@ class StepPlayer(LiveWidget, widgets.VBox):
         so that a click is never kept waiting for more than one picture."""
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:
-            try:  # ipykernel runs its event loop between cells, not inside them
-                from ipykernel.kernelapp import IPKernelApp
-
-                if not IPKernelApp.initialized():
-                    return
+        except RuntimeError:  # ipykernel runs its event loop between cells, not inside them
+            kernel_app = sys.modules.get("ipykernel.kernelapp")
+            if kernel_app is None or not kernel_app.IPKernelApp.initialized():
+                return
+            try:
                 loop = asyncio.get_event_loop()
-            except (ImportError, RuntimeError):
+            except RuntimeError:
                 return
 
         def one() -> None:

@@ -110,12 +110,12 @@ def test_packet_builder_traces():
 
 def test_step_player_draws_the_first_picture_only_and_the_rest_on_demand():
     p = StepPlayer("outbound")
-    assert list(p._pngs) == [0], "only the first step's picture is drawn up front"
+    assert list(p._frames) == [0], "only the first step's picture is drawn up front"
     assert p.image.value == p.frame(0)
     p.slider.value = 2
-    assert set(p._pngs) == {0, 2}
+    assert set(p._frames) == {0, 2}
     assert p.prerender(2) == len(p.steps) - 4
-    assert p.prerender() == 0 and len(p._pngs) == len(p.steps)
+    assert p.prerender() == 0 and len(p._frames) == len(p.steps)
 
 
 def test_step_player_fits_its_box():
