@@ -85,13 +85,14 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[object]],
 class LiveWidget:
     """Mixed into every meshlab widget: its plain-text form (what a page that cannot run
     widgets, or a notebook opened before its cells ran, shows in its place) says what it is
-    and how to bring it to life, instead of a nest of ``VBox(children=...)``."""
+    and how to bring it to life, instead of a nest of ``VBox(children=...)``. ipywidgets cuts
+    that text at 110 characters, so it stays short."""
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}: {STORED_WIDGET_NOTE}")
+        return (f"{type(self).__name__}: a live widget; run the lesson (Run -> Run All Cells) "
+                "to use it.")
 
 
-#: One line for a lesson to show above its widgets (and every widget's plain-text form).
-STORED_WIDGET_NOTE = ("a live widget. What you see before the lesson runs is a saved copy "
-                      "that does not answer clicks: run the lesson (Run -> Run All Cells) "
-                      "and it comes alive.")
+#: One line for a lesson to show above its widgets.
+STORED_WIDGET_NOTE = ("The widgets in this lesson are saved copies until it runs: they do not "
+                      "answer clicks yet. Run -> Run All Cells, and they come alive.")

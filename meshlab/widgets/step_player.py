@@ -54,11 +54,11 @@ class StepPlayer(LiveWidget, widgets.VBox):
                                         readout=False, continuous_update=True)
         self.slider.add_class("meshlab-step-slider")
         self.image = widgets.Image(format="svg+xml", layout=widgets.Layout(
-            width="100%", max_width="900px", height="auto", object_fit="contain"))
+            width="100%", max_width="900px", height="auto", margin="0", object_fit="contain"))
         self.image.add_class("meshlab-step-image")
         self.text = widgets.HTML("").add_class("meshlab-step-text")
         self.step_list = widgets.HTML("").add_class("meshlab-step-list")
-        self.step_list.layout = widgets.Layout(width="100%")
+        self.step_list.layout = widgets.Layout(width="100%", margin="0")
         widgets.link((self.play, "value"), (self.slider, "value"))
         self.play.observe(self._on_playing, names="playing")
         self.play_button.on_click(self._toggle_play)

@@ -132,6 +132,7 @@ def test_every_lesson_figure_is_readable_in_a_narrow_notebook(outbound, inbound,
         "chains": chains_figure(),
         "sequence": sequence_figure(inbound),
         "loop": loop_growth_figure(looping.loop, hops=500),
+        "ablation": ablation_figure(_lesson_like_matrix()),
     }
     for name, fig in figures.items():
         assert smallest_text_px(fig, SHOWN_WIDTH_PX) >= MIN_TEXT_PX, name
@@ -139,6 +140,20 @@ def test_every_lesson_figure_is_readable_in_a_narrow_notebook(outbound, inbound,
     old = hooks_figure()
     old.set_size_inches(12, 7)
     assert shown_text_px(old, 7.5, SHOWN_WIDTH_PX) < MIN_TEXT_PX
+
+
+def _lesson_like_matrix():
+    """An ablation matrix the size of lesson 05's: 23 rows named by chain and number (the
+    longest "ISTIO_IN_REDIRECT 1"), 15 scenarios."""
+    import pandas
+
+    rows = ["ISTIO_IN_REDIRECT 1", *(f"ISTIO_OUTPUT {i}" for i in range(1, 20)),
+        "ISTIO_OUTPUT 2 + ISTIO_OUTPUT 5", "ISTIO_OUTPUT 3 + ISTIO_OUTPUT 6",
+        "ISTIO_OUTPUT 4 + ISTIO_OUTPUT 7"]
+    columns = [f"inbound-excluded-{i:05d}" for i in range(14)] + ["inbound-to-15001"]
+    looks = ["loop", "bypasses proxy", "no change", "delivered elsewhere", "rule absent"]
+    return pandas.DataFrame([[looks[(r + c) % len(looks)] for c in range(len(columns))]
+                             for r in range(len(rows))], index=rows, columns=columns)
 
 
 def test_step_player_pictures_are_svg_with_text_as_text(outbound):

@@ -93,3 +93,12 @@ def test_a_bad_annotation_is_named_first_with_its_value_and_what_is_accepted():
     assert message.startswith("Invalid value &#x27;abc&#x27; for annotation "
                               "traffic.sidecar.istio.io/excludeInboundPorts")
     assert "&lt;dict&gt;" not in message and "comma list of ports" in message
+
+
+def test_plain_text_form_fits_what_ipywidgets_keeps():
+    """ipywidgets cuts a widget's text/plain at 110 characters: the sentence must fit."""
+    from meshlab.widgets import STORED_WIDGET_NOTE
+
+    text = repr(RecordedRunBrowser(load()))
+    assert len(text) <= 110 and text.endswith("to use it.")
+    assert "Run -> Run All Cells" in STORED_WIDGET_NOTE
