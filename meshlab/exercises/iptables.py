@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from meshlab.exercises.answers import Unreadable, checker, read_text, strip_append
-from meshlab.exercises.model import default_flags, receive, rules_for, trace_lines
+from meshlab.exercises.model import PEER_IP, default_flags, receive, rules_for, trace_lines
 from meshlab.exercises.result import Verdict, right, wrong
 
 if TYPE_CHECKING:
@@ -173,6 +173,9 @@ def check_reply_source(answer: Any) -> Verdict:
     if (ip, port) == (trace.delivered[0], trace.delivered[1]):
         why = ("that is where the proxy's socket really is, and the reply does leave it from "
                "there; but it is rewritten before it leaves the pod.")
+    elif ip == PEER_IP:
+        why = ("that is the peer's own address: the reply goes *to* it. It must come *from* "
+               "the address the peer sent its SYN to.")
     elif ip.is_loopback:
         why = ("a loopback address never leaves the host: the peer, on another pod, could not "
                "receive a packet from it, and it did not call that address.")
