@@ -5,8 +5,8 @@ This is lesson 06's "debug your own pod" as a widget. The text area takes what
 inside a pod's network namespace; the boxes below describe one connection:
 
 * **outbound**: a process of the pod (owner ``uid``/``gid``, optional socket ``mark``, in
-  decimal or as iptables prints it, ``0x539``) opens a
-  connection to ``dst:port`` -- the packet passes nat OUTPUT, where ``-m owner`` can match;
+  decimal or as iptables prints it, ``0x539``) opens a connection to ``dst:port`` -- the
+  packet passes nat OUTPUT, where ``-m owner`` can match;
 * **inbound**: a peer ``src`` connects to ``dst:port`` (the pod's own address), the packet
   arrives on eth0 and passes nat PREROUTING. It has no local socket yet, so it has no owner:
   the uid box is greyed out, and a note says why.
