@@ -518,7 +518,7 @@ class _Run:
                     endpoint(p.src, p.sport), endpoint(p.dst, p.dport), owner,
                     (ev.verdict or "match") if matched else "no match",
                     hook=ev.hook, table=ev.table, chain=ev.chain, rule=ev.rule, text=ev.text,
-                    matched=matched, pod=name))
+                    matched=matched, pod=name, why_not=ev.why_not))
                 if matched and nat_key == (ev.table, ev.chain, ev.rule):
                     self._nat(pod, conn, flow, trace)
                     nat_key = None

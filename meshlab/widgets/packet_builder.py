@@ -4,9 +4,10 @@ Pick a process of the sidecar pod (the app as UID 1000, Envoy or pilot-agent as 
 type any UID/GID, a destination address, a port and a protocol. The widget asks the kernel
 model (:meth:`meshlab.netfilter.kernel.Netns.connect`) to send the first packet of a new
 connection from the pod, and shows every rule it was tested against, in order, with the rules
-that matched in bold and marked ``*``, then where the connection goes: the rewritten
-destination (REDIRECT to Envoy), the interface it leaves by, and the socket that would accept
-it. Each trace starts from a fresh namespace, so the same input always gives the same trace.
+that matched in bold and marked ``*`` (and, for those it passed over, the first condition that
+failed), then where the connection goes: the rewritten destination (REDIRECT to Envoy), the
+interface it leaves by, and the socket that would accept it. Each trace starts from a fresh
+namespace, so the same input always gives the same trace.
 
 The UID and GID boxes show the chosen process's IDs and are greyed out while a process is
 chosen (a note beside them says so); choose "custom UID/GID" to type your own. Every number
@@ -29,6 +30,7 @@ import pandas
 from meshlab.errors import MeshlabError
 from meshlab.netfilter.ruleset import Ruleset
 from meshlab.widgets.common import LiveWidget, error_widget, esc, guarded, html_table
+from meshlab.widgets.reasons import reasons_html
 
 CUSTOM = "custom UID/GID"
 #: The largest UID/GID Linux accepts (2^32 - 1 is "no ID").
@@ -45,6 +47,8 @@ def read_number(text: str, what: str, low: int, high: int) -> int:
     if not low <= number <= high:
         raise MeshlabError(f"{what} {number} is out of range: it must be from {low} to {high}")
     return number
+
+
 _COLUMNS = ["hook", "table", "chain", "#", "rule", "matched", "verdict"]
 
 
@@ -139,7 +143,7 @@ class PacketBuilder(LiveWidget, widgets.VBox):
                  "yes" if e.matched else "no", e.verdict) for e in trace.evaluations]
         self._frame = pandas.DataFrame(rows, columns=_COLUMNS)
         marked = [e.matched for e in trace.evaluations]
-        self.summary.value = self._summary(ns, trace)
+        self.summary.value = self._summary(ns, trace) + reasons_html(trace.evaluations)
         self.result.value = (html_table(_COLUMNS, [(("* " if m else "") + str(r[0]), *r[1:])
                                                    for r, m in zip(rows, marked, strict=True)],
                                         marked)

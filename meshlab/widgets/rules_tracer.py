@@ -57,10 +57,10 @@ def read_mark(text: str) -> int:
 
 
 def reason(evaluation: Any) -> str:
-    """Why a rule the packet was tested against did not match ("" when it matched, or for a
-    chain's policy). Until every trace carries ``RuleEval.why_not``, a trace without it shows
-    no reasons (the column stays empty)."""
-    return getattr(evaluation, "why_not", None) or ""
+    """Why a rule the packet was tested against did not match, in the model's words
+    (:attr:`~meshlab.netfilter.trace.RuleEval.why_not`); "" when it matched, or for a
+    chain's policy."""
+    return evaluation.why_not or ""
 
 
 class RulesTracer(LiveWidget, widgets.VBox):

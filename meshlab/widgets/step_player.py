@@ -27,6 +27,7 @@ import pandas
 
 from meshlab.walk import Walk
 from meshlab.widgets.common import LiveWidget, error_widget, esc, guarded
+from meshlab.widgets.reasons import passed_over_before, reasons_html
 
 
 class StepPlayer(LiveWidget, widgets.VBox):
@@ -109,7 +110,8 @@ class StepPlayer(LiveWidget, widgets.VBox):
         if step.event is not None:
             what = f"<br><span style='font-family:monospace'>{esc(step.event.decision)}</span>"
         self.text.value = (f"<b>Step {step.n}: {esc(step.title)}</b>{status}"
-                           f"<p style='margin:4px 0'>{esc(step.explanation)}{what}</p>")
+                           f"<p style='margin:4px 0'>{esc(step.explanation)}{what}</p>"
+                           + reasons_html(passed_over_before(self.walk, step.event)))
         self.step_list.value = _step_list(self.steps, k)
 
     def frame(self, k: int) -> bytes:
