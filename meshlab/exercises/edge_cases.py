@@ -137,8 +137,8 @@ def check_uid_1337_proxied(answer: Any) -> Verdict:
                     if any(r.text == text for r in chain.rules)
                     else f"ISTIO_OUTPUT has no rule {label}")
     elif not named.matched:
-        why_rule = (f"{label} is tested and does not match this connection: one of its "
-                    "conditions is false for UID 1337, out by eth0, to another pod")
+        failed = named.why_not or "one of its conditions is false for it"
+        why_rule = f"{label} is tested and does not match this connection: {failed}"
     else:
         why_rule = f"{label} is the rule that decides"
     if rule_right:

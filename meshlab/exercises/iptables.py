@@ -137,8 +137,13 @@ def check_bypass_rule(answer: Any) -> Verdict:
                      "ISTIO_IN_REDIRECT and keeps its destination; 9080 is still redirected "
                      f"to {t9080.delivered[1]}. {same}", evidence=model)
     if t8081.nat is not None:
-        return wrong(f"Port 8081 is still redirected to {t8081.delivered[1]}: your rule did "
-                     "not match the packet, or it matched and did not stop ISTIO_INBOUND.",
+        mine = next((e for e in t8081.evaluations
+                     if e.table == "nat" and e.chain == "ISTIO_INBOUND" and e.rule == 1), None)
+        why = (f"your rule did not match the packet ({mine.why_not})" if mine is not None
+               and not mine.matched and mine.why_not else
+               f"your rule matched, and its verdict ({mine.verdict}) let the chain go on"
+               if mine is not None and mine.matched else "your rule did not match the packet")
+        return wrong(f"Port 8081 is still redirected to {t8081.delivered[1]}: {why}.",
                      solution=solution, evidence=model)
     return wrong("8081 bypasses Envoy, but so does 9080: the rule matches too much.",
                  solution=solution, evidence=model)
