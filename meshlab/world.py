@@ -307,6 +307,22 @@ def _world_variant(world: World, key: tuple[Any, ...]) -> World:
                                            world.hop_limit, world.gateways))
 
 
+_ENDPOINTS: dict[tuple[object, int], str] = {}
+
+
+def _endpoint(ip: IPAddress, port: int) -> str:
+    """:func:`~meshlab.netfilter.packet.endpoint`, remembered by value (at most 4096): a walk
+    writes the same few endpoints for each of its rule events, and writing an address as
+    text is slow."""
+    key = (ip, port)
+    text = _ENDPOINTS.get(key)
+    if text is None:
+        if len(_ENDPOINTS) >= 4096:
+            _ENDPOINTS.clear()
+        text = _ENDPOINTS[key] = endpoint(ip, port)
+    return text
+
+
 class _Run:
     """The mutable state of one walk: events so far, namespaces, seen proxy states."""
 
@@ -643,9 +659,9 @@ class _Run:
                         f"same original destination {endpoint(*original)} ({owner})")
 
     def replies(self) -> None:
-        """The answers of every connection ztunnel took part in, last connection first.
+        """The answers of every connection the subject's ztunnel took part in, last first.
 
-        For each ztunnel hop: the answer of its upstream, when that connection left the pod
+        For each of its hops: the answer of its upstream, when that connection left the pod
         (it arrives on eth0 and must be recognised by conntrack, in the right zone, and reach
         ztunnel's socket), then ztunnel's own answer to its downstream client (back by lo to
         the app, which sees it come from the address it asked, or out by eth0 to a remote
@@ -654,6 +670,8 @@ class _Run:
         from meshlab.istio.ztunnel import INPOD_MARK
 
         for pod, down_trace, down_conn, up_conn in reversed(self.hops):
+            if pod.name != self.subject.name:
+                continue  # the answers that matter are the subject's
             opened = self.traces.get(up_conn)
             if opened is not None and not opened[1].local:
                 up_pod, up_trace = opened
@@ -663,7 +681,7 @@ class _Run:
             ztunnel = pod.process(ZTUNNEL)
             back = self.netns(pod).answer(down_trace, uid=ztunnel.uid, gid=ztunnel.gid,
                                           mark=INPOD_MARK)
-            client_local = self.netns(pod).is_local(down_trace.connection.original.src)
+            client_local = down_trace.direction == "outbound"  # a process of this pod
             if not self.reply(pod, back, down_conn, "ztunnel", must_be_local=client_local):
                 return
 
@@ -731,21 +749,29 @@ class _Run:
                       f"leaves {pod.kind} {pod.name} by {trace.out_iface or '?'}")
         route_done = not local
         nat_key = None if nat is None else (nat.table, nat.chain, nat.rule)
-        has_rules = (pod.sidecar is not None or pod.ambient is not None
-                     or bool(pod.removed_rules))
+        # an ambient pod other than the subject shows its NAT and routing, not each rule: the
+        # subject's rules are the ones under study (and its counters the ones compared)
+        has_rules = ((pod.sidecar is not None or bool(pod.removed_rules))
+                     or (pod.ambient is not None and pod.name == self.subject.name))
         events = self.events
         name = pod.name
         if has_rules:
+            # the rules of one chain visit share one packet snapshot: its texts are written
+            # once per snapshot, not once per rule
+            last = src = dst = owner = None
             for ev in trace.evaluations:
                 if not route_done and ev.hook in ("PREROUTING", "INPUT"):
                     self._route(pod, conn, flow, trace, route_text)
                     route_done = True
                 p = ev.packet
-                owner = None if p.uid is None else f"uid {p.uid} gid {p.gid}"
+                if p is not last:
+                    last = p
+                    owner = None if p.uid is None else f"uid {p.uid} gid {p.gid}"
+                    src, dst = _endpoint(p.src, p.sport), _endpoint(p.dst, p.dport)
                 matched = ev.matched
                 events.append(Event(
                     len(events), "kernel", "policy" if ev.rule == 0 else "rule", conn,
-                    endpoint(p.src, p.sport), endpoint(p.dst, p.dport), owner,
+                    src, dst, owner,
                     (ev.verdict or "match") if matched else "no match",
                     hook=ev.hook, table=ev.table, chain=ev.chain, rule=ev.rule, text=ev.text,
                     matched=matched, pod=name))
