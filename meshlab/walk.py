@@ -93,6 +93,7 @@ class Event:
     matched: bool | None = None
     process: str | None = None
     pod: str = ""
+    why_not: str | None = None  # a rule that did not match: its first failing condition
 
     @property
     def is_hit(self) -> bool:

@@ -43,7 +43,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, ip_address
 from typing import TYPE_CHECKING, Any
 
 from meshlab.errors import MeshlabError
@@ -294,20 +294,18 @@ def _world_variant(world: World, key: tuple[Any, ...]) -> World:
                                            world.hop_limit, world.gateways))
 
 
-_ENDPOINTS: dict[tuple[int, int, int], str] = {}
+_ENDPOINTS: dict[tuple[IPAddress, int], str] = {}
 
 
-def _endpoint_of(number: int, port: int, version: int) -> str:
-    """:func:`~meshlab.netfilter.packet.endpoint` of an address given as its number (as the
-    kernel model's packet snapshots hold it), remembered by value (at most 4096): a walk
+def _endpoint(ip: IPAddress, port: int) -> str:
+    """:func:`~meshlab.netfilter.packet.endpoint`, remembered by value (at most 4096): a walk
     writes the same few endpoints for each of its rule events, and writing an address as
     text is slow."""
-    key = (number, port, version)
+    key = (ip, port)
     text = _ENDPOINTS.get(key)
     if text is None:
         if len(_ENDPOINTS) >= 4096:
             _ENDPOINTS.clear()
-        ip = IPv4Address(number) if version == 4 else IPv6Address(number)
         text = _ENDPOINTS[key] = endpoint(ip, port)
     return text
 
@@ -747,35 +745,26 @@ class _Run:
         events = self.events
         name = pod.name
         if has_rules:
-            # Read the trace's compact record (one segment per chain visit: the rules tried,
-            # the packet as they saw it) rather than its expanded evaluations: a walk makes an
-            # Event per rule, and one RuleEval and Packet more per rule would double the cost.
-            for seg in trace.segments:
-                if not route_done and seg.hook in ("PREROUTING", "INPUT"):
+            # the rules of one chain visit share one packet: its texts are written once
+            last = src = dst = owner = None
+            for ev in trace.evaluations:
+                if not route_done and ev.hook in ("PREROUTING", "INPUT"):
                     self._route(pod, conn, flow, trace, route_text)
                     route_done = True
-                snap = seg.snap
-                v = seg.version
-                src, dst = _endpoint_of(snap[1], snap[2], v), _endpoint_of(snap[3], snap[4], v)
-                owner = None if snap[7] is None else f"uid {snap[7]} gid {snap[8]}"
-                chain = seg.chain
-                hook, table, cname = seg.hook, seg.table, chain.name
-                if seg.stop < 0:  # the end of a built-in chain: its policy
-                    events.append(Event(
-                        len(events), "kernel", "policy", conn, src, dst, owner, chain.policy,
-                        hook=hook, table=table, chain=cname, rule=0,
-                        text=f"-P {cname} {chain.policy}", matched=True, pod=name))
-                    continue
-                for i in range(seg.start, seg.stop + 1):
-                    matched = seg.matched and i == seg.stop
-                    events.append(Event(
-                        len(events), "kernel", "rule", conn, src, dst, owner,
-                        (seg.verdict or "match") if matched else "no match",
-                        hook=hook, table=table, chain=cname, rule=i + 1, text=chain.text(i),
-                        matched=matched, pod=name))
-                    if matched and nat_key == (table, cname, i + 1):
-                        self._nat(pod, conn, flow, trace)
-                        nat_key = None
+                p = ev.packet
+                if p is not last:
+                    last = p
+                    owner = None if p.uid is None else f"uid {p.uid} gid {p.gid}"
+                    src, dst = _endpoint(p.src, p.sport), _endpoint(p.dst, p.dport)
+                matched = ev.matched
+                events.append(Event(
+                    len(events), "kernel", "policy" if ev.rule == 0 else "rule", conn,
+                    src, dst, owner, (ev.verdict or "match") if matched else "no match",
+                    hook=ev.hook, table=ev.table, chain=ev.chain, rule=ev.rule, text=ev.text,
+                    matched=matched, pod=name, why_not=ev.why_not))
+                if matched and nat_key == (ev.table, ev.chain, ev.rule):
+                    self._nat(pod, conn, flow, trace)
+                    nat_key = None
         if nat_key is not None:
             self._nat(pod, conn, flow, trace)
         if not route_done:

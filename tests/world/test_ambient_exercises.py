@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from meshlab.exercises import reset_tries
 from meshlab.exercises.ambient import (
     check_ambient_app_sees_source,
     check_reply_path_rule,
@@ -36,6 +37,11 @@ UNREADABLE: list[tuple[Any, Any]] = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_hint_ladders() -> None:
+    reset_tries()
+
+
 @pytest.mark.parametrize(("check", "answer"), SOLUTIONS)
 def test_right_answers(check, answer) -> None:  # type: ignore[no-untyped-def]
     result = check(answer)
@@ -47,7 +53,10 @@ def test_right_answers(check, answer) -> None:  # type: ignore[no-untyped-def]
 def test_wrong_answers_get_feedback_and_a_hint(check, answer) -> None:  # type: ignore[no-untyped-def]
     result = check(answer)
     assert result.status == "incorrect", str(result)
-    assert result.feedback and result.hint and "Hint:" in str(result)
+    assert result.feedback and result.hint and result.hint_number == 1
+    assert result.solution and "<summary>Show the answer</summary>" in result._repr_html_()
+    assert "10.244.0.13" not in result.feedback  # the feedback does not give the answer away
+    assert "0x539/0xfff" not in result.feedback or check is not check_ztunnel_exemption
 
 
 @pytest.mark.parametrize(("check", "answer"), UNREADABLE)
@@ -59,4 +68,4 @@ def test_unreadable_answers_are_messages(check, answer) -> None:  # type: ignore
                                    check_reply_path_rule])
 def test_the_placeholder_asks_for_an_answer(check) -> None:  # type: ignore[no-untyped-def]
     result = check(None)
-    assert result.status == "unanswered" and result.hint
+    assert result.status == "unanswered" and "Replace None" in result.feedback
