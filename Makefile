@@ -12,9 +12,12 @@ DEB_VENV    := python3-venv
 DEB_BUILD   := gcc python3-dev
 DEB_TEST    := iptables nftables conntrack iproute2 ipset chromium
 NBVAL_FLAGS := --nbval --nbval-sanitize-with notebooks/nbval-sanitize.cfg
-# JupyterLab defaults for the lessons (widget state saved, no news pop-up), as Binder's postBuild.
-JUPYTER_SETTINGS = mkdir -p $(VENV)/share/jupyter/lab/settings && \
-	cp jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
+# JupyterLab defaults for the lessons (widget state saved, no news pop-up), and the IPython
+# configuration that loads meshlab.jupyter in every kernel (IPython reads
+# <sys.prefix>/etc/ipython), as Binder's postBuild.
+JUPYTER_SETTINGS = mkdir -p $(VENV)/share/jupyter/lab/settings $(VENV)/etc/ipython && \
+	cp jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json && \
+	cp jupyter/ipython_config.py $(VENV)/etc/ipython/ipython_config.py
 
 .PHONY: lab test check lint unit bench bench-instructions notebooks live-clean setup-lab \
 	setup-test clean
@@ -63,7 +66,7 @@ $(PY):
 	  $(MAKE) --no-print-directory debian-packages PACKAGES="$(DEB_VENV)" && $(PYTHON3) -m venv $(VENV); }
 
 $(VENV)/.lab-installed: pyproject.toml setup.py meshlab/netfilter/_fastwords.c \
-		jupyter/overrides.json | $(PY)
+		jupyter/overrides.json jupyter/ipython_config.py | $(PY)
 	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(DEB_BUILD)"
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[lab]'
@@ -71,7 +74,7 @@ $(VENV)/.lab-installed: pyproject.toml setup.py meshlab/netfilter/_fastwords.c \
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml setup.py meshlab/netfilter/_fastwords.c \
-		jupyter/overrides.json | $(PY)
+		jupyter/overrides.json jupyter/ipython_config.py | $(PY)
 	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(DEB_BUILD)"
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[lab,test]'

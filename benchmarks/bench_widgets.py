@@ -78,7 +78,7 @@ def _packet_builder() -> Result:
     from meshlab.widgets import PacketBuilder
 
     builder = PacketBuilder()
-    ports = itertools.cycle([9080, 8080])
+    ports = itertools.cycle(["9080", "8080"])
     median = median_time(lambda: setattr(builder.port, "value", next(ports)), repeat=30)
     pod = Pod.default()
     base = median_time(lambda: pod.netns().connect(proto="tcp", dst="10.244.0.9", dport=9080,

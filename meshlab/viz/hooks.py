@@ -34,8 +34,9 @@ from meshlab.viz.path import Stop, stops, subject_pod
 from meshlab.viz.steps import StepInfo, step_infos
 from meshlab.walk import Walk
 
-WIDTH, HEIGHT = 12.0, 7.0
-"""Figure size in inches (fixed, so the PNG is always the same size)."""
+WIDTH, HEIGHT = 9.0, 6.5
+"""Figure size in inches (fixed, so the PNG is always the same size): narrow enough that
+its smallest text (``style.MIN_FONT_PT``) stays readable in a narrow notebook."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +98,8 @@ def _places() -> dict[str, Place]:
         "lo": Place(5.5, 30.5, 7.0, 5.0, "lo\n(local dst)", "wire"),
         "eth0_in": Place(5.5, TOP, 7.0, 5.0, "eth0\nin", "wire"),
         "eth0_out": Place(5.5, BOTTOM, 7.0, 5.0, "eth0\nout", "wire"),
-        "peer_in": Place(5.5, 59.0, 9.0, 3.4, "peer sends", "peer"),
-        "peer_out": Place(5.5, 2.3, 9.0, 3.4, "peer receives", "peer"),
+        "peer_in": Place(5.5, 59.0, 9.6, 3.4, "from peer", "peer"),
+        "peer_out": Place(5.5, 2.3, 9.6, 3.4, "to peer", "peer"),
     })
     for hook, (left, right, y, _names) in HOOKS.items():
         # A hook passed without any rule for this packet: the line crosses its frame low down.
@@ -139,7 +140,7 @@ def hooks_figure(walk: Walk | None = None, *, step: int | None = None) -> Figure
     """
     with style.styled():
         fig = style.new_figure(WIDTH, HEIGHT)
-        ax = fig.add_axes((0.0, 0.06, 1.0, 0.86))
+        ax = fig.add_axes((0.0, 0.09, 1.0, 0.84))
         # Fixed limits: shapes are added with add_artist, not add_patch, which would work out
         # how far each one widens the data limits (a sixth of the time of a step's frame)
         ax.set_xlim(0, 100)
@@ -154,7 +155,7 @@ def hooks_figure(walk: Walk | None = None, *, step: int | None = None) -> Figure
             _draw_path(ax, path, cut)
             _draw_badges(ax, path, infos, step, cut)
         fig.suptitle(_title(walk), x=0.01, ha="left", fontsize=12, fontweight="bold")
-        fig.text(0.01, 0.012, _caption(walk, infos, step), ha="left", va="bottom", fontsize=10)
+        fig.text(0.01, 0.008, _caption(walk, infos, step), ha="left", va="bottom", fontsize=10.5)
         if walk is not None:
             _legend(fig, path)
     return fig
@@ -181,7 +182,7 @@ def _box(ax: Axes, p: Place, *, used: bool, current: bool = False) -> None:
             f"{rounding}", facecolor=style.LIGHT if used else style.PAPER,
             edgecolor=style.ACCENT if current else edge, lw=lw, hatch=hatch, zorder=2,
             linestyle="-" if p.kind != "wire" else (0, (3, 2))))
-    size = 8 if p.kind in ("chain", "socket") else 8.5
+    size = style.MIN_FONT_PT
     weight = "bold" if used and p.kind in ("table", "chain") else "normal"
     text = p.label if p.kind != "route" else "route"
     y, va = (p.y + p.h / 2 - 0.35, "top") if p.kind == "table" else (p.y, "center")
@@ -197,16 +198,18 @@ def _draw_frames(ax: Axes) -> None:
                                     boxstyle="round,pad=0,rounding_size=0.8",
                                     facecolor=style.PAPER, edgecolor=style.INK, lw=1.0, zorder=1))
         label_y = y + 5.9 if y == TOP else y - 5.9
-        ax.text(left + 0.6, label_y, hook, ha="left", va="center", fontsize=10,
+        ax.text(left + 0.6, label_y, hook, ha="left", va="center", fontsize=10.5,
                 fontweight="bold")
     ax.add_artist(FancyBboxPatch((85.0, 9.5), 14.6, 45.0, boxstyle="round,pad=0,rounding_size=1",
                                 facecolor=style.PAPER, edgecolor=style.INK, lw=1.0, zorder=1))
-    ax.text(92.3, 56.3, "sockets in the pod", ha="center", va="center", fontsize=10,
+    ax.text(99.6, 56.3, "sockets in the pod", ha="right", va="center", fontsize=10.5,
             fontweight="bold")
-    ax.text(45.0, TOP - 5.2, "routing\ndecision", ha="center", va="top", fontsize=7.5)
-    ax.text(ROUTE_OUT_X, BOTTOM - 5.2, "routing\ndecision", ha="center", va="top", fontsize=7.5)
-    ax.text(20.0, 27.0, "nat jumps to the Istio chains\n(dotted arrows)", ha="left",
-            va="center", fontsize=8, style="italic", color="#444444")
+    ax.text(45.0, TOP - 5.2, "routing\ndecision", ha="center", va="top",
+            fontsize=style.MIN_FONT_PT)
+    ax.text(ROUTE_OUT_X, BOTTOM - 5.2, "routing\ndecision", ha="center", va="top",
+            fontsize=style.MIN_FONT_PT)
+    ax.text(12.0, 25.5, "nat jumps to the Istio chains\n(dotted arrows)", ha="left",
+            va="center", fontsize=style.MIN_FONT_PT, style="italic", color="#444444")
 
 
 def _draw_static(ax: Axes, used: set[str]) -> None:
@@ -216,7 +219,7 @@ def _draw_static(ax: Axes, used: set[str]) -> None:
     if "PREROUTING/-" in used and "lo" in used:
         p = PLACES["PREROUTING/-"]
         ax.text(p.x, 44.4, "nat not consulted again (conntrack)", ha="center", va="top",
-                fontsize=7.5, style="italic", zorder=7,
+                fontsize=style.MIN_FONT_PT, style="italic", zorder=7,
                 bbox={"boxstyle": "round,pad=0.1", "fc": style.PAPER, "ec": "none"})
     for a, b in _STATIC_EDGES:
         _arrow(ax, PLACES[a], PLACES[b], color=style.GREY, lw=0.8, ls="-", z=1.5)
@@ -339,7 +342,7 @@ def _draw_badges(ax: Axes, path: list[Stop], infos: list[StepInfo], step: int | 
             x, y = place.x - place.w / 2 - 1.6 - k * 2.6, place.y + place.h / 2 - 0.6
         is_current = step is not None and info.n == step
         faded = step is not None and info.event not in visible_events and not is_current
-        ax.text(x, y, str(info.n), ha="center", va="center", fontsize=8, zorder=8,
+        ax.text(x, y, str(info.n), ha="center", va="center", fontsize=style.MIN_FONT_PT, zorder=8,
                 fontweight="bold", color=style.PAPER if is_current else style.INK,
                 alpha=0.35 if faded else 1.0,
                 bbox={"boxstyle": "circle,pad=0.2", "fc": style.ACCENT if is_current
@@ -384,9 +387,10 @@ def _legend(fig: Figure, path: list[Stop]) -> None:
     handles = []
     for conn in connections:
         st = style.connection_style(conn)
-        who = "first connection" if conn == 0 else f"connection {conn} (opened by the proxy)"
+        who = "first connection" if conn == 0 else f"connection {conn} (the proxy's)"
         handles.append(Line2D([], [], color=st["color"], linestyle=st["linestyle"], lw=2.2,
                               label=who))
     handles.append(Line2D([], [], color=style.GREY, lw=1.0, alpha=0.6, label="not reached yet"))
-    fig.legend(handles=handles, loc="upper right", ncol=len(handles), fontsize=8,
-               frameon=False, bbox_to_anchor=(0.995, 0.962))
+    fig.legend(handles=handles, loc="lower right", ncol=len(handles), fontsize=style.MIN_FONT_PT,
+               frameon=False, bbox_to_anchor=(0.995, 0.035), handlelength=2.4,
+               columnspacing=1.0)

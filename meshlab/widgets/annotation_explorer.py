@@ -22,7 +22,7 @@ import ipywidgets as widgets
 
 from meshlab import datafiles
 from meshlab.errors import MeshlabError
-from meshlab.widgets.common import error_widget, esc, guarded
+from meshlab.widgets.common import LiveWidget, error_widget, esc, guarded
 from meshlab.widgets.flag_explorer import _render, diff_lines
 
 POD = datafiles.PRODUCTPAGE_POD
@@ -90,7 +90,7 @@ def _inject(items: tuple[tuple[str, str], ...]) -> tuple[tuple[str, ...], str, i
             result.proxy_gid, result.interception_mode)
 
 
-class AnnotationExplorer(widgets.VBox):
+class AnnotationExplorer(LiveWidget, widgets.VBox):
     """Pod annotations in, ``istio-init`` arguments and rules out, changes marked."""
 
     def __init__(self, annotations: str = EXAMPLE) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import ipywidgets as widgets
 import pandas
 
-from meshlab.widgets.common import error_widget, esc, guarded, html_table
+from meshlab.widgets.common import LiveWidget, error_widget, esc, guarded, html_table
 
 _COLUMNS = ["scenario", "before", "after", "change", "detail"]
 
@@ -34,7 +34,7 @@ def _outcome(walk: object) -> str:
     return outcome
 
 
-class RuleLab(widgets.VBox):
+class RuleLab(LiveWidget, widgets.VBox):
     """A checkbox per default rule; the catalog re-runs without the unticked ones.
 
     ``scenarios`` limits the catalog (default: every scenario). The result table (HTML,
