@@ -21,7 +21,7 @@ hatched and outlined, the road ahead is faded, and the step is written under the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -112,6 +112,18 @@ def _places() -> dict[str, Place]:
 PLACES: Mapping[str, Place] = _places()
 """Every box of the picture by key (``"OUTPUT/nat"``, ``"ISTIO_OUTPUT"``, ``"lo"``...)."""
 
+AMBIENT_LABELS: Mapping[str, str] = {
+    "ISTIO_INBOUND": "ISTIO_PRERT",
+    "ISTIO_IN_REDIRECT": "REDIRECT :15006\n(not :15008)",
+    "ISTIO_REDIRECT": "REDIRECT :15001\n(no mark 0x539)",
+    "envoy15006": "ztunnel :15006\nplain text in",
+    "envoy15001": "ztunnel :15001\noutbound",
+    "envoy_other": "ztunnel :15008\nHBONE, :15053",
+    "agent": "(no sidecar,\nno pilot-agent)",
+}
+"""An ambient pod's names for the same boxes: istio-cni's nat chains and ztunnel's sockets
+(every ztunnel socket carries mark 0x539; mangle's connmark rules are drawn on their table)."""
+
 _STATIC_EDGES = (
     ("peer_in", "eth0_in"), ("eth0_in", "PREROUTING/raw"), ("PREROUTING/raw", "PREROUTING/mangle"),
     ("PREROUTING/mangle", "PREROUTING/nat"), ("PREROUTING/nat", "route_in"),
@@ -150,10 +162,11 @@ def hooks_figure(walk: Walk | None = None, *, step: int | None = None) -> Figure
         infos = step_infos(walk) if walk is not None else []
         path = stops(walk) if walk is not None else []
         cut = _cut(path, infos, step)
-        _draw_static(ax, used={s.place for s in path[:cut]})
+        labels = AMBIENT_LABELS if walk is not None and walk.mode == "ambient" else {}
+        _draw_static(ax, used={s.place for s in path[:cut]}, labels=labels)
         if walk is not None:
             _draw_path(ax, path, cut)
-            _draw_badges(ax, path, infos, step, cut)
+            _draw_badges(ax, path, infos, step, cut, labels)
         fig.suptitle(_title(walk), x=0.01, ha="left", fontsize=12, fontweight="bold")
         fig.text(0.01, 0.008, _caption(walk, infos, step), ha="left", va="bottom", fontsize=10.5)
         if walk is not None:
@@ -212,10 +225,11 @@ def _draw_frames(ax: Axes) -> None:
             va="center", fontsize=style.MIN_FONT_PT, style="italic", color="#444444")
 
 
-def _draw_static(ax: Axes, used: set[str]) -> None:
+def _draw_static(ax: Axes, used: set[str], labels: Mapping[str, str]) -> None:
     for key, place in PLACES.items():
         if place.kind != "pass":
-            _box(ax, place, used=key in used)
+            shown = replace(place, label=labels[key]) if key in labels else place
+            _box(ax, shown, used=key in used)
     if "PREROUTING/-" in used and "lo" in used:
         p = PLACES["PREROUTING/-"]
         ax.text(p.x, 44.4, "nat not consulted again (conntrack)", ha="center", va="top",
@@ -319,7 +333,7 @@ def _draw_path(ax: Axes, path: list[Stop], cut: int) -> None:
 
 
 def _draw_badges(ax: Axes, path: list[Stop], infos: list[StepInfo], step: int | None,
-                 cut: int) -> None:
+                 cut: int, labels: Mapping[str, str]) -> None:
     """Circled step numbers beside the places where the article's steps happen."""
     where = {s.event: s for s in path if s.event is not None}
     per_place: dict[str, int] = {}
@@ -350,7 +364,9 @@ def _draw_badges(ax: Axes, path: list[Stop], infos: list[StepInfo], step: int | 
         if is_current:
             current_place = stop.place
     if current_place is not None:
-        _box(ax, PLACES[current_place], used=True, current=True)
+        place = PLACES[current_place]
+        shown = replace(place, label=labels[current_place]) if current_place in labels else place
+        _box(ax, shown, used=True, current=True)
 
 
 def _nearest(path: list[Stop], event: int) -> Stop | None:
@@ -365,6 +381,8 @@ def _nearest(path: list[Stop], event: int) -> Stop | None:
 def _title(walk: Walk | None) -> str:
     if walk is None:
         return "netfilter hooks and tables in a sidecar pod"
+    if walk.mode == "ambient":
+        return f"walk {walk.scenario!r} in ambient pod {subject_pod(walk)}: {walk.outcome}"
     pod = subject_pod(walk) or "the pod"
     return f"walk {walk.scenario!r} in pod {pod}: {walk.outcome}"
 

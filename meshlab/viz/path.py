@@ -44,7 +44,11 @@ def subject_pod(walk: Walk) -> str:
 
     The world calls every process of other pods a ``peer``; so the subject is the pod of the
     first event whose actor is ``app``, ``proxy`` or ``agent`` (or of the first kernel event).
+    An ambient walk names its subject itself: there the first proxy to act may be the
+    calling pod's ztunnel.
     """
+    if walk.mode == "ambient" and walk.subject:
+        return walk.subject
     for event in walk.events:
         if event.actor in ("app", "proxy", "agent") and event.pod:
             return event.pod
@@ -75,9 +79,26 @@ def _port(endpoint: str) -> int | None:
         return None
 
 
-def event_place(event: Event, subject: str, last_listener: str | None) -> str | None:
+def ambient_rule_place(event: Event) -> str:
+    """The box of a matched rule in an ambient pod. The picture's chain boxes stand for nat's
+    ``ISTIO_PRERT`` (the ``ISTIO_INBOUND`` box) with its REDIRECT to 15006 (the
+    ``ISTIO_IN_REDIRECT`` box), and for nat's ``ISTIO_OUTPUT`` with its REDIRECT to 15001 (the
+    ``ISTIO_REDIRECT`` box); mangle and raw rules are drawn on their table."""
+    redirect = event.decision.startswith("REDIRECT")
+    if event.table == "nat" and event.chain == "ISTIO_PRERT":
+        return "ISTIO_IN_REDIRECT" if redirect and event.decision.endswith(":15006") \
+            else "ISTIO_INBOUND"
+    if event.table == "nat" and event.chain == "ISTIO_OUTPUT":
+        return "ISTIO_REDIRECT" if redirect and event.decision.endswith(":15001") \
+            else "ISTIO_OUTPUT"
+    return f"{event.hook}/{event.table}"
+
+
+def event_place(event: Event, subject: str, last_listener: str | None, *,
+                ambient: bool = False) -> str | None:
     """The place of one event, or ``None`` when the event has no box (a rule that did not
-    match, a NAT note, a routing summary)."""
+    match, a NAT note, a routing summary). ``ambient``: the event is of an ambient pod
+    (:func:`ambient_rule_place`)."""
     if event.pod and subject and event.pod != subject:
         if event.actor == "kernel":
             return None  # another pod's kernel: not drawn on this pod's map
@@ -87,6 +108,8 @@ def event_place(event: Event, subject: str, last_listener: str | None) -> str | 
     if event.kind in ("rule", "policy"):
         if event.kind == "rule" and not event.matched:
             return None
+        if ambient and event.kind == "rule" and event.hook and event.table:
+            return ambient_rule_place(event)
         if event.chain in ISTIO_CHAINS:
             return event.chain
         if event.hook and event.table:
@@ -119,7 +142,7 @@ def stops(walk: Walk) -> list[Stop]:
     segments: list[list[tuple[Stop, str, str]]] = []
     last_listener: str | None = None
     for event in walk.events:
-        place = event_place(event, subject, last_listener)
+        place = event_place(event, subject, last_listener, ambient=walk.mode == "ambient")
         if place is None:
             continue
         if event.kind == "accept" and place.startswith("envoy"):
