@@ -3,8 +3,8 @@ ztunnel -- judged on the ambient walks of the catalog, with rules or conditions 
 
 The pod is ``details`` (10.244.0.12, no sidecar); its mesh peer is ``reviews-v2``
 (10.244.0.13, also ambient). Every verdict comes from a walk: the port the app's connection
-reaches first, the source address the app sees, whether ztunnel captures itself once a
-condition is gone, and whether the app's answer still finds its way back once a rule or the
+reaches first, whether ztunnel captures itself once a condition is gone, the source address
+the app sees, and whether the app's answer still finds its way back once a rule or the
 policy routing is gone.
 """
 
@@ -70,7 +70,7 @@ def check_ambient_outbound_port(answer: Any) -> Verdict:
     return wrong(f"Not {port}: {why}", solution=solution, evidence=model)
 
 
-@checker("08.2", "an IP address as a string, e.g. '10.244.0.9'", hints=(
+@checker("08.3", "an IP address as a string, e.g. '10.244.0.9'", hints=(
     "In a sidecar pod the app saw 127.0.0.6, because Envoy bound its socket to that address. "
     "Does ztunnel do the same?",
     "ztunnel connects to the app with IP_FREEBIND and IP_TRANSPARENT. These options let a "
@@ -135,7 +135,7 @@ def _walk_without_condition(name: str, condition: str) -> Walk:
     return run_scenario(name, without_matches=(condition,))
 
 
-@checker("08.3", "a condition of a rule, as the rule writes it, e.g. '! -d 127.0.0.1/32'", hints=(
+@checker("08.2", "a condition of a rule, as the rule writes it, e.g. '! -d 127.0.0.1/32'", hints=(
     "ztunnel's connection and the app's connection meet the same nat OUTPUT rules. What does "
     "every socket of ztunnel carry that the app's socket does not?",
     "Read the last rule of nat ISTIO_OUTPUT condition by condition. Which one fails for "
@@ -172,8 +172,8 @@ def check_ztunnel_loop_condition(answer: Any) -> Verdict:
 
 @checker("08.4", "a rule in restore form (without '-A CHAIN'), or the 'ip rule ...' / "
          "'ip route ...' command", hints=(
-    "Follow the app's SYN-ACK in the inbound walk. It is addressed to 10.244.0.13, which is "
-    "not an address of this pod. Where would the kernel normally send it?",
+    "Follow the app's SYN-ACK in the inbound walk. It is addressed to the client's own "
+    "address, which is not an address of this pod. Where would the kernel normally send it?",
     "Something marks the connection when ztunnel's packet comes in by lo, and something "
     "copies that mark onto the app's answer. Find both in the mangle table.",
     "Policy routing picks a routing table by a packet's mark. Besides iptables-restore, the "

@@ -75,8 +75,8 @@ def _exercises() -> tuple[Exercise, ...]:
         ("07-real-kernel", check_upstream_counter),
         ("07-real-kernel", check_nat_counts_connections),
         ("08-ambient", check_ambient_outbound_port),
-        ("08-ambient", check_ambient_app_sees_source),
         ("08-ambient", check_ztunnel_loop_condition),
+        ("08-ambient", check_ambient_app_sees_source),
         ("08-ambient", check_reply_path_piece),
     ]
     return tuple(Exercise(fn.exercise, nb, (fn.__doc__ or "").strip(), fn)  # type: ignore[attr-defined]
