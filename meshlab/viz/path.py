@@ -79,6 +79,11 @@ def _port(endpoint: str) -> int | None:
         return None
 
 
+#: In an ambient pod each REDIRECT box is a rule of a chain box (nat ISTIO_OUTPUT's REDIRECT
+#: to 15001, nat ISTIO_PRERT's to 15006).
+AMBIENT_REDIRECT_CHAINS = {"ISTIO_REDIRECT": "ISTIO_OUTPUT", "ISTIO_IN_REDIRECT": "ISTIO_INBOUND"}
+
+
 def ambient_rule_place(event: Event) -> str:
     """The box of a matched rule in an ambient pod. The picture's chain boxes stand for nat's
     ``ISTIO_PRERT`` (the ``ISTIO_INBOUND`` box) with its REDIRECT to 15006 (the
@@ -147,12 +152,16 @@ def stops(walk: Walk) -> list[Stop]:
             continue
         if event.kind == "accept" and place.startswith("envoy"):
             last_listener = place
-        item = (Stop(place, event.connection, event.index), stage_of(event, place),
-                event.table or "nat")
+        items = [(Stop(place, event.connection, event.index), stage_of(event, place),
+                  event.table or "nat")]
+        if walk.mode == "ambient" and place in AMBIENT_REDIRECT_CHAINS:
+            # the REDIRECT box is a rule of the chain box: the line passes the chain first
+            chain = Stop(AMBIENT_REDIRECT_CHAINS[place], event.connection, None)
+            items.insert(0, (chain, items[0][1], items[0][2]))
         if not segments or segments[-1][0][0].connection != event.connection:
-            segments.append([item])
+            segments.append(items)
         else:
-            segments[-1].append(item)
+            segments[-1].extend(items)
     found: list[Stop] = []
     for segment in segments:
         for stop in _fill(segment):
