@@ -125,11 +125,14 @@ def _rule_texts() -> tuple[str, ...]:
                  for chain in table.chains.values() for rule in chain.rules)
 
 
-def _walk_without_condition(name: str, condition: str) -> Walk:
-    """The walk with ``condition`` taken out of every rule of the ambient pod that has it."""
+def _walk_without_condition(name: str, condition: str) -> Walk | None:
+    """The walk with ``condition`` taken out of every rule of the ambient pod that has it;
+    None for an owner match, which no rule of an ambient pod has (a sidecar's way out)."""
     from meshlab.scenarios import run_scenario
 
     if not any(f" {condition} " in f" {text} " for text in _rule_texts()):
+        if "-m owner" in condition:
+            return None
         raise Unreadable(f"no rule of the pod has the condition '{condition}'; copy a "
                          "condition from the rules listed above, exactly as they write it")
     return run_scenario(name, without_matches=(condition,))
@@ -149,13 +152,17 @@ def check_ztunnel_loop_condition(answer: Any) -> Verdict:
     whole_rule = " -j " in f" {text}"
     walk = (run_walk(OUTBOUND, without_rules=(text,)) if whole_rule
             else _walk_without_condition(OUTBOUND, text))
+    solution = ("'-m mark ! --mark 0x539/0xfff': ztunnel's sockets carry SO_MARK 0x539, and this "
+                "condition is all that tells its packets from the app's.")
+    if walk is None:
+        return wrong(f"No rule of an ambient pod has '{text}': istio-cni writes no owner "
+                     "rules. ztunnel is not a container of this pod and does not run as UID "
+                     "1337, so its owner cannot be what lets it out.", solution=solution)
     model = walk_lines(walk)
     if walk.outcome == "loop" and walk.loop is not None:
         return right(f"Without '{text}' the REDIRECT to 15001 matches ztunnel's own connection "
                      f"too; ztunnel accepts it, reads the same original destination and "
                      f"connects again: {walk.loop.text}.", evidence=model)
-    solution = ("'-m mark ! --mark 0x539/0xfff': ztunnel's sockets carry SO_MARK 0x539, and this "
-                "condition is all that tells its packets from the app's.")
     if whole_rule:
         captured = any(e.kind == "accept" and e.pod == walk.subject for e in walk.events)
         why = ("you took out the whole rule. "

@@ -42,12 +42,11 @@ class Stop:
 def subject_pod(walk: Walk) -> str:
     """The pod the walk is *about*: the one whose app or sidecar acts in it.
 
-    The world calls every process of other pods a ``peer``; so the subject is the pod of the
-    first event whose actor is ``app``, ``proxy`` or ``agent`` (or of the first kernel event).
-    An ambient walk names its subject itself: there the first proxy to act may be the
-    calling pod's ztunnel.
+    The walk names it (``Walk.subject``); a walk made without one: the world calls every
+    process of other pods a ``peer``, so the subject is the pod of the first event whose actor
+    is ``app``, ``proxy`` or ``agent`` (or of the first kernel event).
     """
-    if walk.mode == "ambient" and walk.subject:
+    if walk.subject:
         return walk.subject
     for event in walk.events:
         if event.actor in ("app", "proxy", "agent") and event.pod:
@@ -79,31 +78,9 @@ def _port(endpoint: str) -> int | None:
         return None
 
 
-#: In an ambient pod each REDIRECT box is a rule of a chain box (nat ISTIO_OUTPUT's REDIRECT
-#: to 15001, nat ISTIO_PRERT's to 15006).
-AMBIENT_REDIRECT_CHAINS = {"ISTIO_REDIRECT": "ISTIO_OUTPUT", "ISTIO_IN_REDIRECT": "ISTIO_INBOUND"}
-
-
-def ambient_rule_place(event: Event) -> str:
-    """The box of a matched rule in an ambient pod. The picture's chain boxes stand for nat's
-    ``ISTIO_PRERT`` (the ``ISTIO_INBOUND`` box) with its REDIRECT to 15006 (the
-    ``ISTIO_IN_REDIRECT`` box), and for nat's ``ISTIO_OUTPUT`` with its REDIRECT to 15001 (the
-    ``ISTIO_REDIRECT`` box); mangle and raw rules are drawn on their table."""
-    redirect = event.decision.startswith("REDIRECT")
-    if event.table == "nat" and event.chain == "ISTIO_PRERT":
-        return "ISTIO_IN_REDIRECT" if redirect and event.decision.endswith(":15006") \
-            else "ISTIO_INBOUND"
-    if event.table == "nat" and event.chain == "ISTIO_OUTPUT":
-        return "ISTIO_REDIRECT" if redirect and event.decision.endswith(":15001") \
-            else "ISTIO_OUTPUT"
-    return f"{event.hook}/{event.table}"
-
-
-def event_place(event: Event, subject: str, last_listener: str | None, *,
-                ambient: bool = False) -> str | None:
+def event_place(event: Event, subject: str, last_listener: str | None) -> str | None:
     """The place of one event, or ``None`` when the event has no box (a rule that did not
-    match, a NAT note, a routing summary). ``ambient``: the event is of an ambient pod
-    (:func:`ambient_rule_place`)."""
+    match, a NAT note, a routing summary)."""
     if event.pod and subject and event.pod != subject:
         if event.actor == "kernel":
             return None  # another pod's kernel: not drawn on this pod's map
@@ -113,9 +90,9 @@ def event_place(event: Event, subject: str, last_listener: str | None, *,
     if event.kind in ("rule", "policy"):
         if event.kind == "rule" and not event.matched:
             return None
-        if ambient and event.kind == "rule" and event.hook and event.table:
-            return ambient_rule_place(event)
-        if event.chain in ISTIO_CHAINS:
+        if event.chain == "ISTIO_PRERT" and event.table == "nat":
+            return "ISTIO_INBOUND"  # an ambient pod's inbound chain takes the same box
+        if event.chain in ISTIO_CHAINS and (event.table == "nat" or event.chain != "ISTIO_OUTPUT"):
             return event.chain
         if event.hook and event.table:
             return f"{event.hook}/{event.table}"
@@ -147,21 +124,17 @@ def stops(walk: Walk) -> list[Stop]:
     segments: list[list[tuple[Stop, str, str]]] = []
     last_listener: str | None = None
     for event in walk.events:
-        place = event_place(event, subject, last_listener, ambient=walk.mode == "ambient")
+        place = event_place(event, subject, last_listener)
         if place is None:
             continue
         if event.kind == "accept" and place.startswith("envoy"):
             last_listener = place
-        items = [(Stop(place, event.connection, event.index), stage_of(event, place),
-                  event.table or "nat")]
-        if walk.mode == "ambient" and place in AMBIENT_REDIRECT_CHAINS:
-            # the REDIRECT box is a rule of the chain box: the line passes the chain first
-            chain = Stop(AMBIENT_REDIRECT_CHAINS[place], event.connection, None)
-            items.insert(0, (chain, items[0][1], items[0][2]))
+        item = (Stop(place, event.connection, event.index), stage_of(event, place),
+                event.table or "nat")
         if not segments or segments[-1][0][0].connection != event.connection:
-            segments.append(items)
+            segments.append([item])
         else:
-            segments[-1].extend(items)
+            segments[-1].append(item)
     found: list[Stop] = []
     for segment in segments:
         for stop in _fill(segment):
