@@ -121,3 +121,4 @@ def test_the_hint_ladder_climbs_on_each_wrong_try() -> None:
     second = check_reply_path_piece("! -d 127.0.0.1/32 -o lo -j ACCEPT")
     assert (first.hint_number, second.hint_number) == (1, 2)
     assert first.hint != second.hint
+
