@@ -1,0 +1,271 @@
+"""A small real stand-in for ztunnel: the part of it that decides where bytes go.
+
+In ambient mode no proxy runs in the pod. The node's ztunnel is handed the pod's network
+namespace and opens its sockets *inside* it, so to the kernel they are local sockets of the
+pod. This program does the same in the lab: it runs inside the pod's namespace (as root: it
+needs CAP_NET_ADMIN for ``SO_MARK`` and ``IP_TRANSPARENT``) and
+
+* marks **every** socket it makes with ``SO_MARK 0x539`` (1337). That mark, not a UID, is
+  what the in-pod rules exempt (``-m mark ! --mark 0x539/0xfff``): without it ztunnel's
+  own connections would be captured again;
+* listens, with ``IP_TRANSPARENT``, on 15001 (the pod's outbound traffic, REDIRECTed there
+  by nat OUTPUT), 15006 (plaintext inbound, REDIRECTed there by nat PREROUTING) and 15008
+  (HBONE inbound: the rules never redirect it);
+* **outbound** (15001): reads the original destination (``SO_ORIGINAL_DST``), turns a
+  Service VIP into an endpoint, and then either opens a *tunnel* to a mesh workload (a
+  plain TCP connection to the workload's pod IP on 15008 whose first line names the real
+  target, ``CONNECT 10.244.0.9:9080``: HBONE without its mTLS and HTTP/2, which are not
+  modelled) or, for a destination outside the mesh, connects to it straight
+  (passthrough);
+* **inbound** (15008 after the ``CONNECT`` line, or 15006 with the original destination):
+  connects to the application *from the client's own address*: ``IP_FREEBIND`` and
+  ``IP_TRANSPARENT`` let it bind an address that is not the pod's (port 0: the kernel
+  chooses). That packet leaves by ``lo``, mangle PREROUTING gives its connection connmark
+  0x111, and the app's replies get mark 0x111 back in mangle OUTPUT, which the pod's ``ip
+  rule fwmark 0x111/0xfff lookup 100`` routes to ``lo`` and so back to this socket. So the
+  application sees the real client IP. When the client's address *is* the target's (a
+  pod calling itself), it connects without binding, as ztunnel does;
+* relays bytes both ways, each relay bounded in time.
+
+**Hop limit.** Every connection of the lab starts with the header line of
+:mod:`meshlab.live.wire` (``{"id": ..., "hops": ...}``). ztunnel reads it, forwards it with
+``hops + 1`` and refuses a request that arrives with ``hops`` at ``--hop-limit``. So a loop
+(its own connections captured again, when the mark conditions are removed) stops after a
+known number of turns.
+
+**Log.** One JSON line per step in ``--log`` (``event``: ``accept`` | ``decide`` | ``open`` |
+``upstream-error`` | ``blackhole`` | ``hop-limit``), with the request id, as the lab's
+sidecar proxy writes them, so the lab reads both the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import select
+import socket
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from meshlab.live import wire
+from meshlab.live.app import Recorder, _exit_when_stdin_closes
+from meshlab.live.proxy import relay
+
+MARK = 0x539
+"""``SO_MARK`` on every socket ztunnel makes in a pod (istio-cni's ``InpodMark``, 1337)."""
+OUTBOUND_PORT = 15001
+INBOUND_PLAINTEXT_PORT = 15006
+HBONE_PORT = 15008
+IP_FREEBIND = 15
+"""``linux/in.h``: bind an address that is not (yet) configured on this host."""
+CONNECT_TIMEOUT = 1.0
+"""How long an upstream connect may take: less than the lab client's own wait (2 s), so a
+connection that cannot complete (the app's reply routed away) is reported, not hung."""
+
+
+def marked_socket(family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
+    """A TCP socket carrying ztunnel's mark: the in-pod rules let its packets through."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, MARK)
+    return sock
+
+
+def listener(port: int, host: str = "0.0.0.0") -> socket.socket:
+    """A marked, transparent listening socket on host:port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = marked_socket(family)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, wire.IPV6_TRANSPARENT, 1)
+    else:
+        sock.setsockopt(socket.SOL_IP, wire.IP_TRANSPARENT, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    return sock
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """``"10.244.0.9:9080"`` or ``"[fd00::9]:9080"`` -> (host, port)."""
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where ztunnel sends one connection: the socket to open and what it carries."""
+
+    kind: str                       # hbone | passthrough | inbound | blackhole
+    target: tuple[str, int] | None  # the real destination (the app, the peer's app ...)
+    connect_to: tuple[str, int] | None   # where the socket connects (a peer's 15008 ...)
+    bind_source: str | None = None  # inbound: the client's address (transparent bind)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"route": self.kind,
+                "target": wire.endpoint(self.target) if self.target else None,
+                "upstream": wire.endpoint(self.connect_to) if self.connect_to else None,
+                "bind_source": self.bind_source, "mark": MARK}
+
+
+class Ztunnel:
+    """The decisions (:meth:`outbound`, :meth:`inbound`) and the plumbing around them."""
+
+    def __init__(self, pod_ip: str, mesh: Sequence[str], services: Sequence[Mapping[str, Any]],
+                 recorder: Recorder, hop_limit: int) -> None:
+        self.pod_ip = pod_ip
+        self.mesh = {str(ipaddress.ip_address(a)) for a in mesh}
+        self.services = services
+        self.recorder = recorder
+        self.hop_limit = hop_limit
+
+    # -- decisions ---------------------------------------------------------------------
+    def resolve(self, dst: tuple[str, int]) -> tuple[str, int]:
+        """A Service VIP:port becomes its first endpoint:targetPort (ztunnel load-balances
+        itself; the lab's Services have one endpoint); anything else stays itself."""
+        for svc in self.services:
+            if svc["vip"] == dst[0]:
+                for port, target in svc["ports"]:
+                    if port == dst[1] and svc.get("endpoints"):
+                        return str(svc["endpoints"][0]), int(target)
+        return dst
+
+    def outbound(self, odst: tuple[str, int], local: tuple[str, int]) -> Route:
+        """The app's connection, captured to 15001: tunnel to a mesh workload, or straight."""
+        if odst == local:   # made to 15001 itself, not redirected: nowhere to go
+            return Route("blackhole", None, None)
+        target = self.resolve(odst)
+        if target[0] in self.mesh:
+            return Route("hbone", target, (target[0], HBONE_PORT))
+        return Route("passthrough", target, target)
+
+    def inbound(self, target: tuple[str, int], client: tuple[str, int]) -> Route:
+        """A connection for the app (from 15008 or 15006): to it, from the client's IP."""
+        if target[1] in (INBOUND_PLAINTEXT_PORT, HBONE_PORT, OUTBOUND_PORT):
+            return Route("blackhole", target, None)   # to ztunnel itself: refused
+        source = None if client[0] == target[0] else client[0]
+        return Route("inbound", target, target, source)
+
+    # -- one connection ------------------------------------------------------------------
+    def handle(self, conn: socket.socket, port: int) -> None:
+        with conn:
+            conn.settimeout(2.0)
+            local, peer = conn.getsockname()[:2], conn.getpeername()[:2]
+            odst = wire.original_dst(conn) or local
+            connect_line = ""
+            try:
+                if port == HBONE_PORT:
+                    connect_line = wire.read_line(conn).decode(errors="replace")
+                head = wire.parse_header(wire.read_line(conn))
+            except OSError:
+                head = {"id": "?", "hops": 0}
+            base = {"id": head["id"], "hops": head["hops"], "listener_port": port}
+            self.recorder.record({"event": "accept", **base, "local": wire.endpoint(local),
+                                  "peer": wire.endpoint(peer),
+                                  "original_dst": wire.endpoint(odst),
+                                  **({"connect": connect_line} if connect_line else {})})
+            if port == OUTBOUND_PORT:
+                route = self.outbound(odst, local)
+            elif port == HBONE_PORT:
+                target = self._connect_target(connect_line)
+                route = (self.inbound(target, peer) if target else
+                         Route("blackhole", None, None))
+            else:
+                route = self.inbound(odst, peer)
+            self.recorder.record({"event": "decide", **base, **route.as_json()})
+            if head["hops"] >= self.hop_limit:
+                self.recorder.record({"event": "hop-limit", **base})
+                wire.send_json(conn, {"error": "hop limit", "id": head["id"],
+                                      "hops": head["hops"]})
+                return
+            if route.connect_to is None:
+                self.recorder.record({"event": "blackhole", **base})
+                return
+            self.forward(conn, route, base)
+
+    @staticmethod
+    def _connect_target(line: str) -> tuple[str, int] | None:
+        words = line.split()
+        if len(words) != 2 or words[0] != "CONNECT":
+            return None
+        try:
+            return parse_endpoint(words[1])
+        except ValueError:
+            return None
+
+    def forward(self, conn: socket.socket, route: Route, base: dict[str, Any]) -> None:
+        assert route.connect_to is not None and route.target is not None
+        family = socket.AF_INET6 if ":" in route.connect_to[0] else socket.AF_INET
+        with marked_socket(family) as upstream:
+            upstream.settimeout(CONNECT_TIMEOUT)
+            try:
+                if route.bind_source:
+                    level = socket.IPPROTO_IPV6 if family == socket.AF_INET6 else socket.SOL_IP
+                    option = wire.IPV6_TRANSPARENT if family == socket.AF_INET6 else \
+                        wire.IP_TRANSPARENT
+                    upstream.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+                    upstream.setsockopt(level, option, 1)
+                    upstream.bind((route.bind_source, 0))
+                upstream.connect(route.connect_to)
+            except OSError as error:
+                reason = "timed out" if isinstance(error, TimeoutError) else (
+                    error.strerror or str(error))
+                self.recorder.record({"event": "upstream-error", **base,
+                                      "upstream": wire.endpoint(route.connect_to),
+                                      "error": reason})
+                wire.send_json(conn, {"error": f"upstream {reason}", "id": base["id"]})
+                return
+            self.recorder.record({"event": "open", **base,
+                                  "local": wire.endpoint(upstream.getsockname()),
+                                  "upstream": wire.endpoint(route.connect_to)})
+            upstream.settimeout(2.0)
+            if route.kind == "hbone":
+                upstream.sendall(f"CONNECT {wire.endpoint(route.target)}\n".encode())
+            upstream.sendall(wire.header(base["id"], base["hops"] + 1))
+            relay(conn, upstream)
+
+    def serve(self, ports: Sequence[int], ipv6: bool = False) -> None:
+        sockets = {}
+        for port in ports:
+            for host in ("0.0.0.0", "::") if ipv6 else ("0.0.0.0",):
+                sockets[listener(port, host)] = port
+        print("READY", flush=True)
+        while True:
+            readable, _, _ = select.select(list(sockets), [], [])
+            for sock in readable:
+                try:
+                    conn, _ = sock.accept()
+                except OSError:
+                    continue
+                threading.Thread(target=self.handle, args=(conn, sockets[sock]),
+                                 daemon=True).start()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pod-ip", required=True)
+    parser.add_argument("--mesh", default="", help="comma-separated pod IPs of mesh workloads "
+                        "(each served by a ztunnel listening on 15008)")
+    parser.add_argument("--services", default="[]", help="JSON list of services "
+                        '({"vip": ..., "ports": [[port, targetPort]], "endpoints": [...]})')
+    parser.add_argument("--hop-limit", type=int, default=8)
+    parser.add_argument("--ipv6", action="store_true", help="also listen on ::")
+    parser.add_argument("--log")
+    parser.add_argument("--ttl", type=float, default=900.0)
+    args = parser.parse_args(argv)
+    _exit_when_stdin_closes(args.ttl)
+    ztunnel = Ztunnel(args.pod_ip, [a for a in args.mesh.split(",") if a],
+                      json.loads(args.services), Recorder(args.log), args.hop_limit)
+    try:
+        ztunnel.serve([OUTBOUND_PORT, INBOUND_PLAINTEXT_PORT, HBONE_PORT], ipv6=args.ipv6)
+    except OSError as error:
+        print(f"ERROR ztunnel cannot listen: {error}", flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
