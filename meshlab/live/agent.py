@@ -24,7 +24,10 @@ connection fails; the kernel's counters can then be matched to this exact connec
 
 A request may carry ``"tos"``: the socket's IPv4 TOS byte (IPv6 traffic class), which every
 packet the socket sends carries. The lab uses it to mark a *first-packet probe* (see
-:meth:`meshlab.live.lab.Lab.connect` with ``first_only``).
+:meth:`meshlab.live.lab.Lab.connect` with ``first_only``). It may also carry ``"mark"``:
+the socket's ``SO_MARK`` (the firewall mark every packet it sends starts with; setting it
+needs CAP_NET_ADMIN, so root), e.g. 0x539 to make a socket look like ztunnel's to the
+ambient rules.
 """
 
 from __future__ import annotations
@@ -60,6 +63,13 @@ def _mark_tos(sock: socket.socket, request: dict[str, Any]) -> None:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
 
 
+def _set_mark(sock: socket.socket, request: dict[str, Any]) -> None:
+    """``SO_MARK``: the firewall mark of every packet the socket sends."""
+    mark = int(request.get("mark") or 0)
+    if mark:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+
+
 def attempt(request: dict[str, Any]) -> dict[str, Any]:
     """Open one connection as the current process identity and describe what happened."""
     timeout = float(request.get("timeout", 2.0))
@@ -69,6 +79,7 @@ def attempt(request: dict[str, Any]) -> dict[str, Any]:
         sock.settimeout(timeout)
         _mark_tos(sock, request)
         try:
+            _set_mark(sock, request)
             sock.bind((request.get("src") or _any(request), int(request.get("sport") or 0)))
         except OSError as error:
             result["error"] = f"cannot bind source {request.get('src')}: {error.strerror}"
@@ -119,6 +130,7 @@ def attempt_udp(request: dict[str, Any]) -> dict[str, Any]:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         _mark_tos(sock, request)
         try:
+            _set_mark(sock, request)
             src = request.get("src")
             if not src:
                 with socket.socket(_family(request), socket.SOCK_DGRAM) as route:

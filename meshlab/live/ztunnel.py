@@ -157,9 +157,14 @@ class Ztunnel:
             odst = wire.original_dst(conn) or local
             connect_line = ""
             try:
-                if port == HBONE_PORT:
-                    connect_line = wire.read_line(conn).decode(errors="replace")
-                head = wire.parse_header(wire.read_line(conn))
+                # a tunnel starts with its CONNECT line, then the request's header; on 15008
+                # that is expected, on 15001/15006 it is ztunnel's own tunnel captured again
+                # (a loop: the hop count must survive it)
+                first = wire.read_line(conn)
+                if first.startswith(b"CONNECT "):
+                    connect_line = first.decode(errors="replace")
+                    first = wire.read_line(conn)
+                head = wire.parse_header(first)
             except OSError:
                 head = {"id": "?", "hops": 0}
             base = {"id": head["id"], "hops": head["hops"], "listener_port": port}

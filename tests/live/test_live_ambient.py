@@ -1,0 +1,174 @@
+"""Ambient mode on the real kernel: the facts the model rests on, proven one by one.
+
+Two ambient pods (``pod`` 10.244.0.5 and ``peer`` 10.244.0.9), each with istio-cni's in-pod
+rules, the agent's ``ip rule``/route and the lab's ztunnel stand-in, on a node bridge that
+also holds a non-mesh client, an external host and the kubelet probes' address (see
+:mod:`meshlab.live.ambient_lab`). The rules are Istio's own expected output for the default
+case (``default.golden`` of istio-cni), read from ``../shared/reference/istio-cni/golden``
+or ``$MESHLAB_ISTIO_CNI_GOLDEN``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from meshlab.live import unavailable_reason
+
+pytestmark = [pytest.mark.live,
+              pytest.mark.skipif(unavailable_reason() is not None,
+                                 reason=f"live lab unavailable: {unavailable_reason()}")]
+
+GOLDEN = Path(os.environ.get("MESHLAB_ISTIO_CNI_GOLDEN")
+              or Path(__file__).resolve().parents[2].parent / "shared/reference/istio-cni/golden")
+
+REDIRECT_15001 = ("-A ISTIO_OUTPUT ! -d 127.0.0.1/32 -p tcp -m mark ! --mark 0x539/0xfff "
+                  "-j REDIRECT --to-ports 15001")
+CONNMARK_SET = "-A ISTIO_PRERT -m mark --mark 0x539/0xfff -j CONNMARK --set-xmark 0x111/0xfff"
+
+
+def golden_rules(case: str = "default") -> str:
+    """The IPv4 restore document of an istio-cni golden file (its probe lines left out)."""
+    path = GOLDEN / f"{case}.golden"
+    if not path.exists():
+        pytest.skip(f"istio-cni golden {path} not found; set MESHLAB_ISTIO_CNI_GOLDEN to the "
+                    "directory holding default.golden")
+    lines = path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("*"))
+    return "\n".join(lines[start:]) + "\n"
+
+
+def without(rules: str, line: str, replacement: str | None = None) -> str:
+    """``rules`` with one exact line removed (or replaced)."""
+    lines = rules.splitlines()
+    assert line in lines, f"{line!r} is not in the rules"
+    at = lines.index(line)
+    lines[at:at + 1] = [] if replacement is None else [replacement]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[object]:
+    from meshlab.live.ambient_lab import AmbientLab
+
+    with AmbientLab(rules=golden_rules(), deadline=240.0) as built:
+        yield built
+
+
+@pytest.fixture
+def default_rules(lab):  # type: ignore[no-untyped-def]
+    """Each test starts from the default rules and the agent's ip rule and route."""
+    from meshlab.live.ambient_lab import AGENT_COMMANDS
+
+    lab.load(golden_rules(), AGENT_COMMANDS)
+    return lab
+
+
+def nat_rule(lab, chain: str, text_part: str) -> tuple[str, str, int]:  # type: ignore[no-untyped-def]
+    """The key of the one nat rule of ``chain`` whose kernel text contains ``text_part``."""
+    texts = lab.counters().texts
+    (key,) = [k for k, t in texts.items() if k[:2] == ("nat", chain) and text_part in t]
+    return key
+
+
+def test_the_apps_outbound_connection_is_redirected_to_15001_and_tunnelled(default_rules) -> None:
+    from meshlab.live.ambient_lab import PEER_IP, POD_IP
+
+    lab = default_rules
+    seen = lab.connect_both(PEER_IP, 9080, side="pod", uid=1000)
+    assert seen.pod.outcome == "answered", seen.pod.error
+    assert seen.pod.nat.get(nat_rule(lab, "ISTIO_OUTPUT", "--to-ports 15001")) == 1
+    assert seen.pod.original_dst == f"{PEER_IP}:9080"
+    # through the tunnel: the peer's ztunnel took it on 15008 (its rules do not redirect it)
+    assert seen.ztunnel_listeners == [("pod", 15001), ("peer", 15008)]
+    assert [e["connect"] for e in seen.peer_log if e["event"] == "accept"] == [
+        f"CONNECT {PEER_IP}:9080"]
+    # ... and the peer's app sees the real client: the pod's own address
+    assert seen.pod.delivered_to == ("reviews", 9080, POD_IP)
+
+
+def test_a_socket_marked_0x539_is_not_redirected(default_rules) -> None:
+    from meshlab.live.ambient_lab import EXTERNAL_IP, POD_IP
+
+    lab = default_rules
+    seen = lab.connect(EXTERNAL_IP, 5432, side="pod", uid=0, so_mark=0x539)
+    assert seen.outcome == "answered", seen.error
+    assert seen.accepts == []                      # ztunnel never saw it
+    assert nat_rule(lab, "ISTIO_OUTPUT", "--to-ports 15001") not in seen.nat
+    assert seen.delivered_to == ("legacy-db", 5432, POD_IP)
+    plain = lab.connect(EXTERNAL_IP, 5432, side="pod", uid=0)   # the same, unmarked
+    assert [e["listener_port"] for e in plain.accepts] == [15001]
+
+
+def test_hbone_to_15008_is_not_redirected_and_the_app_sees_the_peers_ip(default_rules) -> None:
+    from meshlab.live.ambient_lab import PEER_IP, POD_IP
+
+    lab = default_rules
+    seen = lab.connect_both(POD_IP, 9080, side="peer", uid=1000)   # the peer's app calls us
+    assert seen.pod.outcome == "answered", seen.pod.error
+    assert seen.ztunnel_listeners == [("peer", 15001), ("pod", 15008)]
+    assert nat_rule(lab, "ISTIO_PRERT", "--to-ports 15006") not in seen.pod.nat
+    assert seen.pod.delivered_to == ("app", 9080, PEER_IP)
+    # ztunnel's connection to the app went out by lo (accepted there, not redirected) and
+    # came back in through PREROUTING, where mangle gave it connmark 0x111: one packet
+    # matched the mark rule, its SYN (later ones carry the restored mark 0x111 instead)
+    assert seen.pod.nat.get(nat_rule(lab, "ISTIO_OUTPUT", "-o lo -j ACCEPT")) == 1
+    assert seen.pod.grew.get(("mangle", "ISTIO_PRERT", 1)) == 1
+
+
+def test_plaintext_from_a_non_mesh_client_goes_to_15006_and_keeps_its_source(default_rules) -> None:
+    from meshlab.live.ambient_lab import CLIENT_IP, POD_IP
+
+    lab = default_rules
+    seen = lab.connect(POD_IP, 9080, side="node", src=CLIENT_IP)
+    assert seen.outcome == "answered", seen.error
+    assert [e["listener_port"] for e in seen.accepts] == [15006]
+    assert seen.original_dst == f"{POD_IP}:9080"
+    assert seen.nat.get(nat_rule(lab, "ISTIO_PRERT", "--to-ports 15006")) == 1
+    assert seen.delivered_to == ("app", 9080, CLIENT_IP)
+
+
+def test_kubelet_probes_bypass_ztunnel(default_rules) -> None:
+    from meshlab.live.ambient_lab import POD_IP, PROBE_IP
+
+    lab = default_rules
+    seen = lab.connect(POD_IP, 9080, side="node", src=PROBE_IP)
+    assert seen.outcome == "answered", seen.error
+    assert seen.accepts == []
+    assert seen.nat.get(nat_rule(lab, "ISTIO_PRERT", "-s 169.254.7.127")) == 1
+    assert seen.delivered_to == ("app", 9080, PROBE_IP)
+
+
+@pytest.mark.parametrize("what", ["ip rule", "connmark rule"])
+def test_without_the_ip_rule_or_the_connmark_the_reply_is_lost(lab, what: str) -> None:
+    """The app's SYN-ACK to the client's (non-local) address takes the default route out of
+    eth0 instead of table 100's ``lo``: ztunnel's connection to the app never completes."""
+    from meshlab.live.ambient_lab import AGENT_COMMANDS, CLIENT_IP, IP_ROUTE, POD_IP
+
+    if what == "ip rule":
+        lab.load(golden_rules(), (IP_ROUTE,))
+    else:
+        lab.load(without(golden_rules(), CONNMARK_SET), AGENT_COMMANDS)
+    seen = lab.connect(POD_IP, 9080, side="node", src=CLIENT_IP)
+    assert [e["listener_port"] for e in seen.accepts] == [15006]
+    assert seen.reply == {"error": "upstream timed out", "id": seen.id}
+    errors = [e for e in seen.proxy_log if e["event"] == "upstream-error"]
+    assert errors and errors[0]["upstream"] == f"{POD_IP}:9080"
+    assert seen.delivered_to is None
+
+
+def test_without_the_mark_condition_ztunnel_captures_itself(lab) -> None:
+    """Remove ``-m mark ! --mark 0x539/0xfff`` from the 15001 REDIRECT: ztunnel's own tunnel
+    to the peer is captured back to its 15001, again and again, until the hop limit."""
+    from meshlab.live.ambient_lab import AGENT_COMMANDS, PEER_IP
+
+    looping = REDIRECT_15001.replace(" -m mark ! --mark 0x539/0xfff", "")
+    lab.load(without(golden_rules(), REDIRECT_15001, looping), AGENT_COMMANDS)
+    seen = lab.connect(PEER_IP, 9080, side="pod", uid=1000, timeout=4.0)
+    assert seen.reply is not None and seen.reply.get("error") == "hop limit"
+    ports = [e["listener_port"] for e in seen.accepts]
+    assert ports == [15001] * (lab.hop_limit + 1)
+    assert seen.nat.get(nat_rule(lab, "ISTIO_OUTPUT", "--to-ports 15001")) == lab.hop_limit + 1
