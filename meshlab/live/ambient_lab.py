@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from meshlab.istio.ambient import INPOD_ROUTE_COMMANDS
 from meshlab.live import counters as ctr
 from meshlab.live import netns, proc
 from meshlab.live.lab import (
@@ -55,10 +56,11 @@ PROBE_IP = "169.254.7.127"
 MESH = (POD_IP, PEER_IP)
 """Pod IPs served by a ztunnel (HBONE on 15008)."""
 
-IP_RULE = "ip rule add fwmark 0x111/0xfff pref 32764 lookup 100"
-IP_ROUTE = "ip route add local 0.0.0.0/0 dev lo table 100"
-AGENT_COMMANDS = (IP_RULE, IP_ROUTE)
-"""What istio-cni's agent adds by netlink in the pod's namespace, beside the rules."""
+AGENT_COMMANDS = INPOD_ROUTE_COMMANDS[4]
+"""What istio-cni's agent adds by netlink in the pod's namespace, beside the rules: ``ip route
+add local 0.0.0.0/0 dev lo table 100`` and ``ip rule add fwmark 0x111/0xfff pref 32764
+lookup 100``."""
+IP_ROUTE, IP_RULE = AGENT_COMMANDS
 
 POD_SERVERS = (Server("app", (9080, 8081), uid=APP_UID),)
 PEER_SERVERS = (Server("reviews", (9080,), uid=APP_UID),)

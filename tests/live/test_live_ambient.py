@@ -3,16 +3,13 @@
 Two ambient pods (``pod`` 10.244.0.5 and ``peer`` 10.244.0.9), each with istio-cni's in-pod
 rules, the agent's ``ip rule``/route and the lab's ztunnel stand-in, on a node bridge that
 also holds a non-mesh client, an external host and the kubelet probes' address (see
-:mod:`meshlab.live.ambient_lab`). The rules are Istio's own expected output for the default
-case (``default.golden`` of istio-cni), read from ``../shared/reference/istio-cni/golden``
-or ``$MESHLAB_ISTIO_CNI_GOLDEN``.
+:mod:`meshlab.live.ambient_lab`). The rules are what :func:`meshlab.istio.ambient.inpod_rules`
+generates (Istio's own golden output, byte for byte: its tests say so).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -22,23 +19,16 @@ pytestmark = [pytest.mark.live,
               pytest.mark.skipif(unavailable_reason() is not None,
                                  reason=f"live lab unavailable: {unavailable_reason()}")]
 
-GOLDEN = Path(os.environ.get("MESHLAB_ISTIO_CNI_GOLDEN")
-              or Path(__file__).resolve().parents[2].parent / "shared/reference/istio-cni/golden")
-
 REDIRECT_15001 = ("-A ISTIO_OUTPUT ! -d 127.0.0.1/32 -p tcp -m mark ! --mark 0x539/0xfff "
                   "-j REDIRECT --to-ports 15001")
 CONNMARK_SET = "-A ISTIO_PRERT -m mark --mark 0x539/0xfff -j CONNMARK --set-xmark 0x111/0xfff"
 
 
-def golden_rules(case: str = "default") -> str:
-    """The IPv4 restore document of an istio-cni golden file (its probe lines left out)."""
-    path = GOLDEN / f"{case}.golden"
-    if not path.exists():
-        pytest.skip(f"istio-cni golden {path} not found; set MESHLAB_ISTIO_CNI_GOLDEN to the "
-                    "directory holding default.golden")
-    lines = path.read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("*"))
-    return "\n".join(lines[start:]) + "\n"
+def default_document() -> str:
+    """The IPv4 restore document istio-cni's agent loads into a pod by default."""
+    from meshlab.istio.ambient import inpod_rules
+
+    return inpod_rules().ipv4
 
 
 def without(rules: str, line: str, replacement: str | None = None) -> str:
@@ -54,7 +44,7 @@ def without(rules: str, line: str, replacement: str | None = None) -> str:
 def lab() -> Iterator[object]:
     from meshlab.live.ambient_lab import AmbientLab
 
-    with AmbientLab(rules=golden_rules(), deadline=240.0) as built:
+    with AmbientLab(rules=default_document(), deadline=240.0) as built:
         yield built
 
 
@@ -63,7 +53,7 @@ def default_rules(lab):  # type: ignore[no-untyped-def]
     """Each test starts from the default rules and the agent's ip rule and route."""
     from meshlab.live.ambient_lab import AGENT_COMMANDS
 
-    lab.load(golden_rules(), AGENT_COMMANDS)
+    lab.load(default_document(), AGENT_COMMANDS)
     return lab
 
 
@@ -149,9 +139,9 @@ def test_without_the_ip_rule_or_the_connmark_the_reply_is_lost(lab, what: str) -
     from meshlab.live.ambient_lab import AGENT_COMMANDS, CLIENT_IP, IP_ROUTE, POD_IP
 
     if what == "ip rule":
-        lab.load(golden_rules(), (IP_ROUTE,))
+        lab.load(default_document(), (IP_ROUTE,))
     else:
-        lab.load(without(golden_rules(), CONNMARK_SET), AGENT_COMMANDS)
+        lab.load(without(default_document(), CONNMARK_SET), AGENT_COMMANDS)
     seen = lab.connect(POD_IP, 9080, side="node", src=CLIENT_IP)
     assert [e["listener_port"] for e in seen.accepts] == [15006]
     assert seen.reply == {"error": "upstream timed out", "id": seen.id}
@@ -166,7 +156,7 @@ def test_without_the_mark_condition_ztunnel_captures_itself(lab) -> None:
     from meshlab.live.ambient_lab import AGENT_COMMANDS, PEER_IP
 
     looping = REDIRECT_15001.replace(" -m mark ! --mark 0x539/0xfff", "")
-    lab.load(without(golden_rules(), REDIRECT_15001, looping), AGENT_COMMANDS)
+    lab.load(without(default_document(), REDIRECT_15001, looping), AGENT_COMMANDS)
     seen = lab.connect(PEER_IP, 9080, side="pod", uid=1000, timeout=4.0)
     assert seen.reply is not None and seen.reply.get("error") == "hop limit"
     ports = [e["listener_port"] for e in seen.accepts]
