@@ -25,6 +25,11 @@ needs CAP_NET_ADMIN for ``SO_MARK`` and ``IP_TRANSPARENT``) and
   rule fwmark 0x111/0xfff lookup 100`` routes to ``lo`` and so back to this socket. So the
   application sees the real client IP. When the client's address *is* the target's (a
   pod calling itself), it connects without binding, as ztunnel does;
+* **DNS** (UDP 15053, where nat OUTPUT REDIRECTs the app's queries): forwards each query
+  to ``--dns-upstream`` (the pod's resolver, kube-dns's VIP) from a marked socket - raw
+  OUTPUT gives that query conntrack zone 1, and raw PREROUTING the answer - and sends the
+  answer back to the app from the address the query arrived on, so conntrack un-NATs it to
+  the address the app asked;
 * relays bytes both ways, each relay bounded in time.
 
 **Hop limit.** Every connection of the lab starts with the header line of
@@ -34,7 +39,8 @@ needs CAP_NET_ADMIN for ``SO_MARK`` and ``IP_TRANSPARENT``) and
 known number of turns.
 
 **Log.** One JSON line per step in ``--log`` (``event``: ``accept`` | ``decide`` | ``open`` |
-``upstream-error`` | ``blackhole`` | ``hop-limit``), with the request id, as the lab's
+``upstream-error`` | ``close`` | ``hop-limit``; ``decide`` names the route: ``hbone``,
+``passthrough``, ``inbound``, ``dns`` or ``close``), with the request id, as the lab's
 sidecar proxy writes them, so the lab reads both the same way.
 """
 
@@ -45,6 +51,7 @@ import ipaddress
 import json
 import select
 import socket
+import struct
 import sys
 import threading
 from collections.abc import Mapping, Sequence
@@ -52,7 +59,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshlab.live import wire
-from meshlab.live.app import Recorder, _exit_when_stdin_closes
+from meshlab.live.app import Recorder, _arrival, _exit_when_stdin_closes, udp_socket
 from meshlab.live.proxy import relay
 
 MARK = 0x539
@@ -60,6 +67,8 @@ MARK = 0x539
 OUTBOUND_PORT = 15001
 INBOUND_PLAINTEXT_PORT = 15006
 HBONE_PORT = 15008
+DNS_PORT = 15053
+OWN_PORTS = frozenset((OUTBOUND_PORT, INBOUND_PLAINTEXT_PORT, HBONE_PORT, DNS_PORT))
 IP_FREEBIND = 15
 """``linux/in.h``: bind an address that is not (yet) configured on this host."""
 CONNECT_TIMEOUT = 1.0
@@ -99,7 +108,7 @@ def parse_endpoint(text: str) -> tuple[str, int]:
 class Route:
     """Where ztunnel sends one connection: the socket to open and what it carries."""
 
-    kind: str                       # hbone | passthrough | inbound | blackhole
+    kind: str                       # hbone | passthrough | inbound | dns | close
     target: tuple[str, int] | None  # the real destination (the app, the peer's app ...)
     connect_to: tuple[str, int] | None   # where the socket connects (a peer's 15008 ...)
     bind_source: str | None = None  # inbound: the client's address (transparent bind)
@@ -115,37 +124,47 @@ class Ztunnel:
     """The decisions (:meth:`outbound`, :meth:`inbound`) and the plumbing around them."""
 
     def __init__(self, pod_ip: str, mesh: Sequence[str], services: Sequence[Mapping[str, Any]],
-                 recorder: Recorder, hop_limit: int) -> None:
+                 recorder: Recorder, hop_limit: int,
+                 dns_upstream: tuple[str, int] | None = None) -> None:
         self.pod_ip = pod_ip
         self.mesh = {str(ipaddress.ip_address(a)) for a in mesh}
         self.services = services
         self.recorder = recorder
         self.hop_limit = hop_limit
+        self.dns_upstream = dns_upstream
 
     # -- decisions ---------------------------------------------------------------------
-    def resolve(self, dst: tuple[str, int]) -> tuple[str, int]:
+    def resolve(self, dst: tuple[str, int]) -> tuple[str, int] | None:
         """A Service VIP:port becomes its first endpoint:targetPort (ztunnel load-balances
-        itself; the lab's Services have one endpoint); anything else stays itself."""
+        itself; the lab's Services have one endpoint), None when the Service has no such
+        port; anything else stays itself."""
         for svc in self.services:
             if svc["vip"] == dst[0]:
                 for port, target in svc["ports"]:
                     if port == dst[1] and svc.get("endpoints"):
                         return str(svc["endpoints"][0]), int(target)
+                return None
         return dst
 
     def outbound(self, odst: tuple[str, int], local: tuple[str, int]) -> Route:
         """The app's connection, captured to 15001: tunnel to a mesh workload, or straight."""
         if odst == local:   # made to 15001 itself, not redirected: nowhere to go
-            return Route("blackhole", None, None)
+            return Route("close", None, None)
         target = self.resolve(odst)
+        if target is None:
+            return Route("close", odst, None)
+        if target[1] in OWN_PORTS and (target[0] == self.pod_ip
+                                       or ipaddress.ip_address(target[0]).is_loopback):
+            return Route("close", target, None)   # to ztunnel itself
         if target[0] in self.mesh:
             return Route("hbone", target, (target[0], HBONE_PORT))
         return Route("passthrough", target, target)
 
     def inbound(self, target: tuple[str, int], client: tuple[str, int]) -> Route:
-        """A connection for the app (from 15008 or 15006): to it, from the client's IP."""
-        if target[1] in (INBOUND_PLAINTEXT_PORT, HBONE_PORT, OUTBOUND_PORT):
-            return Route("blackhole", target, None)   # to ztunnel itself: refused
+        """A connection for the app (from 15008 or 15006): to it, from the client's IP.
+        Closed when its target is one of ztunnel's own ports or not this pod."""
+        if target[1] in OWN_PORTS or target[0] != self.pod_ip:
+            return Route("close", target, None)
         source = None if client[0] == target[0] else client[0]
         return Route("inbound", target, target, source)
 
@@ -177,7 +196,7 @@ class Ztunnel:
             elif port == HBONE_PORT:
                 target = self._connect_target(connect_line)
                 route = (self.inbound(target, peer) if target else
-                         Route("blackhole", None, None))
+                         Route("close", None, None))
             else:
                 route = self.inbound(odst, peer)
             self.recorder.record({"event": "decide", **base, **route.as_json()})
@@ -187,7 +206,7 @@ class Ztunnel:
                                       "hops": head["hops"]})
                 return
             if route.connect_to is None:
-                self.recorder.record({"event": "blackhole", **base})
+                self.recorder.record({"event": "close", **base})
                 return
             self.forward(conn, route, base)
 
@@ -232,21 +251,77 @@ class Ztunnel:
             upstream.sendall(wire.header(base["id"], base["hops"] + 1))
             relay(conn, upstream)
 
+    def dns(self, sock: socket.socket) -> None:
+        """One UDP query on 15053: forward it upstream (marked), relay the answer back."""
+        try:
+            data, ancdata, _flags, client = sock.recvmsg(65536, socket.CMSG_SPACE(32))
+        except OSError:
+            return
+        arrived = _arrival(ancdata, sock.getsockname())
+        head = wire.parse_header(data.split(b"\n", 1)[0])
+        base = {"id": head["id"], "hops": head["hops"], "listener_port": DNS_PORT}
+        self.recorder.record({"event": "accept", **base, "proto": "udp",
+                              "local": arrived, "peer": wire.endpoint(client[:2])})
+        upstream = self.dns_upstream
+        self.recorder.record({"event": "decide", **base, "route": "dns" if upstream else
+                              "close", "upstream": wire.endpoint(upstream) if upstream else None,
+                              "mark": MARK})
+        if upstream is None:
+            return
+        if head["hops"] >= self.hop_limit:
+            self.recorder.record({"event": "hop-limit", **base})
+            return
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as up:
+            up.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, MARK)
+            up.settimeout(CONNECT_TIMEOUT)
+            try:
+                up.connect(upstream)
+                up.send(wire.header(base["id"], base["hops"] + 1))
+                self.recorder.record({"event": "open", **base, "proto": "udp",
+                                      "local": wire.endpoint(up.getsockname()),
+                                      "upstream": wire.endpoint(upstream)})
+                answer = up.recv(65536)
+            except OSError as error:
+                self.recorder.record({"event": "upstream-error", **base,
+                                      "upstream": wire.endpoint(upstream),
+                                      "error": error.strerror or str(error)})
+                return
+        host = arrived.rsplit(":", 1)[0]
+        info = struct.pack("=i4s4s", 0, socket.inet_aton(host), b"\0" * 4)
+        try:   # from the arrival address (127.0.0.1 after REDIRECT): conntrack un-NATs it
+            sock.sendmsg([answer], [(socket.SOL_IP, wire.IP_PKTINFO, info)], 0, client)
+        except OSError as error:
+            self.recorder.record({"event": "answer-dropped", **base,
+                                  "error": error.strerror or str(error)})
+
     def serve(self, ports: Sequence[int], ipv6: bool = False) -> None:
         sockets = {}
         for port in ports:
             for host in ("0.0.0.0", "::") if ipv6 else ("0.0.0.0",):
                 sockets[listener(port, host)] = port
+        dns = dns_listener() if self.dns_upstream else None
         print("READY", flush=True)
         while True:
-            readable, _, _ = select.select(list(sockets), [], [])
+            readable, _, _ = select.select(list(sockets) + ([dns] if dns else []), [], [])
             for sock in readable:
+                if sock is dns:
+                    self.dns(sock)
+                    continue
                 try:
                     conn, _ = sock.accept()
                 except OSError:
                     continue
                 threading.Thread(target=self.handle, args=(conn, sockets[sock]),
                                  daemon=True).start()
+
+
+def dns_listener() -> socket.socket:
+    """UDP 0.0.0.0:15053, marked and transparent, learning each query's arrival address."""
+    sock = udp_socket("0.0.0.0", DNS_PORT)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, MARK)
+    sock.setsockopt(socket.SOL_IP, wire.IP_TRANSPARENT, 1)
+    sock.setblocking(False)
+    return sock
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -257,13 +332,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--services", default="[]", help="JSON list of services "
                         '({"vip": ..., "ports": [[port, targetPort]], "endpoints": [...]})')
     parser.add_argument("--hop-limit", type=int, default=8)
+    parser.add_argument("--dns-upstream", help="IP:PORT to forward DNS queries to (UDP "
+                        "15053 is served only with it)")
     parser.add_argument("--ipv6", action="store_true", help="also listen on ::")
     parser.add_argument("--log")
     parser.add_argument("--ttl", type=float, default=900.0)
     args = parser.parse_args(argv)
     _exit_when_stdin_closes(args.ttl)
     ztunnel = Ztunnel(args.pod_ip, [a for a in args.mesh.split(",") if a],
-                      json.loads(args.services), Recorder(args.log), args.hop_limit)
+                      json.loads(args.services), Recorder(args.log), args.hop_limit,
+                      parse_endpoint(args.dns_upstream) if args.dns_upstream else None)
     try:
         ztunnel.serve([OUTBOUND_PORT, INBOUND_PLAINTEXT_PORT, HBONE_PORT], ipv6=args.ipv6)
     except OSError as error:

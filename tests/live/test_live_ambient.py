@@ -1,9 +1,9 @@
 """Ambient mode on the real kernel: the facts the model rests on, proven one by one.
 
-Two ambient pods (``pod`` 10.244.0.5 and ``peer`` 10.244.0.9), each with istio-cni's in-pod
-rules, the agent's ``ip rule``/route and the lab's ztunnel stand-in, on a node bridge that
-also holds a non-mesh client, an external host and the kubelet probes' address (see
-:mod:`meshlab.live.ambient_lab`). The rules are what :func:`meshlab.istio.ambient.inpod_rules`
+The model's ambient world (:mod:`meshlab.live.ambient_lab`): two ambient pods, details
+10.244.0.12 (under study) and reviews-v2 10.244.0.13, each with istio-cni's in-pod rules,
+the agent's ``ip rule``/route and the lab's ztunnel stand-in, beside reviews (outside the
+mesh), a sidecar pod, a VM on details' net1 and the node (kubelet, coredns, legacy-db). The rules are what :func:`meshlab.istio.ambient.inpod_rules`
 generates (Istio's own golden output, byte for byte: its tests say so).
 """
 
@@ -68,16 +68,16 @@ def test_the_apps_outbound_connection_is_redirected_to_15001_and_tunnelled(defau
     from meshlab.live.ambient_lab import PEER_IP, POD_IP
 
     lab = default_rules
-    seen = lab.connect_both(PEER_IP, 9080, side="pod", uid=1000)
+    seen = lab.connect_all(PEER_IP, 9080, side="pod", uid=1000)
     assert seen.pod.outcome == "answered", seen.pod.error
     assert seen.pod.nat.get(nat_rule(lab, "ISTIO_OUTPUT", "--to-ports 15001")) == 1
     assert seen.pod.original_dst == f"{PEER_IP}:9080"
     # through the tunnel: the peer's ztunnel took it on 15008 (its rules do not redirect it)
-    assert seen.ztunnel_listeners == [("pod", 15001), ("peer", 15008)]
-    assert [e["connect"] for e in seen.peer_log if e["event"] == "accept"] == [
+    assert seen.listeners == [("pod-ztunnel", 15001), ("peer-ztunnel", 15008)]
+    assert [e["connect"] for e in seen.of("peer-ztunnel", "accept")] == [
         f"CONNECT {PEER_IP}:9080"]
     # ... and the peer's app sees the real client: the pod's own address
-    assert seen.pod.delivered_to == ("reviews", 9080, POD_IP)
+    assert seen.pod.delivered_to == ("app", 9080, POD_IP)
 
 
 def test_a_socket_marked_0x539_is_not_redirected(default_rules) -> None:
@@ -88,7 +88,7 @@ def test_a_socket_marked_0x539_is_not_redirected(default_rules) -> None:
     assert seen.outcome == "answered", seen.error
     assert seen.accepts == []                      # ztunnel never saw it
     assert nat_rule(lab, "ISTIO_OUTPUT", "--to-ports 15001") not in seen.nat
-    assert seen.delivered_to == ("legacy-db", 5432, POD_IP)
+    assert seen.delivered_to == ("postgres", 5432, POD_IP)
     plain = lab.connect(EXTERNAL_IP, 5432, side="pod", uid=0)   # the same, unmarked
     assert [e["listener_port"] for e in plain.accepts] == [15001]
 
@@ -97,9 +97,9 @@ def test_hbone_to_15008_is_not_redirected_and_the_app_sees_the_peers_ip(default_
     from meshlab.live.ambient_lab import PEER_IP, POD_IP
 
     lab = default_rules
-    seen = lab.connect_both(POD_IP, 9080, side="peer", uid=1000)   # the peer's app calls us
+    seen = lab.connect_all(POD_IP, 9080, side="peer", uid=1000)   # the peer's app calls us
     assert seen.pod.outcome == "answered", seen.pod.error
-    assert seen.ztunnel_listeners == [("peer", 15001), ("pod", 15008)]
+    assert seen.listeners == [("peer-ztunnel", 15001), ("pod-ztunnel", 15008)]
     assert nat_rule(lab, "ISTIO_PRERT", "--to-ports 15006") not in seen.pod.nat
     assert seen.pod.delivered_to == ("app", 9080, PEER_IP)
     # ztunnel's connection to the app went out by lo (accepted there, not redirected) and
@@ -113,7 +113,7 @@ def test_plaintext_from_a_non_mesh_client_goes_to_15006_and_keeps_its_source(def
     from meshlab.live.ambient_lab import CLIENT_IP, POD_IP
 
     lab = default_rules
-    seen = lab.connect(POD_IP, 9080, side="node", src=CLIENT_IP)
+    seen = lab.connect(POD_IP, 9080, side="reviews")
     assert seen.outcome == "answered", seen.error
     assert [e["listener_port"] for e in seen.accepts] == [15006]
     assert seen.original_dst == f"{POD_IP}:9080"
@@ -136,13 +136,13 @@ def test_kubelet_probes_bypass_ztunnel(default_rules) -> None:
 def test_without_the_ip_rule_or_the_connmark_the_reply_is_lost(lab, what: str) -> None:
     """The app's SYN-ACK to the client's (non-local) address takes the default route out of
     eth0 instead of table 100's ``lo``: ztunnel's connection to the app never completes."""
-    from meshlab.live.ambient_lab import AGENT_COMMANDS, CLIENT_IP, IP_ROUTE, POD_IP
+    from meshlab.live.ambient_lab import AGENT_COMMANDS, IP_ROUTE, POD_IP
 
     if what == "ip rule":
         lab.load(default_document(), (IP_ROUTE,))
     else:
         lab.load(without(default_document(), CONNMARK_SET), AGENT_COMMANDS)
-    seen = lab.connect(POD_IP, 9080, side="node", src=CLIENT_IP)
+    seen = lab.connect(POD_IP, 9080, side="reviews")
     assert [e["listener_port"] for e in seen.accepts] == [15006]
     assert seen.reply == {"error": "upstream timed out", "id": seen.id}
     errors = [e for e in seen.proxy_log if e["event"] == "upstream-error"]
