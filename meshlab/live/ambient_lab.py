@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meshlab.istio.ambient import INPOD_ROUTE_COMMANDS
+from meshlab.istio.ambient import INPOD_ROUTE_COMMANDS, inpod_rules
 from meshlab.live import counters as ctr
 from meshlab.live import netns, proc
 from meshlab.live.lab import (
@@ -117,7 +117,8 @@ class AmbientLab(Lab):
 
     ``rules`` (and ``post_commands``, by default :data:`AGENT_COMMANDS`) are the pod's, as in
     :class:`~meshlab.live.lab.Lab`, and :meth:`load` replaces them. The peer keeps the rules
-    it was built with (``mesh_peer_rules``; ``None``: the same as the pod's). With
+    it was built with (``mesh_peer_rules``; ``None``: what the agent writes by default,
+    :func:`meshlab.istio.ambient.inpod_rules`). With
     ``sidecar_pod`` productpage runs the sidecar rules and the lab's Envoy stand-in.
     """
 
@@ -165,7 +166,7 @@ class AmbientLab(Lab):
         if self.rules is not None:
             self.load(self.rules, self.post_commands)
         self.load_peer(self.mesh_peer_rules if self.mesh_peer_rules is not None
-                       else self.rules)
+                       else inpod_rules().ipv4)
         servers = [(self.pod, self.pod_servers), (self.peer, self.peer_servers),
                    (node, self.node_servers)] + [
             (self.plain[name], found) for name, (_, found) in PLAIN_PODS.items()]
@@ -182,10 +183,8 @@ class AmbientLab(Lab):
             self.agents[side] = proc.start(reg, ns, "meshlab.live.agent", [],
                                            name=f"{side}-agent", workdir=self.workdir)
 
-    def load_peer(self, rules: str | RestoreRenderable | None) -> None:
+    def load_peer(self, rules: str | RestoreRenderable) -> None:
         """The peer's in-pod rules and the agent's ``ip rule`` and route (once, at build)."""
-        if rules is None:
-            return
         netns.in_ns(self.peer, ["iptables-restore"], input=FLUSH_DOCUMENT)
         netns.in_ns(self.peer, ["iptables-restore", "--noflush"], input=restore_text(rules))
         for line in AGENT_COMMANDS:

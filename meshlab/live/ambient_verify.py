@@ -1,0 +1,177 @@
+"""The ambient scenarios (``ambient-*``), once in the model and once in the ambient lab.
+
+:func:`meshlab.live.verify.verify` hands every catalog scenario whose name starts with
+``ambient-`` to :func:`verify_ambient`, which runs it in :class:`~meshlab.live.ambient_lab.
+AmbientLab` (the model's ambient world, built for real) with the rules
+:func:`meshlab.istio.ambient.inpod_rules` writes for the scenario's pod annotations, and
+compares what :func:`meshlab.live.verify.compare` compares for the sidecar:
+
+``outcome``, ``delivered_to``
+    the app reports the source address it sees: the model's ``delivered_to.sees_source``
+    must be it (the real client's IP, in ambient mode);
+``listeners``
+    every proxy's accepting port, in time order, whichever pod it runs in: the ztunnel of
+    the client's pod (15001), the server's (15008, or 15006 for plaintext), the sidecar's
+    Envoy (15006) when the server has one;
+``nat``
+    the pod under study's nat rules that counted, and how often, against ``iptables-save
+    -c`` in its namespace.
+
+and one more, for the mangle rules that carry the reply path (the connmark set on
+ztunnel's connection to the app, restored on the app's answers): **which** mangle rules of
+the pod counted, model against kernel. Only which: the kernel's mangle rules count every
+packet of the connection, the model's the packets it traces (the first and its answer).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from meshlab.errors import MeshlabError
+from meshlab.live.ambient_lab import (
+    CLIENT_IP,
+    DNS_IP,
+    EXTERNAL_IP,
+    PEER_IP,
+    POD_IP,
+    PROBE_IP,
+    SERVICES,
+    SIDECAR_IP,
+    VM_IP,
+    AmbientConnection,
+    AmbientLab,
+)
+from meshlab.live.counters import Key
+from meshlab.live.lab import APP_UID
+from meshlab.live.netns import LabError
+from meshlab.live.verify import Comparison, compare, kernel_outcome, model_facts
+from meshlab.live.worldlab import LiveRequest
+
+ADDRESSES = {"pod/details": POD_IP, "pod/reviews-v2": PEER_IP, "pod/reviews": CLIENT_IP,
+             "pod/productpage": SIDECAR_IP, "pod/coredns": DNS_IP,
+             "host/legacy-db": EXTERNAL_IP, "host/kubelet": PROBE_IP, "host/vm": VM_IP}
+"""Where each of the model's ambient-world names lives in the lab."""
+SIDES = {"pod/details": "pod", "pod/reviews-v2": "peer", "pod/reviews": "reviews",
+         "host/kubelet": "node", "host/vm": "vm"}
+"""Which lab agent makes a connection from each source the ambient scenarios use."""
+AMBIENT_APPS = ("pod/details", "pod/reviews-v2")
+
+
+def is_ambient(scenario: Any) -> bool:
+    """The ambient scenarios are named ``ambient-...``."""
+    return str(scenario.name).startswith("ambient-")
+
+
+def address_of(name: str) -> str:
+    """``pod/details`` -> 10.244.0.12, ``svc/kube-dns`` -> its VIP, an IP stays itself."""
+    if name in ADDRESSES:
+        return ADDRESSES[name]
+    kind, _, short = name.partition("/")
+    if kind == "svc":
+        for svc in SERVICES:
+            if svc["name"] == short:
+                return str(svc["vip"])
+    if not short:
+        return name
+    raise LabError(f"the ambient lab does not know {name!r}; it knows "
+                   f"{', '.join(ADDRESSES)} and the Services "
+                   f"{', '.join(str(s['name']) for s in SERVICES)}")
+
+
+def live_request(request: Any) -> LiveRequest:
+    """A catalog request of an ambient scenario -> where the ambient lab connects from."""
+    source = request.source
+    if source not in SIDES:
+        raise LabError(f"the ambient lab cannot make a connection from {source!r}; it can "
+                       f"from {', '.join(SIDES)}")
+    uid = gid = 0
+    if source in AMBIENT_APPS:
+        uid = request.uid if request.uid is not None else APP_UID
+        gid = request.gid if request.gid is not None else uid
+    src = PROBE_IP if source == "host/kubelet" else None
+    return LiveRequest(SIDES[source], uid, gid, src, address_of(request.to), request.port,
+                       request.proto)
+
+
+def scenario_rules(scenario: Any) -> Any:
+    """istio-cni's rules for the scenario's pod (its annotations; the agent's defaults)."""
+    from meshlab.istio.ambient import AgentConfig, PodOverrides, inpod_rules
+
+    annotations = dict(getattr(scenario, "annotations", ()) or ())
+    return inpod_rules(AgentConfig(), PodOverrides.from_annotations(annotations))
+
+
+def _key_name(key: Key) -> str:
+    return f"{key[0]} {key[1]} {key[2]}"
+
+
+def kernel_facts(seen: AmbientConnection, texts: Mapping[Key, str]) -> dict[str, Any]:
+    """The comparable facts of one real connection, every proxy's log included."""
+    pod = dataclasses.replace(seen.pod, proxy_log=seen.events)
+    return {
+        "outcome": kernel_outcome(pod, texts),
+        "raw_outcome": pod.outcome,
+        "delivered_to": list(pod.delivered_to) if pod.delivered_to else None,
+        "listeners": [port for _, port in seen.listeners],
+        "proxies": [f"{name}:{port}" for name, port in seen.listeners],
+        "clusters": seen.routes,
+        "nat": {_key_name(k): n for k, n in sorted(pod.nat.items())},
+        "mangle": sorted(_key_name(k) for k in pod.grew if k[0] == "mangle" and k[2] > 0),
+    }
+
+
+def model_mangle(walk: Any) -> list[str]:
+    """The pod's mangle rules the model's walk counted (policies left out)."""
+    return sorted(_key_name(k) for k, v in walk.counters.items()
+                  if k[0] == "mangle" and k[2] > 0 and v)
+
+
+def run_one(lab: AmbientLab, scenario: Any, *, state: dict[str, Any] | None = None
+            ) -> tuple[Any, AmbientConnection, Comparison]:
+    """Run one ambient scenario in the model and in ``lab`` (rules reloaded on change)."""
+    from meshlab.scenarios import run_scenario
+
+    started = time.perf_counter()
+    walk = run_scenario(scenario.name)
+    rules = scenario_rules(scenario)
+    state = {} if state is None else state
+    if state.get("rules") != rules.ipv4:
+        lab.load(rules.ipv4, rules.route_commands)
+        state["rules"] = rules.ipv4
+    request = live_request(scenario.request)
+    seen = lab.connect_all(request.dst, request.dport, **request.kwargs())
+    raw_texts = lab.counters().texts
+    texts = {_key_name(k): v for k, v in raw_texts.items()}
+    model = {**model_facts(walk), "mangle": model_mangle(walk)}
+    kernel = kernel_facts(seen, raw_texts)
+    found = compare(scenario.name, model, kernel, texts)
+    diff = list(found.diff)
+    if model["mangle"] != kernel["mangle"]:
+        diff.append({"what": "mangle rules that counted", "model": model["mangle"],
+                     "kernel": kernel["mangle"]})
+    return walk, seen, Comparison(found.name, model, kernel, tuple(diff), found.texts,
+                                  time.perf_counter() - started)
+
+
+def verify_ambient(scenarios: Sequence[Any], *, deadline: float | None = 120.0
+                   ) -> tuple[list[Comparison], list[str]]:
+    """Every given ambient scenario, in one ambient lab: (comparisons, the lab's notes)."""
+    results: list[Comparison] = []
+    with AmbientLab(deadline=deadline) as lab:
+        state: dict[str, Any] = {}
+        for scenario in scenarios:
+            try:
+                results.append(run_one(lab, scenario, state=state)[2])
+            except LabError as error:
+                results.append(Comparison(scenario.name, {}, {"error": str(error)},
+                                          ({"what": "error", "model": None,
+                                            "kernel": str(error)},)))
+            except MeshlabError as error:   # the model could not run this scenario
+                results.append(Comparison(scenario.name, {"error": str(error)}, {},
+                                          ({"what": "model error", "model": str(error),
+                                            "kernel": None},)))
+        notes = list(lab.notes)
+    return results, notes
