@@ -44,12 +44,15 @@ CASES = ("inbound", "outbound")
 class Step:
     """One numbered step: what the article says, and what this walk did there.
 
+    ``n`` is the article's number (1-15), or for an ambient walk ``"A1"``, ``"A2"``...
+    (:mod:`meshlab.lesson_ambient`).
+
     ``status`` is ``"ok"`` (the step happened as the article tells), ``"changed"`` (something
     else happened at this point: ``event`` is that, ``explanation`` says what) or ``"skipped"``
     (the walk never got here; ``event`` is ``None``).
     """
 
-    n: int
+    n: int | str
     title: str
     explanation: str
     event: Event | None
@@ -116,10 +119,17 @@ def article_case(walk: Walk) -> str:
 def numbered_steps(walk: Walk, case: str | None = None) -> list[Step]:
     """The article's steps (1-8 inbound, 9-15 outbound) for ``walk``, each with a status.
 
+    An ambient walk (``walk.mode == "ambient"``) gets the ambient steps A1-A9 instead
+    (:func:`meshlab.lesson_ambient.ambient_steps`).
+
     ``case`` defaults to :func:`article_case`. For a walk that is neither article case (the app
     calling its own Service goes out *and* back in) the steps of the chosen case are matched
     as far as they apply; the rest show as changed or skipped.
     """
+    if walk.mode == "ambient":
+        from meshlab.lesson_ambient import ambient_steps
+
+        return ambient_steps(walk, case)
     case = case or article_case(walk)
     if case not in CASES:
         raise ValueError(f"case must be 'inbound' or 'outbound', not {case!r}")
@@ -132,7 +142,7 @@ def numbered_steps(walk: Walk, case: str | None = None) -> list[Step]:
     return _outbound(mine, first_conn)
 
 
-def step_numbers(walk: Walk) -> dict[int, int]:
+def step_numbers(walk: Walk) -> dict[int, int | str]:
     """``{event index: step number}`` for the events that are one of the article's steps."""
     return {s.event.index: s.n for s in numbered_steps(walk) if s.event is not None}
 

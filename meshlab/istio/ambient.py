@@ -365,8 +365,17 @@ class AmbientRules:
         return parse_ruleset(self.document(6), family="ipv6")
 
     def ruleset(self, version: int | str = 4) -> Ruleset:
-        """:attr:`ruleset_v4` or :attr:`ruleset_v6`, by IP version (4, 6, "ipv4", "ipv6")."""
-        return self.ruleset_v4 if _version(version) == 4 else self.ruleset_v6
+        """:attr:`ruleset_v4` or :attr:`ruleset_v6`, by IP version (4, 6, "ipv4", "ipv6").
+
+        Only a pod's rules: the node's SNAT through an ipset (``-m set``, ``-m owner
+        --socket-exists``, ``-j SNAT``) is outside what :mod:`meshlab.netfilter` models."""
+        number = _version(version)
+        if self.where == "node":
+            raise MeshlabError(
+                "the node's rules (nat POSTROUTING: -m set, --socket-exists, SNAT) are not "
+                "modelled by meshlab.netfilter; trace the pod's rules (inpod_rules), whose "
+                "probe rules see the SNATed source, or read the node's restore text")
+        return self.ruleset_v4 if number == 4 else self.ruleset_v6
 
     def fwmark_routes(self, version: int | str = 4) -> tuple[FwmarkRoute, ...]:
         """The pod's ``ip rule`` and table-100 route of one IP version, as the kernel model's
