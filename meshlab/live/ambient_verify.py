@@ -18,9 +18,12 @@ compares what :func:`meshlab.live.verify.compare` compares for the sidecar:
     -c`` in its namespace.
 
 and one more, for the mangle rules that carry the reply path (the connmark set on
-ztunnel's connection to the app, restored on the app's answers): **which** mangle rules of
-the pod counted, model against kernel. Only which: the kernel's mangle rules count every
-packet of the connection, the model's the packets it traces (the first and its answer).
+ztunnel's connection to the app, restored on the app's answers): every mangle rule of the
+pod that the model's walk counted must have counted in the kernel too. Not the other way
+round, and not how often: the kernel's mangle rules count every packet of the connection
+(the client's ACK, the data, the FINs, both ways), the model's only the packets it traces
+(the first one and its answer). So the model may not claim a packet passed a rule that no
+packet passed; the counts themselves are shown beside each other (``mangle``).
 """
 
 from __future__ import annotations
@@ -119,14 +122,15 @@ def kernel_facts(seen: AmbientConnection, texts: Mapping[Key, str]) -> dict[str,
         "proxies": [f"{name}:{port}" for name, port in seen.listeners],
         "clusters": seen.routes,
         "nat": {_key_name(k): n for k, n in sorted(pod.nat.items())},
-        "mangle": sorted(_key_name(k) for k in pod.grew if k[0] == "mangle" and k[2] > 0),
+        "mangle": {_key_name(k): n for k, n in sorted(pod.grew.items())
+                   if k[0] == "mangle" and k[2] > 0},
     }
 
 
-def model_mangle(walk: Any) -> list[str]:
+def model_mangle(walk: Any) -> dict[str, int]:
     """The pod's mangle rules the model's walk counted (policies left out)."""
-    return sorted(_key_name(k) for k, v in walk.counters.items()
-                  if k[0] == "mangle" and k[2] > 0 and v)
+    return {_key_name(k): int(v) for k, v in sorted(walk.counters.items())
+            if k[0] == "mangle" and k[2] > 0 and v}
 
 
 def run_one(lab: AmbientLab, scenario: Any, *, state: dict[str, Any] | None = None
@@ -149,9 +153,9 @@ def run_one(lab: AmbientLab, scenario: Any, *, state: dict[str, Any] | None = No
     kernel = kernel_facts(seen, raw_texts)
     found = compare(scenario.name, model, kernel, texts)
     diff = list(found.diff)
-    if model["mangle"] != kernel["mangle"]:
-        diff.append({"what": "mangle rules that counted", "model": model["mangle"],
-                     "kernel": kernel["mangle"]})
+    for key in sorted(set(model["mangle"]) - set(kernel["mangle"])):
+        diff.append({"what": "mangle rule the model counted, the kernel not", "rule": key,
+                     "text": texts.get(key, ""), "model": model["mangle"][key], "kernel": 0})
     return walk, seen, Comparison(found.name, model, kernel, tuple(diff), found.texts,
                                   time.perf_counter() - started)
 
