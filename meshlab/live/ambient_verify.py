@@ -107,6 +107,34 @@ def scenario_rules(scenario: Any) -> Any:
     return inpod_rules(AgentConfig(), PodOverrides.from_annotations(annotations))
 
 
+def ablated(rules: Any, without_rules: Sequence[str] = (),
+            without_matches: Sequence[str] = ()) -> tuple[str, tuple[str, ...]]:
+    """(restore document, ip commands) with rules, policy routing or conditions taken out,
+    as the model's ``--without-rule``/``--without-match`` take them out: a rule text
+    (restore form without ``-A CHAIN``) removes every equal rule, ``ip rule ...``/``ip route
+    ...`` that command, and a condition (``-m mark ! --mark 0x539/0xfff``) is cut out of
+    every rule that has it."""
+    commands = tuple(c for c in rules.route_commands if c not in without_rules)
+    document = rules.ipv4
+    texts = [t for t in without_rules if t.split()[:2] not in (["ip", "rule"], ["ip", "route"])]
+    if texts:   # the model's own removal (rules compared as parsed, "/32" or not)
+        ruleset = rules.ruleset_v4
+        for text in texts:
+            ruleset = ruleset.without_rule(text)
+        document = ruleset.render_restore()
+    lines = []
+    for line in document.splitlines():
+        words = line.split()
+        for text in without_matches:
+            cut = text.split()
+            at = next((i for i in range(len(words) - len(cut) + 1)
+                       if words[i:i + len(cut)] == cut), None)
+            if words[:1] == ["-A"] and at is not None:
+                words = words[:at] + words[at + len(cut):]
+        lines.append(" ".join(words) if words[:1] == ["-A"] else line)
+    return "\n".join(lines) + "\n", commands
+
+
 def _key_name(key: Key) -> str:
     return f"{key[0]} {key[1]} {key[2]}"
 
@@ -133,18 +161,21 @@ def model_mangle(walk: Any) -> dict[str, int]:
             if k[0] == "mangle" and k[2] > 0 and v}
 
 
-def run_one(lab: AmbientLab, scenario: Any, *, state: dict[str, Any] | None = None
+def run_one(lab: AmbientLab, scenario: Any, *, state: dict[str, Any] | None = None,
+            without_rules: Sequence[str] = (), without_matches: Sequence[str] = ()
             ) -> tuple[Any, AmbientConnection, Comparison]:
-    """Run one ambient scenario in the model and in ``lab`` (rules reloaded on change)."""
+    """Run one ambient scenario in the model and in ``lab`` (rules reloaded on change),
+    optionally without some rules, policy routing or conditions (both sides alike)."""
     from meshlab.scenarios import run_scenario
 
     started = time.perf_counter()
-    walk = run_scenario(scenario.name)
-    rules = scenario_rules(scenario)
+    walk = run_scenario(scenario.name, without_rules=tuple(without_rules),
+                        without_matches=tuple(without_matches))
+    document, commands = ablated(scenario_rules(scenario), without_rules, without_matches)
     state = {} if state is None else state
-    if state.get("rules") != rules.ipv4:
-        lab.load(rules.ipv4, rules.route_commands)
-        state["rules"] = rules.ipv4
+    if state.get("rules") != (document, commands):
+        lab.load(document, commands)
+        state["rules"] = (document, commands)
     request = live_request(scenario.request)
     seen = lab.connect_all(request.dst, request.dport, **request.kwargs())
     raw_texts = lab.counters().texts

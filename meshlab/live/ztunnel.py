@@ -71,9 +71,13 @@ DNS_PORT = 15053
 OWN_PORTS = frozenset((OUTBOUND_PORT, INBOUND_PLAINTEXT_PORT, HBONE_PORT, DNS_PORT))
 IP_FREEBIND = 15
 """``linux/in.h``: bind an address that is not (yet) configured on this host."""
-CONNECT_TIMEOUT = 1.0
-"""How long an upstream connect may take: less than the lab client's own wait (2 s), so a
-connection that cannot complete (the app's reply routed away) is reported, not hung."""
+CONNECT_TIMEOUT = 0.6
+"""How long an upstream connect may take. Less than the lab client's own wait (2 s), so a
+connection that cannot complete (the app's reply routed away) is reported, not hung; and
+less than TCP's first SYN retransmission (1 s). When the app's SYN-ACK leaves by eth0 to the
+client's real address, the client answers it with a RST that closes the conntrack entry
+(its tuple is the one ztunnel's SYN used), so a retransmitted SYN would be a *second* NEW
+connection, counted again by nat: one connection attempt must be one SYN."""
 
 
 def marked_socket(family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
