@@ -3,11 +3,17 @@
 ::
 
     meshlab live verify [--scenario NAME]... [--json] [--trace]
-    meshlab live run SCENARIO [--without-rule "TEXT"]... [--keep] [--json]
+    meshlab live run SCENARIO [--without-rule "TEXT"]... [--without-match "TEXT"]...
+                              [--keep] [--json]
     meshlab live loop                       # the 1337-exemption loop, real proxy, hop limit
     meshlab live random [--seed N]          # randomized model-vs-kernel connections
     meshlab live record [--output PATH] [--seed N]...   # all of the above, into one JSON file
     meshlab live clean [--all]              # remove what a killed run left behind
+
+The ``ambient-*`` scenarios run in the ambient lab (:mod:`meshlab.live.ambient_lab`: two
+ambient pods with istio-cni's rules and a ztunnel stand-in each, beside the rest of the
+model's world); ``--without-match`` takes a condition out of every rule of the ambient pod
+(``-m mark ! --mark 0x539/0xfff``), in the model and in the kernel alike.
 
 ``verify`` exits 0 when every scenario agrees, 1 when any disagrees, and 2 when the lab
 cannot run here (not root, no iptables, no ``ip netns``), saying why.
@@ -65,6 +71,9 @@ def register(subparsers: Any) -> None:
     r.add_argument("scenario", metavar="SCENARIO")
     r.add_argument("--without-rule", action="append", default=[], metavar="TEXT",
                    help='remove a rule first, e.g. "-m owner --uid-owner 1337 -j RETURN"')
+    r.add_argument("--without-match", action="append", default=[], metavar="TEXT",
+                   help='ambient scenarios: take a condition out of every rule, e.g. '
+                        '"-m mark ! --mark 0x539/0xfff"')
     r.add_argument("--keep", action="store_true",
                    help="leave the namespaces in place to look around (then `meshlab live "
                         "clean --all`)")
@@ -136,6 +145,11 @@ def run_run(args: argparse.Namespace) -> int:
     from meshlab.scenarios import get_scenario, run_scenario
 
     scenario = get_scenario(args.scenario)
+    if scenario.name.startswith("ambient-"):
+        return _run_ambient(args, scenario)
+    if args.without_match:
+        raise MeshlabError(f"--without-match applies to the ambient scenarios only; "
+                           f"{scenario.name} studies a sidecar pod (use --without-rule)")
     run_scenario(scenario, without_rules=args.without_rule)  # bad rule texts: said before the lab
     _require_lab()
     with world_lab(trace=True, keep=args.keep, deadline=60.0) as lab:
@@ -157,6 +171,34 @@ def run_run(args: argparse.Namespace) -> int:
         if args.keep:
             print(f"\nkept: ip netns exec {names[0]} iptables-save -c   "
                   f"(remove with `meshlab live clean --all`)")
+    return 0 if comparison.agree else 1
+
+
+def _run_ambient(args: argparse.Namespace, scenario: Any) -> int:
+    """``live run`` for an ambient scenario: the ambient lab, every proxy's log."""
+    from meshlab.live.ambient_lab import AmbientLab
+    from meshlab.live.ambient_verify import run_one
+    from meshlab.live.verify import side_by_side
+    from meshlab.scenarios import run_scenario
+
+    # bad rule or condition texts: said before the lab is built
+    run_scenario(scenario, without_rules=args.without_rule, without_matches=args.without_match)
+    _require_lab()
+    with AmbientLab(keep=args.keep, deadline=60.0) as lab:
+        _walk, seen, comparison = run_one(lab, scenario, without_rules=args.without_rule,
+                                          without_matches=args.without_match)
+        pod = lab.pod
+    if args.json:
+        print(json.dumps({**comparison.to_json(), "connection": seen.pod.to_json(),
+                          "proxy_log": list(seen.events)}, indent=2, default=str))
+        return 0 if comparison.agree else 1
+    print(side_by_side(comparison))
+    print("\nproxy logs (both ztunnels, the sidecar's Envoy), in time order:")
+    for event in seen.events:
+        print("  " + " ".join(f"{k}={v}" for k, v in event.items() if k != "t"))
+    if args.keep:
+        print(f"\nkept: ip netns exec {pod} iptables-save -c   "
+              f"(remove with `meshlab live clean --all`)")
     return 0 if comparison.agree else 1
 
 

@@ -191,22 +191,24 @@ def run_one(lab: AmbientLab, scenario: Any, *, state: dict[str, Any] | None = No
                                   time.perf_counter() - started)
 
 
-def verify_ambient(scenarios: Sequence[Any], *, deadline: float | None = 120.0
-                   ) -> tuple[list[Comparison], list[str]]:
-    """Every given ambient scenario, in one ambient lab: (comparisons, the lab's notes)."""
+def verify_ambient(scenarios: Sequence[Any], *, deadline: float | None = 120.0,
+                   lab: AmbientLab | None = None) -> tuple[list[Comparison], list[str]]:
+    """Every given ambient scenario, in one ambient lab (a new one unless ``lab`` is given):
+    (comparisons, the lab's notes)."""
+    if lab is None:
+        with AmbientLab(deadline=deadline) as fresh:
+            return verify_ambient(scenarios, lab=fresh)
     results: list[Comparison] = []
-    with AmbientLab(deadline=deadline) as lab:
-        state: dict[str, Any] = {}
-        for scenario in scenarios:
-            try:
-                results.append(run_one(lab, scenario, state=state)[2])
-            except LabError as error:
-                results.append(Comparison(scenario.name, {}, {"error": str(error)},
-                                          ({"what": "error", "model": None,
-                                            "kernel": str(error)},)))
-            except MeshlabError as error:   # the model could not run this scenario
-                results.append(Comparison(scenario.name, {"error": str(error)}, {},
-                                          ({"what": "model error", "model": str(error),
-                                            "kernel": None},)))
-        notes = list(lab.notes)
-    return results, notes
+    state: dict[str, Any] = {}
+    for scenario in scenarios:
+        try:
+            results.append(run_one(lab, scenario, state=state)[2])
+        except LabError as error:
+            results.append(Comparison(scenario.name, {}, {"error": str(error)},
+                                      ({"what": "error", "model": None,
+                                        "kernel": str(error)},)))
+        except MeshlabError as error:   # the model could not run this scenario
+            results.append(Comparison(scenario.name, {"error": str(error)}, {},
+                                      ({"what": "model error", "model": str(error),
+                                        "kernel": None},)))
+    return results, list(lab.notes)
