@@ -28,19 +28,20 @@ import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from ipaddress import IPv4Address, IPv4Interface, IPv6Address, ip_address, ip_interface
+from ipaddress import IPv4Address, IPv4Interface, ip_address, ip_interface
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from meshlab.errors import MeshlabError
+from meshlab.variants import Variants
 
 if TYPE_CHECKING:
     from meshlab.istio.envoy import Service, Sidecar
     from meshlab.istio.ztunnel import Ztunnel
     from meshlab.netfilter.kernel import EphemeralPorts, FwmarkRoute, Interface, Netns
+    from meshlab.netfilter.packet import IPAddress
     from meshlab.netfilter.ruleset import Ruleset
 
-IPAddress = IPv4Address | IPv6Address
 
 APP_UID = 1000
 PROXY_UID = 1337
@@ -124,7 +125,7 @@ class Pod:
     inbound_ports: tuple[int, ...] = ()
     fwmark_routes: tuple[FwmarkRoute, ...] = ()
     ambient: AmbientSetup | None = None
-    _variants: dict[Any, Pod] = field(default_factory=dict, repr=False, compare=False)
+    _variants: Variants[Pod] = field(default_factory=Variants, repr=False, compare=False)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -288,9 +289,8 @@ class Pod:
                 else:
                     ruleset = _without(ruleset, text)
             pod = replace(pod, ruleset=ruleset, fwmark_routes=routes,
-                          removed_rules=tuple(without_rules), _variants={})
-        self._variants[key] = pod
-        return pod
+                          removed_rules=tuple(without_rules), _variants=Variants())
+        return self._variants.keep(key, pod)
 
     # ------------------------------------------------------------------ reading
     @property
@@ -569,7 +569,7 @@ def _ambient_variant(pod: Pod, annotations: dict[str, str], without_matches: tup
                                    "once (one removes it from every rule)")
             ruleset = _without_match(ruleset, text)
         assert pod.ambient is not None
-        pod = replace(pod, ruleset=ruleset, _variants={},
+        pod = replace(pod, ruleset=ruleset, _variants=Variants(),
                       ambient=replace(pod.ambient, removed_matches=without_matches))
     return pod
 

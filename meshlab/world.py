@@ -43,12 +43,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, ip_address
 from typing import Any
 
 from meshlab.errors import MeshlabError
 from meshlab.istio.ztunnel import ZTUNNEL
+from meshlab.netfilter.packet import IPAddress, endpoint
 from meshlab.pod import AGENT, ENVOY, Pod, Process
+from meshlab.variants import Variants
 from meshlab.walk import Delivery, Event, LoopCost, LoopReport, Walk
 
 __all__ = [
@@ -61,8 +63,6 @@ __all__ = [
     "World",
     "default_services",
 ]
-
-IPAddress = IPv4Address | IPv6Address
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +123,7 @@ class World:
     gateways: tuple[tuple[str, str, str], ...] = ()
     _by_name: dict[str, Pod] = field(default_factory=dict, repr=False, compare=False)
     _by_ip: dict[IPAddress, Pod] = field(default_factory=dict, repr=False, compare=False)
-    _subjects: dict[str, World] = field(default_factory=dict, repr=False, compare=False)
+    _variants: Variants[World] = field(default_factory=Variants, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for pod in self.pods:
@@ -192,7 +192,7 @@ class World:
                            without_rules: Sequence[str] = (),
                            annotations: Mapping[str, str] | None = None,
                            without_matches: Sequence[str] = ()) -> World:
-        """This world with the subject pod's rules changed (cached per variant).
+        """This world with the subject pod's rules changed (each world keeps its variants).
 
         ``annotations`` and ``without_matches`` apply to an ambient subject
         (:meth:`meshlab.pod.Pod.with_rules`)."""
@@ -209,10 +209,10 @@ class World:
         bare = self.pod(name).name
         if bare == self.subject:
             return self
-        found = self._subjects.get(bare)
+        found = self._variants.get(("subject", bare))
         if found is None:
-            found = self._subjects[bare] = World(self.pods, self.services, bare,
-                                                 self.hop_limit, self.gateways)
+            found = self._variants.keep(("subject", bare), World(
+                self.pods, self.services, bare, self.hop_limit, self.gateways))
         return found
 
     def gateway(self, host: str) -> tuple[Pod, str] | None:
@@ -293,12 +293,8 @@ def _ambient_services() -> tuple[Any, ...]:
                  for name, vip in (("details", "10.96.0.40"), ("reviews-v2", "10.96.0.50")))
 
 
-_VARIANTS: dict[tuple[int, Any], World] = {}
-
-
 def _world_variant(world: World, key: tuple[Any, ...]) -> World:
-    cache_key = (id(world), key)
-    found = _VARIANTS.get(cache_key)
+    found = world._variants.get(key)
     if found is not None:
         return found
     flags, without = key[:2]
@@ -307,31 +303,8 @@ def _world_variant(world: World, key: tuple[Any, ...]) -> World:
                                                   annotations=dict(annotations),
                                                   without_matches=matches)
     pods = tuple(subject if p.name == world.subject else p for p in world.pods)
-    variant = World(pods, world.services, world.subject, world.hop_limit, world.gateways)
-    if len(_VARIANTS) > 512:
-        _VARIANTS.clear()
-    _VARIANTS[cache_key] = variant
-    return variant
-
-
-_IP_TEXT: dict[int, tuple[object, str]] = {}  # id(address) -> (the address, its text)
-
-
-def _ep(ip: object, port: int) -> str:
-    """``10.0.0.1:80`` / ``[::1]:80``; address texts are memoised (``str(IPv4Address)`` is
-    slow and a walk formats the same few addresses dozens of times). The memo is keyed by the
-    object's identity, not its value: hashing an ``ipaddress`` object runs Python code, and
-    the kernel model hands out one object per address. It holds the object, so that its id
-    cannot be taken by another while the entry lives."""
-    found = _IP_TEXT.get(id(ip))
-    if found is not None and found[0] is ip:
-        ip_text = found[1]
-    else:
-        if len(_IP_TEXT) > 4096:
-            _IP_TEXT.clear()
-        ip_text = str(ip)
-        _IP_TEXT[id(ip)] = (ip, ip_text)
-    return f"[{ip_text}]:{port}" if ":" in ip_text else f"{ip_text}:{port}"
+    return world._variants.keep(key, World(pods, world.services, world.subject,
+                                           world.hop_limit, world.gateways))
 
 
 class _Run:
@@ -436,7 +409,8 @@ class _Run:
         bind = f" bound to {src}" if src is not None else ""
         mark_text = f", socket mark {mark}" if mark else ""
         self.add(actor, "connect", conn, src_ep, dst_ep, process.owner,
-                 f"{process.name} ({process.owner}{mark_text}) {verb} to {_ep(dst, dport)}{bind}",
+                 f"{process.name} ({process.owner}{mark_text}) {verb} to "
+                 f"{endpoint(dst, dport)}{bind}",
                  pod, process=process.name)
         self.record(pod, trace, conn, local=True)
         if trace.verdict != "ACCEPT":
@@ -458,19 +432,20 @@ class _Run:
                         None)
             if port is None or not svc.endpoints:
                 why = "has no endpoints" if port is not None else f"has no {proto} port {dport}"
-                self.add("node", "refused", conn, _ep(src, sport), _ep(dst, dport), None,
+                self.add("node", "refused", conn, endpoint(src, sport), endpoint(dst, dport), None,
                          f"kube-proxy: Service {svc.name} {why}; the node rejects it", pod)
                 return self.end("refused", f"Service {svc.name} {why}")
-            endpoint = svc.endpoints[0]
-            self.add("node", "dnat", conn, _ep(src, sport), _ep(endpoint, port.target_port), None,
-                     f"kube-proxy on the node: Service VIP {_ep(dst, dport)} -> endpoint "
-                     f"{_ep(endpoint, port.target_port)} (DNAT; modelled simply: first endpoint)",
-                     pod)
-            dst, dport = endpoint, port.target_port
+            chosen = svc.endpoints[0]
+            self.add("node", "dnat", conn, endpoint(src, sport),
+                     endpoint(chosen, port.target_port), None,
+                     f"kube-proxy on the node: Service VIP {endpoint(dst, dport)} -> endpoint "
+                     f"{endpoint(chosen, port.target_port)} (DNAT; modelled simply: first "
+                     "endpoint)", pod)
+            dst, dport = chosen, port.target_port
         target = self.world._by_ip.get(dst) if gateway is None else gateway[0]
         iface = "eth0" if gateway is None else gateway[1]
         if target is None:
-            self.add("node", "timeout", conn, _ep(src, sport), _ep(dst, dport), None,
+            self.add("node", "timeout", conn, endpoint(src, sport), endpoint(dst, dport), None,
                      f"nothing in this world has address {dst}: no answer", pod)
             return self.end("timeout", f"no pod or host has address {dst}")
         from meshlab.netfilter.packet import Packet
@@ -481,7 +456,7 @@ class _Run:
         if trace2.verdict != "ACCEPT":
             return self.dropped(target, trace2, conn)
         if not trace2.local:
-            self.add("kernel", "timeout", conn, _ep(src, sport), _ep(dst, dport), None,
+            self.add("kernel", "timeout", conn, endpoint(src, sport), endpoint(dst, dport), None,
                      f"{target.name} does not own {dst}; it does not forward: no answer", target)
             return self.end("timeout", f"{target.name} does not forward")
         return self.arrive(target, trace2, conn, owner=None, from_proxy=False)
@@ -493,12 +468,12 @@ class _Run:
         proto = packet.proto
         ip, port = trace.delivered
         src, sport = packet.src, packet.sport
-        here = _ep(ip, port)
+        here = endpoint(ip, port)
         sock = pod.listener(proto, ip, port)
         if sock is None:
             answer = ("the kernel answers the SYN with RST: connection refused" if proto == "tcp"
                       else "the kernel answers with ICMP port unreachable")
-            self.add("kernel", "refused", conn, _ep(src, sport), here, owner,
+            self.add("kernel", "refused", conn, endpoint(src, sport), here, owner,
                      f"no socket listens on {proto} {here}; {answer}", pod)
             return self.end("refused", f"nothing listens on {proto} {here} in {pod.name}")
         process = pod.process(sock.process)
@@ -511,9 +486,9 @@ class _Run:
         if not (pod.is_proxy_listener(sock) and proto == "tcp"):
             self.delivery = Delivery(process.name, sock.port, str(src), pod.name, proto)
             actor = self.actor_for(pod, process, self.subject)
-            self.add(actor, "deliver", conn, _ep(src, sport), here, process.owner,
+            self.add(actor, "deliver", conn, endpoint(src, sport), here, process.owner,
                      f"delivered to {process.name} on {sock}; it sees the client as "
-                     f"{_ep(src, sport)}", pod, process=process.name)
+                     f"{endpoint(src, sport)}", pod, process=process.name)
             return self.end("delivered", f"{process.name} in {pod.name} accepted it on "
                             f"{sock.proto} {sock.address}:{sock.port}")
         return self.proxy(pod, trace, conn, sock.port, (src, sport), here, owner, from_proxy)
@@ -533,7 +508,7 @@ class _Run:
         back = self.netns(pod).answer(trace, uid=server.uid, gid=server.gid)
         self.record(pod, back, conn, local=False)
         reply = back.connection.reply
-        src_ep, dst_ep = _ep(reply.src, reply.sport), _ep(reply.dst, reply.dport)
+        src_ep, dst_ep = endpoint(reply.src, reply.sport), endpoint(reply.dst, reply.dport)
         if back.local:
             how = "; ".join(back.notes) or "the address is local"
             self.add("kernel", "route", conn, src_ep, dst_ep, server.owner,
@@ -567,13 +542,13 @@ class _Run:
         who = owner if owner is not None else f"remote {client[0]}"
         if trace.nat is not None and trace.nat.target == "TPROXY":
             # Nothing was rewritten: the accepted socket's own address is the destination.
-            here = _ep(*original)
+            here = endpoint(*original)
             said = (f"Envoy's transparent socket on {port} accepts it; the socket's local "
-                    f"address (getsockname) is the original destination {_ep(*original)}, "
+                    f"address (getsockname) is the original destination {endpoint(*original)}, "
                     "since TPROXY rewrote nothing")
         else:
-            said = f"Envoy accepts on {port}; SO_ORIGINAL_DST = {_ep(*original)}"
-        accept = self.add("proxy", "accept", conn, _ep(*client), here, envoy.owner, said, pod,
+            said = f"Envoy accepts on {port}; SO_ORIGINAL_DST = {endpoint(*original)}"
+        accept = self.add("proxy", "accept", conn, endpoint(*client), here, envoy.owner, said, pod,
                           listener=listener, process=envoy.name)
         if from_proxy:
             self.self_hops += 1
@@ -586,12 +561,12 @@ class _Run:
         if self.proxy_accepts > self.world.hop_limit:
             return self.looped(pod, accept, accept.index, listener, original, who, "hop limit")
         decision = pod.sidecar.decide(port, original, downstream=client)
-        self.add("proxy", "proxy", conn, _ep(*client), _ep(*original), envoy.owner,
+        self.add("proxy", "proxy", conn, endpoint(*client), endpoint(*original), envoy.owner,
                  decision.describe(), pod, listener=decision.listener,
                  filter_chain=decision.filter_chain, cluster=decision.cluster,
                  process=envoy.name)
         if decision.upstream is None:
-            self.add("proxy", "close", conn, _ep(*client), _ep(*original), envoy.owner,
+            self.add("proxy", "close", conn, endpoint(*client), endpoint(*original), envoy.owner,
                      f"{decision.cluster} has no endpoint: Envoy closes the connection (the "
                      "client sees it accepted, then closed)", pod, cluster=decision.cluster,
                      process=envoy.name)
@@ -619,13 +594,13 @@ class _Run:
         name = pod.ambient.ztunnel.listener_name(proto, port)
         if tunnel is not None:
             said = (f"ztunnel accepts on {port} ({name}); the tunnel carries the target "
-                    f"{_ep(*tunnel)}")
+                    f"{endpoint(*tunnel)}")
         elif original == trace.delivered:
             said = f"ztunnel accepts on {port} ({name}); nothing was redirected"
         else:
-            said = f"ztunnel accepts on {port} ({name}); SO_ORIGINAL_DST = {_ep(*original)}"
-        accept = self.add("proxy", "accept", conn, _ep(*client), here, ztunnel.owner, said, pod,
-                          listener=listener, process=ZTUNNEL)
+            said = f"ztunnel accepts on {port} ({name}); SO_ORIGINAL_DST = {endpoint(*original)}"
+        accept = self.add("proxy", "accept", conn, endpoint(*client), here, ztunnel.owner, said,
+                          pod, listener=listener, process=ZTUNNEL)
         who = owner if owner is not None else f"remote {client[0]}"
         if owner == ztunnel.owner:
             self.self_hops += 1
@@ -640,11 +615,11 @@ class _Run:
                                        "hop limit")
         decision = pod.ambient.ztunnel.decide(proto, port, original, client=client[0],
                                               tunnel_target=tunnel)
-        self.add("proxy", "proxy", conn, _ep(*client), _ep(*original), ztunnel.owner,
+        self.add("proxy", "proxy", conn, endpoint(*client), endpoint(*original), ztunnel.owner,
                  decision.describe(), pod, listener=listener, cluster=decision.route,
                  process=ZTUNNEL)
         if decision.upstream is None:
-            self.add("proxy", "close", conn, _ep(*client), _ep(*original), ztunnel.owner,
+            self.add("proxy", "close", conn, endpoint(*client), endpoint(*original), ztunnel.owner,
                      f"ztunnel closes the connection ({decision.why}): the client sees it "
                      "accepted, then closed", pod, process=ZTUNNEL)
             return self.end("refused", f"ztunnel closed it: {decision.why}")
@@ -659,13 +634,13 @@ class _Run:
         cycle = _nat_cycle(self.events[first:accept.index + 1], listener)
         report = LoopReport(
             cycle=cycle, hops=self.self_hops, detected_by=detected_by, listener=listener,
-            original_dst=_ep(*original), owner=owner,
+            original_dst=endpoint(*original), owner=owner,
             gives_out=_ztunnel_gives_out(listener, original))
         self.loop = report
         self.add("proxy", "loop", accept.connection, accept.src, accept.dst, accept.owner,
                  f"loop ({detected_by}): {report.text}", pod, listener=listener)
         return self.end("loop", f"ztunnel's own connection came back to {listener} with the "
-                        f"same original destination {_ep(*original)} ({owner})")
+                        f"same original destination {endpoint(*original)} ({owner})")
 
     def replies(self) -> None:
         """The answers of every connection ztunnel took part in, last connection first.
@@ -696,8 +671,8 @@ class _Run:
         """Record one traced answer; False (and the walk ends) when it goes astray."""
         self.record(pod, back, conn, local=False)
         what = "SYN-ACK" if back.connection.proto == "tcp" else "answer"
-        src_ep = _ep(*back.reply_src) if back.reply_src else "?"
-        dst_ep = _ep(*back.delivered)
+        src_ep = endpoint(*back.reply_src) if back.reply_src else "?"
+        dst_ep = endpoint(*back.delivered)
         notes = "; ".join(back.notes)
         if back.verdict != "ACCEPT":
             self.add("kernel", "drop", conn, src_ep, dst_ep, None,
@@ -722,20 +697,20 @@ class _Run:
         cycle = _cycle(self.events[first:accept.index + 1], listener)
         report = LoopReport(
             cycle=cycle, hops=self.self_hops, detected_by=detected_by, listener=listener,
-            original_dst=_ep(*original), owner=owner,
+            original_dst=endpoint(*original), owner=owner,
             gives_out=_gives_out(listener, original))
         self.loop = report
         self.add("proxy", "loop", accept.connection, accept.src, accept.dst, accept.owner,
                  f"loop ({detected_by}): {report.text}", pod, listener=listener)
         return self.end("loop", f"the proxy's own connection came back to {listener} with the "
-                        f"same original destination {_ep(*original)} ({owner})")
+                        f"same original destination {endpoint(*original)} ({owner})")
 
     def dropped(self, pod: Pod, trace: Any, conn: int) -> _Run:
         packet = self._last_packet(trace)
         last = trace.evaluations[-1] if trace.evaluations else None
         where = f" in {last.table} {last.chain}" if last is not None else ""
-        self.add("kernel", "drop", conn, _ep(packet.src, packet.sport),
-                 _ep(packet.dst, packet.dport), None, f"DROP{where}: the packet is discarded",
+        self.add("kernel", "drop", conn, endpoint(packet.src, packet.sport),
+                 endpoint(packet.dst, packet.dport), None, f"DROP{where}: the packet is discarded",
                  pod)
         return self.end("dropped", f"dropped{where} in {pod.name}")
 
@@ -770,7 +745,7 @@ class _Run:
                 matched = ev.matched
                 events.append(Event(
                     len(events), "kernel", "policy" if ev.rule == 0 else "rule", conn,
-                    _ep(p.src, p.sport), _ep(p.dst, p.dport), owner,
+                    endpoint(p.src, p.sport), endpoint(p.dst, p.dport), owner,
                     (ev.verdict or "match") if matched else "no match",
                     hook=ev.hook, table=ev.table, chain=ev.chain, rule=ev.rule, text=ev.text,
                     matched=matched, pod=name))
@@ -786,9 +761,10 @@ class _Run:
         if trace.nat.target == "TPROXY":
             self._tproxy(pod, conn, flow, trace)
             return
-        self.add("kernel", "nat", conn, _ep(flow.src, flow.sport), _ep(*trace.delivered), None,
-                 f"{trace.nat.target}: the connection now goes to {_ep(*trace.delivered)}; "
-                 f"conntrack keeps the original destination {_ep(*trace.original_dst)}", pod)
+        self.add("kernel", "nat", conn, endpoint(flow.src, flow.sport),
+                 endpoint(*trace.delivered), None,
+                 f"{trace.nat.target}: the connection now goes to {endpoint(*trace.delivered)}; "
+                 f"conntrack keeps the original destination {endpoint(*trace.original_dst)}", pod)
 
     def _tproxy(self, pod: Pod, conn: int, flow: Any, trace: Any) -> None:
         """TPROXY is no NAT: the packet keeps its destination; the kernel assigns it to the
@@ -800,13 +776,15 @@ class _Run:
                      (e.table, e.chain, e.rule) == (nat.table, nat.chain, nat.rule)), None)
         mark = rule.verdict.rpartition(" mark ")[2] if rule and " mark " in rule.verdict else ""
         marked = f" and marks it {mark}" if mark else ""
-        self.add("kernel", "tproxy", conn, _ep(flow.src, flow.sport), _ep(*trace.original_dst),
+        self.add("kernel", "tproxy", conn, endpoint(flow.src, flow.sport),
+                 endpoint(*trace.original_dst),
                  None, f"TPROXY rewrites nothing: the packet keeps its destination "
-                 f"{_ep(*trace.original_dst)}; the kernel assigns it to the transparent "
+                 f"{endpoint(*trace.original_dst)}; the kernel assigns it to the transparent "
                  f"listening socket on port {port}{marked}", pod)
 
     def _route(self, pod: Pod, conn: int, flow: Any, trace: Any, text: str) -> None:
-        self.add("kernel", "route", conn, _ep(flow.src, flow.sport), _ep(*trace.delivered),
+        self.add("kernel", "route", conn, endpoint(flow.src, flow.sport),
+                 endpoint(*trace.delivered),
                  None, text, pod)
 
     @staticmethod
@@ -816,7 +794,7 @@ class _Run:
 
     def _endpoints(self, trace: Any, first: Any) -> tuple[str, str]:
         original = trace.connection.original
-        return _ep(original.src, original.sport), _ep(original.dst, original.dport)
+        return endpoint(original.src, original.sport), endpoint(original.dst, original.dport)
 
     @staticmethod
     def _original_dst(ns: Any, trace: Any, client: tuple[IPAddress, int]) -> tuple[IPAddress, int]:
@@ -862,11 +840,11 @@ def _nat_cycle(events: Iterable[Event], listener: str) -> tuple[str, ...]:
 
 
 def _ztunnel_gives_out(listener: str, original: tuple[IPAddress, int]) -> str:
-    report = LoopReport((), 0, "", listener, _ep(*original), "", "")
+    report = LoopReport((), 0, "", listener, endpoint(*original), "", "")
     ports = report.ephemeral_port_count
     return (
         f"Each turn is one more connection from ztunnel to ztunnel ({listener}), each holding "
-        f"a socket at both ends and one more local port towards {_ep(*original)}. Nothing in "
+        f"a socket at both ends and one more local port towards {endpoint(*original)}. Nothing in "
         f"the pod's rules stops it: only the socket mark 0x539 told ztunnel's traffic apart. "
         f"The first hard limit is the ephemeral ports: ip_local_port_range 32768-60999 gives "
         f"{ports} source ports per source/destination pair, so after about {ports} turns "
@@ -876,12 +854,12 @@ def _ztunnel_gives_out(listener: str, original: tuple[IPAddress, int]) -> str:
 
 
 def _gives_out(listener: str, original: tuple[IPAddress, int]) -> str:
-    report = LoopReport((), 0, "", listener, _ep(*original), "", "")
+    report = LoopReport((), 0, "", listener, endpoint(*original), "", "")
     ports = report.ephemeral_port_count
     cost = report.after(ports)
     return (
         f"Each turn holds two more sockets in Envoy (the upstream it opened and the downstream "
-        f"it accepted from itself) and one more local port towards {_ep(*original)}. Istio "
+        f"it accepted from itself) and one more local port towards {endpoint(*original)}. Istio "
         "sets Envoy's circuit-breaker limits to 2^32-1 by default, so they do not stop it. "
         f"The first hard limit is the ephemeral ports: ip_local_port_range 32768-60999 gives "
         f"{ports} source ports per source/destination pair, so after about {ports} turns "
@@ -896,7 +874,6 @@ def clear_caches() -> None:
     """Forget every cached pod, ruleset, Sidecar and world variant (for cold-start timing)."""
     from meshlab import pod as pod_module
 
-    _VARIANTS.clear()
     _default_world.cache_clear()
     _default_services.cache_clear()
     _ambient_services.cache_clear()

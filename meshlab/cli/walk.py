@@ -6,7 +6,7 @@
     meshlab walk ambient-... [--without-rule "TEXT"]... [--without-match "TEXT"]... [--json]
     meshlab walk --list
 
-``SCENARIO`` is a name from ``data/scenarios.yaml`` (``inbound`` and ``outbound`` are the
+``SCENARIO`` is a name from ``meshlab/data/scenarios.yaml`` (``inbound`` and ``outbound`` are the
 article's two cases; names starting with ``ambient-`` are ambient mode's, with no sidecar).
 ``--without-rule`` removes each rule whose restore-form text, without the ``-A CHAIN``
 prefix, equals TEXT (e.g. ``-m owner --uid-owner 1337 -j RETURN``), or the policy routing

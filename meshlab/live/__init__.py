@@ -20,8 +20,8 @@ the same model the lessons use and checks it against the kernel:
   :mod:`~meshlab.live.differential` connection by connection against ``Netns`` (issue 2's
   check and the randomized test); :mod:`~meshlab.live.loop` the loop experiment;
 - :mod:`~meshlab.live.record`  all of them in one JSON document,
-  ``data/live/recorded-run.json`` (``meshlab live record``), which notebook 07 shows where
-  the lab cannot run.
+  ``meshlab/data/live/recorded-run.json`` (``meshlab live record``), which notebook 07 shows
+  where the lab cannot run.
 
 **Privileges.** It needs root: ``ip netns add`` mounts under ``/run/netns`` and loading
 rules needs CAP_NET_ADMIN. Can it run unprivileged in a user namespace (``unshare -rn``)?

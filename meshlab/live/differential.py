@@ -39,6 +39,7 @@ from typing import Any
 
 from meshlab.live.counters import Key, only_table
 from meshlab.live.lab import POD_IP, KernelConnection, Lab, Server
+from meshlab.netfilter.packet import endpoint
 
 PEERS = ("10.244.0.9", "10.244.0.10")
 REMOTES = ("10.96.0.10", "192.168.10.20")
@@ -182,8 +183,6 @@ def model_view(trace: Any, grew: Mapping[Key, int], *, zone: bool = False,
                first_packet: Sequence[str] = ()) -> dict[str, Any]:
     """What the model says: where the connection ends, its nat counters and, on request,
     the conntrack zone of its entry and the first packet's counters in other tables."""
-    from meshlab.netfilter.packet import endpoint
-
     if trace.local:
         where = "pod"
     elif trace.verdict == "DROP":
@@ -255,7 +254,7 @@ def kernel_view(seen: KernelConnection, *, zone: int | None = None,
     elif first_packet and seen.trace is not None:
         view["first_packet"] = trace_counts(seen.trace, first_packet)
     if probe is not None and seen.proto == "udp":
-        asked = _endpoint(seen.dst, seen.dport)
+        asked = endpoint(ipaddress.ip_address(seen.dst), seen.dport)
         view["answer"] = {"reaches_client": seen.outcome == "answered" and seen.sender == asked,
                           "exchange": _counts(seen.grew, tables)}
     return view
@@ -295,11 +294,6 @@ def compare_views(spec: ConnSpec, model: Mapping[str, Any], kernel: Mapping[str,
         diff += _differ("query and answer, ", m["exchange"], k["exchange"])
     return tuple(diff)
 
-
-def _endpoint(ip: str, port: int) -> str:
-    from meshlab.netfilter.packet import endpoint
-
-    return endpoint(ipaddress.ip_address(ip), port)
 
 
 def _compressed(ip: str) -> str:

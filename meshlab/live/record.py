@@ -1,7 +1,8 @@
 """Recording a run of the real lab, for readers who cannot run it (Binder, a laptop).
 
 Notebook 07 shows what the lab found on a real kernel. Where the lab cannot run (no root,
-no iptables) it reads a *recorded run* instead: ``data/live/recorded-run.json``, made by
+no iptables) it reads a *recorded run* instead: ``meshlab/data/live/recorded-run.json``
+(package data, :mod:`meshlab.datafiles`), made by
 ``meshlab live record``, which calls :func:`record` and :func:`write`. One recording holds
 everything the lab checks, each beside the model:
 
@@ -39,10 +40,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from meshlab import datafiles
 from meshlab.errors import MeshlabError
 
-RECORDED_RUN = Path(__file__).resolve().parents[2] / "data" / "live" / "recorded-run.json"
-"""Where notebook 07 reads the recording (``data/live/recorded-run.json`` in the checkout)."""
+RECORDED_RUN = datafiles.data_file(datafiles.RECORDED_RUN)
+"""Where notebook 07 reads the recording: ``meshlab/data/live/recorded-run.json``, shipped
+with the package (in a checkout, ``meshlab live record`` rewrites it there)."""
 
 SEEDS = (1, 2, 3, 4, 5)
 """The randomized check's seeds: 5 runs x 12 configurations x 20 connections = 1200."""
@@ -166,9 +169,10 @@ def dumps(document: Mapping[str, Any]) -> str:
     return json.dumps(document, indent=1, sort_keys=True, default=str) + "\n"
 
 
-def write(document: Mapping[str, Any], path: str | Path = RECORDED_RUN) -> Path:
-    """Write ``document`` to ``path`` (directories made as needed); returns the path."""
-    target = Path(path)
+def write(document: Mapping[str, Any], path: str | Path | None = None) -> Path:
+    """Write ``document`` to ``path`` (default: :data:`RECORDED_RUN`; directories made as
+    needed); returns the path."""
+    target = Path(str(RECORDED_RUN if path is None else path))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(dumps(document))
@@ -178,11 +182,11 @@ def write(document: Mapping[str, Any], path: str | Path = RECORDED_RUN) -> Path:
     return target
 
 
-def load(path: str | Path = RECORDED_RUN) -> dict[str, Any]:
-    """Read a recording back."""
-    target = Path(path)
+def load(path: str | Path | None = None) -> dict[str, Any]:
+    """Read a recording back (default: the packaged one, :data:`RECORDED_RUN`)."""
+    target = RECORDED_RUN if path is None else Path(path)
     try:
-        value: dict[str, Any] = json.loads(target.read_text())
+        value: dict[str, Any] = json.loads(target.read_text(encoding="utf-8"))
     except OSError as error:
         raise RecordError(f"cannot read the recording {target}: {error.strerror}; make one "
                           "with `meshlab live record` (as root)") from error

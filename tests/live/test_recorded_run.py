@@ -9,7 +9,7 @@ from meshlab.live.record import RECORDED_RUN, dumps, load, missing_keys
 
 @pytest.fixture(scope="module")
 def recorded() -> dict:  # type: ignore[type-arg]
-    if not RECORDED_RUN.exists():
+    if not RECORDED_RUN.is_file():
         pytest.fail(f"{RECORDED_RUN} is missing; make it as root with `meshlab live record`")
     return load(RECORDED_RUN)
 
