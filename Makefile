@@ -10,7 +10,7 @@ PIP         := $(PY) -m pip
 DEB_VENV    := python3-venv
 # To build the parser's optional C part (setup.py); without them the parser is pure Python.
 DEB_BUILD   := gcc python3-dev
-DEB_TEST    := iptables nftables conntrack iproute2 chromium
+DEB_TEST    := iptables nftables conntrack iproute2 ipset chromium
 NBVAL_FLAGS := --nbval --nbval-sanitize-with notebooks/nbval-sanitize.cfg
 # JupyterLab defaults for the lessons (widget state saved, no news pop-up), as Binder's postBuild.
 JUPYTER_SETTINGS = mkdir -p $(VENV)/share/jupyter/lab/settings && \

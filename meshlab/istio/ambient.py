@@ -1,8 +1,9 @@
 """The rules the istio-cni node agent writes into an ambient pod, in Istio's exact text.
 
 Read this module top to bottom to learn how ambient mode captures a pod's traffic with no
-sidecar. It restates ``cni/pkg/iptables/iptables.go`` (Istio master, August 2026; the output
-is the same from release 1.25 to 1.31) and reproduces Istio's 14 golden files byte for byte.
+sidecar. It restates ``cni/pkg/iptables/iptables.go`` (Istio master, August 2026: the default
+case's output is the same from release 1.25 to 1.31; ingress mode keeps the connmark rule
+since 1.29) and reproduces Istio's 14 golden files byte for byte.
 
 **Who does what.** In ambient mode no container of the pod touches iptables. The istio-cni
 *node agent* (a DaemonSet) enters the pod's network namespace, loads the rules below with
@@ -37,7 +38,10 @@ first, then the rules in this order; tables alphabetically: mangle, nat, raw):
    in again by ``lo``) gives its connection the connmark ``0x111``.
 4. Kubelet probes: the node SNATs them to :data:`HOST_PROBE_SNAT_V4` (see
    :func:`node_rules`); nat ``ISTIO_PRERT`` ACCEPTs TCP from that address (no ztunnel in
-   between; not in ingress mode), nat ``ISTIO_OUTPUT`` lets TCP to it (the answers) go.
+   between; not in ingress mode), and nat ``ISTIO_OUTPUT`` ACCEPTs TCP to it. Istio's comment
+   says the latter is for the probes' answers, but an answer belongs to the probe's
+   connection and nat never sees it (nat sees a connection's first packet only); the rule
+   matters only for a connection the pod itself opens to that address.
 5. Inbound plaintext (not in ingress mode): TCP to anything but 127.0.0.1, except HBONE on
    :data:`ZTUNNEL_INBOUND_PORT` (15008, where ztunnel itself listens), without ztunnel's mark,
    is redirected to :data:`ZTUNNEL_INBOUND_PLAINTEXT_PORT` (15006).
@@ -45,11 +49,12 @@ first, then the rules in this order; tables alphabetically: mangle, nat, raw):
    (``CONNMARK --restore-mark``): the app's answers to ztunnel now carry ``0x111``.
 7. DNS capture: the app's UDP port 53 not sent over ``lo`` and TCP port 53 not to 127.0.0.1
    go to ztunnel's DNS proxy on :data:`DNS_CAPTURE_PORT` (15053); raw gives ztunnel's own
-   upstream queries and their answers conntrack zone 1, so they never mix with the app's
-   query (same addresses and ports, after REDIRECT) in zone 0.
-8. nat ``ISTIO_OUTPUT``: packets marked ``0x111`` (answers going back to ztunnel) are
-   accepted; so is anything over ``lo`` to a pod address other than 127.0.0.1 (the app
-   calling itself, ztunnel connecting to the app).
+   upstream queries and their answers conntrack zone 1, so that a query of ztunnel's that
+   happens to use the app's source port is not taken for the app's query (the redirected
+   connection in zone 0) and sent to 15053 again.
+8. nat ``ISTIO_OUTPUT``: TCP marked ``0x111`` is accepted (a new connection on a socket
+   whose packets already carry it); so is anything leaving by ``lo`` to an address other
+   than 127.0.0.1 (the app calling its own pod IP, ztunnel connecting to the app).
 9. Outbound capture: TCP to anything but 127.0.0.1 without ztunnel's mark is redirected to
    :data:`ZTUNNEL_OUTBOUND_PORT` (15001). ztunnel's own connections carry the mark and leave.
 
@@ -80,11 +85,13 @@ __all__ = [
     "HOST_PROBE_SNAT_V6",
     "INPOD_MARK",
     "INPOD_MASK",
+    "INPOD_RESTORE_MASK",
     "INPOD_ROUTE_COMMANDS",
     "INPOD_RULE_PRIORITY",
     "INPOD_TPROXY_MARK",
     "INPOD_TPROXY_MASK",
     "PROBE_COMMANDS",
+    "PROBE_IPSET",
     "ROUTE_TABLE_INBOUND",
     "ZTUNNEL_INBOUND_PLAINTEXT_PORT",
     "ZTUNNEL_INBOUND_PORT",
@@ -161,14 +168,15 @@ def _mark(mark: int, mask: int) -> str:
     return f"{mark:#x}/{mask:#x}"
 
 
-ZTUNNEL_MARK = _mark(INPOD_MARK, INPOD_MASK)
-CONNECTION_MARK = _mark(INPOD_TPROXY_MARK, INPOD_TPROXY_MASK)
+ZTUNNEL_MARK_TEXT = _mark(INPOD_MARK, INPOD_MASK)
+"""``0x539/0xfff``, as the rules write ztunnel's mark."""
+CONNECTION_MARK_TEXT = _mark(INPOD_TPROXY_MARK, INPOD_TPROXY_MASK)
+"""``0x111/0xfff``, as the rules and the ``ip rule`` write the connection mark."""
 
 
 def _route_commands(ip: str, everything: str) -> tuple[str, str]:
-    mark = _mark(INPOD_TPROXY_MARK, INPOD_TPROXY_MASK)
     return (f"{ip} route add local {everything} dev lo table {ROUTE_TABLE_INBOUND}",
-            f"{ip} rule add fwmark {mark} pref {INPOD_RULE_PRIORITY} "
+            f"{ip} rule add fwmark {CONNECTION_MARK_TEXT} pref {INPOD_RULE_PRIORITY} "
             f"lookup {ROUTE_TABLE_INBOUND}")  # fmt: skip
 
 
@@ -178,7 +186,9 @@ INPOD_ROUTE_COMMANDS: Mapping[int, tuple[str, str]] = {
 }
 """The pod's routing setup per IP version, as ``ip`` commands (the agent makes them through
 netlink, before the rules): table 100 gets one route, "every address is local, via ``lo``",
-and an ``ip rule`` sends packets whose mark has ``0x111`` in its low 12 bits to that table."""
+and an ``ip rule`` sends packets whose mark has ``0x111`` in its low 12 bits to that table.
+(The agent *replaces* the route, so a second run is harmless, and skips the IPv6 route when
+the pod's ``lo`` has IPv6 disabled.)"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,12 +200,13 @@ class AmbientInputError(MeshlabError):
     """An agent setting or pod annotation Istio's ambient mode would not take as given.
 
     ``source`` names where the value came from (an annotation key, an option), ``value`` is
-    the offending text."""
+    the offending text, ``reason`` the message without the source."""
 
     def __init__(self, message: str, *, source: str, value: str) -> None:
         super().__init__(f"{source}: {message}")
         self.source = source
         self.value = value
+        self.reason = message
 
 
 def _address(value: object, version: int, source: str) -> IPv4Address | IPv6Address:
@@ -214,14 +225,20 @@ def _address(value: object, version: int, source: str) -> IPv4Address | IPv6Addr
     return address
 
 
+PROBE_SNAT_V4_SOURCE = "probe SNAT address (IPv4)"
+PROBE_SNAT_V6_SOURCE = "probe SNAT address (IPv6)"
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     """The node agent's own settings, the same for every pod of the node.
 
     ``dns_capture`` is the chart's ``cni.ambient.dnsCapture`` (``REDIRECT_DNS``; on by
-    default), ``ipv6`` the agent's ``ENABLE_INBOUND_IPV6`` (also write the ip6tables rules),
-    and the probe addresses are ``HOST_PROBE_SNAT_ADDRESS``/``HOST_PROBE_V6_SNAT_ADDRESS``
-    (addresses may be given as text; they are checked and kept as address objects).
+    default), ``ipv6`` the agent's ``ENABLE_INBOUND_IPV6`` (also write the ip6tables rules;
+    the istio-cni chart turns it on, ``ambient.ipv6: true``, and meshlab leaves it off, as
+    Istio's own config type does, since the lessons are IPv4), and the probe addresses are
+    ``HOST_PROBE_SNAT_ADDRESS``/``HOST_PROBE_V6_SNAT_ADDRESS`` (addresses may be given as
+    text; they are checked and kept as address objects).
     """
 
     dns_capture: bool = True
@@ -231,9 +248,9 @@ class AgentConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "probe_snat_v4",
-                           _address(self.probe_snat_v4, 4, "probe SNAT address (IPv4)"))
+                           _address(self.probe_snat_v4, 4, PROBE_SNAT_V4_SOURCE))
         object.__setattr__(self, "probe_snat_v6",
-                           _address(self.probe_snat_v6, 6, "probe SNAT address (IPv6)"))
+                           _address(self.probe_snat_v6, 6, PROBE_SNAT_V6_SOURCE))
 
 
 _GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")
@@ -261,22 +278,27 @@ def _boolean(annotations: Mapping[str, str], key: str) -> bool | None:
         source=f"annotation {key}", value=value)
 
 
+def _check_interface(name: str, source: str, value: str) -> None:
+    """A Linux interface name, as the kernel's ``dev_valid_name`` takes it: 1 to 15
+    characters, not ``.`` or ``..``, no ``/``, ``:`` or white space."""
+    if not 1 <= len(name) <= 15 or name in (".", "..") or _IFNAME_FORBIDDEN.search(name) \
+            or not name.isprintable():
+        raise AmbientInputError(
+            f"{name!r} is not a Linux interface name (1 to 15 characters, not '.' or '..', "
+            "no '/', ':' or spaces); write names separated by commas, e.g. \"eth1,net1\"",
+            source=source, value=value)
+
+
 def _interfaces(annotations: Mapping[str, str]) -> tuple[str, ...]:
     """``istio.io/reroute-virtual-interfaces``: split on commas, blanks trimmed and empty
-    items dropped (as the agent does), each a Linux interface name: 1 to 15 characters, not
-    ``.`` or ``..``, no ``/``, ``:`` or white space (the kernel's ``dev_valid_name``)."""
+    items dropped (as the agent does), each a Linux interface name."""
     key = ANNOTATION_REROUTE_VIRTUAL_INTERFACES
     if key not in annotations:
         return ()
     value = annotations[key]
     names = tuple(name.strip() for name in value.split(",") if name.strip())
     for name in names:
-        if len(name) > 15 or name in (".", "..") or _IFNAME_FORBIDDEN.search(name) \
-                or not name.isprintable():
-            raise AmbientInputError(
-                f"{name!r} is not a Linux interface name (1 to 15 characters, not '.' or "
-                "'..', no '/', ':' or spaces); write names separated by commas, e.g. "
-                "\"eth1,net1\"", source=f"annotation {key}", value=value)
+        _check_interface(name, f"annotation {key}", value)
     return names
 
 
@@ -292,6 +314,15 @@ class PodOverrides:
     ingress_mode: bool = False
     virtual_interfaces: tuple[str, ...] = ()
     dns_capture: bool | None = None
+
+    def __post_init__(self) -> None:
+        names = self.virtual_interfaces
+        if isinstance(names, str):  # one name, or "a,b": a str is not a tuple of names
+            raise AmbientInputError("give a tuple of names, e.g. ('net1', 'net2')",
+                                    source="PodOverrides.virtual_interfaces", value=names)
+        object.__setattr__(self, "virtual_interfaces", tuple(names))
+        for name in self.virtual_interfaces:
+            _check_interface(name, "PodOverrides.virtual_interfaces", name)
 
     @classmethod
     def from_annotations(cls, annotations: Mapping[str, str]) -> PodOverrides:
@@ -312,8 +343,12 @@ class PodOverrides:
 # ---------------------------------------------------------------------------------------------
 
 
+_VERSIONS: Mapping[int | str, int] = {4: 4, 6: 6, "ipv4": 4, "ipv6": 6}
+
+
 def _version(version: int | str) -> int:
-    number = {4: 4, 6: 6, "4": 4, "6": 6, "ipv4": 4, "ipv6": 6}.get(version)  # type: ignore[call-overload]
+    """4 or 6, from 4, 6, "ipv4" or "ipv6" (the netfilter family's name)."""
+    number = _VERSIONS.get(version) if isinstance(version, int | str) else None
     if number is None:
         raise MeshlabError(f"IP version must be 4 or 6 (or 'ipv4'/'ipv6'), not {version!r}")
     return number
@@ -444,8 +479,8 @@ def inpod_rules(config: AgentConfig | None = None,
 
 def _pod_family(add: Add, f: _Family, dns: bool, pod: PodOverrides) -> None:
     """One family's rules, in the agent's order (the numbers are the module's list)."""
-    ztunnel, not_ztunnel = ("-m", "mark", "--mark", ZTUNNEL_MARK), \
-        ("-m", "mark", "!", "--mark", ZTUNNEL_MARK)
+    ztunnel = ("-m", "mark", "--mark", ZTUNNEL_MARK_TEXT)
+    not_ztunnel = ("-m", "mark", "!", "--mark", ZTUNNEL_MARK_TEXT)
     not_localhost = ("!", "-d", f.localhost)
     # 1. jumps into Istio's chains
     add(MANGLE, PREROUTING, "-j", ISTIO_PRERT)
@@ -462,7 +497,7 @@ def _pod_family(add: Add, f: _Family, dns: bool, pod: PodOverrides) -> None:
             "-j", "REDIRECT", "--to-ports", str(ZTUNNEL_OUTBOUND_PORT))  # fmt: skip
         add(NAT, ISTIO_PRERT, "-i", interface, "-p", "tcp", "-j", "RETURN")
     # 3. ztunnel's packets give their connection the connmark 0x111
-    add(MANGLE, ISTIO_PRERT, *ztunnel, "-j", "CONNMARK", "--set-xmark", CONNECTION_MARK)
+    add(MANGLE, ISTIO_PRERT, *ztunnel, "-j", "CONNMARK", "--set-xmark", CONNECTION_MARK_TEXT)
     # 4. kubelet probes (SNATed by the node) and their answers bypass ztunnel
     if not pod.ingress_mode:
         add(NAT, ISTIO_PRERT, "-s", f.probe_snat, "-p", "tcp", "-m", "tcp", "-j", "ACCEPT")
@@ -474,7 +509,7 @@ def _pod_family(add: Add, f: _Family, dns: bool, pod: PodOverrides) -> None:
             "-j", "REDIRECT", "--to-ports", str(ZTUNNEL_INBOUND_PLAINTEXT_PORT))  # fmt: skip
     # 6. the connection's mark onto every packet the pod sends (the app's answers)
     restore_mask = f"{INPOD_RESTORE_MASK:#x}"
-    add(MANGLE, ISTIO_OUTPUT, "-m", "connmark", "--mark", CONNECTION_MARK,
+    add(MANGLE, ISTIO_OUTPUT, "-m", "connmark", "--mark", CONNECTION_MARK_TEXT,
         "-j", "CONNMARK", "--restore-mark", "--nfmask", restore_mask,
         "--ctmask", restore_mask)  # fmt: skip
     # 7. DNS to ztunnel's 15053 (note --to-port for UDP, --to-ports for TCP: Istio's text),
@@ -489,7 +524,8 @@ def _pod_family(add: Add, f: _Family, dns: bool, pod: PodOverrides) -> None:
         add(RAW, ISTIO_PRERT, "-p", "udp", *not_ztunnel, "-m", "udp", "--sport", "53",
             "-j", "CT", "--zone", "1")  # fmt: skip
     # 8. answers going back to ztunnel, and the pod talking to itself over lo, are left alone
-    add(NAT, ISTIO_OUTPUT, "-p", "tcp", "-m", "mark", "--mark", CONNECTION_MARK, "-j", "ACCEPT")
+    add(NAT, ISTIO_OUTPUT, "-p", "tcp", "-m", "mark", "--mark", CONNECTION_MARK_TEXT,
+        "-j", "ACCEPT")
     add(NAT, ISTIO_OUTPUT, *not_localhost, "-o", "lo", "-j", "ACCEPT")
     # 9. everything else the app sends over TCP goes to ztunnel's outbound listener
     add(NAT, ISTIO_OUTPUT, *not_localhost, "-p", "tcp", *not_ztunnel,

@@ -70,6 +70,14 @@ def test_a_bad_interface_name_is_named(value: str) -> None:
     assert str(caught.value).startswith(f"annotation {ANNOTATION_REROUTE_VIRTUAL_INTERFACES}:")
 
 
+def test_overrides_made_directly_are_checked_too() -> None:
+    assert PodOverrides(virtual_interfaces=["net1"]).virtual_interfaces == ("net1",)  # type: ignore[arg-type]
+    with pytest.raises(AmbientInputError, match="'a b' is not a Linux interface name"):
+        PodOverrides(virtual_interfaces=("a b",))
+    with pytest.raises(AmbientInputError, match="give a tuple of names"):
+        PodOverrides(virtual_interfaces="net1,net2")  # type: ignore[arg-type]
+
+
 def test_probe_addresses_are_checked_and_typed() -> None:
     config = AgentConfig(probe_snat_v4="169.254.9.9", probe_snat_v6="fd00::9")  # type: ignore[arg-type]
     assert config.probe_snat_v4 == ip_address("169.254.9.9")
@@ -99,8 +107,9 @@ def test_documents_and_versions() -> None:
     assert rules.documents() == (rules.ipv4,) and rules.ipv6 is None
     with pytest.raises(MeshlabError, match="no IPv6 document"):
         rules.ruleset(6)
-    with pytest.raises(MeshlabError, match="IP version must be 4 or 6"):
-        rules.ruleset(5)
+    for bad in (5, "v4", [4]):
+        with pytest.raises(MeshlabError, match="IP version must be 4 or 6"):
+            rules.ruleset(bad)  # type: ignore[arg-type]
     with pytest.raises(MeshlabError, match=r"node.s rules .* are not modelled"):
         node_rules().ruleset(4)
 
