@@ -119,8 +119,8 @@ class Route:
 
     def as_json(self) -> dict[str, Any]:
         return {"route": self.kind,
-                "target": wire.endpoint(self.target) if self.target else None,
-                "upstream": wire.endpoint(self.connect_to) if self.connect_to else None,
+                "target": wire.socket_endpoint(self.target) if self.target else None,
+                "upstream": wire.socket_endpoint(self.connect_to) if self.connect_to else None,
                 "bind_source": self.bind_source, "mark": MARK}
 
 
@@ -191,9 +191,9 @@ class Ztunnel:
             except OSError:
                 head = {"id": "?", "hops": 0}
             base = {"id": head["id"], "hops": head["hops"], "listener_port": port}
-            self.recorder.record({"event": "accept", **base, "local": wire.endpoint(local),
-                                  "peer": wire.endpoint(peer),
-                                  "original_dst": wire.endpoint(odst),
+            self.recorder.record({"event": "accept", **base, "local": wire.socket_endpoint(local),
+                                  "peer": wire.socket_endpoint(peer),
+                                  "original_dst": wire.socket_endpoint(odst),
                                   **({"connect": connect_line} if connect_line else {})})
             if port == OUTBOUND_PORT:
                 route = self.outbound(odst, local)
@@ -242,16 +242,16 @@ class Ztunnel:
                 reason = "timed out" if isinstance(error, TimeoutError) else (
                     error.strerror or str(error))
                 self.recorder.record({"event": "upstream-error", **base,
-                                      "upstream": wire.endpoint(route.connect_to),
+                                      "upstream": wire.socket_endpoint(route.connect_to),
                                       "error": reason})
                 wire.send_json(conn, {"error": f"upstream {reason}", "id": base["id"]})
                 return
             self.recorder.record({"event": "open", **base,
-                                  "local": wire.endpoint(upstream.getsockname()),
-                                  "upstream": wire.endpoint(route.connect_to)})
+                                  "local": wire.socket_endpoint(upstream.getsockname()),
+                                  "upstream": wire.socket_endpoint(route.connect_to)})
             upstream.settimeout(2.0)
             if route.kind == "hbone":
-                upstream.sendall(f"CONNECT {wire.endpoint(route.target)}\n".encode())
+                upstream.sendall(f"CONNECT {wire.socket_endpoint(route.target)}\n".encode())
             upstream.sendall(wire.header(base["id"], base["hops"] + 1))
             relay(conn, upstream)
 
@@ -265,11 +265,11 @@ class Ztunnel:
         head = wire.parse_header(data.split(b"\n", 1)[0])
         base = {"id": head["id"], "hops": head["hops"], "listener_port": DNS_PORT}
         self.recorder.record({"event": "accept", **base, "proto": "udp",
-                              "local": arrived, "peer": wire.endpoint(client[:2])})
+                              "local": arrived, "peer": wire.socket_endpoint(client[:2])})
         upstream = self.dns_upstream
+        where = wire.socket_endpoint(upstream) if upstream else None
         self.recorder.record({"event": "decide", **base, "route": "dns" if upstream else
-                              "close", "upstream": wire.endpoint(upstream) if upstream else None,
-                              "mark": MARK})
+                              "close", "upstream": where, "mark": MARK})
         if upstream is None:
             return
         if head["hops"] >= self.hop_limit:
@@ -282,12 +282,12 @@ class Ztunnel:
                 up.connect(upstream)
                 up.send(wire.header(base["id"], base["hops"] + 1))
                 self.recorder.record({"event": "open", **base, "proto": "udp",
-                                      "local": wire.endpoint(up.getsockname()),
-                                      "upstream": wire.endpoint(upstream)})
+                                      "local": wire.socket_endpoint(up.getsockname()),
+                                      "upstream": wire.socket_endpoint(upstream)})
                 answer = up.recv(65536)
             except OSError as error:
                 self.recorder.record({"event": "upstream-error", **base,
-                                      "upstream": wire.endpoint(upstream),
+                                      "upstream": wire.socket_endpoint(upstream),
                                       "error": error.strerror or str(error)})
                 return
         host = arrived.rsplit(":", 1)[0]
