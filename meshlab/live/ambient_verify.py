@@ -24,6 +24,15 @@ round, and not how often: the kernel's mangle rules count every packet of the co
 (the client's ACK, the data, the FINs, both ways), the model's only the packets it traces
 (the first one and its answer). So the model may not claim a packet passed a rule that no
 packet passed; the counts themselves are shown beside each other (``mangle``).
+
+One mangle rule is compared exactly, though: the one that gives connmark 0x111 (``-m mark
+--mark 0x539/0xfff -j CONNMARK --set-xmark 0x111/0xfff``). In the kernel it counts one
+packet per connection a ztunnel socket sends into the pod over ``lo`` - that connection's
+first packet from ztunnel (its SYN to the app, its SYN-ACK to the app's captured call, its
+DNS answer); every later packet of it carries the mark 0x111 that mangle OUTPUT restored
+from the connection instead. The model traces exactly those packets, so the counts must be
+equal: it is the reply path's own counter. (In a loop the kernel goes round until the hop
+limit and the model stops at the repeated state: there, as for nat, only whether it counted.)
 """
 
 from __future__ import annotations
@@ -184,6 +193,13 @@ def run_one(lab: AmbientLab, scenario: Any, *, state: dict[str, Any] | None = No
     kernel = kernel_facts(seen, raw_texts)
     found = compare(scenario.name, model, kernel, texts)
     diff = list(found.diff)
+    loop = model["outcome"] == kernel["outcome"] == "loop"   # counts: only whether, as nat
+    for key, text in sorted(texts.items()):
+        if key.startswith("mangle ") and "CONNMARK --set-xmark" in text:
+            m, k = model["mangle"].get(key, 0), kernel["mangle"].get(key, 0)
+            if (bool(m) != bool(k)) if loop else m != k:
+                diff.append({"what": "mangle rule", "rule": key, "text": text, "model": m,
+                             "kernel": k})
     for key in sorted(set(model["mangle"]) - set(kernel["mangle"])):
         diff.append({"what": "mangle rule the model counted, the kernel not", "rule": key,
                      "text": texts.get(key, ""), "model": model["mangle"][key], "kernel": 0})

@@ -83,6 +83,18 @@ def test_the_app_sees_the_real_client_ip(report) -> None:  # type: ignore[no-unt
             assert c.kernel["delivered_to"][2] == c.model["delivered_to"][2], c.name
 
 
+def test_the_connmark_rule_counts_once_per_ztunnel_connection_into_the_pod(report) -> None:  # type: ignore[no-untyped-def]
+    """Compared exactly in every scenario (see :mod:`meshlab.live.ambient_verify`); here the
+    numbers themselves: one for ztunnel's connection to the app, three when the app calls
+    its own Service (ztunnel's SYN-ACK to the app's captured call, its tunnel to its own
+    15008 over lo, its connection to the app), none where ztunnel is not involved."""
+    found, _ = report
+    rule = "mangle ISTIO_PRERT 1"
+    assert found["ambient-inbound"].kernel["mangle"][rule] == 1
+    assert found["ambient-own-service"].kernel["mangle"][rule] == 3
+    assert rule not in found["ambient-kubelet-probe"].kernel["mangle"]
+
+
 ABLATIONS = [
     ("ambient-outbound", (), ("-m mark ! --mark 0x539/0xfff",), "loop"),
     ("ambient-inbound", ("ip rule add fwmark 0x111/0xfff pref 32764 lookup 100",), (),
