@@ -9,8 +9,8 @@ needs CAP_NET_ADMIN for ``SO_MARK`` and ``IP_TRANSPARENT``) and
   what the in-pod rules exempt (``-m mark ! --mark 0x539/0xfff``): without it ztunnel's
   own connections would be captured again;
 * listens, with ``IP_TRANSPARENT``, on 15001 (the pod's outbound traffic, REDIRECTed there
-  by nat OUTPUT), 15006 (plaintext inbound, REDIRECTed there by nat PREROUTING) and 15008
-  (HBONE inbound: the rules never redirect it);
+  by nat OUTPUT), 15006 (plaintext inbound, REDIRECTed there by nat PREROUTING), 15008
+  (HBONE inbound: the rules never redirect it) and 15053 (DNS, TCP and UDP);
 * **outbound** (15001): reads the original destination (``SO_ORIGINAL_DST``), turns a
   Service VIP into an endpoint, and then either opens a *tunnel* to a mesh workload (a
   plain TCP connection to the workload's pod IP on 15008 whose first line names the real
@@ -26,10 +26,11 @@ needs CAP_NET_ADMIN for ``SO_MARK`` and ``IP_TRANSPARENT``) and
   application sees the real client IP. When the client's address *is* the target's (a
   pod calling itself), it connects without binding, as ztunnel does;
 * **DNS** (UDP 15053, where nat OUTPUT REDIRECTs the app's queries): forwards each query
-  to ``--dns-upstream`` (the pod's resolver, kube-dns's VIP) from a marked socket - raw
-  OUTPUT gives that query conntrack zone 1, and raw PREROUTING the answer - and sends the
-  answer back to the app from the address the query arrived on, so conntrack un-NATs it to
-  the address the app asked;
+  to ``--dns-upstream`` (the pod's resolver, kube-dns's VIP: a UDP socket cannot read the
+  original destination) from a marked socket - raw OUTPUT gives that query conntrack zone 1,
+  and raw PREROUTING the answer - and sends the answer back to the app from the address the
+  query arrived on, so conntrack un-NATs it to the address the app asked. DNS over TCP
+  (TCP 15053) goes on to the original destination, relayed like any connection;
 * relays bytes both ways, each relay bounded in time.
 
 **Hop limit.** Every connection of the lab starts with the header line of
@@ -195,7 +196,10 @@ class Ztunnel:
                                   "peer": wire.socket_endpoint(peer),
                                   "original_dst": wire.socket_endpoint(odst),
                                   **({"connect": connect_line} if connect_line else {})})
-            if port == OUTBOUND_PORT:
+            if port == DNS_PORT:   # DNS over TCP: on to the server the app asked
+                route = (Route("close", None, None) if odst == local else
+                         Route("dns", odst, odst))
+            elif port == OUTBOUND_PORT:
                 route = self.outbound(odst, local)
             elif port == HBONE_PORT:
                 target = self._connect_target(connect_line)
@@ -347,7 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       json.loads(args.services), Recorder(args.log), args.hop_limit,
                       parse_endpoint(args.dns_upstream) if args.dns_upstream else None)
     try:
-        ztunnel.serve([OUTBOUND_PORT, INBOUND_PLAINTEXT_PORT, HBONE_PORT], ipv6=args.ipv6)
+        ztunnel.serve([OUTBOUND_PORT, INBOUND_PLAINTEXT_PORT, HBONE_PORT, DNS_PORT],
+                      ipv6=args.ipv6)
     except OSError as error:
         print(f"ERROR ztunnel cannot listen: {error}", flush=True)
         return 1
