@@ -104,10 +104,13 @@ def restore_text(rules: str | RestoreRenderable) -> str:
 
 
 def _kube_dns_dnat() -> str:
-    lines = ["*nat", ":PREROUTING ACCEPT [0:0]"]
-    for proto in ("udp", "tcp"):
-        lines.append(f"-A PREROUTING -d {DNS_VIP}/32 -p {proto} --dport 53 "
-                     f"-j DNAT --to-destination {DNS_IP}:53")
+    """kube-proxy's translation of kube-dns's VIP on the node: for packets arriving from the
+    pods (PREROUTING) and for the node's own (OUTPUT: the kubelet's)."""
+    lines = ["*nat", ":PREROUTING ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]"]
+    for chain in ("PREROUTING", "OUTPUT"):
+        for proto in ("udp", "tcp"):
+            lines.append(f"-A {chain} -d {DNS_VIP}/32 -p {proto} --dport 53 "
+                         f"-j DNAT --to-destination {DNS_IP}:53")
     return "\n".join([*lines, "COMMIT", ""])
 
 
@@ -152,6 +155,9 @@ class AmbientLab(Lab):
             netns.in_ns(node, ["ip", "addr", "add", f"{address}/32", "dev", "lo"])
         netns.in_ns(node, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])  # this namespace only
         netns.in_ns(node, ["iptables-restore"], input=_kube_dns_dnat())
+        # a route to the Service range, so the node's own calls to a VIP (the kubelet's DNS
+        # query) are routed at all before kube-proxy's OUTPUT DNAT rewrites them
+        netns.in_ns(node, ["ip", "route", "add", "10.96.0.0/12", "dev", "br0"])
         pods = [(self.pod, POD_IP, "vpod"), (self.peer, PEER_IP, "vpeer")] + [
             (self.plain[name], ip, f"v{name[:8]}") for name, (ip, _) in PLAIN_PODS.items()]
         for ns, ip, port in pods:

@@ -38,8 +38,10 @@ limit and the model stops at the repeated state: there, as for nat, only whether
 from __future__ import annotations
 
 import dataclasses
+import random
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from meshlab.errors import MeshlabError
@@ -70,6 +72,8 @@ SIDES = {"pod/details": "pod", "pod/reviews-v2": "peer", "pod/reviews": "reviews
          "host/kubelet": "node", "host/vm": "vm"}
 """Which lab agent makes a connection from each source the ambient scenarios use."""
 AMBIENT_APPS = ("pod/details", "pod/reviews-v2")
+SUBJECT = "pod/details"
+"""The pod every ambient scenario studies (its rules change, its counters are compared)."""
 
 
 def is_ambient(scenario: Any) -> bool:
@@ -174,12 +178,18 @@ def run_one(lab: AmbientLab, scenario: Any, *, state: dict[str, Any] | None = No
             without_rules: Sequence[str] = (), without_matches: Sequence[str] = ()
             ) -> tuple[Any, AmbientConnection, Comparison]:
     """Run one ambient scenario in the model and in ``lab`` (rules reloaded on change),
-    optionally without some rules, policy routing or conditions (both sides alike)."""
-    from meshlab.scenarios import run_scenario
+    optionally without some rules, policy routing or conditions (both sides alike).
+
+    ``scenario`` is a catalog entry, or anything with its ``name``, ``request`` and
+    ``annotations`` (a random case of :func:`randomized_ambient`)."""
+    from meshlab.world import World
 
     started = time.perf_counter()
-    walk = run_scenario(scenario.name, without_rules=tuple(without_rules),
-                        without_matches=tuple(without_matches))
+    annotations = dict(getattr(scenario, "annotations", ()) or ())
+    walk = World.default().run_spec(
+        scenario.request, scenario=scenario.name, without_rules=tuple(without_rules),
+        subject=SUBJECT, annotations=annotations or None,
+        without_matches=tuple(without_matches))
     document, commands = ablated(scenario_rules(scenario), without_rules, without_matches)
     state = {} if state is None else state
     if state.get("rules") != (document, commands):
@@ -228,3 +238,83 @@ def verify_ambient(scenarios: Sequence[Any], *, deadline: float | None = 120.0,
                                       ({"what": "model error", "model": str(error),
                                         "kernel": None},)))
     return results, list(lab.notes)
+
+
+# -- seeded random requests ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RandomCase:
+    """A request of the ambient world that no catalog entry names, with pod annotations."""
+
+    name: str
+    request: Any
+    annotations: tuple[tuple[str, str], ...]
+
+    def describe(self) -> str:
+        r = self.request
+        extra = " ".join(f"{k}={v}" for k, v in self.annotations)
+        return f"{r.proto} {r.source} -> {r.to}:{r.port}" + (f" ({extra})" if extra else "")
+
+
+RANDOM_TARGETS = ("pod/details", "pod/reviews-v2", "pod/reviews", "pod/productpage",
+                  "svc/details", "svc/reviews-v2", "svc/reviews", "svc/productpage",
+                  "svc/kube-dns", "host/legacy-db")
+RANDOM_PORTS = (9080, 9080, 9080, 8081, 5432, 53, 15001, 15006, 15008, 15053, 7070)
+
+
+def random_case(rng: random.Random, index: int) -> RandomCase:
+    """One random request: any source the lab can connect from, any target and port, TCP or
+    (to port 53) UDP, and random ingress mode, DNS capture and ``net1`` rerouting.
+
+    Two kinds are left out, as the lab does not build them: a Service VIP called from
+    outside the mesh (the lab's node has kube-proxy's translation for kube-dns's port 53
+    only; ambient pods' ztunnels resolve VIPs themselves), and a VM's packet that details
+    would have to *forward* (to another pod, not rerouted to ztunnel: in ingress mode, or to
+    15008, which is never redirected; the lab's pods do not forward, and a dropped SYN's
+    retransmission would count twice; so the VM's requests are TCP, and those to another
+    pod are rerouted: the catalog has the case without). And UDP goes
+    to kube-dns only: the lab's UDP client does not hear an ICMP "port unreachable" (it
+    sees a timeout where the model says refused), and the lab's ztunnel sends a captured
+    UDP query to kube-dns, the resolver it is given, not to the address the app asked."""
+    from meshlab.istio import ambient
+    from meshlab.world import Request
+
+    source = rng.choice(tuple(SIDES))
+    targets = RANDOM_TARGETS + (("127.0.0.1",) if source == SUBJECT else ())
+    if source not in AMBIENT_APPS:
+        targets = tuple(t for t in targets if not t.startswith("svc/"))
+    target = rng.choice([t for t in targets if t != source])
+    port = rng.choice(RANDOM_PORTS)
+    proto = "tcp"
+    if port == 53 and source != "host/vm" and rng.random() < 0.6:
+        proto, target = "udp", "svc/kube-dns"
+    annotations: dict[str, str] = {}
+    if rng.random() < 0.25:
+        annotations[ambient.ANNOTATION_BYPASS_INBOUND_CAPTURE] = "true"
+    if rng.random() < 0.25:
+        annotations[ambient.ANNOTATION_DNS_CAPTURE] = rng.choice(["true", "false"])
+    if rng.random() < 0.3 or (source == "host/vm" and target != SUBJECT):
+        annotations[ambient.ANNOTATION_REROUTE_VIRTUAL_INTERFACES] = "net1"
+    return RandomCase(f"ambient-random-{index}", Request(source, target, port, proto),
+                      tuple(sorted(annotations.items())))
+
+
+def randomized_ambient(seed: int, *, cases: int = 40, lab: AmbientLab | None = None
+                       ) -> list[tuple[RandomCase, Comparison]]:
+    """``cases`` random requests (reproducible from ``seed``), each in the model's world and
+    in the ambient lab, compared as the catalog's scenarios are."""
+    if lab is None:
+        with AmbientLab(deadline=60.0 + cases) as fresh:
+            return randomized_ambient(seed, cases=cases, lab=fresh)
+    rng = random.Random(f"{seed}-ambient-world")
+    state: dict[str, Any] = {}
+    out = []
+    for index in range(cases):
+        case = random_case(rng, index)
+        try:
+            out.append((case, run_one(lab, case, state=state)[2]))
+        except MeshlabError as error:   # LabError included: reported, not raised
+            out.append((case, Comparison(case.name, {}, {"error": str(error)},
+                                         ({"what": "error", "model": None,
+                                           "kernel": str(error)},))))
+    return out

@@ -30,7 +30,8 @@ needs CAP_NET_ADMIN for ``SO_MARK`` and ``IP_TRANSPARENT``) and
   original destination) from a marked socket - raw OUTPUT gives that query conntrack zone 1,
   and raw PREROUTING the answer - and sends the answer back to the app from the address the
   query arrived on, so conntrack un-NATs it to the address the app asked. DNS over TCP
-  (TCP 15053) goes on to the original destination, relayed like any connection;
+  (TCP 15053) goes on to the original destination, relayed like any connection (to
+  ``--dns-upstream`` when the app called 15053 itself);
 * relays bytes both ways, each relay bounded in time.
 
 **Hop limit.** Every connection of the lab starts with the header line of
@@ -196,9 +197,11 @@ class Ztunnel:
                                   "peer": wire.socket_endpoint(peer),
                                   "original_dst": wire.socket_endpoint(odst),
                                   **({"connect": connect_line} if connect_line else {})})
-            if port == DNS_PORT:   # DNS over TCP: on to the server the app asked
-                route = (Route("close", None, None) if odst == local else
-                         Route("dns", odst, odst))
+            if port == DNS_PORT:   # DNS over TCP: on to the server the app asked (its
+                # own resolver when the app asked ztunnel itself, not redirected)
+                upstream = self.dns_upstream if odst == local else odst
+                route = (Route("dns", upstream, upstream) if upstream else
+                         Route("close", None, None))
             elif port == OUTBOUND_PORT:
                 route = self.outbound(odst, local)
             elif port == HBONE_PORT:
