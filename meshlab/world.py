@@ -43,7 +43,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from ipaddress import IPv4Address, ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
 from meshlab.errors import MeshlabError
@@ -305,6 +305,24 @@ def _world_variant(world: World, key: tuple[Any, ...]) -> World:
     pods = tuple(subject if p.name == world.subject else p for p in world.pods)
     return world._variants.keep(key, World(pods, world.services, world.subject,
                                            world.hop_limit, world.gateways))
+
+
+_ENDPOINTS: dict[tuple[int, int, int], str] = {}
+
+
+def _endpoint_of(number: int, port: int, version: int) -> str:
+    """:func:`~meshlab.netfilter.packet.endpoint` of an address given as its number (as the
+    kernel model's packet snapshots hold it), remembered by value (at most 4096): a walk
+    writes the same few endpoints for each of its rule events, and writing an address as
+    text is slow."""
+    key = (number, port, version)
+    text = _ENDPOINTS.get(key)
+    if text is None:
+        if len(_ENDPOINTS) >= 4096:
+            _ENDPOINTS.clear()
+        ip = IPv4Address(number) if version == 4 else IPv6Address(number)
+        text = _ENDPOINTS[key] = endpoint(ip, port)
+    return text
 
 
 class _Run:
@@ -643,9 +661,9 @@ class _Run:
                         f"same original destination {endpoint(*original)} ({owner})")
 
     def replies(self) -> None:
-        """The answers of every connection ztunnel took part in, last connection first.
+        """The answers of every connection the subject's ztunnel took part in, last first.
 
-        For each ztunnel hop: the answer of its upstream, when that connection left the pod
+        For each of its hops: the answer of its upstream, when that connection left the pod
         (it arrives on eth0 and must be recognised by conntrack, in the right zone, and reach
         ztunnel's socket), then ztunnel's own answer to its downstream client (back by lo to
         the app, which sees it come from the address it asked, or out by eth0 to a remote
@@ -654,6 +672,8 @@ class _Run:
         from meshlab.istio.ztunnel import INPOD_MARK
 
         for pod, down_trace, down_conn, up_conn in reversed(self.hops):
+            if pod.name != self.subject.name:
+                continue  # the answers that matter are the subject's
             opened = self.traces.get(up_conn)
             if opened is not None and not opened[1].local:
                 up_pod, up_trace = opened
@@ -663,7 +683,7 @@ class _Run:
             ztunnel = pod.process(ZTUNNEL)
             back = self.netns(pod).answer(down_trace, uid=ztunnel.uid, gid=ztunnel.gid,
                                           mark=INPOD_MARK)
-            client_local = self.netns(pod).is_local(down_trace.connection.original.src)
+            client_local = down_trace.direction == "outbound"  # a process of this pod
             if not self.reply(pod, back, down_conn, "ztunnel", must_be_local=client_local):
                 return
 
@@ -731,27 +751,42 @@ class _Run:
                       f"leaves {pod.kind} {pod.name} by {trace.out_iface or '?'}")
         route_done = not local
         nat_key = None if nat is None else (nat.table, nat.chain, nat.rule)
-        has_rules = (pod.sidecar is not None or pod.ambient is not None
-                     or bool(pod.removed_rules))
+        # an ambient pod other than the subject shows its NAT and routing, not each rule: the
+        # subject's rules are the ones under study (and its counters the ones compared)
+        has_rules = ((pod.sidecar is not None or bool(pod.removed_rules))
+                     or (pod.ambient is not None and pod.name == self.subject.name))
         events = self.events
         name = pod.name
         if has_rules:
-            for ev in trace.evaluations:
-                if not route_done and ev.hook in ("PREROUTING", "INPUT"):
+            # Read the trace's compact record (one segment per chain visit: the rules tried,
+            # the packet as they saw it) rather than its expanded evaluations: a walk makes an
+            # Event per rule, and one RuleEval and Packet more per rule would double the cost.
+            for seg in trace.segments:
+                if not route_done and seg.hook in ("PREROUTING", "INPUT"):
                     self._route(pod, conn, flow, trace, route_text)
                     route_done = True
-                p = ev.packet
-                owner = None if p.uid is None else f"uid {p.uid} gid {p.gid}"
-                matched = ev.matched
-                events.append(Event(
-                    len(events), "kernel", "policy" if ev.rule == 0 else "rule", conn,
-                    endpoint(p.src, p.sport), endpoint(p.dst, p.dport), owner,
-                    (ev.verdict or "match") if matched else "no match",
-                    hook=ev.hook, table=ev.table, chain=ev.chain, rule=ev.rule, text=ev.text,
-                    matched=matched, pod=name))
-                if matched and nat_key == (ev.table, ev.chain, ev.rule):
-                    self._nat(pod, conn, flow, trace)
-                    nat_key = None
+                snap = seg.snap
+                v = seg.version
+                src, dst = _endpoint_of(snap[1], snap[2], v), _endpoint_of(snap[3], snap[4], v)
+                owner = None if snap[7] is None else f"uid {snap[7]} gid {snap[8]}"
+                chain = seg.chain
+                hook, table, cname = seg.hook, seg.table, chain.name
+                if seg.stop < 0:  # the end of a built-in chain: its policy
+                    events.append(Event(
+                        len(events), "kernel", "policy", conn, src, dst, owner, chain.policy,
+                        hook=hook, table=table, chain=cname, rule=0,
+                        text=f"-P {cname} {chain.policy}", matched=True, pod=name))
+                    continue
+                for i in range(seg.start, seg.stop + 1):
+                    matched = seg.matched and i == seg.stop
+                    events.append(Event(
+                        len(events), "kernel", "rule", conn, src, dst, owner,
+                        (seg.verdict or "match") if matched else "no match",
+                        hook=hook, table=table, chain=cname, rule=i + 1, text=chain.text(i),
+                        matched=matched, pod=name))
+                    if matched and nat_key == (table, cname, i + 1):
+                        self._nat(pod, conn, flow, trace)
+                        nat_key = None
         if nat_key is not None:
             self._nat(pod, conn, flow, trace)
         if not route_done:

@@ -69,3 +69,19 @@ def test_a_virtual_interface_walk_is_outbound_from_a3() -> None:
     got = {s.n: s.status for s in numbered_steps(walk)}
     assert (got["A1"], got["A2"]) == ("changed", "changed")
     assert all(got[n] == "ok" for n in NUMBERS[2:])
+
+
+def test_the_hooks_picture_shows_ztunnel_not_envoy() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from meshlab.viz import hooks_figure
+
+    fig = hooks_figure(run_scenario("ambient-inbound"), step="A8")
+    texts = [t.get_text() for t in fig.findobj(matplotlib.text.Text)]
+    assert any("ztunnel :15008" in t for t in texts)
+    assert not any("Envoy :" in t or "ISTIO_IN_REDIRECT" in t for t in texts)
+    assert any("in pod details (ambient: no sidecar)" in t for t in texts)
+    assert any(t.startswith("Step A8") for t in texts)
+    sidecar = hooks_figure(run_scenario("inbound"))
+    assert any("Envoy :15006" in t.get_text() for t in sidecar.findobj(matplotlib.text.Text))

@@ -56,9 +56,16 @@ def test_inbound_replies_are_traced_back_to_the_peer() -> None:
     back = next(e for e in walk.events if e.kind == "route" and "SYN-ACK" in e.decision)
     assert "mark 0x111" in back.decision and "back in by lo" in back.decision
     replies = [(e.pod, e.decision) for e in walk.events if e.kind == "reply"]
-    assert [pod for pod, _ in replies] == ["details", "reviews-v2", "reviews-v2"]
+    assert [pod for pod, _ in replies] == ["details"]  # the subject's answers
     assert "leaves details by eth0 for 10.244.0.13" in replies[0][1]
-    assert "seen from 10.244.0.12:9080" in replies[2][1]  # the peer's app, un-NATed
+    assert "from 10.244.0.12:15008" in replies[0][1]
+
+
+def test_only_the_subjects_rules_are_shown_rule_by_rule() -> None:
+    walk = run_scenario("ambient-inbound")
+    assert {e.pod for e in walk.events if e.kind in ("rule", "policy")} == {"details"}
+    peer = [e.kind for e in walk.events if e.pod == "reviews-v2"]
+    assert "nat" in peer and "route" in peer and "accept" in peer  # its NAT, route, ztunnel
 
 
 def test_outbound_hbone_leaves_marked_and_is_not_captured_again() -> None:
