@@ -288,6 +288,8 @@ def random_case(rng: random.Random, index: int) -> RandomCase:
     proto = "tcp"
     if port == 53 and source != "host/vm" and rng.random() < 0.6:
         proto, target = "udp", "svc/kube-dns"
+    elif port == 53 and target.startswith("svc/"):
+        target = "svc/kube-dns"   # the lab's node translates no other VIP's port 53
     annotations: dict[str, str] = {}
     if rng.random() < 0.25:
         annotations[ambient.ANNOTATION_BYPASS_INBOUND_CAPTURE] = "true"
