@@ -32,7 +32,15 @@ needs CAP_NET_ADMIN for ``SO_MARK`` and ``IP_TRANSPARENT``) and
   query arrived on, so conntrack un-NATs it to the address the app asked. DNS over TCP
   (TCP 15053) goes on to the original destination, relayed like any connection (to
   ``--dns-upstream`` when the app called 15053 itself);
+* **closes** what it cannot serve: a connection made to 15001 itself, an inbound one whose
+  target is not this pod or is one of ztunnel's own ports, a Service port that does not
+  exist, an HBONE connection without a ``CONNECT`` line;
 * relays bytes both ways, each relay bounded in time.
+
+Unlike the lab's sidecar proxy (which asks the model's Envoy what to do), these decisions
+are the stand-in's own, written from ztunnel's behaviour, not taken from
+:mod:`meshlab.istio.ztunnel`: when the lab and the model agree, they agree as two readings
+of ztunnel, not by construction.
 
 **Hop limit.** Every connection of the lab starts with the header line of
 :mod:`meshlab.live.wire` (``{"id": ..., "hops": ...}``). ztunnel reads it, forwards it with
