@@ -160,6 +160,10 @@ def kernel_facts(seen: AmbientConnection, texts: Mapping[Key, str]) -> dict[str,
         "raw_outcome": pod.outcome,
         "delivered_to": list(pod.delivered_to) if pod.delivered_to else None,
         "listeners": [port for _, port in seen.listeners],
+        # as the first accepting proxy read it (none for a UDP query: see ztunnel's DNS)
+        "original_dst": next((e.get("original_dst") for e in seen.events
+                              if e.get("event") == "accept"), None),
+        "hops": pod.hops,
         "proxies": [f"{name}:{port}" for name, port in seen.listeners],
         "clusters": seen.routes,
         "nat": {_key_name(k): n for k, n in sorted(pod.nat.items())},

@@ -280,7 +280,8 @@ class Ztunnel:
         head = wire.parse_header(data.split(b"\n", 1)[0])
         base = {"id": head["id"], "hops": head["hops"], "listener_port": DNS_PORT}
         self.recorder.record({"event": "accept", **base, "proto": "udp",
-                              "local": arrived, "peer": wire.socket_endpoint(client[:2])})
+                              "local": arrived, "peer": wire.socket_endpoint(client[:2]),
+                              "original_dst": None})   # not readable from a UDP socket
         upstream = self.dns_upstream
         where = wire.socket_endpoint(upstream) if upstream else None
         self.recorder.record({"event": "decide", **base, "route": "dns" if upstream else
