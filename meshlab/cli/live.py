@@ -7,6 +7,7 @@
                               [--keep] [--json]
     meshlab live loop                       # the 1337-exemption loop, real proxy, hop limit
     meshlab live random [--seed N]          # randomized model-vs-kernel connections
+    meshlab live random --ambient [--seed N] [--cases N]   # random requests, ambient world
     meshlab live record [--output PATH] [--seed N]...   # all of the above, into one JSON file
     meshlab live clean [--all]              # remove what a killed run left behind
 
@@ -90,6 +91,11 @@ def register(subparsers: Any) -> None:
                     help="random configurations (1-1000, default 12)")
     rd.add_argument("--per-config", type=_PER_CONFIG, default=20,
                     help="random connections per configuration (1-1000, default 20)")
+    rd.add_argument("--ambient", action="store_true",
+                    help="random requests in the ambient world instead (sources, targets, "
+                         "ports, pod annotations), each compared as a scenario is")
+    rd.add_argument("--cases", type=_PER_CONFIG, default=40,
+                    help="with --ambient: how many random requests (1-1000, default 40)")
     rd.add_argument("--json", action="store_true")
     rd.set_defaults(func=run_random)
 
@@ -217,6 +223,8 @@ def run_random(args: argparse.Namespace) -> int:
 
     _require_lab()
     seed = args.seed if args.seed is not None else seed_from_env()
+    if args.ambient:
+        return _random_ambient(args, seed)
     report = randomized(seed, configs=args.configs, per_config=args.per_config)
     if args.json:
         print(json.dumps({"seed": seed, "agreed": report.agreed, "total": len(report.results),
@@ -231,6 +239,26 @@ def run_random(args: argparse.Namespace) -> int:
               f"({report.configs} configurations, {report.seconds:.1f} s, seed {seed}; "
               f"replay with MESHLAB_LIVE_SEED={seed})")
     return 0 if not report.disagreements else 1
+
+
+def _random_ambient(args: argparse.Namespace, seed: int) -> int:
+    from meshlab.live.ambient_verify import randomized_ambient
+
+    results = randomized_ambient(seed, cases=args.cases)
+    bad = [(case, c) for case, c in results if not c.agree]
+    if args.json:
+        print(json.dumps({"seed": seed, "agreed": len(results) - len(bad),
+                          "total": len(results),
+                          "disagreements": [{"request": case.describe(), **c.to_json()}
+                                            for case, c in bad]}, indent=2, default=str))
+    else:
+        for case, c in bad:
+            print(f"DISAGREE {case.describe()}")
+            for item in c.diff:
+                print("  " + ", ".join(f"{k}={v}" for k, v in item.items()))
+        print(f"{len(results) - len(bad)}/{len(results)} ambient requests agree (seed {seed}; "
+              f"replay with --seed {seed})")
+    return 0 if not bad else 1
 
 
 def run_record(args: argparse.Namespace) -> int:
