@@ -34,7 +34,7 @@ plaintext client) or ``"skipped"``, exactly as the article's steps are.
 
 from __future__ import annotations
 
-from meshlab.lesson import Step, _decisive, _final, _first, _hit, _make
+from meshlab.lesson_match import Step, decisive_rule, final_event, first_event, is_hit, make_step
 from meshlab.walk import Event, Walk
 
 AMBIENT_INBOUND_STEPS: tuple[tuple[str, str, str], ...] = (
@@ -119,61 +119,62 @@ def ambient_steps(walk: Walk, case: str | None = None) -> list[Step]:
 
 
 def _nat_policy(events: list[Event], conn: int, chain: str) -> Event | None:
-    return _first(events, lambda e: e.connection == conn and e.kind == "policy"
+    return first_event(events, lambda e: e.connection == conn and e.kind == "policy"
                   and e.table == "nat" and e.chain == chain)
 
 
 def _inbound(events: list[Event], mine: list[Event], c0: int) -> list[Step]:
     s = AMBIENT_INBOUND_STEPS
     steps: list[Step] = []
-    a1 = _first(mine, lambda e: e.connection == c0 and e.table == "nat"
-                and e.chain == "PREROUTING" and _hit(e) and e.decision == "jump ISTIO_PRERT")
-    steps.append(_make(s[0], a1, _first(mine, lambda e: e.connection == c0 and e.kind in
+    a1 = first_event(mine, lambda e: e.connection == c0 and e.table == "nat"
+                and e.chain == "PREROUTING" and is_hit(e) and e.decision == "jump ISTIO_PRERT")
+    steps.append(make_step(s[0], a1, first_event(mine, lambda e: e.connection == c0 and e.kind in
                                         ("drop", "refused", "deliver"))))
-    decisive = _decisive(mine, c0, "ISTIO_PRERT") if a1 is not None else None
+    decisive = decisive_rule(mine, c0, "ISTIO_PRERT") if a1 is not None else None
     a2 = None
     if a1 is not None and decisive is None:
         a2 = _nat_policy(mine, c0, "PREROUTING")
-    steps.append(_make(s[1], a2, decisive))
-    a3 = _first(mine, lambda e: e.connection == c0 and e.kind == "accept"
+    steps.append(make_step(s[1], a2, decisive))
+    a3 = first_event(mine, lambda e: e.connection == c0 and e.kind == "accept"
                 and (e.listener or "").startswith("ztunnel:"))
-    steps.append(_make(s[2], a3, None if a3 is not None else _final(mine, c0)))
+    steps.append(make_step(s[2], a3, None if a3 is not None else final_event(mine, c0)))
     c1 = c0 + 1
-    a4 = _first(mine, lambda e: e.connection == c1 and e.kind == "connect"
+    a4 = first_event(mine, lambda e: e.connection == c1 and e.kind == "connect"
                 and e.actor == "proxy") if a3 is not None else None
-    steps.append(_make(s[3], a4, None if a4 is not None or a3 is None else _final(mine, c0)))
+    steps.append(make_step(s[3], a4, None if a4 is not None or a3 is None
+                           else final_event(mine, c0)))
     a5 = None
     instead5 = None
     if a4 is not None:
-        a5 = _first(mine, lambda e: e.connection == c1 and e.table == "nat" and _hit(e)
+        a5 = first_event(mine, lambda e: e.connection == c1 and e.table == "nat" and is_hit(e)
                     and e.chain == "ISTIO_OUTPUT" and "-o lo" in (e.text or "")
                     and e.decision == "ACCEPT")
-        instead5 = _decisive(mine, c1, "ISTIO_OUTPUT")
-    steps.append(_make(s[4], a5, instead5))
-    a6 = _first(mine, lambda e: e.connection == c1 and e.table == "mangle" and _hit(e)
+        instead5 = decisive_rule(mine, c1, "ISTIO_OUTPUT")
+    steps.append(make_step(s[4], a5, instead5))
+    a6 = first_event(mine, lambda e: e.connection == c1 and e.table == "mangle" and is_hit(e)
                 and e.decision.startswith("CONNMARK set")) if a4 is not None else None
-    steps.append(_make(s[5], a6, None))
-    a7 = _first(mine, lambda e: e.connection == c1 and e.table == "mangle" and _hit(e)
+    steps.append(make_step(s[5], a6, None))
+    a7 = first_event(mine, lambda e: e.connection == c1 and e.table == "mangle" and is_hit(e)
                 and e.decision.startswith("CONNMARK restore")) if a4 is not None else None
-    steps.append(_make(s[6], a7, None))
+    steps.append(make_step(s[6], a7, None))
     a8 = None
     instead8 = None
     if a4 is not None:
-        a8 = _first(mine, lambda e: e.connection == c1 and e.kind == "route"
+        a8 = first_event(mine, lambda e: e.connection == c1 and e.kind == "route"
                     and "SYN-ACK" in e.decision and "back in by lo" in e.decision)
         if a8 is None:
-            instead8 = _first(mine, lambda e: e.connection == c1 and e.kind in
+            instead8 = first_event(mine, lambda e: e.connection == c1 and e.kind in
                               ("timeout", "drop", "route") and "SYN-ACK" in e.decision)
-    steps.append(_make(s[7], a8, instead8))
+    steps.append(make_step(s[7], a8, instead8))
     a9 = None
     instead9 = None
     if a4 is not None:
-        final = _final(events, c1)
+        final = final_event(events, c1)
         if final is not None and final.kind == "deliver" and final.connection == c1:
             a9 = final
         else:
             instead9 = final
-    steps.append(_make(s[8], a9, instead9))
+    steps.append(make_step(s[8], a9, instead9))
     return steps
 
 
@@ -182,55 +183,57 @@ def _outbound(events: list[Event], mine: list[Event], c0: int) -> list[Step]:
     steps: list[Step] = []
     # a VM's connection arriving on a virtual interface is outbound traffic that did not
     # start in OUTPUT: A1 and A2 show where it came in instead, A3 its REDIRECT to 15001
-    a1 = _first(mine, lambda e: e.connection == c0 and e.kind == "connect")
-    arrived = _first(mine, lambda e: e.connection == c0 and _hit(e)) if a1 is None else None
-    steps.append(_make(s[0], a1, arrived, "" if arrived is None else
+    a1 = first_event(mine, lambda e: e.connection == c0 and e.kind == "connect")
+    arrived = first_event(mine, lambda e: e.connection == c0 and is_hit(e)) if a1 is None else None
+    steps.append(make_step(s[0], a1, arrived, "" if arrived is None else
                        f"instead, the connection arrives from outside the pod ({arrived.src} "
                        f"-> {arrived.dst}): it did not start in this pod's OUTPUT"))
-    a2 = _first(mine, lambda e: e.connection == c0 and e.table == "nat" and e.chain == "OUTPUT"
-                and _hit(e) and e.decision == "jump ISTIO_OUTPUT")
-    in_nat = None if a1 is not None else _first(
-        mine, lambda e: e.connection == c0 and e.table == "nat" and _hit(e))
-    steps.append(_make(s[1], a2, in_nat, "" if in_nat is None else
+    a2 = first_event(mine, lambda e: e.connection == c0 and e.table == "nat" and e.chain == "OUTPUT"
+                and is_hit(e) and e.decision == "jump ISTIO_OUTPUT")
+    in_nat = None if a1 is not None else first_event(
+        mine, lambda e: e.connection == c0 and e.table == "nat" and is_hit(e))
+    steps.append(make_step(s[1], a2, in_nat, "" if in_nat is None else
                        f"instead, nat {in_nat.chain} ({in_nat.hook}): {in_nat.decision}"))
     decisive = None
     if a2 is not None:
-        decisive = _decisive(mine, c0, "ISTIO_OUTPUT")
+        decisive = decisive_rule(mine, c0, "ISTIO_OUTPUT")
     elif arrived is not None:
-        decisive = _decisive(mine, c0, "ISTIO_PRERT")
+        decisive = decisive_rule(mine, c0, "ISTIO_PRERT")
     a3 = decisive if (decisive is not None and decisive.decision.startswith("REDIRECT")
                       and decisive.decision.endswith(":15001")) else None
-    steps.append(_make(s[2], a3, decisive if a3 is None else None))
-    a4 = _first(mine, lambda e: e.connection == c0 and e.kind == "proxy"
+    steps.append(make_step(s[2], a3, decisive if a3 is None else None))
+    a4 = first_event(mine, lambda e: e.connection == c0 and e.kind == "proxy"
                 and (e.listener or "") == "ztunnel:15001") if a3 is not None else None
-    steps.append(_make(s[3], a4, None if a4 is not None or a3 is None else _final(mine, c0)))
+    steps.append(make_step(s[3], a4, None if a4 is not None or a3 is None
+                           else final_event(mine, c0)))
     c1 = c0 + 1
-    a5 = _first(mine, lambda e: e.connection == c1 and e.kind == "connect"
+    a5 = first_event(mine, lambda e: e.connection == c1 and e.kind == "connect"
                 and e.actor == "proxy") if a4 is not None else None
-    steps.append(_make(s[4], a5, None if a5 is not None or a4 is None else _final(mine, c0)))
+    steps.append(make_step(s[4], a5, None if a5 is not None or a4 is None
+                           else final_event(mine, c0)))
     a6 = None
     instead6 = None
     if a5 is not None:
-        instead6 = _decisive(mine, c1, "ISTIO_OUTPUT")
+        instead6 = decisive_rule(mine, c1, "ISTIO_OUTPUT")
         if instead6 is None or instead6.decision == "RETURN":
             a6 = _nat_policy(mine, c1, "OUTPUT")
             instead6 = None
-    steps.append(_make(s[5], a6, instead6))
-    a7 = _first(mine, lambda e: e.connection == c1 and e.kind == "route"
+    steps.append(make_step(s[5], a6, instead6))
+    a7 = first_event(mine, lambda e: e.connection == c1 and e.kind == "route"
                 and "by eth0" in e.decision) if a6 is not None else None
-    steps.append(_make(s[6], a7, None))
+    steps.append(make_step(s[6], a7, None))
     a8 = None
     instead8 = None
     if a7 is not None:
-        final = _final(events, c1)
+        final = final_event(events, c1)
         if final is not None and final.kind == "deliver":
             a8 = final
         else:
             instead8 = final
-    steps.append(_make(s[7], a8, instead8))
+    steps.append(make_step(s[7], a8, instead8))
     a9 = None
     if a8 is not None:
-        a9 = _first(list(reversed(mine)), lambda e: e.connection == c0 and e.kind == "reply")
-    steps.append(_make(s[8], a9, _first(list(reversed(events)), lambda e: e.kind in
+        a9 = first_event(list(reversed(mine)), lambda e: e.connection == c0 and e.kind == "reply")
+    steps.append(make_step(s[8], a9, first_event(list(reversed(events)), lambda e: e.kind in
                                         ("timeout", "drop")) if a8 is not None else None))
     return steps

@@ -125,7 +125,9 @@ class Pod:
     inbound_ports: tuple[int, ...] = ()
     fwmark_routes: tuple[FwmarkRoute, ...] = ()
     ambient: AmbientSetup | None = None
-    _variants: Variants[Pod] = field(default_factory=Variants, repr=False, compare=False)
+    # Each pod its own store (init=False: a copy made with dataclasses.replace starts empty).
+    _variants: Variants[Pod] = field(default_factory=Variants, init=False, repr=False,
+                                     compare=False)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -140,11 +142,9 @@ class Pod:
         are the ports a Service declares for it (Envoy builds an ``inbound|PORT||`` chain for
         each; the other app ports reach it through ``InboundPassthroughCluster``). ``services``
         are the Services the sidecar knows (default: the Bookinfo-like ones of
-        :func:`meshlab.world.default_services`).
+        :func:`default_services`).
         """
         if services is None:
-            from meshlab.world import default_services
-
             services = default_services()
         argv = _argv(flags)
         return _build_injected(name, ip_address(str(ip)), argv, tuple(services), tuple(app_ports),
@@ -156,7 +156,8 @@ class Pod:
                       namespace: str | None = None, ip: str | IPAddress = "10.244.0.5",
                       services: Iterable[Service] | None = None,
                       interception_mode: str = "REDIRECT") -> Pod:
-        """Inject ``pod_yaml`` (YAML text, a path or a dict) and build the resulting pod.
+        """Inject ``pod_yaml`` (YAML text, a file or a dict, as
+        :func:`meshlab.istio.inject.load_pod` reads them) and build the resulting pod.
 
         The injection webhook decides (:func:`meshlab.istio.inject.inject`); its
         ``istio-init`` arguments become the rules, its proxy UID/GID the identity of Envoy and
@@ -189,8 +190,6 @@ class Pod:
                 app_gid = int(security["runAsGroup"])
         pod_ip = ip_address(str(ip))
         if services is None:
-            from meshlab.world import default_services
-
             services = default_services()
         svcs = tuple(services)
         declared = tuple(dict.fromkeys(
@@ -289,7 +288,7 @@ class Pod:
                 else:
                     ruleset = _without(ruleset, text)
             pod = replace(pod, ruleset=ruleset, fwmark_routes=routes,
-                          removed_rules=tuple(without_rules), _variants=Variants())
+                          removed_rules=tuple(without_rules))
         return self._variants.keep(key, pod)
 
     # ------------------------------------------------------------------ reading
@@ -378,6 +377,23 @@ class Pod:
 
 
 # ---------------------------------------------------------------------- helpers (cached)
+
+
+@lru_cache(maxsize=1)
+def default_services() -> tuple[Service, ...]:
+    """The Services of the default world (Bookinfo-like names, made-up addresses): what the
+    default pod's sidecar knows, and the Services of :meth:`meshlab.world.World.default`."""
+    from meshlab.istio.envoy import Service, ServicePort
+
+    return (
+        Service("productpage", "default", IPv4Address("10.96.0.30"),
+                (ServicePort(9080, 9080, "TCP", "http"),), (IPv4Address("10.244.0.5"),)),
+        Service("reviews", "default", IPv4Address("10.96.0.20"),
+                (ServicePort(9080, 9080, "TCP", "http"),), (IPv4Address("10.244.0.9"),)),
+        Service("kube-dns", "kube-system", IPv4Address("10.96.0.10"),
+                (ServicePort(53, 53, "UDP", "dns"), ServicePort(53, 53, "TCP", "dns-tcp")),
+                (IPv4Address("10.244.1.2"),)),
+    )
 
 
 def _argv(flags: Sequence[str] | str | None) -> tuple[str, ...]:
@@ -569,7 +585,7 @@ def _ambient_variant(pod: Pod, annotations: dict[str, str], without_matches: tup
                                    "once (one removes it from every rule)")
             ruleset = _without_match(ruleset, text)
         assert pod.ambient is not None
-        pod = replace(pod, ruleset=ruleset, _variants=Variants(),
+        pod = replace(pod, ruleset=ruleset,
                       ambient=replace(pod.ambient, removed_matches=without_matches))
     return pod
 

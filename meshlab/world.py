@@ -44,14 +44,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshlab.errors import MeshlabError
 from meshlab.istio.ztunnel import ZTUNNEL
 from meshlab.netfilter.packet import IPAddress, endpoint
-from meshlab.pod import AGENT, ENVOY, Pod, Process
+from meshlab.pod import AGENT, ENVOY, Pod, Process, default_services
 from meshlab.variants import Variants
 from meshlab.walk import Delivery, Event, LoopCost, LoopReport, Walk
+
+if TYPE_CHECKING:
+    from meshlab.istio.envoy import Service
+    from meshlab.netfilter.conntrack import Connection
+    from meshlab.netfilter.kernel import Netns
+    from meshlab.netfilter.trace import Trace
 
 __all__ = [
     "Delivery",
@@ -84,26 +90,6 @@ class Request:
     gid: int | None = None
 
 
-def default_services() -> tuple[Any, ...]:
-    """The Services of the default world (Bookinfo-like names, made-up addresses)."""
-    return _default_services()
-
-
-@lru_cache(maxsize=1)
-def _default_services() -> tuple[Any, ...]:
-    from meshlab.istio.envoy import Service, ServicePort
-
-    return (
-        Service("productpage", "default", IPv4Address("10.96.0.30"),
-                (ServicePort(9080, 9080, "TCP", "http"),), (IPv4Address("10.244.0.5"),)),
-        Service("reviews", "default", IPv4Address("10.96.0.20"),
-                (ServicePort(9080, 9080, "TCP", "http"),), (IPv4Address("10.244.0.9"),)),
-        Service("kube-dns", "kube-system", IPv4Address("10.96.0.10"),
-                (ServicePort(53, 53, "UDP", "dns"), ServicePort(53, 53, "TCP", "dns-tcp")),
-                (IPv4Address("10.244.1.2"),)),
-    )
-
-
 @dataclass(frozen=True)
 class World:
     """Pods, hosts and Services; :meth:`run` sends a request through them.
@@ -117,13 +103,14 @@ class World:
     """
 
     pods: tuple[Pod, ...]
-    services: tuple[Any, ...]
+    services: tuple[Service, ...]
     subject: str = "productpage"
     hop_limit: int = 16
     gateways: tuple[tuple[str, str, str], ...] = ()
     _by_name: dict[str, Pod] = field(default_factory=dict, repr=False, compare=False)
     _by_ip: dict[IPAddress, Pod] = field(default_factory=dict, repr=False, compare=False)
-    _variants: Variants[World] = field(default_factory=Variants, repr=False, compare=False)
+    _variants: Variants[World] = field(default_factory=Variants, init=False, repr=False,
+                                       compare=False)
 
     def __post_init__(self) -> None:
         for pod in self.pods:
@@ -162,7 +149,7 @@ class World:
             raise MeshlabError(f"no pod or host called {name!r}; the world has {names}")
         return found
 
-    def service(self, name: str) -> Any:
+    def service(self, name: str) -> Service:
         bare = name.split("/", 1)[1] if name.startswith("svc/") else name
         for svc in self.services:
             if svc.name == bare:
@@ -170,7 +157,7 @@ class World:
         names = ", ".join(f"svc/{s.name}" for s in self.services)
         raise MeshlabError(f"no Service called {name!r}; the world has {names}")
 
-    def service_by_vip(self, ip: IPAddress) -> Any | None:
+    def service_by_vip(self, ip: IPAddress) -> Service | None:
         for svc in self.services:
             if svc.vip == ip:
                 return svc
@@ -179,7 +166,7 @@ class World:
     def resolve(self, to: str) -> IPAddress:
         """``pod/NAME`` / ``host/NAME`` -> its IP, ``svc/NAME`` -> its VIP, or a literal IP."""
         if to.startswith("svc/"):
-            return self.service(to).vip  # type: ignore[no-any-return]
+            return self.service(to).vip
         if to.startswith(("pod/", "host/")) or to in self._by_name:
             return self.pod(to).ip
         try:
@@ -259,7 +246,7 @@ class World:
 
 @lru_cache(maxsize=1)
 def _default_world() -> World:
-    services = _default_services()
+    services = default_services()
     everything = services + _ambient_services()
     mesh = (AMBIENT_PODS["details"], AMBIENT_PODS["reviews-v2"])
     pods = (
@@ -332,7 +319,7 @@ class _Run:
         self.world = world
         self.subject = subject
         self.events: list[Event] = []
-        self.namespaces: dict[str, Any] = {}
+        self.namespaces: dict[str, Netns] = {}
         # One ephemeral-port allocator (32768-60999) for every namespace of the walk: each
         # machine picks its own ports in reality, but Envoy's original_src connections reuse
         # a client's address inside the pod, so ports must not repeat across namespaces.
@@ -340,7 +327,8 @@ class _Run:
 
         self.ports = EphemeralPorts()
         self.next_connection = 0
-        self.seen: dict[tuple[Any, ...], int] = {}  # proxy state -> index of its accept event
+        # proxy state (pod, listener port, original destination, owner) -> its accept event
+        self.seen: dict[tuple[str, int, tuple[IPAddress, int], str], int] = {}
         self.proxy_accepts = 0
         self.self_hops = 0  # connections the proxy opened that came back to a proxy listener
         self.outcome = ""
@@ -355,7 +343,7 @@ class _Run:
         self.hops: list[tuple[Pod, Any, int, int]] = []
 
     # ------------------------------------------------------------ helpers
-    def netns(self, pod: Pod) -> Any:
+    def netns(self, pod: Pod) -> Netns:
         ns = self.namespaces.get(pod.name)
         if ns is None:
             ns = self.namespaces[pod.name] = pod.netns(ports=self.ports)
@@ -368,7 +356,8 @@ class _Run:
         return {k: v for k, v in dict(ns.counters).items() if v}
 
     def add(self, actor: str, kind: str, connection: int, src: str, dst: str,
-            owner: str | None, decision: str, pod: Pod, **where: Any) -> Event:
+            owner: str | None, decision: str, pod: Pod,
+            **where: str | int | bool | None) -> Event:
         event = Event(len(self.events), actor, kind, connection, src, dst, owner, decision,
                       pod=pod.name, **where)
         self.events.append(event)
@@ -422,7 +411,7 @@ class _Run:
         self.traces[conn] = (pod, trace)
         if tunnel is not None:
             self.tunnels[conn] = tunnel
-        src_ep, dst_ep = self._endpoints(trace, None)
+        src_ep, dst_ep = self._endpoints(trace)
         verb = "sends a datagram" if proto == "udp" else "connect()"
         bind = f" bound to {src}" if src is not None else ""
         mark_text = f", socket mark {mark}" if mark else ""
@@ -437,7 +426,7 @@ class _Run:
             return self.arrive(pod, trace, conn, owner=process.owner, from_proxy=actor == "proxy")
         return self.leave(pod, trace, conn)
 
-    def leave(self, pod: Pod, trace: Any, conn: int) -> _Run:
+    def leave(self, pod: Pod, trace: Trace, conn: int) -> _Run:
         """The packet left ``pod`` by eth0: the node (kube-proxy), then the destination."""
         packet = self._last_packet(trace)
         proto = packet.proto
@@ -479,7 +468,7 @@ class _Run:
             return self.end("timeout", f"{target.name} does not forward")
         return self.arrive(target, trace2, conn, owner=None, from_proxy=False)
 
-    def arrive(self, pod: Pod, trace: Any, conn: int, *, owner: str | None,
+    def arrive(self, pod: Pod, trace: Trace, conn: int, *, owner: str | None,
                from_proxy: bool) -> _Run:
         """The connection reached a local address of ``pod``: find the socket."""
         packet = self._last_packet(trace)
@@ -511,7 +500,7 @@ class _Run:
                             f"{sock.proto} {sock.address}:{sock.port}")
         return self.proxy(pod, trace, conn, sock.port, (src, sport), here, owner, from_proxy)
 
-    def answer(self, pod: Pod, trace: Any, conn: int, server: Process, here: str) -> bool:
+    def answer(self, pod: Pod, trace: Trace, conn: int, server: Process, here: str) -> bool:
         """A connection made in this pod *from a foreign address* (Envoy's ``original_src``:
         the client's IP, bound with IP_TRANSPARENT) reached ``server``: does the server's
         answer (the SYN-ACK) find its way back to the connecting socket?
@@ -548,14 +537,14 @@ class _Run:
                  "completes")
         return False
 
-    def proxy(self, pod: Pod, trace: Any, conn: int, port: int,
+    def proxy(self, pod: Pod, trace: Trace, conn: int, port: int,
               client: tuple[IPAddress, int], here: str, owner: str | None,
               from_proxy: bool) -> _Run:
         """Envoy accepted on a virtual listener: original destination, decision, upstream."""
         assert pod.sidecar is not None
         envoy = pod.process(ENVOY)
         ns = self.netns(pod)
-        original = self._original_dst(ns, trace, client)
+        original = self._original_dst(ns, trace)
         listener = f"proxy:{port}"
         who = owner if owner is not None else f"remote {client[0]}"
         if trace.nat is not None and trace.nat.target == "TPROXY":
@@ -606,7 +595,7 @@ class _Run:
         assert pod.ambient is not None
         ztunnel = pod.process(ZTUNNEL)
         proto = trace.connection.proto
-        original = self._original_dst(self.netns(pod), trace, client)
+        original = self._original_dst(self.netns(pod), trace)
         listener = f"{ZTUNNEL}:{port}"
         tunnel = self.tunnels.get(conn) if port == HBONE_PORT else None
         name = pod.ambient.ztunnel.listener_name(proto, port)
@@ -725,7 +714,7 @@ class _Run:
         return self.end("loop", f"the proxy's own connection came back to {listener} with the "
                         f"same original destination {endpoint(*original)} ({owner})")
 
-    def dropped(self, pod: Pod, trace: Any, conn: int) -> _Run:
+    def dropped(self, pod: Pod, trace: Trace, conn: int) -> _Run:
         packet = self._last_packet(trace)
         last = trace.evaluations[-1] if trace.evaluations else None
         where = f" in {last.table} {last.chain}" if last is not None else ""
@@ -735,7 +724,7 @@ class _Run:
         return self.end("dropped", f"dropped{where} in {pod.name}")
 
     # ------------------------------------------------------------ trace -> events
-    def record(self, pod: Pod, trace: Any, conn: int, *, local: bool) -> None:
+    def record(self, pod: Pod, trace: Trace, conn: int, *, local: bool) -> None:
         """Turn the kernel's trace into events, in the order things happened.
 
         One event per rule (or chain policy) evaluated; right after the rule that rewrote the
@@ -792,7 +781,7 @@ class _Run:
         if not route_done:
             self._route(pod, conn, flow, trace, route_text)
 
-    def _nat(self, pod: Pod, conn: int, flow: Any, trace: Any) -> None:
+    def _nat(self, pod: Pod, conn: int, flow: _Flow, trace: Trace) -> None:
         if trace.nat.target == "TPROXY":
             self._tproxy(pod, conn, flow, trace)
             return
@@ -801,7 +790,7 @@ class _Run:
                  f"{trace.nat.target}: the connection now goes to {endpoint(*trace.delivered)}; "
                  f"conntrack keeps the original destination {endpoint(*trace.original_dst)}", pod)
 
-    def _tproxy(self, pod: Pod, conn: int, flow: Any, trace: Any) -> None:
+    def _tproxy(self, pod: Pod, conn: int, flow: _Flow, trace: Trace) -> None:
         """TPROXY is no NAT: the packet keeps its destination; the kernel assigns it to the
         transparent listening socket on ``--on-port`` and marks it (the mark's ``ip rule``
         keeps the connection's packets local)."""
@@ -817,28 +806,27 @@ class _Run:
                  f"{endpoint(*trace.original_dst)}; the kernel assigns it to the transparent "
                  f"listening socket on port {port}{marked}", pod)
 
-    def _route(self, pod: Pod, conn: int, flow: Any, trace: Any, text: str) -> None:
+    def _route(self, pod: Pod, conn: int, flow: _Flow, trace: Trace, text: str) -> None:
         self.add("kernel", "route", conn, endpoint(flow.src, flow.sport),
                  endpoint(*trace.delivered),
                  None, text, pod)
 
     @staticmethod
-    def _last_packet(trace: Any) -> Any:
+    def _last_packet(trace: Trace) -> _Flow:
         """The connection as conntrack holds it, as a small packet-like record."""
         return _Flow(trace.connection)
 
-    def _endpoints(self, trace: Any, first: Any) -> tuple[str, str]:
+    def _endpoints(self, trace: Trace) -> tuple[str, str]:
         original = trace.connection.original
         return endpoint(original.src, original.sport), endpoint(original.dst, original.dport)
 
     @staticmethod
-    def _original_dst(ns: Any, trace: Any, client: tuple[IPAddress, int]) -> tuple[IPAddress, int]:
+    def _original_dst(ns: Netns, trace: Trace) -> tuple[IPAddress, int]:
         """What ``getsockopt(SO_ORIGINAL_DST)`` returns on the accepted socket: conntrack looks
-        the socket's own tuple up in the reply direction (``client`` is not needed: the reply
-        tuple names both ends)."""
+        the socket's own tuple up in the reply direction (the reply tuple names both ends)."""
         conn = trace.connection
         reply = conn.reply
-        return ns.conntrack.original_dst(  # type: ignore[no-any-return]
+        return ns.conntrack.original_dst(
             conn.proto, (reply.src, reply.sport), (reply.dst, reply.dport), conn.zone)
 
 
@@ -847,7 +835,7 @@ class _Flow:
 
     __slots__ = ("dport", "dst", "proto", "sport", "src")
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.proto = conn.proto
         # the peer as the socket sees it is the reply tuple's destination (after any SNAT)
         self.src, self.sport = conn.reply.dst, conn.reply.dport
@@ -910,7 +898,7 @@ def clear_caches() -> None:
     from meshlab import pod as pod_module
 
     _default_world.cache_clear()
-    _default_services.cache_clear()
+    default_services.cache_clear()
     _ambient_services.cache_clear()
     for cached in (pod_module._rules_for, pod_module._sidecar_for, pod_module._build_injected,
                    pod_module._ambient_rules, pod_module._build_ambient):

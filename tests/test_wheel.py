@@ -91,6 +91,9 @@ def _build_wheel(tmp: Path) -> Path:
     command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist)]
     if _setuptools_builds_here():
         command.append("--no-build-isolation")
+    else:  # pip's isolated build environment fetches the build requirements from the index
+        print("building in pip's isolated environment (setuptools>=77 from the package index; "
+              "offline, install setuptools>=77 and wheel here to build without it)")
     _run([*command, str(source)], cwd=tmp)
     wheels = sorted(dist.glob("meshlab-*.whl"))
     assert len(wheels) == 1, f"expected one meshlab wheel in {dist}, found {wheels}"

@@ -19,7 +19,8 @@ model's world); ``--without-match`` takes a condition out of every rule of the a
 ``verify`` exits 0 when every scenario agrees, 1 when any disagrees, and 2 when the lab
 cannot run here (not root, no iptables, no ``ip netns``), saying why.
 
-``record`` runs verify (the whole catalog), issue 2's connections, the loop experiment and
+``record`` runs verify (the whole catalog), the default rules' connections, the loop
+experiment and
 the randomized check (seeds 1-5 unless ``--seed`` is given) and writes what they found to
 ``meshlab/data/live/recorded-run.json`` (package data), the file notebook 07 shows where the
 lab cannot run (see :mod:`meshlab.live.record`). Same exit statuses as ``verify``; the file
@@ -125,13 +126,13 @@ def _require_lab() -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from meshlab.live.verify import side_by_side, verify
+    from meshlab.live.verify import side_by_side, verify_catalog
     from meshlab.scenarios import get_scenario
 
     for name in args.scenario or ():
         get_scenario(name)  # an unknown name is reported before the lab is built
     _require_lab()
-    report = verify(args.scenario, trace=args.trace)
+    report = verify_catalog(args.scenario, trace=args.trace)
     if args.json:
         print(json.dumps(report.to_json(), indent=2, default=str))
     else:

@@ -13,9 +13,9 @@ prefix, equals TEXT (e.g. ``-m owner --uid-owner 1337 -j RETURN``), or the polic
 an ``ip rule ...``/``ip route ...`` TEXT names (``ip rule add fwmark 0x111/0xfff pref 32764
 lookup 100``); it may be repeated. ``--without-match`` (ambient) takes a condition out of
 every rule that has it (``-m mark ! --mark 0x539/0xfff``: ztunnel no longer exempt).
-``--flags`` replaces the scenario's ``istio-init`` flags. ``--json`` prints the object
-described in issue 4: scenario, outcome, delivered_to, loop and steps (``n`` is the
-article's step 1-15, or an ambient step ``"A1"``...).
+``--flags`` replaces the scenario's ``istio-init`` flags. ``--json`` prints the object:
+scenario, outcome, delivered_to, loop and steps (``n`` is the article's step 1-15, or an
+ambient step ``"A1"``...).
 """
 
 from __future__ import annotations
@@ -113,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
     walk = run_scenario(scenario, without_rules=args.without_rule, flags=flags,
                         without_matches=args.without_match)
     if args.json:
-        print(json.dumps(walk.to_json(), indent=2))
+        from meshlab.lesson import walk_json
+
+        print(json.dumps(walk_json(walk), indent=2))
         return 0
     print(render_text(walk, scenario.title))
     return 0

@@ -810,7 +810,8 @@ def inject(pod: str | Path | Mapping[str, Any], namespace_labels: Mapping[str, s
            proxy_image: str = DEFAULT_PROXY_IMAGE,
            enable_namespaces_by_default: bool = False,
            source_name: str | None = None) -> InjectionResult:
-    """Run the webhook on ``pod`` (YAML text, a path or a dict) and return the result.
+    """Run the webhook on ``pod`` (YAML text, a file or a dict, as :func:`load_pod` reads
+    them) and return the result.
 
     ``namespace`` defaults to the pod's ``metadata.namespace``, else ``"default"``; when both
     are given they must agree (as ``kubectl apply -n`` insists). ``interception_mode`` is the

@@ -17,8 +17,8 @@ the same model the lessons use and checks it against the kernel:
 - :mod:`~meshlab.live.counters`, :mod:`~meshlab.live.xtrace`  the kernel's counters
   (``iptables-save -c``) and its own rule trace (``xtables-monitor --trace``);
 - :mod:`~meshlab.live.verify`  catalog scenarios, model beside kernel;
-  :mod:`~meshlab.live.differential` connection by connection against ``Netns`` (issue 2's
-  check and the randomized test); :mod:`~meshlab.live.loop` the loop experiment;
+  :mod:`~meshlab.live.differential` connection by connection against ``Netns`` (the default
+  rules' connections and the randomized test); :mod:`~meshlab.live.loop` the loop experiment;
 - :mod:`~meshlab.live.ambient_lab`  ambient mode: the model's ambient world (two ambient
   pods with istio-cni's rules, the agent's ``ip rule`` and table-100 route, a pod outside
   the mesh, a sidecar pod, a VM on a virtual interface, the node); :mod:`~meshlab.live.
@@ -70,12 +70,12 @@ def __getattr__(name: str) -> object:
         from meshlab.live import lab
 
         return getattr(lab, name)
-    if name == "verify":
-        from meshlab.live.verify import verify
+    if name == "verify_catalog":
+        from meshlab.live.verify import verify_catalog
 
-        return verify
+        return verify_catalog
     raise AttributeError(name)
 
 
 __all__ = ["KernelConnection", "Lab", "LabError", "LabTimeout", "LabUnavailable", "clean",
-           "unavailable_reason", "verify"]
+           "unavailable_reason", "verify_catalog"]

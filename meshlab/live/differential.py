@@ -22,7 +22,8 @@ for another destination and, after NAT, meet the earlier connection's TIME_WAIT 
 the kernel counts one connection twice in nat (see there). No disagreement is re-measured:
 each one is reported as measured.
 
-:func:`issue2_check` does this for the default rules and the connections issue 2 names;
+:func:`default_rules_check` does this for the default rules and the connections a sidecar pod
+meets every day (:data:`DEFAULT_RULES_CONNECTIONS`);
 :func:`randomized` for random but valid ``istio-iptables`` configurations x random
 connections, reproducible from a seed (``MESHLAB_LIVE_SEED``).
 """
@@ -386,7 +387,8 @@ def run_connections(lab: Lab, ruleset: Any, specs: Sequence[ConnSpec], config: S
     return results
 
 
-ISSUE2_CONNECTIONS = (
+#: One of each kind of connection a pod with the default sidecar rules meets.
+DEFAULT_RULES_CONNECTIONS = (
     ConnSpec("peer", POD_IP, 9080, src=PEERS[0]),                 # inbound to the app
     ConnSpec("peer", POD_IP, 15021, src=PEERS[0]),                # inbound, excluded port
     ConnSpec("pod", PEERS[0], 80, uid=1000, gid=1000),            # the app's outbound
@@ -401,18 +403,18 @@ ISSUE2_CONNECTIONS = (
 )
 
 
-def issue2_check(lab: Lab | None = None) -> list[ConnResult]:
-    """Issue 2's check: the default sidecar rules, the named connections, model vs kernel."""
+def default_rules_check(lab: Lab | None = None) -> list[ConnResult]:
+    """The default sidecar rules and :data:`DEFAULT_RULES_CONNECTIONS`, model vs kernel."""
     from meshlab.istio.capture import CaptureConfig, generate
     from meshlab.istio.flags import DEFAULT_ISTIO_INIT_ARGS
 
     rules = generate(CaptureConfig.from_args(list(DEFAULT_ISTIO_INIT_ARGS)))
     if lab is None:
         with catcher_lab() as fresh:
-            return issue2_check(fresh)
+            return default_rules_check(fresh)
     lab.load(rules.restore_v4, rules.post_commands)
-    return run_connections(lab, rules.ruleset_v4, ISSUE2_CONNECTIONS, DEFAULT_ISTIO_INIT_ARGS,
-                           post_commands=rules.post_commands)
+    return run_connections(lab, rules.ruleset_v4, DEFAULT_RULES_CONNECTIONS,
+                           DEFAULT_ISTIO_INIT_ARGS, post_commands=rules.post_commands)
 
 
 # -- randomized --------------------------------------------------------------------------

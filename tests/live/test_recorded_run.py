@@ -28,7 +28,7 @@ def test_every_scenario_agrees(recorded: dict) -> None:  # type: ignore[type-arg
 
 def test_everything_else_agrees_too(recorded: dict) -> None:  # type: ignore[type-arg]
     assert recorded["agree"] is True
-    assert all(r["agree"] for r in recorded["issue2"])
+    assert all(r["agree"] for r in recorded["default_rules"])
     assert recorded["loop"]["agree"] is True
     assert all(r["agreed"] == r["total"] > 0 for r in recorded["randomized"]["runs"])
 

@@ -50,3 +50,12 @@ def test_variants_forget_the_least_recently_used_first() -> None:
     assert (kept.get("a"), kept.get("b"), kept.get("c")) == ("A", None, "C")
     with pytest.raises(ValueError, match="at least one"):
         Variants(limit=0)
+
+
+def test_a_copy_of_a_pod_starts_with_no_variants() -> None:
+    from dataclasses import replace
+
+    pod = Pod.default(name="copied")
+    pod.with_rules(without_rules=(UID_EXEMPTION,))
+    assert len(pod._variants) == 1
+    assert len(replace(pod, namespace="other")._variants) == 0

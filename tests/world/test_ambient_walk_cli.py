@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.world.test_world_cli import main
+from meshlab.cli.main import main
 
 
 def test_list_shows_the_ambient_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
