@@ -24,8 +24,9 @@ the same model the lessons use and checks it against the kernel:
   the mesh, a sidecar pod, a VM on a virtual interface, the node);
   :mod:`~meshlab.live.ztunnel` a small real ztunnel (every socket ``SO_MARK`` 0x539,
   transparent listeners on 15001/15006/15008, HBONE as a plain tunnel with a ``CONNECT``
-  line, the app reached from the client's own address, DNS on 15053); :mod:`~meshlab.live.ambient_verify` the
-  ``ambient-*`` scenarios, model beside kernel (``verify`` runs them too); the ``ambient``
+  line, the app reached from the client's own address, DNS on 15053);
+  :mod:`~meshlab.live.ambient_verify` the ``ambient-*`` scenarios, model beside kernel
+  (``verify_catalog`` runs them too), and random requests in that world; the ``ambient``
   and ``ambient6`` random families are in :mod:`~meshlab.live.families`;
 - :mod:`~meshlab.live.record`  all of them in one JSON document,
   ``meshlab/data/live/recorded-run.json`` (``meshlab live record``), which notebook 07 shows

@@ -47,9 +47,9 @@ def report(lab):  # type: ignore[no-untyped-def]
 
 
 def test_verify_runs_the_ambient_scenarios_in_the_ambient_lab() -> None:
-    from meshlab.live.verify import verify
+    from meshlab.live.verify import verify_catalog
 
-    found = verify(["ambient-inbound"])
+    found = verify_catalog(["ambient-inbound"])
     assert [c.name for c in found.comparisons] == ["ambient-inbound"]
     assert found.agree, [c.diff for c in found.comparisons]
 
