@@ -1,8 +1,9 @@
 """The ambient scenarios (``ambient-*``), once in the model and once in the ambient lab.
 
-:func:`meshlab.live.verify.verify` hands every catalog scenario whose name starts with
-``ambient-`` to :func:`verify_ambient`, which runs it in :class:`~meshlab.live.ambient_lab.
-AmbientLab` (the model's ambient world, built for real) with the rules
+:func:`meshlab.live.verify.verify_catalog` hands every catalog scenario whose name starts
+with ``ambient-`` to :func:`verify_ambient`, which runs it in
+:class:`~meshlab.live.ambient_lab.AmbientLab` (the model's ambient world, built for real) with
+the rules
 :func:`meshlab.istio.ambient.inpod_rules` writes for the scenario's pod annotations, and
 compares what :func:`meshlab.live.verify.compare` compares for the sidecar:
 
