@@ -126,7 +126,8 @@ def _require_lab() -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from meshlab.live.verify import side_by_side, verify_catalog
+    from meshlab.live.comparison import side_by_side
+    from meshlab.live.verify import verify_catalog
     from meshlab.scenarios import get_scenario
 
     for name in args.scenario or ():
@@ -148,7 +149,8 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_run(args: argparse.Namespace) -> int:
-    from meshlab.live.verify import run_one, side_by_side
+    from meshlab.live.comparison import side_by_side
+    from meshlab.live.verify import run_one
     from meshlab.live.worldlab import world_lab
     from meshlab.scenarios import get_scenario, run_scenario
 
@@ -186,7 +188,7 @@ def _run_ambient(args: argparse.Namespace, scenario: Any) -> int:
     """``live run`` for an ambient scenario: the ambient lab, every proxy's log."""
     from meshlab.live.ambient_lab import AmbientLab
     from meshlab.live.ambient_verify import run_one
-    from meshlab.live.verify import side_by_side
+    from meshlab.live.comparison import side_by_side
     from meshlab.scenarios import run_scenario
 
     # bad rule or condition texts: said before the lab is built

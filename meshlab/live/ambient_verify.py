@@ -59,10 +59,10 @@ from meshlab.live.ambient_lab import (
     AmbientConnection,
     AmbientLab,
 )
+from meshlab.live.comparison import Comparison, compare, kernel_outcome, key_name, model_facts
 from meshlab.live.counters import Key
 from meshlab.live.lab import APP_UID
 from meshlab.live.netns import LabError
-from meshlab.live.verify import Comparison, compare, kernel_outcome, model_facts
 from meshlab.live.worldlab import LiveRequest
 
 ADDRESSES = {"pod/details": POD_IP, "pod/reviews-v2": PEER_IP, "pod/reviews": CLIENT_IP,
@@ -149,10 +149,6 @@ def ablated(rules: Any, without_rules: Sequence[str] = (),
     return "\n".join(lines) + "\n", commands
 
 
-def _key_name(key: Key) -> str:
-    return f"{key[0]} {key[1]} {key[2]}"
-
-
 def kernel_facts(seen: AmbientConnection, texts: Mapping[Key, str]) -> dict[str, Any]:
     """The comparable facts of one real connection, every proxy's log included."""
     pod = dataclasses.replace(seen.pod, proxy_log=seen.events)
@@ -167,15 +163,15 @@ def kernel_facts(seen: AmbientConnection, texts: Mapping[Key, str]) -> dict[str,
         "hops": pod.hops,
         "proxies": [f"{name}:{port}" for name, port in seen.listeners],
         "clusters": seen.routes,
-        "nat": {_key_name(k): n for k, n in sorted(pod.nat.items())},
-        "mangle": {_key_name(k): n for k, n in sorted(pod.grew.items())
+        "nat": {key_name(k): n for k, n in sorted(pod.nat.items())},
+        "mangle": {key_name(k): n for k, n in sorted(pod.grew.items())
                    if k[0] == "mangle" and k[2] > 0},
     }
 
 
 def model_mangle(walk: Any) -> dict[str, int]:
     """The pod's mangle rules the model's walk counted (policies left out)."""
-    return {_key_name(k): int(v) for k, v in sorted(walk.counters.items())
+    return {key_name(k): int(v) for k, v in sorted(walk.counters.items())
             if k[0] == "mangle" and k[2] > 0 and v}
 
 
@@ -203,7 +199,7 @@ def run_one(lab: AmbientLab, scenario: Any, *, state: dict[str, Any] | None = No
     request = live_request(scenario.request)
     seen = lab.connect_all(request.dst, request.dport, **request.kwargs())
     raw_texts = lab.counters().texts
-    texts = {_key_name(k): v for k, v in raw_texts.items()}
+    texts = {key_name(k): v for k, v in raw_texts.items()}
     model = {**model_facts(walk), "mangle": model_mangle(walk)}
     kernel = kernel_facts(seen, raw_texts)
     found = compare(scenario.name, model, kernel, texts)

@@ -38,7 +38,8 @@ class LoopRun:
 def loop_experiment(limits: tuple[int, ...] = (1, 2, 4, 8), scenario: str = "outbound",
                     deadline: float = 60.0) -> dict[str, Any]:
     """Run ``scenario`` without the 1337 exemptions at each hop limit; model beside kernel."""
-    from meshlab.live.verify import _key_name, kernel_facts, model_facts, scenario_rules
+    from meshlab.live.comparison import key_name, model_facts
+    from meshlab.live.verify import kernel_facts, scenario_rules
     from meshlab.live.worldlab import live_request, proxy_spec, world_lab
     from meshlab.scenarios import get_scenario, run_scenario
 
@@ -59,7 +60,7 @@ def loop_experiment(limits: tuple[int, ...] = (1, 2, 4, 8), scenario: str = "out
                         "original_dst": e["original_dst"], "from": e["peer"]}
                        for e in seen.accepts]
             runs.append(LoopRun(limit, seen.hops, seen.outcome, redirects,
-                                {_key_name(k): n for k, n in sorted(seen.nat.items())},
+                                {key_name(k): n for k, n in sorted(seen.nat.items())},
                                 hop_log))
     loop = walk.loop
     return {

@@ -62,7 +62,7 @@ def test_every_ambient_scenario_runs_in_under_20_seconds(report) -> None:  # typ
 
 @pytest.mark.parametrize("name", _ambient_names())
 def test_ambient_scenario_agrees_with_the_kernel(name: str, report) -> None:  # type: ignore[no-untyped-def]
-    from meshlab.live.verify import side_by_side
+    from meshlab.live.comparison import side_by_side
 
     found, _ = report
     comparison = found[name]
@@ -113,7 +113,7 @@ def test_ambient_breakage_agrees_with_the_kernel(lab, report, name: str, without
                                                  without_matches: tuple[str, ...],
                                                  outcome: str) -> None:
     from meshlab.live.ambient_verify import run_one
-    from meshlab.live.verify import side_by_side
+    from meshlab.live.comparison import side_by_side
     from meshlab.scenarios import get_scenario
 
     _walk, _seen, comparison = run_one(lab, get_scenario(name), without_rules=without_rules,
@@ -177,7 +177,7 @@ def test_random_ambient_requests_agree_with_the_kernel(lab, report) -> None:  # 
 def test_known_model_gap_is_still_there(lab, report, gap: str, to: str, port: int) -> None:  # type: ignore[no-untyped-def]
     """When the model is fixed this XPASSes (strict): then remove the gap from the list."""
     from meshlab.live.ambient_verify import RandomCase, run_one
-    from meshlab.live.verify import side_by_side
+    from meshlab.live.comparison import side_by_side
     from meshlab.world import Request
 
     case = RandomCase(f"ambient-{gap}", Request("pod/details", to, port), ())

@@ -53,7 +53,7 @@ def _names() -> list[object]:
 
 @pytest.mark.parametrize("name", _names())
 def test_scenario_agrees_with_the_kernel(name: str, catalog_report) -> None:  # type: ignore[no-untyped-def]
-    from meshlab.live.verify import side_by_side
+    from meshlab.live.comparison import side_by_side
 
     report, _ = catalog_report
     comparison = next(c for c in report.comparisons if c.name == name)
