@@ -106,7 +106,7 @@ def test_equality_sees_policy_rule_and_order_differences():
 
 def test_without_rule_needs_a_match():
     with pytest.raises(MeshlabError, match="no rule equal"):
-        parse_ruleset(ISTIO_SAVE).without_rule("-p tcp --dport 1 -j RETURN")
+        parse_ruleset(ISTIO_SAVE).without_rule(parse_rule("-p tcp --dport 1 -j RETURN"))
     with pytest.raises(MeshlabError, match="out of range"):
         parse_ruleset(ISTIO_SAVE).without("nat", "OUTPUT", 9)
 
