@@ -66,7 +66,7 @@ class RuleDraft:
     """A rule being read: what its options said so far, in plain attributes, turned into a
     frozen :class:`Rule` by :func:`finish_rule` once every word is read."""
 
-    __slots__ = ("counters", "dst", "family", "given", "iif", "modules", "oif",
+    __slots__ = ("counters", "dst", "family", "iif", "modules", "oif",
                  "proto", "src", "target", "target_opts", "where")
 
     def __init__(self, family: str | None) -> None:
@@ -80,24 +80,27 @@ class RuleDraft:
         self.target: str | None = None  # the word after -j
         self.target_opts: dict[str, tuple[str, int]] = {}  # {option: (value, index of value)}
         self.counters: tuple[int, int] | None = None  # -c PACKETS BYTES
-        self.where: dict[str, int] = {}  # token index of the parts later checks point at
-        self.given: set[str] = set()  # "src", "dst", "iif", "oif" met (a match may be dropped)
+        self.where: dict[str, int] = {}
+        """Token index of each part given, by role: "src", "dst", "iif", "oif" (the option;
+        given even where the kernel keeps no match, as for -d 0/0), "owner" (-m owner),
+        "target" (the word after -j). Errors found later point at these."""
 
 
 def need_value(toks: list[str], i: int, option: str) -> str:
     """The value after an option: like getopt, the next word, whatever it looks like."""
-    if i + 1 >= len(toks):
+    try:
+        return toks[i + 1]
+    except IndexError:
         raise Bad(i + 1, f"option {option} needs a value", f"write {option} VALUE (the line "
-                  "may be cut short)")
-    return toks[i + 1]
+                  "may be cut short)") from None
 
 
 def _opt_addr(b: RuleDraft, toks: list[str], i: int, neg: bool) -> int:
     opt = toks[i]
     field = "src" if opt in ("-s", "--source", "--src") else "dst"
-    if field in b.given:
+    if field in b.where:
         raise Bad(i, f"{opt} given twice", "keep one; use two rules for two addresses")
-    b.given.add(field)
+    b.where[field] = i
     match = AddrMatch(neg, *read_address(need_value(toks, i, opt), i + 1))
     family = "ipv4" if match.version == 4 else "ipv6"
     if b.family is None:
@@ -117,14 +120,13 @@ def _opt_addr(b: RuleDraft, toks: list[str], i: int, neg: bool) -> int:
 def _opt_iface(b: RuleDraft, toks: list[str], i: int, neg: bool) -> int:
     opt = toks[i]
     field = "iif" if opt in ("-i", "--in-interface") else "oif"
-    if field in b.given:  # iptables: "multiple -i flags not allowed"
+    if field in b.where:  # iptables: "multiple -i flags not allowed"
         raise Bad(i, f"{opt} given twice", "keep one; use two rules for two interfaces")
-    b.given.add(field)
+    b.where[field] = i  # the load-time checks refuse -i and -o where packets have none
     name = need_value(toks, i, opt)
     if not 0 < len(name) <= 15:  # iptables takes any such name (a "/" only gets a warning)
         raise Bad(i + 1, f"bad interface name {name!r}", "interface names have 1 to 15 "
                   "characters, e.g. eth0, lo or eth+")
-    b.where[field] = i  # the load-time checks refuse -i and -o where packets have none
     if name != "+" or neg:  # -i + (every name): iptables keeps no interface match at all
         setattr(b, field, IfaceMatch(neg, name))
     return i + 2
@@ -133,6 +135,9 @@ def _opt_iface(b: RuleDraft, toks: list[str], i: int, neg: bool) -> int:
 _PROTO_NAMES = {"tcp": "tcp", "6": "tcp", "udp": "udp", "17": "udp", "icmp": "icmp",
                 "1": "icmp", "icmpv6": "ipv6-icmp", "ipv6-icmp": "ipv6-icmp", "58": "ipv6-icmp",
                 "sctp": "sctp", "132": "sctp", "all": "all", "0": "all"}
+_PROTOS = {(negated, name): ProtoMatch(negated, name)
+           for name in set(_PROTO_NAMES.values()) - {"all"} for negated in (False, True)}
+"""Every ``[!] -p`` match there is: immutable values, so one of each serves every rule."""
 
 
 def _opt_proto(b: RuleDraft, toks: list[str], i: int, neg: bool) -> int:
@@ -145,7 +150,7 @@ def _opt_proto(b: RuleDraft, toks: list[str], i: int, neg: bool) -> int:
     if name == "all" and neg:
         raise Bad(i + 1, f"! {toks[i]} {value} would never match: iptables refuses it",
                   "remove the rule, or the '!'")
-    b.proto = None if name == "all" else ProtoMatch(neg, name)
+    b.proto = None if name == "all" else _PROTOS[(neg, name)]
     return i + 2
 
 

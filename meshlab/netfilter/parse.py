@@ -27,7 +27,7 @@ How a document is read, top to bottom (one path for every line and every documen
   :class:`~meshlab.netfilter.rules.Rule` (the rule decision, with
   :mod:`meshlab.netfilter.values` reading each value word). The rule is kept in its
   :class:`~meshlab.netfilter.validate.DraftChain` with the
-  :class:`~meshlab.netfilter.validate.Place` it was written at (:func:`_store`).
+  :class:`~meshlab.netfilter.validate.Place` it was written at (:func:`_add_rule`).
 * Once every line is read, :func:`meshlab.netfilter.validate.check_and_build` makes the
   kernel's load-time checks and builds the immutable :class:`Ruleset`.
 
@@ -260,12 +260,13 @@ def _command(doc: _Doc, tname: str, toks: list[str], lineno: int, raw: str,
     ``-P CHAIN POLICY``. ``counters`` and ``offset`` come from a ``[p:b]`` prefix, if any."""
     chains = doc.table(tname)
     cmd = toks[0] if toks else ""
-    if cmd in ("-N", "--new-chain"):
+    if cmd in ("-A", "--append", "-I", "--insert"):
+        _add_rule(doc, tname, chains, toks, lineno, raw, counters, offset)
+    elif cmd in ("-N", "--new-chain"):
         _new_chain(chains, need_value(toks, 0, cmd), tname, 1)
         if len(toks) > 2:
             raise Bad(2, f"unexpected {toks[2]!r} after -N CHAIN", "remove it")
-        return
-    if cmd in ("-P", "--policy"):
+    elif cmd in ("-P", "--policy"):
         name = need_value(toks, 0, cmd)
         if name not in BUILTIN_CHAINS[tname]:
             raise Bad(1, f"{name} is not a built-in chain of {tname}",
@@ -275,19 +276,24 @@ def _command(doc: _Doc, tname: str, toks: list[str], lineno: int, raw: str,
             raise Bad(2, f"policy must be ACCEPT or DROP, not {policy!r}",
                       f"write -P {name} ACCEPT")
         chains[name].policy = policy
-        return
-    if cmd not in ("-A", "--append", "-I", "--insert"):
+    else:
         known = cmd in _UNMODELLED_COMMANDS
         raise Bad(0, (f"{cmd} is an iptables command this model does not read" if known else
                       f"unknown command {cmd!r}") if cmd else "empty rule",
                   "this model reads -A CHAIN, -I CHAIN [N], -N CHAIN and -P CHAIN POLICY",
                   model_limit=known)
-    name = need_value(toks, 0, cmd)
+
+
+def _add_rule(doc: _Doc, tname: str, chains: dict[str, DraftChain], toks: list[str],
+              lineno: int, raw: str, counters: tuple[int, int] | None, offset: int) -> None:
+    """``-A CHAIN RULE`` (at the end) or ``-I CHAIN [N] RULE`` (at N, 1 by default): read the
+    rule and keep it in its chain with the :class:`Place` it was written at."""
+    cmd, name = toks[0], need_value(toks, 0, toks[0])
     chain = chains.get(name)
     if chain is None:
         raise Bad(1, f"chain {name} does not exist in table {tname}",
                   f"declare it first with :{name} - [0:0] (or -N {name})")
-    start, position = 2, None  # -A: at the end
+    start, position = 2, len(chain.rules)
     if cmd in ("-I", "--insert"):
         position = 0
         if start < len(toks) and toks[start].isdigit():
@@ -297,14 +303,6 @@ def _command(doc: _Doc, tname: str, toks: list[str], lineno: int, raw: str,
                           f"{len(chain.rules)} rules",
                           f"use a number from 1 to {len(chain.rules) + 1}")
             start += 1
-    _store(doc, tname, chain, position, toks, start, lineno, raw, counters, offset)
-
-
-def _store(doc: _Doc, tname: str, chain: DraftChain, position: int | None, toks: list[str],
-           start: int, lineno: int, raw: str, counters: tuple[int, int] | None,
-           offset: int) -> None:
-    """Read the rule in ``toks[start:]`` and put it in ``chain`` (of table ``tname``) at
-    ``position`` (None: at the end), with the :class:`Place` it was written at."""
     draft = read_rule(toks, start, doc.family)
     rule = finish_rule(draft)
     if tname == "nat" and draft.target == "DROP":
@@ -313,13 +311,9 @@ def _store(doc: _Doc, tname: str, chain: DraftChain, position: int | None, toks:
                   "leaves a connection untranslated")
     if doc.family is None:
         doc.family = draft.family
-    place = Place(lineno, raw, draft.where, offset, counters or draft.counters)
-    if position is None:
-        chain.rules.append(rule)
-        chain.places.append(place)
-    else:
-        chain.rules.insert(position, rule)
-        chain.places.insert(position, place)
+    chain.rules.insert(position, rule)
+    chain.places.insert(position, Place(lineno, raw, draft.where, offset,
+                                        counters or draft.counters))
 
 
 def parse_rule_spec(text: str) -> tuple[str | None, str | None, Rule]:
