@@ -35,8 +35,9 @@ class Place(NamedTuple):
     text: str
     """The whole line, as written."""
     roles: dict[str, int]
-    """Token indexes of the parts an error points at: ``"target"``, ``"owner"`` (``-m
-    owner``), ``"iif"``, ``"oif"`` (``-i``, ``-o``)."""
+    """Token indexes of the rule's parts by role, as the rule reader noted them
+    (:attr:`~meshlab.netfilter.options.RuleDraft.where`): ``"target"``, ``"owner"`` (``-m
+    owner``), ``"iif"``, ``"oif"`` (``-i``, ``-o``), ``"src"``, ``"dst"``."""
     offset: int
     """Where the rule's words start among the line's (1 after a ``[p:b]`` prefix)."""
     counters: tuple[int, int] | None
