@@ -1,4 +1,4 @@
-"""How long `istio-iptables` flags -> rules takes (issue 3: under 5 ms for any flags).
+"""How long `istio-iptables` flags -> rules takes (target: under 5 ms for any flags).
 
 Measured: parsing + generating for the default istio-init arguments and for a large flag set
 (TPROXY, IPv6, DNS per nameserver, many ports/CIDRs/UIDs/GIDs/interfaces). Baselines, in the

@@ -1,7 +1,7 @@
 """Walks and the rule ablation: a widget re-runs a walk on every click, and the rule lab runs
 every rule x every scenario.
 
-Targets (issue 4): one walk under 1 ms median; the whole ablation matrix under 0.5 s. The
+Targets: one walk under 1 ms median; the whole ablation matrix under 0.5 s. The
 baselines, measured in the same run, are the kernel model alone: one ``Netns.connect`` trace of
 the app's outbound connection (a fresh namespace over the already compiled default rules), and
 building a ``Netns`` from scratch (compiling the rules).

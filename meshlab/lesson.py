@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from meshlab.walk import Event, Walk
 
@@ -135,6 +136,11 @@ def numbered_steps(walk: Walk, case: str | None = None) -> list[Step]:
 def step_numbers(walk: Walk) -> dict[int, int]:
     """``{event index: step number}`` for the events that are one of the article's steps."""
     return {s.event.index: s.n for s in numbered_steps(walk) if s.event is not None}
+
+
+def walk_json(walk: Walk, *, detailed: bool = False) -> dict[str, Any]:
+    """The ``meshlab walk --json`` object: :meth:`Walk.to_json` with each step's number."""
+    return walk.to_json(numbers=step_numbers(walk), detailed=detailed)
 
 
 def steps_frame(walk: Walk):  # type: ignore[no-untyped-def]

@@ -28,17 +28,18 @@ import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from ipaddress import IPv4Address, IPv4Interface, IPv6Address, ip_address, ip_interface
+from ipaddress import IPv4Address, IPv4Interface, ip_address, ip_interface
 from typing import TYPE_CHECKING, Any
 
 from meshlab.errors import MeshlabError
+from meshlab.variants import Variants
 
 if TYPE_CHECKING:
     from meshlab.istio.envoy import Service, Sidecar
     from meshlab.netfilter.kernel import EphemeralPorts, FwmarkRoute, Netns
+    from meshlab.netfilter.packet import IPAddress
     from meshlab.netfilter.ruleset import Ruleset
 
-IPAddress = IPv4Address | IPv6Address
 
 APP_UID = 1000
 PROXY_UID = 1337
@@ -121,7 +122,9 @@ class Pod:
     services: tuple[Service, ...] = field(default=(), repr=False)
     inbound_ports: tuple[int, ...] = ()
     fwmark_routes: tuple[FwmarkRoute, ...] = ()
-    _variants: dict[Any, Pod] = field(default_factory=dict, repr=False, compare=False)
+    # Each pod its own store (init=False: a copy made with dataclasses.replace starts empty).
+    _variants: Variants[Pod] = field(default_factory=Variants, init=False, repr=False,
+                                     compare=False)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -136,11 +139,9 @@ class Pod:
         are the ports a Service declares for it (Envoy builds an ``inbound|PORT||`` chain for
         each; the other app ports reach it through ``InboundPassthroughCluster``). ``services``
         are the Services the sidecar knows (default: the Bookinfo-like ones of
-        :func:`meshlab.world.default_services`).
+        :func:`default_services`).
         """
         if services is None:
-            from meshlab.world import default_services
-
             services = default_services()
         argv = _argv(flags)
         return _build_injected(name, ip_address(str(ip)), argv, tuple(services), tuple(app_ports),
@@ -152,7 +153,8 @@ class Pod:
                       namespace: str | None = None, ip: str | IPAddress = "10.244.0.5",
                       services: Iterable[Service] | None = None,
                       interception_mode: str = "REDIRECT") -> Pod:
-        """Inject ``pod_yaml`` (YAML text, a path or a dict) and build the resulting pod.
+        """Inject ``pod_yaml`` (YAML text, a file or a dict, as
+        :func:`meshlab.istio.inject.load_pod` reads them) and build the resulting pod.
 
         The injection webhook decides (:func:`meshlab.istio.inject.inject`); its
         ``istio-init`` arguments become the rules, its proxy UID/GID the identity of Envoy and
@@ -185,8 +187,6 @@ class Pod:
                 app_gid = int(security["runAsGroup"])
         pod_ip = ip_address(str(ip))
         if services is None:
-            from meshlab.world import default_services
-
             services = default_services()
         svcs = tuple(services)
         declared = tuple(dict.fromkeys(
@@ -245,10 +245,8 @@ class Pod:
                                    "each rule once (one removes every equal rule)")
             for text in without_rules:
                 ruleset = _without(ruleset, text)
-            pod = replace(pod, ruleset=ruleset, removed_rules=tuple(without_rules),
-                          _variants={})
-        self._variants[key] = pod
-        return pod
+            pod = replace(pod, ruleset=ruleset, removed_rules=tuple(without_rules))
+        return self._variants.keep(key, pod)
 
     # ------------------------------------------------------------------ reading
     @property
@@ -328,6 +326,23 @@ class Pod:
 
 
 # ---------------------------------------------------------------------- helpers (cached)
+
+
+@lru_cache(maxsize=1)
+def default_services() -> tuple[Service, ...]:
+    """The Services of the default world (Bookinfo-like names, made-up addresses): what the
+    default pod's sidecar knows, and the Services of :meth:`meshlab.world.World.default`."""
+    from meshlab.istio.envoy import Service, ServicePort
+
+    return (
+        Service("productpage", "default", IPv4Address("10.96.0.30"),
+                (ServicePort(9080, 9080, "TCP", "http"),), (IPv4Address("10.244.0.5"),)),
+        Service("reviews", "default", IPv4Address("10.96.0.20"),
+                (ServicePort(9080, 9080, "TCP", "http"),), (IPv4Address("10.244.0.9"),)),
+        Service("kube-dns", "kube-system", IPv4Address("10.96.0.10"),
+                (ServicePort(53, 53, "UDP", "dns"), ServicePort(53, 53, "TCP", "dns-tcp")),
+                (IPv4Address("10.244.1.2"),)),
+    )
 
 
 def _argv(flags: Sequence[str] | str | None) -> tuple[str, ...]:

@@ -1,9 +1,10 @@
 """The scenario catalog: named requests with the outcome the model must produce.
 
-The data lives in ``data/scenarios.yaml`` (one entry per case a learner or an SRE meets: the
-article's ``inbound`` and ``outbound`` cases, excluded ports, undeclared ports, localhost, the
-pod calling itself, an app running as UID 1337, DNS, TPROXY, BlackHoleCluster...). This module
-reads and checks it, and runs a scenario in :meth:`meshlab.world.World.default`::
+The data lives in ``meshlab/data/scenarios.yaml``, shipped with the package: one entry per
+case a learner or an SRE meets (the article's ``inbound`` and ``outbound`` cases, excluded
+ports, undeclared ports, localhost, the pod calling itself, an app running as UID 1337, DNS,
+TPROXY, BlackHoleCluster...). This module reads and checks it, and runs a scenario in
+:meth:`meshlab.world.World.default`::
 
     >>> from meshlab.scenarios import run_scenario
     >>> walk = run_scenario("inbound")
@@ -29,12 +30,13 @@ from typing import Any
 
 import yaml
 
+from meshlab.datafiles import CATALOG, data_file, read_text
 from meshlab.errors import MeshlabError
 from meshlab.walk import OUTCOMES, Delivery, Walk
 from meshlab.world import Request
 
-#: Where the catalog is read from (the repository's ``data`` directory).
-CATALOG_PATH = Path(__file__).resolve().parent.parent / "data" / "scenarios.yaml"
+#: Where the catalog is read from (package data, see :mod:`meshlab.datafiles`).
+CATALOG_PATH = data_file(CATALOG)
 
 _SCENARIO_KEYS = ("name", "title", "why", "article", "request", "flags", "expect")
 _REQUIRED_KEYS = ("name", "title", "request", "expect")
@@ -308,19 +310,23 @@ def _expect(entry: Any, what: str, path: str, line: int) -> Expectation:
 
 
 @lru_cache(maxsize=4)
-def _load(path: str) -> Mapping[str, Scenario]:
-    file = Path(path)
+def _load(path: str | None) -> Mapping[str, Scenario]:
+    if path is None:
+        return parse_catalog(read_text(CATALOG), path=str(CATALOG_PATH))
     try:
-        text = file.read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise ScenarioError(f"cannot read the scenario catalog ({error.strerror})",
                             path=path) from None
-    return parse_catalog(text, path=str(file))
+    return parse_catalog(text, path=path)
 
 
 def catalog(path: str | Path | None = None) -> Mapping[str, Scenario]:
-    """Every scenario by name, in file order (read once, then cached)."""
-    return _load(str(path or CATALOG_PATH))
+    """Every scenario by name, in file order (read once, then cached).
+
+    Without ``path``, the catalog shipped with the package (:data:`CATALOG_PATH`).
+    """
+    return _load(None if path is None else str(path))
 
 
 def get_scenario(name: str) -> Scenario:

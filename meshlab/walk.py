@@ -242,18 +242,18 @@ class Walk:
         frame = pandas.DataFrame(rows, columns=columns)
         return frame.set_index("index")
 
-    def to_json(self, *, detailed: bool = False) -> dict[str, Any]:
-        """The ``meshlab walk --json`` object (issue 4's contract).
+    def to_json(self, *, numbers: Mapping[int, int] | None = None,
+                detailed: bool = False) -> dict[str, Any]:
+        """The walk as one JSON object (``meshlab walk --json`` prints it with the article's
+        step numbers: :func:`meshlab.lesson.walk_json`).
 
         ``steps`` lists every event except rules that did not match, each with exactly the
-        keys ``n, actor, hook, table, chain, rule, text, decision``; ``n`` is the article's
-        step number (1-15) when the event is one of those steps, else ``None``. With
-        ``detailed=True`` each step also carries ``kind, connection, src, dst, owner, pod,
-        listener, filter_chain, cluster``.
+        keys ``n, actor, hook, table, chain, rule, text, decision``; ``n`` is
+        ``numbers[event index]`` (the article's step number, 1-15) when given, else
+        ``None``. With ``detailed=True`` each step also carries ``kind, connection, src,
+        dst, owner, pod, listener, filter_chain, cluster``.
         """
-        from meshlab.lesson import step_numbers
-
-        numbers = step_numbers(self)
+        numbers = numbers or {}
         steps = []
         for event in self.events:
             if not event.is_hit:

@@ -43,12 +43,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Any
+from ipaddress import ip_address
+from typing import TYPE_CHECKING
 
 from meshlab.errors import MeshlabError
-from meshlab.pod import AGENT, ENVOY, Pod, Process
+from meshlab.netfilter.packet import IPAddress, endpoint
+from meshlab.pod import AGENT, ENVOY, Pod, Process, default_services
+from meshlab.variants import Variants
 from meshlab.walk import Delivery, Event, LoopCost, LoopReport, Walk
+
+if TYPE_CHECKING:
+    from meshlab.istio.envoy import Service
+    from meshlab.netfilter.conntrack import Connection
+    from meshlab.netfilter.kernel import Netns
+    from meshlab.netfilter.trace import Trace
 
 __all__ = [
     "Delivery",
@@ -60,8 +68,6 @@ __all__ = [
     "World",
     "default_services",
 ]
-
-IPAddress = IPv4Address | IPv6Address
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,26 +89,6 @@ class Request:
     gid: int | None = None
 
 
-def default_services() -> tuple[Any, ...]:
-    """The Services of the default world (Bookinfo-like names, made-up addresses)."""
-    return _default_services()
-
-
-@lru_cache(maxsize=1)
-def _default_services() -> tuple[Any, ...]:
-    from meshlab.istio.envoy import Service, ServicePort
-
-    return (
-        Service("productpage", "default", IPv4Address("10.96.0.30"),
-                (ServicePort(9080, 9080, "TCP", "http"),), (IPv4Address("10.244.0.5"),)),
-        Service("reviews", "default", IPv4Address("10.96.0.20"),
-                (ServicePort(9080, 9080, "TCP", "http"),), (IPv4Address("10.244.0.9"),)),
-        Service("kube-dns", "kube-system", IPv4Address("10.96.0.10"),
-                (ServicePort(53, 53, "UDP", "dns"), ServicePort(53, 53, "TCP", "dns-tcp")),
-                (IPv4Address("10.244.1.2"),)),
-    )
-
-
 @dataclass(frozen=True)
 class World:
     """Pods, hosts and Services; :meth:`run` sends a request through them.
@@ -112,11 +98,13 @@ class World:
     """
 
     pods: tuple[Pod, ...]
-    services: tuple[Any, ...]
+    services: tuple[Service, ...]
     subject: str = "productpage"
     hop_limit: int = 16
     _by_name: dict[str, Pod] = field(default_factory=dict, repr=False, compare=False)
     _by_ip: dict[IPAddress, Pod] = field(default_factory=dict, repr=False, compare=False)
+    _variants: Variants[World] = field(default_factory=Variants, init=False, repr=False,
+                                       compare=False)
 
     def __post_init__(self) -> None:
         for pod in self.pods:
@@ -147,7 +135,7 @@ class World:
             raise MeshlabError(f"no pod or host called {name!r}; the world has {names}")
         return found
 
-    def service(self, name: str) -> Any:
+    def service(self, name: str) -> Service:
         bare = name.split("/", 1)[1] if name.startswith("svc/") else name
         for svc in self.services:
             if svc.name == bare:
@@ -155,7 +143,7 @@ class World:
         names = ", ".join(f"svc/{s.name}" for s in self.services)
         raise MeshlabError(f"no Service called {name!r}; the world has {names}")
 
-    def service_by_vip(self, ip: IPAddress) -> Any | None:
+    def service_by_vip(self, ip: IPAddress) -> Service | None:
         for svc in self.services:
             if svc.vip == ip:
                 return svc
@@ -164,7 +152,7 @@ class World:
     def resolve(self, to: str) -> IPAddress:
         """``pod/NAME`` / ``host/NAME`` -> its IP, ``svc/NAME`` -> its VIP, or a literal IP."""
         if to.startswith("svc/"):
-            return self.service(to).vip  # type: ignore[no-any-return]
+            return self.service(to).vip
         if to.startswith(("pod/", "host/")) or to in self._by_name:
             return self.pod(to).ip
         try:
@@ -175,7 +163,7 @@ class World:
 
     def with_subject_rules(self, *, flags: Sequence[str] | str | None = None,
                            without_rules: Sequence[str] = ()) -> World:
-        """This world with the subject pod's rules changed (cached per variant)."""
+        """This world with the subject pod's rules changed (each world keeps its variants)."""
         if flags is None and not without_rules:
             return self
         key = (None if flags is None else tuple(flags) if not isinstance(flags, str) else flags,
@@ -203,7 +191,7 @@ class World:
 
 @lru_cache(maxsize=1)
 def _default_world() -> World:
-    services = _default_services()
+    services = default_services()
     pods = (
         Pod.default(services=services),
         Pod.plain("reviews", "10.244.0.9", [("tcp", "0.0.0.0", 9080)]),
@@ -215,42 +203,15 @@ def _default_world() -> World:
     return World(pods, services)
 
 
-_VARIANTS: dict[tuple[int, Any], World] = {}
-
-
-def _world_variant(world: World, key: tuple[Any, tuple[str, ...]]) -> World:
-    cache_key = (id(world), key)
-    found = _VARIANTS.get(cache_key)
+def _world_variant(world: World, key: tuple[tuple[str, ...] | str | None, tuple[str, ...]]
+                   ) -> World:
+    found = world._variants.get(key)
     if found is not None:
         return found
     flags, without = key
     subject = world.pod(world.subject).with_rules(flags=flags, without_rules=without)
     pods = tuple(subject if p.name == world.subject else p for p in world.pods)
-    variant = World(pods, world.services, world.subject, world.hop_limit)
-    if len(_VARIANTS) > 512:
-        _VARIANTS.clear()
-    _VARIANTS[cache_key] = variant
-    return variant
-
-
-_IP_TEXT: dict[int, tuple[object, str]] = {}  # id(address) -> (the address, its text)
-
-
-def _ep(ip: object, port: int) -> str:
-    """``10.0.0.1:80`` / ``[::1]:80``; address texts are memoised (``str(IPv4Address)`` is
-    slow and a walk formats the same few addresses dozens of times). The memo is keyed by the
-    object's identity, not its value: hashing an ``ipaddress`` object runs Python code, and
-    the kernel model hands out one object per address. It holds the object, so that its id
-    cannot be taken by another while the entry lives."""
-    found = _IP_TEXT.get(id(ip))
-    if found is not None and found[0] is ip:
-        ip_text = found[1]
-    else:
-        if len(_IP_TEXT) > 4096:
-            _IP_TEXT.clear()
-        ip_text = str(ip)
-        _IP_TEXT[id(ip)] = (ip, ip_text)
-    return f"[{ip_text}]:{port}" if ":" in ip_text else f"{ip_text}:{port}"
+    return world._variants.keep(key, World(pods, world.services, world.subject, world.hop_limit))
 
 
 class _Run:
@@ -260,7 +221,7 @@ class _Run:
         self.world = world
         self.subject = subject
         self.events: list[Event] = []
-        self.namespaces: dict[str, Any] = {}
+        self.namespaces: dict[str, Netns] = {}
         # One ephemeral-port allocator (32768-60999) for every namespace of the walk: each
         # machine picks its own ports in reality, but Envoy's original_src connections reuse
         # a client's address inside the pod, so ports must not repeat across namespaces.
@@ -268,7 +229,8 @@ class _Run:
 
         self.ports = EphemeralPorts()
         self.next_connection = 0
-        self.seen: dict[tuple[Any, ...], int] = {}  # proxy state -> index of its accept event
+        # proxy state (pod, listener port, original destination, owner) -> its accept event
+        self.seen: dict[tuple[str, int, tuple[IPAddress, int], str], int] = {}
         self.proxy_accepts = 0
         self.self_hops = 0  # connections the proxy opened that came back to a proxy listener
         self.outcome = ""
@@ -277,7 +239,7 @@ class _Run:
         self.loop: LoopReport | None = None
 
     # ------------------------------------------------------------ helpers
-    def netns(self, pod: Pod) -> Any:
+    def netns(self, pod: Pod) -> Netns:
         ns = self.namespaces.get(pod.name)
         if ns is None:
             ns = self.namespaces[pod.name] = pod.netns(ports=self.ports)
@@ -290,7 +252,8 @@ class _Run:
         return {k: v for k, v in dict(ns.counters).items() if v}
 
     def add(self, actor: str, kind: str, connection: int, src: str, dst: str,
-            owner: str | None, decision: str, pod: Pod, **where: Any) -> Event:
+            owner: str | None, decision: str, pod: Pod,
+            **where: str | int | bool | None) -> Event:
         event = Event(len(self.events), actor, kind, connection, src, dst, owner, decision,
                       pod=pod.name, **where)
         self.events.append(event)
@@ -334,12 +297,13 @@ class _Run:
         ns = self.netns(pod)
         trace = ns.connect(proto=proto, dst=dst, dport=dport, uid=process.uid,
                            gid=process.gid, src=src, mark=mark)
-        src_ep, dst_ep = self._endpoints(trace, None)
+        src_ep, dst_ep = self._endpoints(trace)
         verb = "sends a datagram" if proto == "udp" else "connect()"
         bind = f" bound to {src}" if src is not None else ""
         mark_text = f", socket mark {mark}" if mark else ""
         self.add(actor, "connect", conn, src_ep, dst_ep, process.owner,
-                 f"{process.name} ({process.owner}{mark_text}) {verb} to {_ep(dst, dport)}{bind}",
+                 f"{process.name} ({process.owner}{mark_text}) {verb} to "
+                 f"{endpoint(dst, dport)}{bind}",
                  pod, process=process.name)
         self.record(pod, trace, conn, local=True)
         if trace.verdict != "ACCEPT":
@@ -348,7 +312,7 @@ class _Run:
             return self.arrive(pod, trace, conn, owner=process.owner, from_proxy=actor == "proxy")
         return self.leave(pod, trace, conn)
 
-    def leave(self, pod: Pod, trace: Any, conn: int) -> _Run:
+    def leave(self, pod: Pod, trace: Trace, conn: int) -> _Run:
         """The packet left ``pod`` by eth0: the node (kube-proxy), then the destination."""
         packet = self._last_packet(trace)
         proto = packet.proto
@@ -360,18 +324,19 @@ class _Run:
                         None)
             if port is None or not svc.endpoints:
                 why = "has no endpoints" if port is not None else f"has no {proto} port {dport}"
-                self.add("node", "refused", conn, _ep(src, sport), _ep(dst, dport), None,
+                self.add("node", "refused", conn, endpoint(src, sport), endpoint(dst, dport), None,
                          f"kube-proxy: Service {svc.name} {why}; the node rejects it", pod)
                 return self.end("refused", f"Service {svc.name} {why}")
-            endpoint = svc.endpoints[0]
-            self.add("node", "dnat", conn, _ep(src, sport), _ep(endpoint, port.target_port), None,
-                     f"kube-proxy on the node: Service VIP {_ep(dst, dport)} -> endpoint "
-                     f"{_ep(endpoint, port.target_port)} (DNAT; modelled simply: first endpoint)",
-                     pod)
-            dst, dport = endpoint, port.target_port
+            chosen = svc.endpoints[0]
+            self.add("node", "dnat", conn, endpoint(src, sport),
+                     endpoint(chosen, port.target_port), None,
+                     f"kube-proxy on the node: Service VIP {endpoint(dst, dport)} -> endpoint "
+                     f"{endpoint(chosen, port.target_port)} (DNAT; modelled simply: first "
+                     "endpoint)", pod)
+            dst, dport = chosen, port.target_port
         target = self.world._by_ip.get(dst)
         if target is None:
-            self.add("node", "timeout", conn, _ep(src, sport), _ep(dst, dport), None,
+            self.add("node", "timeout", conn, endpoint(src, sport), endpoint(dst, dport), None,
                      f"nothing in this world has address {dst}: no answer", pod)
             return self.end("timeout", f"no pod or host has address {dst}")
         from meshlab.netfilter.packet import Packet
@@ -382,24 +347,24 @@ class _Run:
         if trace2.verdict != "ACCEPT":
             return self.dropped(target, trace2, conn)
         if not trace2.local:
-            self.add("kernel", "timeout", conn, _ep(src, sport), _ep(dst, dport), None,
+            self.add("kernel", "timeout", conn, endpoint(src, sport), endpoint(dst, dport), None,
                      f"{target.name} does not own {dst}; it does not forward: no answer", target)
             return self.end("timeout", f"{target.name} does not forward")
         return self.arrive(target, trace2, conn, owner=None, from_proxy=False)
 
-    def arrive(self, pod: Pod, trace: Any, conn: int, *, owner: str | None,
+    def arrive(self, pod: Pod, trace: Trace, conn: int, *, owner: str | None,
                from_proxy: bool) -> _Run:
         """The connection reached a local address of ``pod``: find the socket."""
         packet = self._last_packet(trace)
         proto = packet.proto
         ip, port = trace.delivered
         src, sport = packet.src, packet.sport
-        here = _ep(ip, port)
+        here = endpoint(ip, port)
         sock = pod.listener(proto, ip, port)
         if sock is None:
             answer = ("the kernel answers the SYN with RST: connection refused" if proto == "tcp"
                       else "the kernel answers with ICMP port unreachable")
-            self.add("kernel", "refused", conn, _ep(src, sport), here, owner,
+            self.add("kernel", "refused", conn, endpoint(src, sport), here, owner,
                      f"no socket listens on {proto} {here}; {answer}", pod)
             return self.end("refused", f"nothing listens on {proto} {here} in {pod.name}")
         process = pod.process(sock.process)
@@ -410,14 +375,14 @@ class _Run:
         if not (pod.is_proxy_listener(sock) and proto == "tcp"):
             self.delivery = Delivery(process.name, sock.port, str(src), pod.name, proto)
             actor = self.actor_for(pod, process, self.subject)
-            self.add(actor, "deliver", conn, _ep(src, sport), here, process.owner,
+            self.add(actor, "deliver", conn, endpoint(src, sport), here, process.owner,
                      f"delivered to {process.name} on {sock}; it sees the client as "
-                     f"{_ep(src, sport)}", pod, process=process.name)
+                     f"{endpoint(src, sport)}", pod, process=process.name)
             return self.end("delivered", f"{process.name} in {pod.name} accepted it on "
                             f"{sock.proto} {sock.address}:{sock.port}")
         return self.proxy(pod, trace, conn, sock.port, (src, sport), here, owner, from_proxy)
 
-    def answer(self, pod: Pod, trace: Any, conn: int, server: Process, here: str) -> bool:
+    def answer(self, pod: Pod, trace: Trace, conn: int, server: Process, here: str) -> bool:
         """A connection made in this pod *from a foreign address* (Envoy's ``original_src``:
         the client's IP, bound with IP_TRANSPARENT) reached ``server``: does the server's
         answer (the SYN-ACK) find its way back to the connecting socket?
@@ -432,7 +397,7 @@ class _Run:
         back = self.netns(pod).answer(trace, uid=server.uid, gid=server.gid)
         self.record(pod, back, conn, local=False)
         reply = back.connection.reply
-        src_ep, dst_ep = _ep(reply.src, reply.sport), _ep(reply.dst, reply.dport)
+        src_ep, dst_ep = endpoint(reply.src, reply.sport), endpoint(reply.dst, reply.dport)
         if back.local:
             how = "; ".join(back.notes) or "the address is local"
             self.add("kernel", "route", conn, src_ep, dst_ep, server.owner,
@@ -453,25 +418,25 @@ class _Run:
                  f"{back.out_iface} instead of coming back to the proxy")
         return False
 
-    def proxy(self, pod: Pod, trace: Any, conn: int, port: int,
+    def proxy(self, pod: Pod, trace: Trace, conn: int, port: int,
               client: tuple[IPAddress, int], here: str, owner: str | None,
               from_proxy: bool) -> _Run:
         """Envoy accepted on a virtual listener: original destination, decision, upstream."""
         assert pod.sidecar is not None
         envoy = pod.process(ENVOY)
         ns = self.netns(pod)
-        original = self._original_dst(ns, trace, client)
+        original = self._original_dst(ns, trace)
         listener = f"proxy:{port}"
         who = owner if owner is not None else f"remote {client[0]}"
         if trace.nat is not None and trace.nat.target == "TPROXY":
             # Nothing was rewritten: the accepted socket's own address is the destination.
-            here = _ep(*original)
+            here = endpoint(*original)
             said = (f"Envoy's transparent socket on {port} accepts it; the socket's local "
-                    f"address (getsockname) is the original destination {_ep(*original)}, "
+                    f"address (getsockname) is the original destination {endpoint(*original)}, "
                     "since TPROXY rewrote nothing")
         else:
-            said = f"Envoy accepts on {port}; SO_ORIGINAL_DST = {_ep(*original)}"
-        accept = self.add("proxy", "accept", conn, _ep(*client), here, envoy.owner, said, pod,
+            said = f"Envoy accepts on {port}; SO_ORIGINAL_DST = {endpoint(*original)}"
+        accept = self.add("proxy", "accept", conn, endpoint(*client), here, envoy.owner, said, pod,
                           listener=listener, process=envoy.name)
         if from_proxy:
             self.self_hops += 1
@@ -484,12 +449,12 @@ class _Run:
         if self.proxy_accepts > self.world.hop_limit:
             return self.looped(pod, accept, accept.index, listener, original, who, "hop limit")
         decision = pod.sidecar.decide(port, original, downstream=client)
-        self.add("proxy", "proxy", conn, _ep(*client), _ep(*original), envoy.owner,
+        self.add("proxy", "proxy", conn, endpoint(*client), endpoint(*original), envoy.owner,
                  decision.describe(), pod, listener=decision.listener,
                  filter_chain=decision.filter_chain, cluster=decision.cluster,
                  process=envoy.name)
         if decision.upstream is None:
-            self.add("proxy", "close", conn, _ep(*client), _ep(*original), envoy.owner,
+            self.add("proxy", "close", conn, endpoint(*client), endpoint(*original), envoy.owner,
                      f"{decision.cluster} has no endpoint: Envoy closes the connection (the "
                      "client sees it accepted, then closed)", pod, cluster=decision.cluster,
                      process=envoy.name)
@@ -503,25 +468,25 @@ class _Run:
         cycle = _cycle(self.events[first:accept.index + 1], listener)
         report = LoopReport(
             cycle=cycle, hops=self.self_hops, detected_by=detected_by, listener=listener,
-            original_dst=_ep(*original), owner=owner,
+            original_dst=endpoint(*original), owner=owner,
             gives_out=_gives_out(listener, original))
         self.loop = report
         self.add("proxy", "loop", accept.connection, accept.src, accept.dst, accept.owner,
                  f"loop ({detected_by}): {report.text}", pod, listener=listener)
         return self.end("loop", f"the proxy's own connection came back to {listener} with the "
-                        f"same original destination {_ep(*original)} ({owner})")
+                        f"same original destination {endpoint(*original)} ({owner})")
 
-    def dropped(self, pod: Pod, trace: Any, conn: int) -> _Run:
+    def dropped(self, pod: Pod, trace: Trace, conn: int) -> _Run:
         packet = self._last_packet(trace)
         last = trace.evaluations[-1] if trace.evaluations else None
         where = f" in {last.table} {last.chain}" if last is not None else ""
-        self.add("kernel", "drop", conn, _ep(packet.src, packet.sport),
-                 _ep(packet.dst, packet.dport), None, f"DROP{where}: the packet is discarded",
+        self.add("kernel", "drop", conn, endpoint(packet.src, packet.sport),
+                 endpoint(packet.dst, packet.dport), None, f"DROP{where}: the packet is discarded",
                  pod)
         return self.end("dropped", f"dropped{where} in {pod.name}")
 
     # ------------------------------------------------------------ trace -> events
-    def record(self, pod: Pod, trace: Any, conn: int, *, local: bool) -> None:
+    def record(self, pod: Pod, trace: Trace, conn: int, *, local: bool) -> None:
         """Turn the kernel's trace into events, in the order things happened.
 
         One event per rule (or chain policy) evaluated; right after the rule that rewrote the
@@ -550,7 +515,7 @@ class _Run:
                 matched = ev.matched
                 events.append(Event(
                     len(events), "kernel", "policy" if ev.rule == 0 else "rule", conn,
-                    _ep(p.src, p.sport), _ep(p.dst, p.dport), owner,
+                    endpoint(p.src, p.sport), endpoint(p.dst, p.dport), owner,
                     (ev.verdict or "match") if matched else "no match",
                     hook=ev.hook, table=ev.table, chain=ev.chain, rule=ev.rule, text=ev.text,
                     matched=matched, pod=name))
@@ -562,15 +527,16 @@ class _Run:
         if not route_done:
             self._route(pod, conn, flow, trace, route_text)
 
-    def _nat(self, pod: Pod, conn: int, flow: Any, trace: Any) -> None:
+    def _nat(self, pod: Pod, conn: int, flow: _Flow, trace: Trace) -> None:
         if trace.nat.target == "TPROXY":
             self._tproxy(pod, conn, flow, trace)
             return
-        self.add("kernel", "nat", conn, _ep(flow.src, flow.sport), _ep(*trace.delivered), None,
-                 f"{trace.nat.target}: the connection now goes to {_ep(*trace.delivered)}; "
-                 f"conntrack keeps the original destination {_ep(*trace.original_dst)}", pod)
+        self.add("kernel", "nat", conn, endpoint(flow.src, flow.sport),
+                 endpoint(*trace.delivered), None,
+                 f"{trace.nat.target}: the connection now goes to {endpoint(*trace.delivered)}; "
+                 f"conntrack keeps the original destination {endpoint(*trace.original_dst)}", pod)
 
-    def _tproxy(self, pod: Pod, conn: int, flow: Any, trace: Any) -> None:
+    def _tproxy(self, pod: Pod, conn: int, flow: _Flow, trace: Trace) -> None:
         """TPROXY is no NAT: the packet keeps its destination; the kernel assigns it to the
         transparent listening socket on ``--on-port`` and marks it (the mark's ``ip rule``
         keeps the connection's packets local)."""
@@ -580,32 +546,33 @@ class _Run:
                      (e.table, e.chain, e.rule) == (nat.table, nat.chain, nat.rule)), None)
         mark = rule.verdict.rpartition(" mark ")[2] if rule and " mark " in rule.verdict else ""
         marked = f" and marks it {mark}" if mark else ""
-        self.add("kernel", "tproxy", conn, _ep(flow.src, flow.sport), _ep(*trace.original_dst),
+        self.add("kernel", "tproxy", conn, endpoint(flow.src, flow.sport),
+                 endpoint(*trace.original_dst),
                  None, f"TPROXY rewrites nothing: the packet keeps its destination "
-                 f"{_ep(*trace.original_dst)}; the kernel assigns it to the transparent "
+                 f"{endpoint(*trace.original_dst)}; the kernel assigns it to the transparent "
                  f"listening socket on port {port}{marked}", pod)
 
-    def _route(self, pod: Pod, conn: int, flow: Any, trace: Any, text: str) -> None:
-        self.add("kernel", "route", conn, _ep(flow.src, flow.sport), _ep(*trace.delivered),
+    def _route(self, pod: Pod, conn: int, flow: _Flow, trace: Trace, text: str) -> None:
+        self.add("kernel", "route", conn, endpoint(flow.src, flow.sport),
+                 endpoint(*trace.delivered),
                  None, text, pod)
 
     @staticmethod
-    def _last_packet(trace: Any) -> Any:
+    def _last_packet(trace: Trace) -> _Flow:
         """The connection as conntrack holds it, as a small packet-like record."""
         return _Flow(trace.connection)
 
-    def _endpoints(self, trace: Any, first: Any) -> tuple[str, str]:
+    def _endpoints(self, trace: Trace) -> tuple[str, str]:
         original = trace.connection.original
-        return _ep(original.src, original.sport), _ep(original.dst, original.dport)
+        return endpoint(original.src, original.sport), endpoint(original.dst, original.dport)
 
     @staticmethod
-    def _original_dst(ns: Any, trace: Any, client: tuple[IPAddress, int]) -> tuple[IPAddress, int]:
+    def _original_dst(ns: Netns, trace: Trace) -> tuple[IPAddress, int]:
         """What ``getsockopt(SO_ORIGINAL_DST)`` returns on the accepted socket: conntrack looks
-        the socket's own tuple up in the reply direction (``client`` is not needed: the reply
-        tuple names both ends)."""
+        the socket's own tuple up in the reply direction (the reply tuple names both ends)."""
         conn = trace.connection
         reply = conn.reply
-        return ns.conntrack.original_dst(  # type: ignore[no-any-return]
+        return ns.conntrack.original_dst(
             conn.proto, (reply.src, reply.sport), (reply.dst, reply.dport), conn.zone)
 
 
@@ -614,7 +581,7 @@ class _Flow:
 
     __slots__ = ("dport", "dst", "proto", "sport", "src")
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.proto = conn.proto
         # the peer as the socket sees it is the reply tuple's destination (after any SNAT)
         self.src, self.sport = conn.reply.dst, conn.reply.dport
@@ -636,12 +603,12 @@ def _cycle(events: Iterable[Event], listener: str) -> tuple[str, ...]:
 
 
 def _gives_out(listener: str, original: tuple[IPAddress, int]) -> str:
-    report = LoopReport((), 0, "", listener, _ep(*original), "", "")
+    report = LoopReport((), 0, "", listener, endpoint(*original), "", "")
     ports = report.ephemeral_port_count
     cost = report.after(ports)
     return (
         f"Each turn holds two more sockets in Envoy (the upstream it opened and the downstream "
-        f"it accepted from itself) and one more local port towards {_ep(*original)}. Istio "
+        f"it accepted from itself) and one more local port towards {endpoint(*original)}. Istio "
         "sets Envoy's circuit-breaker limits to 2^32-1 by default, so they do not stop it. "
         f"The first hard limit is the ephemeral ports: ip_local_port_range 32768-60999 gives "
         f"{ports} source ports per source/destination pair, so after about {ports} turns "
@@ -656,8 +623,7 @@ def clear_caches() -> None:
     """Forget every cached pod, ruleset, Sidecar and world variant (for cold-start timing)."""
     from meshlab import pod as pod_module
 
-    _VARIANTS.clear()
     _default_world.cache_clear()
-    _default_services.cache_clear()
+    default_services.cache_clear()
     for cached in (pod_module._rules_for, pod_module._sidecar_for, pod_module._build_injected):
         cached.cache_clear()

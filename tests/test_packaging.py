@@ -56,3 +56,25 @@ def test_pinned_majors_for_the_lesson_stack() -> None:
 def test_console_script_is_declared() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["scripts"]["meshlab"] == "meshlab.cli.main:main"
+
+
+def test_the_sample_pod_learners_pass_to_inject_is_the_packaged_one() -> None:
+    # The library reads meshlab/data/pods/productpage-v1.yaml (package data, the source);
+    # the lessons and README point learners at the copy in data/pods/.
+    packaged = ROOT / "meshlab" / "data" / "pods" / "productpage-v1.yaml"
+    copy = ROOT / "data" / "pods" / "productpage-v1.yaml"
+    assert copy.read_bytes() == packaged.read_bytes(), (
+        f"{copy} differs from {packaged}; edit the packaged file and copy it over: "
+        f"cp {packaged.relative_to(ROOT)} {copy.relative_to(ROOT)}")
+
+
+def test_pyproject_ships_every_packaged_data_file() -> None:
+    from fnmatch import fnmatch
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["meshlab"]
+    data = ROOT / "meshlab" / "data"
+    files = [p.relative_to(ROOT / "meshlab").as_posix() for p in data.rglob("*") if p.is_file()]
+    assert files
+    unshipped = [f for f in files if not any(fnmatch(f, pattern) for pattern in patterns)]
+    assert not unshipped, f"add these to [tool.setuptools.package-data] in pyproject: {unshipped}"

@@ -50,7 +50,8 @@ def register(subparsers: Any) -> None:
         "inject", help="show the pod Istio's sidecar injector produces, and why",
         description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("pod", metavar="POD.yaml", help="a Pod manifest (YAML); '-' reads stdin")
+    p.add_argument("pod", metavar="POD.yaml",
+                   help="the path of a Pod manifest (YAML); '-' reads the YAML from stdin")
     p.add_argument("--namespace", "-n", metavar="NAME", default=None,
                    help="namespace the pod is created in (default: the pod's "
                         "metadata.namespace, else 'default')")
@@ -91,6 +92,16 @@ def check_namespace(name: str) -> None:
                            "digit, at most 63 characters (e.g. default, bookinfo)")
 
 
+def check_pod_argument(argument: str) -> None:
+    """POD.yaml is a path or '-'; YAML text given in its place is refused, saying how."""
+    text = argument.lstrip()
+    if "\n" in argument or text.startswith(("apiVersion:", "kind:", "{", "---")):
+        raise MeshlabError("POD.yaml is the path of a manifest, but this looks like the YAML "
+                           "itself; pipe the YAML on standard input and give '-', e.g. "
+                           "kubectl get pod NAME -o yaml | meshlab inject - -l "
+                           "istio-injection=enabled")
+
+
 def _comment(lines: Iterable[str]) -> str:
     return "".join(f"# {line}".rstrip() + "\n" for line in lines)
 
@@ -102,8 +113,10 @@ def render(args: argparse.Namespace) -> str:
     labels = parse_labels(args.namespace_label)
     if args.namespace is not None:
         check_namespace(args.namespace)
+    check_pod_argument(args.pod)
     name = "<stdin>" if args.pod == "-" else args.pod
-    # The text ends with a newline, so the library never mistakes it for a file name.
+    # The argument is always a path ('-': stdin). The text handed on ends with a newline,
+    # which the library reads as YAML text, never as a file name.
     source = read_text(args.pod, what="pod manifest", limit=MAX_MANIFEST_BYTES,
                        hint=_POD_HINT).rstrip("\n") + "\n"
     result = inject(source, labels, args.namespace, interception_mode=args.interception_mode,

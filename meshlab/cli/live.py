@@ -12,11 +12,12 @@
 ``verify`` exits 0 when every scenario agrees, 1 when any disagrees, and 2 when the lab
 cannot run here (not root, no iptables, no ``ip netns``), saying why.
 
-``record`` runs verify (the whole catalog), issue 2's connections, the loop experiment and
+``record`` runs verify (the whole catalog), the default rules' connections, the loop
+experiment and
 the randomized check (seeds 1-5 unless ``--seed`` is given) and writes what they found to
-``data/live/recorded-run.json``, the file notebook 07 shows where the lab cannot run (see
-:mod:`meshlab.live.record`). Same exit statuses as ``verify``; the file is written either
-way, so a disagreement is recorded too.
+``meshlab/data/live/recorded-run.json`` (package data), the file notebook 07 shows where the
+lab cannot run (see :mod:`meshlab.live.record`). Same exit statuses as ``verify``; the file
+is written either way, so a disagreement is recorded too.
 """
 
 from __future__ import annotations
@@ -85,9 +86,10 @@ def register(subparsers: Any) -> None:
     rd.set_defaults(func=run_random)
 
     rec = sub.add_parser("record", help="run every check and write the recording notebook 07 "
-                         "shows (data/live/recorded-run.json)")
+                         "shows (meshlab/data/live/recorded-run.json)")
     rec.add_argument("--output", metavar="PATH", help="where to write it (default: "
-                     "data/live/recorded-run.json in this checkout)")
+                     "the recording shipped in the package, meshlab/data/live/"
+                     "recorded-run.json)")
     rec.add_argument("--seed", type=int, action="append", metavar="N",
                      help="a seed of the randomized check (repeatable; default: 1 2 3 4 5)")
     rec.add_argument("--configs", type=_CONFIGS, default=12,
@@ -109,13 +111,13 @@ def _require_lab() -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from meshlab.live.verify import side_by_side, verify
+    from meshlab.live.verify import side_by_side, verify_catalog
     from meshlab.scenarios import get_scenario
 
     for name in args.scenario or ():
         get_scenario(name)  # an unknown name is reported before the lab is built
     _require_lab()
-    report = verify(args.scenario, trace=args.trace)
+    report = verify_catalog(args.scenario, trace=args.trace)
     if args.json:
         print(json.dumps(report.to_json(), indent=2, default=str))
     else:
@@ -191,13 +193,13 @@ def run_random(args: argparse.Namespace) -> int:
 
 
 def run_record(args: argparse.Namespace) -> int:
-    from meshlab.live.record import RECORDED_RUN, SEEDS, describe, record, write
+    from meshlab.live.record import SEEDS, describe, record, write
 
     _check_output(args.output)
     _require_lab()
     document = record(seeds=tuple(args.seed or SEEDS), configs=args.configs,
                       per_config=args.per_config)
-    path = write(document, args.output or RECORDED_RUN)
+    path = write(document, args.output)
     print(describe(document))
     print(f"wrote {path}")
     return 0 if document["agree"] else 1

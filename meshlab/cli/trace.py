@@ -3,7 +3,7 @@
 ::
 
     meshlab trace --rules FILE --from-pod --pod-ip IP --uid U [--gid G] --dst IP:PORT
-                  [--proto tcp|udp] [--src IP[:PORT]] [--json]
+                  [--proto tcp|udp] [--src IP[:PORT]] [--mark N] [--ambient] [--json]
     meshlab trace --rules FILE --to-pod --pod-ip IP --src IP:PORT --dst IP:PORT
                   [--iface eth0] [--proto tcp|udp] [--json]
 
@@ -11,6 +11,11 @@
 lines (``-`` reads standard input). The pod has ``lo`` (127.0.0.1/8, ::1) and ``eth0`` with the
 pod IP as ``--pod-ip``/``--pod-prefix`` (24 by default; with 32 every other address is reached
 by the default route through eth0, which traces the same way).
+
+``--mark`` is the connecting socket's ``SO_MARK`` (ztunnel's 0x539, Envoy's 1337 in TPROXY
+mode): ``-m mark`` rules and the routing decision read it. ``--ambient`` gives the pod the
+istio-cni agent's policy routing: ``ip rule add fwmark 0x111/0xfff lookup 100`` and ``ip route
+add local 0.0.0.0/0 dev lo table 100`` (:func:`meshlab.istio.ambient.inpod_routes`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from ipaddress import ip_address
 
 from meshlab.cli._input import read_text
 from meshlab.errors import MeshlabError
+from meshlab.istio.ambient import inpod_routes
 from meshlab.netfilter import Netns, Packet, Trace, endpoint, parse_endpoint, parse_ruleset
 from meshlab.netfilter.kernel import pod_interfaces
 from meshlab.netfilter.parse import RulesParseError
@@ -50,6 +56,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--src", help="--to-pod: the peer IP:PORT; --from-pod: bind to IP[:PORT]")
     p.add_argument("--dst", required=True, help="destination IP:PORT")
     p.add_argument("--iface", default="eth0", help="--to-pod: interface it arrives on")
+    p.add_argument("--mark", type=_mark, metavar="N",
+                   help="--from-pod: the socket's SO_MARK, decimal or 0x hex (ztunnel: 0x539)")
+    p.add_argument("--ambient", action="store_true",
+                   help="an ambient pod: add the agent's `ip rule fwmark 0x111/0xfff lookup "
+                   "100` and table 100's local route")
     p.add_argument("--proto", choices=("tcp", "udp"), default="tcp")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--all", action="store_true",
@@ -90,6 +101,20 @@ def _id(text: str) -> int:
     return value
 
 
+def _mark(text: str) -> int:
+    """argparse type of --mark: a 32-bit mark, decimal (1337) or hexadecimal (0x539)."""
+    try:
+        value = int(text, 16) if text.lower().startswith("0x") else int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number; write the mark in decimal (1337) or hex (0x539)"
+        ) from None
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(
+            f"{value} is out of range; a mark goes from 0 to 0xffffffff")
+    return value
+
+
 def _ip(text: str, option: str, example: str):
     try:
         return ip_address(text.strip())
@@ -121,10 +146,11 @@ def _endpoint(text: str, option: str):
 def _check_options(args: argparse.Namespace, pod_ip) -> None:
     """Options that contradict each other or the pod: say so instead of ignoring them."""
     if args.to_pod:
-        for option, value in (("--uid", args.uid), ("--gid", args.gid)):
+        for option, value in (("--uid", args.uid), ("--gid", args.gid), ("--mark", args.mark)):
             if value is not None:
                 raise MeshlabError(f"{option} applies to --from-pod only (a connection from "
-                                   "outside has no local owner); drop it, or use --from-pod")
+                                   "outside has no local socket, so no owner and no socket "
+                                   "mark); drop it, or use --from-pod")
     if args.from_pod:
         if args.iface != "eth0":
             raise MeshlabError("--iface applies to --to-pod only (with --from-pod routing "
@@ -193,7 +219,8 @@ def trace_from_args(args: argparse.Namespace) -> Trace:
                 "the kernel drops (that address belongs to the pod itself); give the peer's "
                 "address, or --iface lo for a connection from inside the pod")
     ruleset = _parse(_read(args.rules), pod_ip)
-    ns = Netns(ruleset, pod_interfaces(pod_ip, args.pod_prefix))
+    routes = inpod_routes(pod_ip.version) if args.ambient else ()
+    ns = Netns(ruleset, pod_interfaces(pod_ip, args.pod_prefix), fwmark_routes=routes)
     if args.from_pod:
         if src is not None and not ns.is_local(src):
             raise MeshlabError(
@@ -201,7 +228,7 @@ def trace_from_args(args: argparse.Namespace) -> Trace:
                 f"cannot bind it (EADDRNOTAVAIL); give {pod_ip}, 127.0.0.1, or leave --src out")
         gid = args.uid if args.gid is None else args.gid
         return ns.connect(proto=args.proto, dst=dst, dport=dport, uid=args.uid, gid=gid,
-                          src=src, sport=sport)
+                          src=src, sport=sport, mark=args.mark or 0)
     return ns.receive(Packet(args.proto, src, sport, dst, dport), args.iface)
 
 

@@ -9,7 +9,7 @@
 article's two cases). ``--without-rule`` removes each rule whose restore-form text, without the
 ``-A CHAIN`` prefix, equals TEXT (e.g. ``-m owner --uid-owner 1337 -j RETURN``); it may be
 repeated. ``--flags`` replaces the scenario's ``istio-init`` flags. ``--json`` prints the
-object described in issue 4: scenario, outcome, delivered_to, loop and steps.
+object: scenario, outcome, delivered_to, loop and steps.
 """
 
 from __future__ import annotations
@@ -103,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
             raise MeshlabError(f"--flags {args.flags!r}: {error}; close the quotes") from None
     walk = run_scenario(scenario, without_rules=args.without_rule, flags=flags)
     if args.json:
-        print(json.dumps(walk.to_json(), indent=2))
+        from meshlab.lesson import walk_json
+
+        print(json.dumps(walk_json(walk), indent=2))
         return 0
     print(render_text(walk, scenario.title))
     return 0

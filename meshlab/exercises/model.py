@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Interface
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from meshlab import datafiles
 
 if TYPE_CHECKING:
     from meshlab.netfilter.kernel import Netns
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from meshlab.walk import Event, Walk
 
 
-#: The world of the lessons (see ``data/scenarios.yaml``): the pod and the peer.
+#: The world of the lessons (see ``meshlab/data/scenarios.yaml``): the pod and the peer.
 POD_IP = IPv4Address("10.244.0.5")
 PEER_IP = IPv4Address("10.244.0.9")
 REVIEWS_VIP = IPv4Address("10.96.0.20")
@@ -32,8 +33,8 @@ LEGACY_DB_IP = IPv4Address("192.168.10.20")
 APP_UID = 1000
 PEER_SPORT = 43210
 
-_DATA = Path(__file__).resolve().parent.parent.parent / "data"
-PRODUCTPAGE_POD = _DATA / "pods" / "productpage-v1.yaml"
+#: Bookinfo's productpage pod, as shipped with the package (:mod:`meshlab.datafiles`).
+PRODUCTPAGE_POD = datafiles.data_file(datafiles.PRODUCTPAGE_POD)
 
 
 def default_flags() -> tuple[str, ...]:

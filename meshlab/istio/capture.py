@@ -473,7 +473,7 @@ def _steps10_12_proxy_exemptions(
     a. ``-o lo ! -d 127.0.0.1/32 -p tcp ! --dport 15008 -m owner --uid-owner U -j
        ISTIO_IN_REDIRECT``: the proxy connecting to *the pod's own address* (an app calling
        its own Service: app -> outbound Envoy -> this) is sent to the *inbound* listener, so
-       inbound policy applies (issue #37890). ``! --dport 15008`` since 1.18. With DNS
+       inbound policy applies (Istio issue #37890). ``! --dport 15008`` since 1.18. With DNS
        capture the UID form excludes port 53 too (``-m multiport ! --dports 53,15008``): the
        istio-agent runs as the proxy UID, and its queries to a DNS server on the pod's own
        address must go straight there, not through Envoy's inbound listener. The GID form

@@ -56,11 +56,11 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TYPE_CHECKING, Any
 
 from meshlab.errors import MeshlabError
+from meshlab.netfilter.packet import IPAddress, endpoint
 
 if TYPE_CHECKING:
     import pandas
 
-IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
 
 INBOUND_BIND_V4 = IPv4Address("127.0.0.6")
@@ -270,18 +270,13 @@ class ProxyDecision:
         head = f"{self.listener}: chain {self.filter_chain} ({self.match}) -> {self.cluster}"
         if self.upstream is None:
             return head + ": the proxy closes the connection"
-        target = _endpoint(self.upstream)
+        target = endpoint(*self.upstream)
         if self.original_src:
             source = str(self.bind_source) if self.bind_source else "the client's address"
             return head + f": connect to {target} from {source} (original_src, mark {self.mark})"
         if self.bind_source is not None:
             return head + f": connect to {target} from {self.bind_source}"
         return head + f": connect to {target}"
-
-
-def _endpoint(address: tuple[IPAddress, int]) -> str:
-    ip, port = address
-    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from ipaddress import (
     ip_address,
     ip_interface,
 )
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from meshlab.errors import MeshlabError
 
@@ -63,6 +63,7 @@ WILDCARD: Literal["*"] = "*"
 
 IPInterface = IPv4Interface | IPv6Interface
 Wildcard = Literal["*"]
+T = TypeVar("T")
 
 # fmt: off
 DEFAULT_ISTIO_INIT_ARGS: tuple[str, ...] = (
@@ -140,18 +141,6 @@ def _ports(text: str, source: str) -> tuple[int, ...]:
     return tuple(_port(item, source) for item in _split(text))
 
 
-def _ports_or_wildcard(text: str, source: str) -> tuple[int, ...] | Wildcard:
-    if text == WILDCARD:
-        return WILDCARD
-    if WILDCARD in _split(text):
-        raise CaptureFlagError(
-            f"{text!r} mixes '*' with ports; give either '*' (every port) or a list like 80,8080",
-            source=source,
-            value=text,
-        )
-    return _ports(text, source)
-
-
 def _uint32(text: str, source: str, what: str) -> int:
     if not text.isascii() or not text.isdigit() or int(text) > 0xFFFFFFFF:
         raise CaptureFlagError(
@@ -218,16 +207,26 @@ def _cidrs(text: str, source: str) -> tuple[IPInterface, ...]:
     return tuple(_cidr(item, source) for item in _split(text))
 
 
-def _cidrs_or_wildcard(text: str, source: str) -> tuple[IPInterface, ...] | Wildcard:
-    if text == WILDCARD:
-        return WILDCARD
-    if WILDCARD in _split(text):
-        raise CaptureFlagError(
-            f"{text!r} mixes '*' with CIDRs; give either '*' or a list like 10.0.0.0/8,fd00::/8",
-            source=source,
-            value=text,
-        )
-    return tuple(_cidr(item, source) for item in _split(text))
+def _list_or_wildcard(read: Callable[[str, str], tuple[T, ...]], items: str, example: str
+                      ) -> Callable[[str, str], tuple[T, ...] | Wildcard]:
+    """A reader of ``'*'`` alone, or of a comma list read by ``read``; ``'*'`` inside a list
+    (``80,*``) is refused, saying which of the two to give."""
+    def read_list_or_wildcard(text: str, source: str) -> tuple[T, ...] | Wildcard:
+        if text == WILDCARD:
+            return WILDCARD
+        if WILDCARD in _split(text):
+            raise CaptureFlagError(
+                f"{text!r} mixes '*' with {items}; give either {example}",
+                source=source,
+                value=text,
+            )
+        return read(text, source)
+
+    return read_list_or_wildcard
+
+
+_ports_or_wildcard = _list_or_wildcard(_ports, "ports", "'*' (every port) or a list like 80,8080")
+_cidrs_or_wildcard = _list_or_wildcard(_cidrs, "CIDRs", "'*' or a list like 10.0.0.0/8,fd00::/8")
 
 
 _IFNAME = re.compile(r"[^\s/:]{1,15}")

@@ -206,8 +206,11 @@ def _dotted(path: Sequence[PathPart]) -> str:
 
 def load_pod(source: str | Path | Mapping[str, Any], *, name: str | None = None
              ) -> dict[str, Any]:
-    """Read a Pod manifest from YAML text, a file path, or a dict; check it; return a dict.
+    """Read a Pod manifest from YAML text, a file, or a dict; check it; return a dict.
 
+    A file is a :class:`~pathlib.Path`, or a ``str`` without a newline ending in .yaml, .yml
+    or .json (``load_pod("../data/pods/productpage-v1.yaml")``); any other ``str`` is the
+    YAML text (text read from a file ends with a newline).
     ``name`` labels YAML text in error messages (e.g. ``"<stdin>"``); a path labels itself.
 
     Raises :class:`PodError` (a :class:`~meshlab.errors.MeshlabError`) saying what is wrong,
@@ -229,22 +232,32 @@ def _load(source: str | Path | Mapping[str, Any], name: str | None = None
     return pod, where
 
 
+#: A ``str`` without a newline ending so is a file name; any other ``str`` is YAML text.
+_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+
+
 def _read_text(source: str | Path) -> tuple[str, str]:
-    if isinstance(source, Path) or ("\n" not in source and source.strip().endswith(
-            (".yaml", ".yml", ".json"))):
-        path = Path(source)
-        try:
-            return path.read_text(encoding="utf-8"), str(path)
-        except FileNotFoundError:
-            raise PodError(f"{path}: no such file. Check the path, or pass the YAML text "
-                           "itself (or '-' on the command line to read standard input)."
-                           ) from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise PodError(f"{path}: cannot read it ({error}). Pass a readable UTF-8 YAML "
-                           "file.") from None
-    if "\n" not in source and Path(source).is_file():
-        return Path(source).read_text(encoding="utf-8"), source
-    return source, "<text>"
+    """The text and its label. A ``Path`` is a file, and so is a ``str`` without a newline
+    ending in .yaml, .yml or .json; any other ``str`` is the YAML itself. The form alone
+    decides: whether a file of that name happens to exist never does."""
+    if isinstance(source, str):
+        one_line = "\n" not in source
+        if not (one_line and source.strip().endswith(_FILE_SUFFIXES)):
+            if one_line and ":" not in source:
+                raise PodError(f"{source!r} is neither a Pod manifest (YAML text) nor a file "
+                               "name ending in .yaml, .yml or .json. To read a file of another "
+                               f"name, pass pathlib.Path({source!r}).")
+            return source, "<text>"
+    path = Path(source.strip() if isinstance(source, str) else source)
+    try:
+        return path.read_text(encoding="utf-8"), str(path)
+    except FileNotFoundError:
+        raise PodError(f"{path}: no such file. Check the path, or pass the YAML text "
+                       "itself (or '-' on the command line to read standard input)."
+                       ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise PodError(f"{path}: cannot read it ({error}). Pass a readable UTF-8 YAML "
+                       "file.") from None
 
 
 #: The largest manifest read: the API server refuses objects over 1.5 MiB (etcd's request
@@ -797,7 +810,8 @@ def inject(pod: str | Path | Mapping[str, Any], namespace_labels: Mapping[str, s
            proxy_image: str = DEFAULT_PROXY_IMAGE,
            enable_namespaces_by_default: bool = False,
            source_name: str | None = None) -> InjectionResult:
-    """Run the webhook on ``pod`` (YAML text, a path or a dict) and return the result.
+    """Run the webhook on ``pod`` (YAML text, a file or a dict, as :func:`load_pod` reads
+    them) and return the result.
 
     ``namespace`` defaults to the pod's ``metadata.namespace``, else ``"default"``; when both
     are given they must agree (as ``kubectl apply -n`` insists). ``interception_mode`` is the

@@ -17,6 +17,21 @@ Injection is decided in two places, and a learner needs to see both:
 :func:`should_inject` runs both steps and records, in plain words, why the answer is what
 it is. It models the default revision unless told otherwise, and no
 ``neverInjectSelector`` / ``alwaysInjectSelector`` (both empty by default).
+
+**Ambient mode** (``istio.io/dataplane-mode=ambient`` on the namespace or the pod) is a third
+party's decision: neither the webhook's selectors nor istiod read that label. The istio-cni
+node agent enrolls a pod when the pod is labelled ``istio.io/dataplane-mode=ambient``, or its
+namespace is and the pod is not labelled ``istio.io/dataplane-mode=none`` (the chart's
+``ambient.enablementSelectors``), except ``hostNetwork`` pods and pods that *have a sidecar*
+(``sidecar.istio.io/status``): one pod never gets both. So the precedence is:
+
+1. the sidecar decision above, unchanged: an ambient namespace usually has no
+   ``istio-injection`` label, so its pods get no sidecar - unless a pod asks for one with the
+   label ``sidecar.istio.io/inject: "true"`` (the ``object.`` entry), or the namespace is
+   *also* labelled ``istio-injection=enabled`` (``istioctl analyze`` warns about that);
+2. a pod that got a sidecar is left out of ambient by istio-cni;
+3. a pod with no sidecar that the enablement selectors match is an ambient pod: istio-cni
+   writes its rules (:mod:`meshlab.istio.ambient`) and ztunnel proxies its traffic.
 """
 
 from __future__ import annotations
@@ -34,6 +49,7 @@ SYSTEM_NAMESPACES: tuple[str, ...] = (
 )
 
 INJECT_LABEL = "sidecar.istio.io/inject"
+DATAPLANE_MODE_LABEL = "istio.io/dataplane-mode"
 REV_LABEL = "istio.io/rev"
 NAMESPACE_LABEL = "istio-injection"
 STATUS_ANNOTATION = "sidecar.istio.io/status"
@@ -153,8 +169,46 @@ def should_inject(pod: Mapping[str, Any], namespace_labels: Mapping[str, str] | 
     pod_labels = _string_map(metadata.get("labels"))
     annotations = _string_map(metadata.get("annotations"))
     spec: Mapping[str, Any] = pod["spec"] if isinstance(pod.get("spec"), Mapping) else {}
-    reasons: list[str] = []
 
+    ambient = _ambient_enrollment(ns_labels, pod_labels, spec)
+    decision = _sidecar_decision(pod_labels, annotations, spec, ns_labels, namespace, revision,
+                                 enable_namespaces_by_default, ambient)
+    if ambient is None or STATUS_ANNOTATION in annotations:
+        return decision
+    if decision.inject:
+        return InjectionDecision(True, decision.webhook, (*decision.reasons, (
+            f"{ambient}, but a pod with a sidecar is left out of ambient mode by istio-cni "
+            "(a pod has a sidecar or ztunnel, never both)")))
+    reasons = [*decision.reasons, (
+        f"ambient mode: {ambient}, so the istio-cni node agent writes the pod's rules and "
+        "ztunnel proxies its traffic; no sidecar is needed (see `meshlab rules --ambient`)")]
+    if decision.webhook is None and not ns_labels.keys() & {NAMESPACE_LABEL, REV_LABEL}:
+        reasons.append(f"to give this pod a sidecar instead, label it {INJECT_LABEL}: "
+                       "\"true\" (istio-cni then leaves it out of ambient mode)")
+    return InjectionDecision(False, decision.webhook, tuple(reasons))
+
+
+def _ambient_enrollment(ns_labels: Labels, pod_labels: Labels,
+                        spec: Mapping[str, Any]) -> str | None:
+    """Why istio-cni's default enablement selectors take the pod into ambient mode (None:
+    they do not). A pod that has a sidecar is opted out later, by :func:`should_inject`."""
+    if spec.get("hostNetwork") is True:
+        return None  # the agent cannot write rules into a namespace the pod does not own
+    mode = f"{DATAPLANE_MODE_LABEL}=ambient"
+    if pod_labels.get(DATAPLANE_MODE_LABEL) == "ambient":
+        return f"the pod is labelled {mode}"
+    if ns_labels.get(DATAPLANE_MODE_LABEL) == "ambient" \
+            and pod_labels.get(DATAPLANE_MODE_LABEL) != "none":
+        return f"the namespace is labelled {mode}"
+    return None
+
+
+def _sidecar_decision(pod_labels: Labels, annotations: Labels, spec: Mapping[str, Any],
+                      ns_labels: Labels, namespace: str, revision: str,
+                      enable_namespaces_by_default: bool,
+                      ambient: str | None) -> InjectionDecision:
+    """The webhook's and istiod's decision (the module's steps 1 and 2)."""
+    reasons: list[str] = []
     if STATUS_ANNOTATION in annotations:
         return InjectionDecision(False, None, (
             f"the pod already carries the {STATUS_ANNOTATION} annotation, so it was already "
@@ -179,7 +233,8 @@ def should_inject(pod: Mapping[str, Any], namespace_labels: Mapping[str, str] | 
             f"{ns_text}), so the API server never sends the pod to istiod"
         )
         reasons.extend(f"  {miss}" for miss in misses)
-        reasons.append(_how_to_enable(ns_labels, pod_labels, annotations, revision))
+        if ambient is None:  # (an ambient pod's hint is should_inject's)
+            reasons.append(_how_to_enable(ns_labels, pod_labels, annotations, revision))
         return InjectionDecision(False, None, tuple(reasons))
     reasons.append(f"webhook {matched.name} matches ({_why_matched(matched.name, revision)})")
 

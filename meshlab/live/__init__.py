@@ -17,11 +17,11 @@ the same model the lessons use and checks it against the kernel:
 - :mod:`~meshlab.live.counters`, :mod:`~meshlab.live.xtrace`  the kernel's counters
   (``iptables-save -c``) and its own rule trace (``xtables-monitor --trace``);
 - :mod:`~meshlab.live.verify`  catalog scenarios, model beside kernel;
-  :mod:`~meshlab.live.differential` connection by connection against ``Netns`` (issue 2's
-  check and the randomized test); :mod:`~meshlab.live.loop` the loop experiment;
+  :mod:`~meshlab.live.differential` connection by connection against ``Netns`` (the default
+  rules' connections and the randomized test); :mod:`~meshlab.live.loop` the loop experiment;
 - :mod:`~meshlab.live.record`  all of them in one JSON document,
-  ``data/live/recorded-run.json`` (``meshlab live record``), which notebook 07 shows where
-  the lab cannot run.
+  ``meshlab/data/live/recorded-run.json`` (``meshlab live record``), which notebook 07 shows
+  where the lab cannot run.
 
 **Privileges.** It needs root: ``ip netns add`` mounts under ``/run/netns`` and loading
 rules needs CAP_NET_ADMIN. Can it run unprivileged in a user namespace (``unshare -rn``)?
@@ -62,12 +62,12 @@ def __getattr__(name: str) -> object:
         from meshlab.live import lab
 
         return getattr(lab, name)
-    if name == "verify":
-        from meshlab.live.verify import verify
+    if name == "verify_catalog":
+        from meshlab.live.verify import verify_catalog
 
-        return verify
+        return verify_catalog
     raise AttributeError(name)
 
 
 __all__ = ["KernelConnection", "Lab", "LabError", "LabTimeout", "LabUnavailable", "clean",
-           "unavailable_reason", "verify"]
+           "unavailable_reason", "verify_catalog"]

@@ -82,7 +82,7 @@ def attempt(request: dict[str, Any]) -> dict[str, Any]:
             return {**result, "outcome": "timeout"}
         except OSError as error:
             return {**result, "error": error.strerror or str(error)}
-        result["local"] = wire.endpoint(sock.getsockname())
+        result["local"] = wire.socket_endpoint(sock.getsockname())
         try:
             sock.sendall(wire.header(str(request["id"]), 0))
             line = wire.read_line(sock, limit=65536)
@@ -126,10 +126,10 @@ def attempt_udp(request: dict[str, Any]) -> dict[str, Any]:
                     src = route.getsockname()[0]
             sock.bind((src, int(request.get("sport") or 0)))
             result["sport"] = sock.getsockname()[1]
-            result["local"] = wire.endpoint(sock.getsockname())
+            result["local"] = wire.socket_endpoint(sock.getsockname())
             sock.sendto(wire.header(str(request["id"]), 0), dst)
             data, sender = sock.recvfrom(65536)
-            result["from"] = wire.endpoint(sender)
+            result["from"] = wire.socket_endpoint(sender)
         except TimeoutError:
             return {**result, "outcome": "timeout"}
         except OSError as error:

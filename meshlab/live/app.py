@@ -104,9 +104,9 @@ def answer(conn: socket.socket, name: str, listener: int, recorder: Recorder) ->
         seen = {
             "server": name,
             "listener": listener,
-            "local": wire.endpoint(local),
-            "peer": wire.endpoint(peer),
-            "original_dst": wire.endpoint(odst) if odst else None,
+            "local": wire.socket_endpoint(local),
+            "peer": wire.socket_endpoint(peer),
+            "original_dst": wire.socket_endpoint(odst) if odst else None,
             "id": head["id"],
             "hops": head["hops"],
         }
@@ -148,12 +148,12 @@ def _arrival(ancdata: list[tuple[int, int, bytes]], fallback: tuple) -> str:
     for level, kind, data in ancdata:
         if level == socket.SOL_IP and kind == wire.IP_RECVORIGDSTADDR and len(data) >= 8:
             port, addr = struct.unpack("!2xH4s", data[:8])
-            return wire.endpoint((socket.inet_ntoa(addr), port))
+            return wire.socket_endpoint((socket.inet_ntoa(addr), port))
         if (level == socket.IPPROTO_IPV6 and kind == wire.IPV6_RECVORIGDSTADDR
                 and len(data) >= 24):
             port, addr = struct.unpack("!2xH4x16s", data[:24])
-            return wire.endpoint((socket.inet_ntop(socket.AF_INET6, addr), port))
-    return wire.endpoint(fallback)
+            return wire.socket_endpoint((socket.inet_ntop(socket.AF_INET6, addr), port))
+    return wire.socket_endpoint(fallback)
 
 
 def answer_datagram(sock: socket.socket, name: str, listener: int, recorder: Recorder) -> None:
@@ -168,7 +168,7 @@ def answer_datagram(sock: socket.socket, name: str, listener: int, recorder: Rec
     head = wire.parse_header(line)
     seen = {"server": name, "listener": listener,
             "local": _arrival(ancdata, sock.getsockname()),
-            "peer": wire.endpoint(peer), "original_dst": None, "id": head["id"],
+            "peer": wire.socket_endpoint(peer), "original_dst": None, "id": head["id"],
             "hops": head["hops"], "proto": "udp"}
     if b'"server"' in line:
         recorder.record({"event": "answer-received", **seen})

@@ -22,7 +22,8 @@ for another destination and, after NAT, meet the earlier connection's TIME_WAIT 
 the kernel counts one connection twice in nat (see there). No disagreement is re-measured:
 each one is reported as measured.
 
-:func:`issue2_check` does this for the default rules and the connections issue 2 names;
+:func:`default_rules_check` does this for the default rules and the connections a sidecar pod
+meets every day (:data:`DEFAULT_RULES_CONNECTIONS`);
 :func:`randomized` for random but valid ``istio-iptables`` configurations x random
 connections, reproducible from a seed (``MESHLAB_LIVE_SEED``).
 """
@@ -39,6 +40,7 @@ from typing import Any
 
 from meshlab.live.counters import Key, only_table
 from meshlab.live.lab import POD_IP, KernelConnection, Lab, Server
+from meshlab.netfilter.packet import endpoint
 
 PEERS = ("10.244.0.9", "10.244.0.10")
 REMOTES = ("10.96.0.10", "192.168.10.20")
@@ -179,8 +181,6 @@ def model_view(trace: Any, grew: Mapping[Key, int], *, zone: bool = False,
                first_packet: Sequence[str] = ()) -> dict[str, Any]:
     """What the model says: where the connection ends, its nat counters and, on request,
     the conntrack zone of its entry and the first packet's counters in other tables."""
-    from meshlab.netfilter.packet import endpoint
-
     if trace.local:
         where = "pod"
     elif trace.verdict == "DROP":
@@ -252,7 +252,7 @@ def kernel_view(seen: KernelConnection, *, zone: int | None = None,
     elif first_packet and seen.trace is not None:
         view["first_packet"] = trace_counts(seen.trace, first_packet)
     if probe is not None and seen.proto == "udp":
-        asked = _endpoint(seen.dst, seen.dport)
+        asked = endpoint(ipaddress.ip_address(seen.dst), seen.dport)
         view["answer"] = {"reaches_client": seen.outcome == "answered" and seen.sender == asked,
                           "exchange": _counts(seen.grew, tables)}
     return view
@@ -292,11 +292,6 @@ def compare_views(spec: ConnSpec, model: Mapping[str, Any], kernel: Mapping[str,
         diff += _differ("query and answer, ", m["exchange"], k["exchange"])
     return tuple(diff)
 
-
-def _endpoint(ip: str, port: int) -> str:
-    from meshlab.netfilter.packet import endpoint
-
-    return endpoint(ipaddress.ip_address(ip), port)
 
 
 def _compressed(ip: str) -> str:
@@ -389,7 +384,8 @@ def run_connections(lab: Lab, ruleset: Any, specs: Sequence[ConnSpec], config: S
     return results
 
 
-ISSUE2_CONNECTIONS = (
+#: One of each kind of connection a pod with the default sidecar rules meets.
+DEFAULT_RULES_CONNECTIONS = (
     ConnSpec("peer", POD_IP, 9080, src=PEERS[0]),                 # inbound to the app
     ConnSpec("peer", POD_IP, 15021, src=PEERS[0]),                # inbound, excluded port
     ConnSpec("pod", PEERS[0], 80, uid=1000, gid=1000),            # the app's outbound
@@ -404,18 +400,18 @@ ISSUE2_CONNECTIONS = (
 )
 
 
-def issue2_check(lab: Lab | None = None) -> list[ConnResult]:
-    """Issue 2's check: the default sidecar rules, the named connections, model vs kernel."""
+def default_rules_check(lab: Lab | None = None) -> list[ConnResult]:
+    """The default sidecar rules and :data:`DEFAULT_RULES_CONNECTIONS`, model vs kernel."""
     from meshlab.istio.capture import CaptureConfig, generate
     from meshlab.istio.flags import DEFAULT_ISTIO_INIT_ARGS
 
     rules = generate(CaptureConfig.from_args(list(DEFAULT_ISTIO_INIT_ARGS)))
     if lab is None:
         with catcher_lab() as fresh:
-            return issue2_check(fresh)
+            return default_rules_check(fresh)
     lab.load(rules.restore_v4, rules.post_commands)
-    return run_connections(lab, rules.ruleset_v4, ISSUE2_CONNECTIONS, DEFAULT_ISTIO_INIT_ARGS,
-                           post_commands=rules.post_commands)
+    return run_connections(lab, rules.ruleset_v4, DEFAULT_RULES_CONNECTIONS,
+                           DEFAULT_ISTIO_INIT_ARGS, post_commands=rules.post_commands)
 
 
 # -- randomized --------------------------------------------------------------------------

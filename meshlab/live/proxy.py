@@ -72,7 +72,7 @@ class Decision:
             "listener": self.listener,
             "filter_chain": self.filter_chain,
             "cluster": self.cluster,
-            "upstream": wire.endpoint(self.upstream) if self.upstream else None,
+            "upstream": wire.socket_endpoint(self.upstream) if self.upstream else None,
             "bind_source": self.bind_source,
             "decider": self.decider,
             "mark": self.mark,
@@ -155,9 +155,9 @@ class Proxy:
                 head = {"id": "?", "hops": 0}
             rid, hops = head["id"], head["hops"]
             base = {"id": rid, "hops": hops, "listener_port": listener_port}
-            self.recorder.record({"event": "accept", **base, "local": wire.endpoint(local),
-                                  "peer": wire.endpoint(peer),
-                                  "original_dst": wire.endpoint(odst)})
+            self.recorder.record({"event": "accept", **base, "local": wire.socket_endpoint(local),
+                                  "peer": wire.socket_endpoint(peer),
+                                  "original_dst": wire.socket_endpoint(odst)})
             decision = self.decide(listener_port, odst, peer)
             self.recorder.record({"event": "decide", **base, **decision.as_json()})
             if hops >= self.hop_limit:
@@ -184,14 +184,15 @@ class Proxy:
                 upstream.connect(decision.upstream)
             except OSError as error:
                 self.recorder.record({"event": "upstream-error", **base,
-                                      "upstream": wire.endpoint(decision.upstream or ("?", 0)),
+                                      "upstream": wire.socket_endpoint(
+                                          decision.upstream or ("?", 0)),
                                       "error": error.strerror or str(error)})
                 wire.send_json(conn, {"error": "upstream " + (error.strerror or str(error)),
                                       "id": base["id"]})
                 return
             self.recorder.record({"event": "open", **base,
-                                  "local": wire.endpoint(upstream.getsockname()),
-                                  "upstream": wire.endpoint(decision.upstream)})
+                                  "local": wire.socket_endpoint(upstream.getsockname()),
+                                  "upstream": wire.socket_endpoint(decision.upstream)})
             upstream.sendall(wire.header(base["id"], base["hops"] + 1))
             relay(conn, upstream)
 

@@ -1,16 +1,17 @@
 """Recording a run of the real lab, for readers who cannot run it (Binder, a laptop).
 
 Notebook 07 shows what the lab found on a real kernel. Where the lab cannot run (no root,
-no iptables) it reads a *recorded run* instead: ``data/live/recorded-run.json``, made by
+no iptables) it reads a *recorded run* instead: ``meshlab/data/live/recorded-run.json``
+(package data, :mod:`meshlab.datafiles`), made by
 ``meshlab live record``, which calls :func:`record` and :func:`write`. One recording holds
 everything the lab checks, each beside the model:
 
 ``verify``
-    every catalog scenario (:func:`meshlab.live.verify.verify`): outcome, delivery,
+    every catalog scenario (:func:`meshlab.live.verify.verify_catalog`): outcome, delivery,
     listeners, clusters and nat counters, model and kernel, and the differences;
-``issue2``
-    issue 2's connections through the default rules, connection by connection
-    (:func:`meshlab.live.differential.issue2_check`);
+``default_rules``
+    one connection of each kind through the default rules, connection by connection
+    (:func:`meshlab.live.differential.default_rules_check`);
 ``loop``
     the loop experiment without the UID/GID 1337 exemptions
     (:func:`meshlab.live.loop.loop_experiment`);
@@ -39,10 +40,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from meshlab import datafiles
 from meshlab.errors import MeshlabError
 
-RECORDED_RUN = Path(__file__).resolve().parents[2] / "data" / "live" / "recorded-run.json"
-"""Where notebook 07 reads the recording (``data/live/recorded-run.json`` in the checkout)."""
+RECORDED_RUN = datafiles.data_file(datafiles.RECORDED_RUN)
+"""Where notebook 07 reads the recording: ``meshlab/data/live/recorded-run.json``, shipped
+with the package (in a checkout, ``meshlab live record`` rewrites it there)."""
 
 SEEDS = (1, 2, 3, 4, 5)
 """The randomized check's seeds: 5 runs x 12 configurations x 20 connections = 1200."""
@@ -56,7 +59,7 @@ NOTEBOOK_KEYS: Mapping[str, tuple[str, ...]] = {
     "verify.scenarios[]": ("name", "agree", "model", "kernel", "diff"),
     "verify.scenarios[].model": ("outcome", "nat"),
     "verify.scenarios[].kernel": ("outcome", "nat", "delivered_to", "original_dst"),
-    "issue2[]": ("connection", "agree", "model", "kernel", "diff"),
+    "default_rules[]": ("connection", "agree", "model", "kernel", "diff"),
     "loop": ("removed", "model", "kernel", "agree"),
     "loop.model": ("outcome", "loop"),
     "loop.model.loop": ("cycle",),
@@ -97,27 +100,27 @@ def record(*, seeds: Sequence[int] = SEEDS, configs: int = 12, per_config: int =
     """Run everything the lab checks, once, and return it as one JSON-ready document.
 
     Needs the lab (root, iptables, ``ip netns``): raises
-    :class:`~meshlab.live.netns.LabUnavailable` otherwise. The whole catalog, issue 2's
-    connections, the loop at each of ``limits`` and ``len(seeds) x configs x per_config``
-    random connections take about 25 s on a laptop-sized VM.
+    :class:`~meshlab.live.netns.LabUnavailable` otherwise. The whole catalog, the default
+    rules' connections, the loop at each of ``limits`` and ``len(seeds) x configs x
+    per_config`` random connections take about 25 s on a laptop-sized VM.
     """
-    from meshlab.live.differential import issue2_check, randomized
+    from meshlab.live.differential import default_rules_check, randomized
     from meshlab.live.lab import check_environment
     from meshlab.live.loop import loop_experiment
-    from meshlab.live.verify import verify
+    from meshlab.live.verify import verify_catalog
 
     check_environment()
     timings: dict[str, Any] = {}
     started = time.perf_counter()
 
-    report = verify()
+    report = verify_catalog()
     verified = report.to_json()
     timings["verify"] = verified.pop("seconds")
     timings["scenarios"] = {s["name"]: s.pop("seconds") for s in verified["scenarios"]}
 
     mark = time.perf_counter()
-    issue2 = [r.to_json() for r in issue2_check()]
-    timings["issue2"] = round(time.perf_counter() - mark, 3)
+    default_rules = [r.to_json() for r in default_rules_check()]
+    timings["default_rules"] = round(time.perf_counter() - mark, 3)
 
     mark = time.perf_counter()
     loop = _scrub_loop(loop_experiment(limits=tuple(limits)))
@@ -138,7 +141,8 @@ def record(*, seeds: Sequence[int] = SEEDS, configs: int = 12, per_config: int =
     agreed = {
         "scenarios": [sum(s["agree"] for s in verified["scenarios"]),
                       len(verified["scenarios"])],
-        "issue2_connections": [sum(r["agree"] for r in issue2), len(issue2)],
+        "default_rules_connections": [sum(r["agree"] for r in default_rules),
+                                      len(default_rules)],
         "random_connections": [sum(r["agreed"] for r in runs), sum(r["total"] for r in runs)],
         "loop_runs": [sum(r["hops"] == r["hop_limit"] + 1 for r in loop["kernel"]["runs"]),
                       len(loop["kernel"]["runs"])],
@@ -154,7 +158,7 @@ def record(*, seeds: Sequence[int] = SEEDS, configs: int = 12, per_config: int =
         "agree": all(a == b for a, b in agreed.values()) and bool(loop["agree"]),
         "summary": {"agreed": agreed, "seeds": list(seeds)},
         "verify": verified,
-        "issue2": issue2,
+        "default_rules": default_rules,
         "loop": loop,
         "randomized": {"runs": runs, "configs": configs, "per_config": per_config},
         "timings": timings,
@@ -166,9 +170,10 @@ def dumps(document: Mapping[str, Any]) -> str:
     return json.dumps(document, indent=1, sort_keys=True, default=str) + "\n"
 
 
-def write(document: Mapping[str, Any], path: str | Path = RECORDED_RUN) -> Path:
-    """Write ``document`` to ``path`` (directories made as needed); returns the path."""
-    target = Path(path)
+def write(document: Mapping[str, Any], path: str | Path | None = None) -> Path:
+    """Write ``document`` to ``path`` (default: :data:`RECORDED_RUN`; directories made as
+    needed); returns the path."""
+    target = Path(str(RECORDED_RUN if path is None else path))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(dumps(document))
@@ -178,11 +183,11 @@ def write(document: Mapping[str, Any], path: str | Path = RECORDED_RUN) -> Path:
     return target
 
 
-def load(path: str | Path = RECORDED_RUN) -> dict[str, Any]:
-    """Read a recording back."""
-    target = Path(path)
+def load(path: str | Path | None = None) -> dict[str, Any]:
+    """Read a recording back (default: the packaged one, :data:`RECORDED_RUN`)."""
+    target = RECORDED_RUN if path is None else Path(path)
     try:
-        value: dict[str, Any] = json.loads(target.read_text())
+        value: dict[str, Any] = json.loads(target.read_text(encoding="utf-8"))
     except OSError as error:
         raise RecordError(f"cannot read the recording {target}: {error.strerror}; make one "
                           "with `meshlab live record` (as root)") from error
@@ -230,7 +235,8 @@ def describe(document: Mapping[str, Any]) -> str:
     summary = document.get("summary", {}).get("agreed", {})
     lines = [f"recorded {document.get('recorded')} on Linux {document.get('kernel')} with "
              f"{document.get('iptables')}: {'all agree' if document.get('agree') else 'DISAGREE'}"]
-    words = {"scenarios": "catalog scenarios", "issue2_connections": "issue-2 connections",
+    words = {"scenarios": "catalog scenarios", "default_rules_connections":
+             "connections through the default rules",
              "random_connections": "random connections", "loop_runs": "loop runs"}
     for key, (agreed, total) in summary.items():
         lines.append(f"  {agreed}/{total} {words.get(key, key)} agree")

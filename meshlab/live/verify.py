@@ -1,6 +1,6 @@
 """Does the model tell the truth? Each catalog scenario, once in the model and once for real.
 
-For every scenario :func:`verify` runs the model (:func:`meshlab.scenarios.run_scenario` ->
+For every scenario :func:`verify_catalog` runs the model (:func:`meshlab.scenarios.run_scenario` ->
 a :class:`~meshlab.walk.Walk`) and the same request in the lab, with the rules
 :mod:`meshlab.istio.capture` generates for the scenario's flags, and compares:
 
@@ -222,8 +222,8 @@ def run_one(lab: Lab, scenario: Any, *, without_rules: Sequence[str] = (),
                                   time.perf_counter() - started)
 
 
-def verify(names: Iterable[str] | None = None, *, trace: bool = False,
-           deadline: float | None = 120.0) -> Report:
+def verify_catalog(names: Iterable[str] | None = None, *, trace: bool = False,
+                   deadline: float | None = 120.0) -> Report:
     """Run the scenarios (all when ``names`` is None) in the model and on the kernel."""
     from meshlab.live.worldlab import world_lab
     from meshlab.scenarios import catalog, get_scenario

@@ -34,6 +34,8 @@ import socket
 import struct
 from typing import Any
 
+from meshlab.netfilter.packet import endpoint
+
 SO_ORIGINAL_DST = 80
 """``linux/netfilter_ipv4.h``: the getsockopt option that reads conntrack's original tuple."""
 
@@ -90,11 +92,11 @@ def parse_header(line: bytes) -> dict[str, Any]:
     return {"id": str(value.get("id", "?")), "hops": int(value.get("hops", 0))}
 
 
-def endpoint(address: tuple) -> str:
-    """``("10.244.0.5", 9080)`` -> ``"10.244.0.5:9080"``; an IPv6 socket address
-    ``("fd00:244::5", 9080, 0, 0)`` -> ``"[fd00:244::5]:9080"`` (as people write them)."""
-    host = str(address[0])
-    return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+def socket_endpoint(address: tuple) -> str:
+    """A socket address as :func:`meshlab.netfilter.packet.endpoint` writes it:
+    ``("10.244.0.5", 9080)`` -> ``"10.244.0.5:9080"``; an IPv6 socket address
+    ``("fd00:244::5", 9080, 0, 0)`` -> ``"[fd00:244::5]:9080"``."""
+    return endpoint(str(address[0]), address[1])
 
 
 def original_dst(sock: socket.socket) -> tuple[str, int] | None:

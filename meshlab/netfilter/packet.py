@@ -41,8 +41,13 @@ class Packet:
         return f"{self.proto} {endpoint(self.src, self.sport)} -> {endpoint(self.dst, self.dport)}"
 
 
-def endpoint(ip: IPAddress, port: int) -> str:
-    """``10.0.0.1:80`` or ``[::1]:80``: an address and port as people write them."""
+def endpoint(ip: IPAddress | str, port: int) -> str:
+    """``10.0.0.1:80`` or ``[::1]:80``: an address and port as people write them.
+
+    The one formatter of endpoints in meshlab. ``ip`` is an address, or its text as a socket
+    address holds it (``"fd00::5"``)."""
+    if isinstance(ip, str):
+        return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
     return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
 
 

@@ -16,17 +16,17 @@ from __future__ import annotations
 import copy
 import shlex
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
 
+from meshlab import datafiles
 from meshlab.errors import MeshlabError
 from meshlab.widgets.common import error_widget, esc, guarded
 from meshlab.widgets.flag_explorer import _render, diff_lines
 
-POD = Path(__file__).resolve().parents[2] / "data" / "pods" / "productpage-v1.yaml"
-"""The pod the explorer injects (Bookinfo's productpage, no annotations of its own)."""
+POD = datafiles.PRODUCTPAGE_POD
+"""The packaged pod the explorer injects (Bookinfo's productpage, no annotations of its own)."""
 
 NAMESPACE_LABELS = {"istio-injection": "enabled"}
 
@@ -41,7 +41,7 @@ EXAMPLE = (
 def _pod() -> dict:
     from meshlab.istio.inject import load_pod
 
-    return load_pod(str(POD))
+    return load_pod(datafiles.read_text(POD), name=str(datafiles.data_file(POD)))
 
 
 def parse_annotations(text: str) -> dict[str, str]:

@@ -291,6 +291,18 @@ def test_load_pod_from_text_path_and_dict(tmp_path: Path) -> None:
     assert load_pod(POD) == load_pod(path) == load_pod(str(path)) == load_pod(load_pod(POD))
 
 
+def test_a_str_is_a_path_by_its_form_never_because_such_a_file_exists(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pod.txt").write_text(POD)
+    (tmp_path / "pod.yaml").write_text("other.yaml\n")  # text with a newline is YAML
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PodError, match=r"'pod.txt' is neither a Pod manifest.*pathlib.Path"):
+        load_pod("pod.txt")
+    assert load_pod(Path("pod.txt")) == load_pod(POD)
+    with pytest.raises(PodError, match=r"the document is a string \('other.yaml'\)"):
+        load_pod("pod.yaml")
+
+
 def test_namespace_from_pod_and_mismatch() -> None:
     manifest = pod()
     manifest["metadata"]["namespace"] = "kube-system"

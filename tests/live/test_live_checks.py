@@ -1,4 +1,4 @@
-"""Model vs kernel: issue 2's connections, the catalog, the loop, random configurations."""
+"""Model vs kernel: the default rules' connections, the catalog, the loop, random configurations."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ KNOWN_DISAGREEMENTS: dict[str, str] = {
 }
 
 
-def test_issue2_connections_agree_with_the_kernel() -> None:
-    from meshlab.live.differential import issue2_check
+def test_default_rules_connections_agree_with_the_kernel() -> None:
+    from meshlab.live.differential import default_rules_check
 
-    results = issue2_check()
+    results = default_rules_check()
     assert len(results) >= 6
     bad = [f"{r.spec.describe()}: {'; '.join(r.diff)}" for r in results if not r.agree]
     assert not bad, "\n".join(bad)
@@ -30,10 +30,10 @@ def test_issue2_connections_agree_with_the_kernel() -> None:
 
 @pytest.fixture(scope="module")
 def catalog_report():  # type: ignore[no-untyped-def]
-    from meshlab.live.verify import verify
+    from meshlab.live.verify import verify_catalog
 
     started = time.perf_counter()
-    report = verify()
+    report = verify_catalog()
     return report, time.perf_counter() - started
 
 

@@ -36,10 +36,10 @@ def _ours() -> list[str]:
 
 
 def test_full_lab_run_leaves_host_rules_and_namespaces_as_they_were() -> None:
-    from meshlab.live.verify import verify
+    from meshlab.live.verify import verify_catalog
 
     before = _host_rules()
-    report = verify(["inbound", "outbound", "tproxy-inbound"])
+    report = verify_catalog(["inbound", "outbound", "tproxy-inbound"])
     assert report.comparisons
     assert _host_rules() == before
     assert _ours() == []

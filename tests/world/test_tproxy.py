@@ -114,7 +114,7 @@ def test_walk_without_the_fwmark_route_times_out() -> None:
     assert subject.fwmark_routes == (FwmarkRoute(1337, 133),)
     from dataclasses import replace
 
-    bare = replace(subject, fwmark_routes=(), _variants={})
+    bare = replace(subject, fwmark_routes=())
     alone = World(tuple(bare if p.name == subject.name else p for p in world.pods),
                   world.services)
     from meshlab.world import Request

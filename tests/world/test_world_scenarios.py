@@ -19,7 +19,7 @@ GOOD = """\
 
 def test_the_repository_catalog_loads() -> None:
     scenarios = catalog()
-    assert CATALOG_PATH.exists()
+    assert CATALOG_PATH.is_file()
     assert len(scenarios) >= 18
     assert list(scenarios)[:2] == ["inbound", "outbound"]
     for scenario in scenarios.values():

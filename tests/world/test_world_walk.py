@@ -8,6 +8,7 @@ import pandas
 import pytest
 
 from meshlab.errors import MeshlabError
+from meshlab.lesson import walk_json
 from meshlab.scenarios import catalog, proxy_listeners, run_scenario
 from meshlab.walk import OUTCOMES, LoopReport
 from meshlab.world import Request, World
@@ -22,7 +23,7 @@ def test_scenario_outcome_matches_catalog(name: str) -> None:
     assert scenario.expect.problems(walk) == [], walk.reason
 
 
-def test_catalog_covers_issue_4() -> None:
+def test_catalog_covers_the_lessons_cases() -> None:
     names = set(catalog())
     for required in ("inbound", "outbound", "inbound-excluded-15021", "inbound-excluded-15090",
                      "inbound-excluded-15020", "inbound-undeclared-port", "outbound-service",
@@ -152,7 +153,8 @@ def test_walk_frame_and_json_contract() -> None:
     assert isinstance(frame, pandas.DataFrame)
     assert len(frame) == len(walk.events)
     assert {"actor", "kind", "hook", "table", "chain", "rule", "decision"} <= set(frame.columns)
-    data = json.loads(json.dumps(walk.to_json()))
+    assert all(s["n"] is None for s in walk.to_json()["steps"])  # numbers come from lesson
+    data = json.loads(json.dumps(walk_json(walk)))
     assert set(data) == {"scenario", "outcome", "delivered_to", "loop", "steps"}
     assert data["outcome"] in OUTCOMES
     assert data["delivered_to"] == {"process": "app", "port": 9080, "sees_source": "127.0.0.6"}

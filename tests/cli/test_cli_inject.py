@@ -109,6 +109,22 @@ def test_missing_file_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2 and "no such file" in err
 
 
+def test_yaml_text_in_place_of_the_path_says_to_pipe_it(capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    code, out, err = run([(DATA / "productpage-v1.yaml").read_text()], capsys)
+    assert code == 2 and out == ""
+    assert "looks like the YAML itself" in err and "meshlab inject -" in err
+
+
+def test_readme_example_from_the_checkout(capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(DATA.parents[1])
+    code, out, _ = run(["data/pods/productpage-v1.yaml", "--namespace-label",
+                        "istio-injection=enabled"], capsys)
+    assert code == 0
+    assert out.startswith("# meshlab inject: data/pods/productpage-v1.yaml: injected")
+
+
 def test_bad_namespace_label_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run([PRODUCTPAGE, "--namespace-label", "istio-injection"], capsys)
     assert code == 2 and "KEY=VALUE" in err

@@ -16,7 +16,7 @@ from meshlab.cli import trace as trace_cli
 from meshlab.errors import MeshlabError
 
 _spec = importlib.util.spec_from_file_location(
-    "nf_istio_fixtures", Path(__file__).parent / "netfilter" / "nf_istio_fixtures.py")
+    "nf_istio_fixtures", Path(__file__).parents[1] / "netfilter" / "nf_istio_fixtures.py")
 _fixtures = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_fixtures)
 

@@ -30,7 +30,7 @@ from meshlab.cli.trace import MAX_RULES_BYTES
 from meshlab.errors import MeshlabError
 from meshlab.netfilter.parse import parse_ruleset
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PODS = REPO / "data" / "pods"
 POD = (PODS / "productpage-v1.yaml").read_text()
 
