@@ -96,6 +96,8 @@ def need_value(toks: list[str], i: int, option: str) -> str:
 
 
 def _opt_addr(b: RuleDraft, toks: list[str], i: int, neg: bool) -> int:
+    """``[!] -s|-d ADDR[/LEN]`` at ``toks[i]``; like every handler here, returns the index
+    of the next option."""
     opt = toks[i]
     field = "src" if opt in ("-s", "--source", "--src") else "dst"
     if field in b.where:
@@ -118,6 +120,7 @@ def _opt_addr(b: RuleDraft, toks: list[str], i: int, neg: bool) -> int:
 
 
 def _opt_iface(b: RuleDraft, toks: list[str], i: int, neg: bool) -> int:
+    """``[!] -i|-o NAME``."""
     opt = toks[i]
     field = "iif" if opt in ("-i", "--in-interface") else "oif"
     if field in b.where:  # iptables: "multiple -i flags not allowed"
@@ -141,6 +144,7 @@ _PROTOS = {(negated, name): ProtoMatch(negated, name)
 
 
 def _opt_proto(b: RuleDraft, toks: list[str], i: int, neg: bool) -> int:
+    """``[!] -p PROTO`` (a name or a number; ``all`` is no match at all)."""
     if b.proto is not None:  # iptables: "multiple -p flags not allowed"
         raise Bad(i, f"{toks[i]} given twice", "keep one; use two rules for two protocols")
     value = need_value(toks, i, toks[i])
@@ -168,6 +172,7 @@ _OPTION_MODULE = {opt: mod for mod, opts in reversed(_MODULE_OPTIONS.items()) fo
 
 
 def _opt_match(b: RuleDraft, toks: list[str], i: int, neg: bool) -> int:
+    """``-m MODULE``: its options (``--dport`` ...) follow and are collected on it."""
     name = need_value(toks, i, toks[i])
     if name not in _MODULE_OPTIONS:
         raise Bad(i + 1, f"unknown match module {name!r}",
@@ -181,6 +186,7 @@ def _opt_match(b: RuleDraft, toks: list[str], i: int, neg: bool) -> int:
 
 
 def _opt_jump(b: RuleDraft, toks: list[str], i: int, neg: bool) -> int:
+    """``-j TARGET``: its options (``--to-ports`` ...) follow."""
     if b.target is not None:
         raise Bad(i, "a rule has one target; -j given twice", "keep one -j")
     b.target = need_value(toks, i, toks[i])
@@ -189,6 +195,7 @@ def _opt_jump(b: RuleDraft, toks: list[str], i: int, neg: bool) -> int:
 
 
 def _opt_counters(b: RuleDraft, toks: list[str], i: int, neg: bool) -> int:
+    """``-c PACKETS BYTES``."""
     if i + 2 >= len(toks) or not (toks[i + 1].isdigit() and toks[i + 2].isdigit()):
         raise Bad(i + 1, "-c needs two numbers", "write -c PACKETS BYTES, e.g. -c 0 0")
     b.counters = (int(toks[i + 1]), int(toks[i + 2]))
@@ -291,6 +298,8 @@ def _spelled_out(tok: str) -> list[str]:
 
 
 def _module_option(b: RuleDraft, toks: list[str], i: int, neg: bool) -> int:
+    """``[!] --OPTION VALUE`` of a loaded ``-m`` module, collected on the module it belongs
+    to (the last loaded one that has it)."""
     tok = toks[i]
     value = need_value(toks, i, tok)
     key = _LONG_NAMES.get(tok, tok)
@@ -468,11 +477,14 @@ def make_port_match(name: str, sport: tuple[bool, str, int] | None,
                     dport: tuple[bool, str, int] | None) -> PortMatch:
     """``-m tcp|udp`` from its ``--sport``/``--dport`` as (negated, word, token index)."""
     base = PORT_BASE[name]
-    if sport is not None:
-        sport = PortRange(sport[0], *read_port_range(sport[1], sport[2], ":", base))
-    if dport is not None:
-        dport = PortRange(dport[0], *read_port_range(dport[1], dport[2], ":", base))
-    return PortMatch(name, sport, dport)
+
+    def ports(given: tuple[bool, str, int] | None) -> PortRange | None:
+        if given is None:
+            return None
+        negated, word, i = given
+        return PortRange(negated, *read_port_range(word, i, ":", base))
+
+    return PortMatch(name, ports(sport), ports(dport))
 
 
 PORT_BASE = {"tcp": 0, "udp": 10}
