@@ -136,6 +136,9 @@ class Ruleset:
         To remove a rule given as text, read it first: ``table, chain, rule =
         parse_rule_spec("-t nat -A OUTPUT -j RETURN")``
         (:func:`meshlab.netfilter.parse.parse_rule_spec`)."""
+        if not isinstance(rule, Rule):
+            raise TypeError(f"without_rule takes a Rule, not {type(rule).__name__}: read rule "
+                            "text first, e.g. table, chain, rule = parse_rule_spec(text)")
         refs = [r for r in self.rules() if r.rule == rule
                 and (table is None or r.table == table) and (chain is None or r.chain == chain)]
         if not refs:

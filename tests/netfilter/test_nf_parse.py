@@ -389,3 +389,11 @@ def test_the_benchmark_dumps_read_back_from_their_own_rendering():
         ruleset = parse_ruleset(text)
         assert sum(1 for _ in ruleset.rules()) == text.count("\n-A ")
         assert parse_ruleset(ruleset.render_save()) == ruleset
+
+
+def test_without_rule_takes_a_rule_and_says_how_to_read_one():
+    ruleset = parse_ruleset(ISTIO_SAVE)
+    with pytest.raises(TypeError, match="parse_rule_spec"):
+        ruleset.without_rule("-p tcp --dport 15008 -j RETURN")
+    kept = ruleset.without_rule(parse_rule("-p tcp -m tcp --dport 15008 -j RETURN"))
+    assert len(list(kept.rules())) < len(list(ruleset.rules()))
