@@ -67,9 +67,9 @@ TARGET_HOOKS = {"REDIRECT": ("PREROUTING", "OUTPUT"), "DNAT": ("PREROUTING", "OU
 _INCOMING = frozenset({"PREROUTING", "INPUT", "FORWARD"})
 
 
-Jumps = dict[str, list[tuple[str, Place]]]
-"""{chain: (the chain it jumps to, where that jump is written), for each of its jumps in
-rule order}: all that the loop and hook walks need to know of a table's rules."""
+Jumps = dict[str, list[str]]
+"""{chain: the chains it jumps to, in rule order}: all that the loop and hook walks need to
+know of a table's rules."""
 
 
 def check_and_build(family: str, tables: dict[str, dict[str, DraftChain]],
@@ -80,7 +80,7 @@ def check_and_build(family: str, tables: dict[str, dict[str, DraftChain]],
     counters = dict(policy_counters)
     for tname, chains in tables.items():
         jumps = _check_targets(tname, chains)
-        _refuse_reached_loop(tname, jumps)
+        _refuse_reached_loop(tname, chains, jumps)
         _check_all_hooks(tname, chains, jumps)
         for cname, chain in chains.items():
             for index, place in enumerate(chain.places, 1):
@@ -118,7 +118,7 @@ def _check_targets(tname: str, chains: dict[str, DraftChain]) -> Jumps:
                 jumped = chains.get(target.chain)
                 if jumped is None or jumped.policy is not None:
                     raise _bad_jump(tname, target, jumped, place)
-                out.append((target.chain, place))
+                out.append(target.chain)
             elif target.name in TARGET_TABLES and tname not in TARGET_TABLES[target.name]:
                 allowed = TARGET_TABLES[target.name]
                 raise _fail(place, "target", f"{target.name} is only valid in the {allowed[0]} "
@@ -140,7 +140,7 @@ def _bad_jump(tname: str, target: Jump, jumped: DraftChain | None,
 # --------------------------------------------------------------------------- loops
 
 
-def _refuse_reached_loop(tname: str, jumps: Jumps) -> None:
+def _refuse_reached_loop(tname: str, chains: dict[str, DraftChain], jumps: Jumps) -> None:
     """Raise the error for the first loop met walking from each hook in turn, if any.
 
     The kernel refuses a loop that a packet could enter: one reached from a built-in chain.
@@ -149,7 +149,8 @@ def _refuse_reached_loop(tname: str, jumps: Jumps) -> None:
 
     A depth-first walk along the jumps in rule order, each chain entered once: *grey* while
     it is on the walk's path, *black* once every jump out of it is done. Meeting a grey chain
-    again means we went round a loop; the jump in hand is the one that closes it. The walk
+    again means we went round a loop; the jump in hand (the chain's first to that grey chain,
+    since it stays grey as long as we are below it) is the one that closes it. The walk
     keeps its own stack (of each open chain's remaining jumps) rather than recursing, so
     10,000 nested chains do not hit Python's recursion limit."""
     grey, black = 1, 2
@@ -160,10 +161,12 @@ def _refuse_reached_loop(tname: str, jumps: Jumps) -> None:
         colour[hook] = grey
         path, stack = [hook], [iter(jumps[hook])]
         while stack:
-            for nxt, place in stack[-1]:
+            for nxt in stack[-1]:
                 if colour.get(nxt) == black:
                     continue
                 if colour.get(nxt) == grey:
+                    place = next(place for rule, place in chains[path[-1]].rules_and_places()
+                                 if type(rule.target) is Jump and rule.target.chain == nxt)
                     raise _fail(place, "target", "chain loop: " + " -> ".join(
                         (*path[path.index(nxt):], nxt)) + " (the kernel refuses it)",
                         f"remove the jump from {path[-1]} to {nxt}")
@@ -185,7 +188,7 @@ def _reached(hook: str, jumps: Jumps) -> set[str]:
     chain already seen)."""
     seen, todo = {hook}, [hook]
     while todo:
-        for nxt, _ in jumps[todo.pop()]:
+        for nxt in jumps[todo.pop()]:
             if nxt not in seen:
                 seen.add(nxt)
                 todo.append(nxt)
