@@ -10,9 +10,12 @@ PIP         := $(PY) -m pip
 DEB_VENV    := python3-venv
 DEB_TEST    := iptables nftables conntrack iproute2 ipset chromium
 NBVAL_FLAGS := --nbval --nbval-sanitize-with notebooks/nbval-sanitize.cfg
-# JupyterLab defaults for the lessons (widget state saved, no news pop-up), as Binder's postBuild.
-JUPYTER_SETTINGS = mkdir -p $(VENV)/share/jupyter/lab/settings && \
-	cp jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
+# JupyterLab defaults for the lessons (widget state saved, no news pop-up), and the IPython
+# configuration that loads meshlab.jupyter in every kernel (IPython reads
+# <sys.prefix>/etc/ipython), as Binder's postBuild.
+JUPYTER_SETTINGS = mkdir -p $(VENV)/share/jupyter/lab/settings $(VENV)/etc/ipython && \
+	cp jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json && \
+	cp jupyter/ipython_config.py $(VENV)/etc/ipython/ipython_config.py
 
 .PHONY: lab test check lint unit bench bench-instructions notebooks live-clean setup-lab \
 	setup-test clean
@@ -61,13 +64,13 @@ $(PY):
 	@$(PYTHON3) -m venv $(VENV) 2>/dev/null || { \
 	  $(MAKE) --no-print-directory debian-packages PACKAGES="$(DEB_VENV)" && $(PYTHON3) -m venv $(VENV); }
 
-$(VENV)/.lab-installed: pyproject.toml jupyter/overrides.json | $(PY)
+$(VENV)/.lab-installed: pyproject.toml jupyter/overrides.json jupyter/ipython_config.py | $(PY)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[lab]'
 	$(JUPYTER_SETTINGS)
 	touch $@
 
-$(VENV)/.test-installed: pyproject.toml jupyter/overrides.json | $(PY)
+$(VENV)/.test-installed: pyproject.toml jupyter/overrides.json jupyter/ipython_config.py | $(PY)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[lab,test]'
 	$(JUPYTER_SETTINGS)

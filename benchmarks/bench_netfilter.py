@@ -6,7 +6,9 @@
   *settled* median (:func:`~benchmarks.harness.median_time`), and also as the *first reading*
   in a new process (what ``meshlab trace --rules dump.txt`` pays: nothing of the parser has
   run yet). The 18 rules of a default sidecar, what a learner pastes, must read at once;
-* trace one connection through Istio's default sidecar rules (target 50 us);
+* trace one connection through Istio's default sidecar rules (target 50 us), and the same
+  with every rule's evaluation and reason read (beside the reference traversal, which
+  records them as it goes);
 * trace to a match near the end of each 20,000-rule dump (< 2 ms), also the very first trace
   after a fresh parse (rules are compiled once, when the ``Netns`` is made, so the first trace
   must be as fast as the rest).
@@ -171,6 +173,20 @@ def dump_results(label: str, dump: tuple[str, str, int], chain: str, name: str) 
     return results
 
 
+def _reference_trace_s(ruleset) -> float:
+    """One sidecar trace on the plain reference traversal, which records every rule's
+    evaluation and reason as it goes."""
+    from meshlab.netfilter import _fast
+
+    enabled, _fast.ENABLED = _fast.ENABLED, False
+    try:
+        ns = Netns(ruleset, pod_interfaces("10.244.0.5"))
+    finally:
+        _fast.ENABLED = enabled
+    return median_time(lambda: ns.connect(proto="tcp", dst="10.244.0.9", dport=8080, uid=1000,
+                                          gid=1000).evaluations, repeat=15, number=100)
+
+
 def run() -> list[Result]:
     sidecar = sidecar_dump()
     results = [Result(
@@ -178,7 +194,8 @@ def run() -> list[Result]:
         median_time(lambda: parse_ruleset(sidecar), repeat=15, number=50),
         0.001, "naive shlex parse", median_time(lambda: naive_parse(sidecar), repeat=15,
                                                 number=50))]
-    ns = Netns(parse_ruleset(sidecar), pod_interfaces("10.244.0.5"))
+    istio = parse_ruleset(sidecar)
+    ns = Netns(istio, pod_interfaces("10.244.0.5"))
     naive_istio = naive_parse(sidecar)
     results.append(Result(
         "trace 1 connection, Istio default rules",
@@ -187,6 +204,12 @@ def run() -> list[Result]:
         50e-6, "naive matcher, ISTIO_OUTPUT only (no hooks/owner/conntrack)",
         median_time(lambda: naive_trace(naive_istio, "ISTIO_OUTPUT", "10.244.0.9", 8080),
                     repeat=15, number=400)))
+    results.append(Result(
+        "trace 1 connection and read every rule's reason, Istio rules",
+        median_time(lambda: ns.connect(proto="tcp", dst="10.244.0.9", dport=8080, uid=1000,
+                                       gid=1000).evaluations, repeat=15, number=400),
+        None, "the same trace on the reference path (no netfilter._fast)",
+        _reference_trace_s(istio)))
 
     results += dump_results("flat", flat_dump(), "OUTPUT", "flat")
     results += dump_results("kube-proxy-like", kube_dump(), "KUBE-SERVICES", "kube")

@@ -7,6 +7,11 @@
     meshlab trace --rules FILE --to-pod --pod-ip IP --src IP:PORT --dst IP:PORT
                   [--iface eth0] [--proto tcp|udp] [--json]
 
+Both print the rules that matched and, under each chain, the rules the connection passed over
+with the first condition that failed ("rule 2 (-j RETURN): `-o lo`: the packet leaves by
+eth0"). ``--all`` lists every rule evaluated; with ``--json`` it adds ``"evaluated"``: every
+rule tried, in order, as ``{"table", "chain", "rule", "text", "matched", "why_not"}``.
+
 ``FILE`` is ``iptables-save`` output, an ``iptables-restore`` document or ``iptables`` command
 lines (``-`` reads standard input). The pod has ``lo`` (127.0.0.1/8, ::1) and ``eth0`` with the
 pod IP as ``--pod-ip``/``--pod-prefix`` (24 by default; with 32 every other address is reached
@@ -31,6 +36,7 @@ from meshlab.netfilter import Netns, Packet, Trace, endpoint, parse_endpoint, pa
 from meshlab.netfilter.kernel import pod_interfaces
 from meshlab.netfilter.parse import RulesParseError
 from meshlab.netfilter.ruleset import Ruleset
+from meshlab.netfilter.trace import passed_over_by_chain, reason_line
 
 NAME = "trace"
 
@@ -38,8 +44,9 @@ NAME = "trace"
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         NAME, help="trace one connection through a pod's iptables rules",
-        description=__doc__.split("\n\n")[0] + " Prints every rule that matched, where the "
-        "connection ends up, and the original destination conntrack keeps.",
+        description=__doc__.split("\n\n")[0] + " Prints every rule that matched, why the "
+        "others did not, where the connection ends up, and the original destination "
+        "conntrack keeps.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rules", required=True, metavar="FILE",
                    help="iptables-save output, a restore document or iptables commands; - = stdin")
@@ -64,7 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--proto", choices=("tcp", "udp"), default="tcp")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--all", action="store_true",
-                   help="list every rule evaluated, not only the ones that matched")
+                   help="list every rule evaluated, not only the ones that matched "
+                   "(with --json: add \"evaluated\")")
     p.set_defaults(func=run)
     return p
 
@@ -235,10 +243,43 @@ def trace_from_args(args: argparse.Namespace) -> Trace:
 def run(args: argparse.Namespace) -> int:
     trace = trace_from_args(args)
     if args.json:
-        print(json.dumps(trace.to_json(), indent=2))
+        print(json.dumps(trace_json(trace, every_rule=args.all), indent=2))
         return 0
     print(render_text(trace, every_rule=args.all))
     return 0
+
+
+def trace_json(trace: Trace, *, every_rule: bool = False) -> dict:
+    """The ``--json`` object: :meth:`Trace.to_json`, the rules passed over with their
+    reasons (``"passed_over"``), and with ``every_rule`` every rule tried (``"evaluated"``)."""
+    out = trace.to_json()
+    evaluated = trace.evaluated_json()
+    out["passed_over"] = [{k: e[k] for k in ("table", "chain", "rule", "text", "why_not")}
+                          for e in evaluated if not e["matched"]]
+    if every_rule:
+        out["evaluated"] = evaluated
+    return out
+
+
+#: Without --all, the text lists this many passed-over rules per chain (a 20,000-rule chain
+#: would fill the screen); the rest are counted.
+REASONS_PER_CHAIN = 12
+
+
+def reasons_text(trace: Trace, *, every_rule: bool = False) -> list[str]:
+    """The rules passed over, one per line, under the chain they belong to."""
+    groups = passed_over_by_chain(trace.evaluations)
+    if not groups:
+        return []
+    lines = ["passed over (the first condition that failed):"]
+    for title, evaluations in groups:
+        lines.append(f"  {title}")
+        shown = evaluations if every_rule else evaluations[:REASONS_PER_CHAIN]
+        lines.extend(f"    {reason_line(e)}" for e in shown)
+        if len(shown) < len(evaluations):
+            lines.append(f"    ... and {len(evaluations) - len(shown)} more (--all lists "
+                         "every one)")
+    return lines
 
 
 def render_text(trace: Trace, *, every_rule: bool = False) -> str:
@@ -252,6 +293,9 @@ def render_text(trace: Trace, *, every_rule: bool = False) -> str:
           "text": e.text} for e in rows],
         columns=["hook", "table", "chain", "rule", "matched", "verdict", "text"])
     lines = [frame.to_string(index=False) if len(frame) else "(no rule matched)", ""]
+    reasons = reasons_text(trace, every_rule=every_rule)
+    if reasons:
+        lines += [*reasons, ""]
     lines.append(f"{trace.direction} {trace.connection.proto} connection: {trace.verdict}")
     lines.append(f"  original destination: {endpoint(*trace.original_dst)}")
     where = "a socket in the pod" if trace.local else f"out via {trace.out_iface}"

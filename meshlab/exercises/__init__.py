@@ -9,11 +9,15 @@ rule, a flag, a number) and write it in a code cell::
 The checker never compares the answer with a stored solution. It *asks the model*: it runs
 the walk, the trace or the rule generator that the answer implies and reports what the model
 shows and why. A right answer is one the model agrees with (so several answers may be right,
-e.g. any inbound port that bypasses Envoy); a wrong one gets the model's own explanation and a
-hint. Solutions live apart, in ``notebooks/solutions/``.
+e.g. any inbound port that bypasses Envoy); a wrong one gets what the model does with *that*
+answer and the first hint of a ladder, and each further wrong try of the same exercise (in
+the same kernel) the next hint. The right answer and the model's evidence stay in a collapsed
+"Show the answer" block, never shown unasked. Solutions live apart, in
+``notebooks/solutions/``.
 
 Each ``check_*`` function returns a :class:`CheckResult`. In a notebook its rich display is a
-short HTML message; in a test, read :attr:`CheckResult.correct` and the texts. Bad input (a
+short HTML message; in a test, read :attr:`CheckResult.correct`, the texts and
+:attr:`CheckResult.answer_block`. Bad input (a
 rule that does not parse, a flag istio-iptables would refuse) is never a traceback: it is an
 ``"invalid"`` result that says what is wrong and how to fix it.
 
@@ -33,6 +37,7 @@ The package, one job per module (import everything from ``meshlab.exercises``):
 
 from __future__ import annotations
 
+from meshlab.exercises.answers import reset_tries
 from meshlab.exercises.catalog import EXERCISES, Exercise
 from meshlab.exercises.edge_cases import (
     DEBUG_FLAGS,
@@ -102,4 +107,5 @@ __all__ = [
     "check_uid_1337_proxied",
     "check_upstream_counter",
     "debug_dump",
+    "reset_tries",
 ]

@@ -5,17 +5,17 @@ a number in quotes. The ``read_*`` functions accept the reasonable spellings and
 :class:`Unreadable`, with the shape they expected, for anything else. :func:`checker` turns
 that, and any :class:`~meshlab.errors.MeshlabError` the model raises for a bad answer (a rule
 that does not parse, a flag istio-iptables would refuse), into an ``"invalid"``
-:class:`~meshlab.exercises.result.CheckResult` -- never a traceback -- and the placeholder
-``None`` into a friendly "your turn".
+:class:`~meshlab.exercises.result.CheckResult` -- never a traceback -- the placeholder
+``None`` into a friendly "your turn", and each wrong try into the next hint of a ladder.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from meshlab.errors import MeshlabError
-from meshlab.exercises.result import CheckResult, invalid, unanswered
+from meshlab.exercises.result import CheckResult, Verdict, invalid, unanswered
 
 
 class Unreadable(Exception):
@@ -76,27 +76,59 @@ def strip_append(text: str) -> str:
     return text
 
 
-def checker(exercise: str, what: str, hint: str
-            ) -> Callable[[Callable[..., CheckResult]], Callable[..., CheckResult]]:
-    """Make ``fn`` the checker of exercise ``exercise``: ``None`` -> "your turn"; unreadable
-    input / model errors -> "invalid". ``what`` names the expected answer, ``hint`` helps."""
+#: How many wrong tries each exercise has had in this Python process (this kernel): the
+#: next wrong try gets the next hint of the exercise's ladder.
+_wrong_tries: dict[str, int] = {}
 
-    def wrap(fn: Callable[..., CheckResult]) -> Callable[..., CheckResult]:
+
+def reset_tries(exercise: str | None = None) -> None:
+    """Forget the wrong tries of ``exercise`` (of every exercise when None): the hint ladder
+    starts again from its first rung."""
+    if exercise is None:
+        _wrong_tries.clear()
+    else:
+        _wrong_tries.pop(exercise, None)
+
+
+def checker(exercise: str, what: str, hints: Sequence[str]
+            ) -> Callable[[Callable[[Any], Verdict]], Callable[..., CheckResult]]:
+    """Make ``fn`` the checker of exercise ``exercise`` (the only place its id is written).
+
+    ``fn`` takes the learner's answer and returns a :class:`Verdict`. The wrapper turns the
+    placeholder ``None`` into "your turn", unreadable input and model errors into
+    "invalid" (never a traceback), and a wrong verdict into a result with the next rung of
+    ``hints`` (the last rung stays once reached). ``what`` names the expected answer.
+    Hints help the learner think; none of them names the answer.
+    """
+    ladder = tuple(hints)
+    if not ladder:
+        raise ValueError(f"exercise {exercise} needs at least one hint")
+
+    def wrap(fn: Callable[[Any], Verdict]) -> Callable[..., CheckResult]:
         def check(answer: Any = None) -> CheckResult:
             if answer is None:
-                return unanswered(exercise, what, hint)
+                return unanswered(exercise, what)
             try:
-                return fn(answer)
+                verdict = fn(answer)
             except Unreadable as bad:
                 return invalid(exercise, answer, f"{bad}.", f"Expected {what}.")
             except MeshlabError as error:
                 return invalid(exercise, answer, f"The model could not use this answer: "
-                               f"{error}", hint)
+                               f"{error}", f"Expected {what}.")
+            if verdict.correct:
+                return CheckResult(exercise, "correct", answer, verdict.feedback,
+                                   model=verdict.evidence, note=verdict.note)
+            tries = _wrong_tries.get(exercise, 0)
+            _wrong_tries[exercise] = tries + 1
+            rung = min(tries, len(ladder) - 1)
+            return CheckResult(exercise, "incorrect", answer, verdict.feedback, ladder[rung],
+                               verdict.evidence, verdict.solution, hint_number=rung + 1)
 
         check.__name__ = fn.__name__
         check.__qualname__ = fn.__qualname__
         check.__doc__ = fn.__doc__
         check.exercise = exercise  # type: ignore[attr-defined]
+        check.hints = ladder  # type: ignore[attr-defined]
         return check
 
     return wrap

@@ -6,10 +6,17 @@ running as the proxy's UID 1337, and debugging a pod from its ``iptables-save`` 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from meshlab.exercises.answers import checker, read_bool, read_port, read_text
+from meshlab.exercises.answers import (
+    Unreadable,
+    checker,
+    read_bool,
+    read_port,
+    read_text,
+    strip_append,
+)
 from meshlab.exercises.model import (
     PEER_IP,
     REVIEWS_VIP,
@@ -20,7 +27,7 @@ from meshlab.exercises.model import (
     trace_lines,
     walk_lines,
 )
-from meshlab.exercises.result import CheckResult
+from meshlab.exercises.result import Verdict, right, wrong
 
 
 def _with_flag(flags: Sequence[str], flag: str, value: str) -> tuple[str, ...]:
@@ -33,9 +40,15 @@ def _with_flag(flags: Sequence[str], flag: str, value: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-@checker("06.1", "a CIDR string for -x, e.g. '10.0.0.0/8'",
-         "legacy-db is 192.168.10.20; reviews (10.244.0.9) must still go through Envoy.")
-def check_exclude_cidr(answer: Any) -> CheckResult:
+@checker("06.1", "a CIDR string for -x, e.g. '10.0.0.0/8'", hints=(
+    "-x becomes '-d CIDR -j RETURN' in ISTIO_OUTPUT: every destination inside the range "
+    "bypasses Envoy. Which addresses must be inside it, and which outside?",
+    "legacy-db is 192.168.10.20; the pods (reviews is 10.244.0.9) must stay outside the "
+    "range. Write both addresses in binary, or think in whole octets.",
+    "A prefix length of 16, 24 or 32 keeps whole octets: which of them contain legacy-db and "
+    "not the pods?",
+))
+def check_exclude_cidr(answer: Any) -> Verdict:
     """Choose ``-x`` (excludeOutboundIPRanges) so that the app reaches legacy-db without Envoy
     while its calls to reviews are still proxied."""
     value = read_text(answer, "a CIDR list")
@@ -43,41 +56,98 @@ def check_exclude_cidr(answer: Any) -> CheckResult:
     db = run_walk("outbound-external", flags=flags)
     peer = run_walk("outbound", flags=flags)
     model = ("istio-iptables " + shlex.join(flags),
-             f"app -> legacy-db:5432: outcome {db.outcome}, proxied {db.proxied}",
-             f"app -> reviews:9080:   outcome {peer.outcome}, proxied {peer.proxied}")
+             f"app -> legacy-db:5432: outcome {db.outcome}, through Envoy: "
+             f"{'yes' if db.proxied else 'no'}",
+             f"app -> reviews:9080: outcome {peer.outcome}, through Envoy: "
+             f"{'yes' if peer.proxied else 'no'}")
+    solution = ("a range holding 192.168.10.20 and not 10.244.0.9, such as 192.168.10.0/24 "
+                "(or 192.168.0.0/16, or 192.168.10.20/32).")
     if not db.proxied and peer.proxied and db.outcome == "delivered":
-        return CheckResult("06.1", "correct", answer,
-                           f"-x {value} becomes '-d {value} -j RETURN' in ISTIO_OUTPUT, before "
-                           "the catch-all jump to ISTIO_REDIRECT: legacy-db is reached "
-                           "directly, reviews still through 15001.", model=model)
+        return right(f"-x {value} becomes '-d {value} -j RETURN' in ISTIO_OUTPUT, before the "
+                     "catch-all jump to ISTIO_REDIRECT: legacy-db is reached directly, "
+                     "reviews still through Envoy.", evidence=model)
     if db.proxied:
-        return CheckResult("06.1", "incorrect", answer,
-                           "legacy-db is still reached through Envoy: the range does not "
-                           "contain 192.168.10.20.", "A /16 or /24 around 192.168.10.20.",
-                           model)
-    return CheckResult("06.1", "incorrect", answer,
-                       "legacy-db bypasses Envoy, but reviews does too: the range is too wide.",
-                       "Keep 10.244.0.0/16 (the pods) out of it.", model)
+        return wrong(f"With -x {value}, legacy-db is still reached through Envoy: the range "
+                     "does not contain 192.168.10.20.", solution=solution, evidence=model)
+    return wrong(f"With -x {value}, legacy-db bypasses Envoy, but reviews does too: the range "
+                 "also contains 10.244.0.9, so the pods lose mTLS and policy.",
+                 solution=solution, evidence=model)
 
 
-@checker("06.2", "True (proxied) or False (not proxied)",
-         "The kernel knows a socket's owner, not which container or binary opened it.")
-def check_uid_1337_proxied(answer: Any) -> CheckResult:
-    """An application process running as UID 1337 calls reviews. Does its connection go
-    through Envoy?"""
-    predicted = read_bool(answer)
+def _read_fate(answer: Any) -> tuple[bool, str | int]:
+    """``{"proxied": bool, "rule": "rule text" or rule number}`` -> (proxied, rule)."""
+    shape = ("a dict {'proxied': True or False, 'rule': 'the ISTIO_OUTPUT rule that decides'} "
+             "(a yes/no alone is one chance in two: the reason is the point)")
+    if not isinstance(answer, Mapping) or set(answer) != {"proxied", "rule"}:
+        raise Unreadable(f"Write {shape}")
+    rule = answer["rule"]
+    if isinstance(rule, bool) or not isinstance(rule, (int, str)):
+        raise Unreadable(f"'rule' is a rule text such as '-j ISTIO_REDIRECT' or a rule number; "
+                         f"write {shape}")
+    if isinstance(rule, str):
+        rule = strip_append(read_text(rule, "a rule text"))
+    return read_bool(answer["proxied"]), rule
+
+
+@checker("06.2", "a dict {'proxied': True or False, 'rule': 'an ISTIO_OUTPUT rule'}", hints=(
+    "Write down what the kernel knows about this connection: owner UID 1337 (and its GID), "
+    "out by eth0, to another pod. Then test ISTIO_OUTPUT's rules top to bottom.",
+    "The kernel knows a socket's owner, not which container or binary opened it. Which rule "
+    "was written with Envoy's own connections in mind?",
+    "RETURN leaves ISTIO_OUTPUT before its last rule, the jump to ISTIO_REDIRECT: what does "
+    "that mean for Envoy?",
+))
+def check_uid_1337_proxied(answer: Any) -> Verdict:
+    """An application process running as UID 1337 calls reviews. Which rule of nat
+    ISTIO_OUTPUT decides its connection's fate, and does the connection go through Envoy?"""
+    from meshlab.netfilter.parse import parse_rule
+
+    proxied, rule = _read_fate(answer)
     walk = run_walk("app-as-uid-1337")
     model = walk_lines(walk)
-    if predicted == walk.proxied:
-        return CheckResult("06.2", "correct", answer,
-                           "Not proxied: '-m owner --uid-owner 1337 -j RETURN' cannot tell the "
-                           "app from Envoy, so the app bypasses the sidecar (no mTLS, no "
-                           "policy). Istio's analyzer warns about it (IST0144), and the docs "
-                           "say apps must not run as UID 1337." if not walk.proxied else
-                           "The model proxies it.", model=model)
-    return CheckResult("06.2", "incorrect", answer,
-                       f"The model says proxied = {walk.proxied}.",
-                       "Which ISTIO_OUTPUT rule matches a connection owned by UID 1337?", model)
+    tested = [e for e in walk.events if e.kind == "rule" and e.connection == 0
+              and e.chain == "ISTIO_OUTPUT"]
+    deciding = next((e for e in tested if e.matched), None)
+    if deciding is None:
+        raise Unreadable("in this model no ISTIO_OUTPUT rule decides the connection "
+                         "(the library changed?)")
+    if isinstance(rule, int):
+        named = next((e for e in tested if e.rule == rule), None)
+        label = f"rule {rule}"
+    else:
+        text = parse_rule(rule).text
+        named = next((e for e in tested if e.text == text), None)
+        label = f"'{text}'"
+    fate = "goes through Envoy" if walk.proxied else "bypasses Envoy"
+    solution = (f"{'proxied' if walk.proxied else 'not proxied'}, because of ISTIO_OUTPUT rule "
+                f"{deciding.rule} ('{deciding.text}' -> {deciding.decision}): the kernel "
+                "cannot tell the app from Envoy by its owner.")
+    rule_right = named is not None and named.rule == deciding.rule
+    if rule_right and proxied == walk.proxied:
+        return right(f"ISTIO_OUTPUT rule {deciding.rule} ({deciding.text}) matches the app's "
+                     f"connection too, so it {fate}: no mTLS, no policy, no telemetry. Istio's "
+                     "analyzer warns about it (IST0144), and the docs say applications must "
+                     "not run as UID 1337.", evidence=model)
+    chain = rules_for(default_flags()).tables["nat"].chains["ISTIO_OUTPUT"]
+    if named is None and isinstance(rule, int):
+        why_rule = (f"the connection never reaches {label}: an earlier rule decides" if
+                    1 <= rule <= len(chain.rules) else f"ISTIO_OUTPUT has no {label}")
+    elif named is None:
+        why_rule = (f"the connection never reaches {label}: an earlier rule decides first"
+                    if any(r.text == text for r in chain.rules)
+                    else f"ISTIO_OUTPUT has no rule {label}")
+    elif not named.matched:
+        failed = named.why_not or "one of its conditions is false for it"
+        why_rule = f"{label} is tested and does not match this connection: {failed}"
+    else:
+        why_rule = f"{label} is the rule that decides"
+    if rule_right:
+        return wrong(f"You found the rule that decides, but not what it does: follow its "
+                     f"target ({deciding.decision}) and see where the connection goes next.",
+                     solution=solution, evidence=model)
+    agree = ("Your yes/no agrees with the model, but not for that reason: "
+             if proxied == walk.proxied else "")
+    return wrong(f"{agree}{why_rule}.", solution=solution, evidence=model)
 
 
 #: The dump the "debug your own pod" exercise starts from (06.3): a pod whose istio-init ran
@@ -92,10 +162,14 @@ def debug_dump() -> str:
     return rules_for(DEBUG_FLAGS).render_save()
 
 
-@checker("06.3", "a port number",
-         "Find the rules of ISTIO_OUTPUT in the dump: this pod only captures some "
-         "destinations (-i), and excludes one port (-o).")
-def check_debug_dump(answer: Any) -> CheckResult:
+@checker("06.3", "a port number", hints=(
+    "Read this pod's ISTIO_OUTPUT top to bottom with dst 10.96.0.20, port 9080, uid 1000, "
+    "out by eth0. It is not the default ruleset: this istio-init ran with other flags.",
+    "This pod captures only some destinations (-i) and leaves one port alone (-o). Is "
+    "10.96.0.20 inside the captured range? Is 9080 the excluded port?",
+    "A captured connection goes to ISTIO_REDIRECT: read the port of its REDIRECT.",
+))
+def check_debug_dump(answer: Any) -> Verdict:
     """With the dump of :func:`debug_dump`, the app (UID 1000) connects to 10.96.0.20:9080
     (a Service VIP). To which port of which address is the connection delivered?"""
     from meshlab.netfilter.parse import parse_ruleset
@@ -108,12 +182,18 @@ def check_debug_dump(answer: Any) -> CheckResult:
              *trace_lines(other))
     got = trace.delivered[1]
     if port == got:
-        return CheckResult("06.3", "correct", answer,
-                           f"10.96.0.20 is inside -i 10.96.0.0/12, so ISTIO_OUTPUT sends it to "
-                           f"ISTIO_REDIRECT: delivered to 127.0.0.1:{got}. A pod IP such as "
-                           f"10.244.0.9 would have kept port {other.delivered[1]} and left by "
-                           f"{other.out_iface}.", model=model)
-    return CheckResult("06.3", "incorrect", answer,
-                       f"The model delivers it to {trace.delivered[0]}:{got}.",
-                       "Trace the rules of ISTIO_OUTPUT top to bottom with dst 10.96.0.20, "
-                       "uid 1000, oif eth0.", model)
+        return right(f"10.96.0.20 is inside -i 10.96.0.0/12, so ISTIO_OUTPUT sends it to "
+                     f"ISTIO_REDIRECT: delivered to 127.0.0.1:{got}. A pod IP such as "
+                     f"10.244.0.9 would have kept port {other.delivered[1]} and left by "
+                     f"{other.out_iface}.", evidence=model)
+    solution = f"{got}: delivered to {trace.delivered[0]}:{got}."
+    if port == 9080:
+        why = ("9080 would mean no rule rewrites the destination; but 10.96.0.20 is inside "
+               "the range this pod captures, so a rule of ISTIO_OUTPUT does.")
+    elif port == 3306:
+        why = ("3306 is the port this pod leaves alone (-o), and this connection goes to "
+               "9080; besides, a rule that leaves a port alone keeps the port, it does not "
+               "change it.")
+    else:
+        why = f"no rule of this dump sends a connection to port {port}."
+    return wrong(f"Not {port}: {why}", solution=solution, evidence=model)

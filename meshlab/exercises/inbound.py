@@ -11,6 +11,7 @@ from typing import Any
 from meshlab.exercises.answers import Unreadable, checker, read_port, read_text
 from meshlab.exercises.model import (
     PEER_IP,
+    POD_IP,
     default_flags,
     listener_ports,
     receive,
@@ -19,32 +20,57 @@ from meshlab.exercises.model import (
     trace_lines,
     walk_lines,
 )
-from meshlab.exercises.result import CheckResult
+from meshlab.exercises.result import Verdict, right, wrong
 
 
-@checker("03.1", "a port number", "Look for the REDIRECT rule in ISTIO_IN_REDIRECT (-z).")
-def check_inbound_capture_port(answer: Any) -> CheckResult:
+@checker("03.1", "a port number", hints=(
+    "Follow the packet through nat PREROUTING: which chain does it end in, and what does "
+    "that chain's rule do to the destination?",
+    "istio-iptables has one flag for the port inbound connections are redirected to, and "
+    "another for outbound ones. Which of the two applies to a packet arriving on eth0?",
+    "Read the REDIRECT rule of ISTIO_IN_REDIRECT: its --to-ports is the answer.",
+))
+def check_inbound_capture_port(answer: Any) -> Verdict:
     """Which local port does the peer's connection to 10.244.0.5:9080 reach first?"""
+    from meshlab.istio.flags import CaptureConfig
+
     port = read_port(answer)
     walk = run_walk("inbound")
     got = listener_ports(walk)
     model = walk_lines(walk)
-    if got and port == got[0]:
-        return CheckResult("03.1", "correct", answer,
-                           f"Steps 1-3: PREROUTING -> ISTIO_INBOUND -> ISTIO_IN_REDIRECT, "
-                           f"REDIRECT to {got[0]}: Envoy's virtualInbound listener accepts it.",
-                           model=model)
     first = got[0] if got else None
-    return CheckResult("03.1", "incorrect", answer,
-                       f"In the model the first listener is {first}, not {port}.",
-                       "15001 is outbound, 15006 inbound (\"6 is the magic number for "
-                       "inbound\").", model)
+    solution = (f"{first}: ISTIO_IN_REDIRECT's REDIRECT --to-ports {first} (-z) sends it to "
+                "Envoy's virtualInbound listener.")
+    if got and port == got[0]:
+        return right(f"Steps 1-3: PREROUTING -> ISTIO_INBOUND -> ISTIO_IN_REDIRECT, REDIRECT "
+                     f"to {got[0]}: Envoy's virtualInbound listener accepts it.",
+                     evidence=model)
+    flags = CaptureConfig.from_args(list(default_flags()))
+    if port == flags.proxy_port:
+        why = (f"with {port} the connection would be treated as outbound: {port} is where "
+               "ISTIO_REDIRECT sends connections the pod opens itself (-p), from nat OUTPUT. "
+               "A peer's packet arrives on eth0 and passes nat PREROUTING, which never "
+               "jumps to ISTIO_REDIRECT.")
+    elif port == 9080:
+        why = ("9080 is where the peer aimed, and where the app listens; but nat PREROUTING "
+               "rewrites the destination before any socket sees the packet, so the app is "
+               "not the first to get it.")
+    elif port == flags.inbound_tunnel_port:
+        why = (f"{port} is the HBONE tunnel port; ISTIO_INBOUND leaves connections to it "
+               "alone, and this one is addressed to 9080.")
+    else:
+        why = f"no rule of the pod redirects this connection to {port}."
+    return wrong(f"Not {port}: {why}", solution=solution, evidence=model)
 
 
-@checker("03.2", "an IP address as a string, e.g. '10.244.0.9'",
-         "Envoy opens a new connection to the app, and binds it to a special loopback "
-         "address first.")
-def check_app_sees_source(answer: Any) -> CheckResult:
+@checker("03.2", "an IP address as a string, e.g. '10.244.0.9'", hints=(
+    "The app's connection does not come from the peer: Envoy ends the peer's connection and "
+    "opens a new one to the app. From which address?",
+    "Envoy binds that new socket to a special address first, so that ISTIO_OUTPUT can tell "
+    "it from the app's own connections.",
+    "It is in 127.0.0.0/8 and it is not 127.0.0.1; look at the first rule of ISTIO_OUTPUT.",
+))
+def check_app_sees_source(answer: Any) -> Verdict:
     """In the inbound walk, what source address does the app see (``getpeername()``)?"""
     try:
         ip = ip_address(read_text(answer, "an IP address"))
@@ -53,32 +79,49 @@ def check_app_sees_source(answer: Any) -> CheckResult:
     walk = run_walk("inbound")
     seen = walk.delivered_to.sees_source if walk.delivered_to else None
     model = walk_lines(walk)
+    solution = (f"{seen}: cluster inbound|9080|| binds its upstream socket there, and "
+                f"ISTIO_OUTPUT's '-s {seen}/32 -o lo -j RETURN' lets it through (step 7).")
     if seen is not None and ip == ip_address(seen):
-        return CheckResult("03.2", "correct", answer,
-                           f"The app sees {seen}: cluster inbound|9080|| binds its upstream "
-                           "socket there, and ISTIO_OUTPUT rule 1 (-s 127.0.0.6/32 -o lo -j "
-                           "RETURN) lets that connection through instead of capturing it "
-                           "again (step 7).", model=model)
-    hint = ("The peer's address is gone: the app's connection comes from Envoy, not from the "
-            "peer." if ip == PEER_IP else "It is in 127.0.0.0/8, and it is not 127.0.0.1.")
-    return CheckResult("03.2", "incorrect", answer, f"The model's app sees {seen}.", hint, model)
+        return right(f"The app sees {seen}: cluster inbound|9080|| binds its upstream socket "
+                     f"there, and ISTIO_OUTPUT rule 1 (-s {seen}/32 -o lo -j RETURN) lets that "
+                     "connection through instead of capturing it again (step 7).",
+                     evidence=model)
+    if ip == PEER_IP:
+        why = ("that would be true if the peer's connection reached the app itself; but it "
+               "ends at Envoy, and the app's connection is a new one that Envoy opens.")
+    elif str(ip) == "127.0.0.1":
+        why = ("127.0.0.1 is loopback's usual address, and the model's Envoy does not use it "
+               "for this connection: it binds its socket to a special address before "
+               "connecting.")
+    elif ip == POD_IP:
+        why = ("the pod's own address is where Envoy connects *to*; the source of its socket "
+               "is another one.")
+    else:
+        why = f"no socket in the model's walk has {ip} as its address."
+    return wrong(f"Not {ip}: {why}", solution=solution, evidence=model)
 
 
-@checker("03.3", "a port number",
-         "Read the RETURN rules at the top of ISTIO_INBOUND (-e and -d).")
-def check_bypass_port(answer: Any) -> CheckResult:
+@checker("03.3", "a port number", hints=(
+    "Read the RETURN rules at the top of ISTIO_INBOUND: each one names a port.",
+    "Envoy serves some ports itself: health checks for the kubelet, metrics for Prometheus. "
+    "They must be reachable in plain text, without mTLS.",
+    "Look at istio-init's -d flag (and -e): the ports there are left alone.",
+))
+def check_bypass_port(answer: Any) -> Verdict:
     """Name one port of the pod that a peer reaches *without* going through Envoy."""
     port = read_port(answer)
-    _, trace = receive(rules_for(default_flags()), port)
+    ruleset = rules_for(default_flags())
+    _, trace = receive(ruleset, port)
     model = trace_lines(trace)
     if trace.nat is None:
         returned = [e for e in trace.hits if e.chain == "ISTIO_INBOUND" and e.verdict == "RETURN"]
         why = (f"ISTIO_INBOUND rule {returned[0].rule} ({returned[0].text}) returns it"
                if returned else "no rule redirects it")
-        return CheckResult("03.3", "correct", answer,
-                           f"A connection to {port} is not redirected: {why}, so it reaches "
-                           f"whatever listens on {port} itself.", model=model)
-    return CheckResult("03.3", "incorrect", answer,
-                       f"A connection to {port} is redirected to {trace.delivered[1]} "
-                       "(Envoy), like every port not excluded.",
-                       "-d 15090,15021,15020 and the tunnel port -e 15008 are excluded.", model)
+        return right(f"A connection to {port} is not redirected: {why}, so it reaches "
+                     f"whatever listens on {port} itself.", evidence=model)
+    left = [r.text for r in ruleset.tables["nat"].chains["ISTIO_INBOUND"].rules
+            if r.text.endswith("-j RETURN")]
+    return wrong(f"A connection to {port} is redirected to {trace.delivered[1]} (Envoy), like "
+                 "every port the rules do not leave alone.",
+                 solution="any port ISTIO_INBOUND RETURNs: " + "; ".join(left),
+                 evidence=model)

@@ -19,11 +19,12 @@ from meshlab.exercises.model import (
     PRODUCTPAGE_POD,
     connect,
     default_flags,
+    flag_changes,
     receive,
     rules_for,
     trace_lines,
 )
-from meshlab.exercises.result import CheckResult
+from meshlab.exercises.result import Verdict, right, wrong
 
 
 @lru_cache(maxsize=1)
@@ -31,10 +32,27 @@ def _productpage_manifest() -> str:
     return PRODUCTPAGE_POD.read_text(encoding="utf-8")
 
 
-@checker("01.1", "a dict of namespace labels, e.g. {'team': 'shop'}",
-         "The webhook's namespaceSelector looks for one label on the namespace; its value "
-         "must be exactly what the selector says (not 'true').")
-def check_injection_labels(answer: Any) -> CheckResult:
+def _label_problem(labels: Mapping[str, str]) -> str:
+    """What the webhook makes of these namespace labels, said about the learner's labels."""
+    if not labels:
+        return "With no labels at all, no webhook entry selects the namespace"
+    named = ", ".join(f"{k}={v}" for k, v in labels.items())
+    for key, value in labels.items():
+        if key == "istio-injection":
+            return (f"With {named}, the namespace carries the right label name, but the value "
+                    f"{value!r} is not the one the webhook's namespaceSelector asks for (and "
+                    "any other value of this label turns injection off)")
+    return f"With {named}, no webhook entry's namespaceSelector matches the namespace"
+
+
+@checker("01.1", "a dict of namespace labels, e.g. {'team': 'shop'}", hints=(
+    "Look at the namespaceSelector of each webhook entry in the injector's configuration: "
+    "which label does it look for on the namespace?",
+    "A selector 'In [...]' accepts only the values listed, spelled exactly that way.",
+    "The classic way to switch injection on names the feature in the label's key, and "
+    "its value is a word, not 'true'.",
+))
+def check_injection_labels(answer: Any) -> Verdict:
     """Which labels on the ``default`` namespace make the webhook inject productpage?"""
     from meshlab.istio.webhook import should_inject
 
@@ -47,22 +65,31 @@ def check_injection_labels(answer: Any) -> CheckResult:
     decision = should_inject(pod, dict(answer), "default")
     model = tuple(decision.reasons)
     if decision.inject:
-        return CheckResult(
-            "01.1", "correct", answer,
-            f"The webhook {decision.webhook} matches, so /inject is called and the pod gets "
-            "istio-init and istio-proxy.", model=model)
-    return CheckResult(
-        "01.1", "incorrect", answer,
-        "With these labels no webhook entry selects the pod, so the API server creates it "
-        "unchanged: no istio-init, no rules, no sidecar.",
-        "The classic label is istio-injection=enabled (istio.io/rev=default also works).",
-        model)
+        return right(f"The webhook {decision.webhook} matches, so /inject is called and the "
+                     "pod gets istio-init and istio-proxy.", evidence=model)
+    return wrong(f"{_label_problem(answer)}: the API server creates the pod unchanged, with no "
+                 "istio-init, no rules and no sidecar.",
+                 solution="{'istio-injection': 'enabled'} (or {'istio.io/rev': 'default'} for "
+                          "a revision-based install)", evidence=model)
 
 
-@checker("01.3", "a dict of pod annotations, e.g. {'some/annotation': 'value'}",
-         "Look at the traffic.sidecar.istio.io/... annotations: one of them lists inbound "
-         "ports that istio-init must leave alone (it becomes part of -d).")
-def check_exclude_inbound_annotation(answer: Any) -> CheckResult:
+def _inbound_fate(trace: Any) -> str:
+    """How the model's peer connection fared: redirected (to which port) or left alone."""
+    if trace.nat is not None:
+        return f"still redirected to {trace.delivered[1]} (Envoy's inbound listener)"
+    return "left alone: it keeps its destination and reaches the app directly"
+
+
+@checker("01.3", "a dict of pod annotations, e.g. {'some/annotation': 'value'}", hints=(
+    "The traffic.sidecar.istio.io/... annotations become istio-init's flags. Which flags "
+    "decide which *inbound* ports are captured?",
+    "There are two ways to leave a port out: list the ports to capture, or list the ports "
+    "to leave alone. Only one of them keeps every other port (9080 and any future one) "
+    "captured.",
+    "The annotation you want takes a comma list of ports, and its name says both what it "
+    "does to them and in which direction.",
+))
+def check_exclude_inbound_annotation(answer: Any) -> Verdict:
     """Annotate productpage so that a peer's connection to port 9091 is not captured,
     while port 9080 still is."""
     import yaml
@@ -75,39 +102,56 @@ def check_exclude_inbound_annotation(answer: Any) -> CheckResult:
     pod = yaml.safe_load(_productpage_manifest())
     pod["metadata"]["annotations"] = dict(answer)
     result = inject(pod, {"istio-injection": "enabled"})
+    solution = ("{'traffic.sidecar.istio.io/excludeInboundPorts': '9091'}: istio-init adds "
+                "9091 to -d, which writes '-p tcp -m tcp --dport 9091 -j RETURN' in "
+                "ISTIO_INBOUND.")
     if result.init_args is None:
-        return CheckResult("01.3", "incorrect", answer,
-                           "With these annotations there is no istio-init at all, so nothing "
-                           "is captured: not 9091, but not 9080 either.",
-                           "Keep inbound capture on; only leave port 9091 out.",
-                           tuple(result.reasons))
+        return wrong("With these annotations there is no istio-init at all, so nothing is "
+                     "captured: not 9091, but not 9080 either.", solution=solution,
+                     evidence=tuple(result.reasons))
     ruleset = result.rules().ruleset_v4
     _, t9091 = receive(ruleset, 9091)
     _, t9080 = receive(ruleset, 9080)
     args = "istio-iptables " + shlex.join(result.init_args)
     model = (args, "peer -> :9091", *trace_lines(t9091), "peer -> :9080",
              *trace_lines(t9080))
+    changes = flag_changes(result.init_args)
+    changed = ("istio-init's flags change: " + "; ".join(changes) + "." if changes else
+               "istio-init runs with the default flags: these annotations change none of them.")
     if t9091.nat is None and t9080.nat is not None:
-        return CheckResult(
-            "01.3", "correct", answer,
-            "istio-init now writes a RETURN for 9091 in ISTIO_INBOUND, so a connection to 9091 "
-            "keeps its destination and reaches the app directly, while 9080 is still "
-            f"redirected to {t9080.delivered[1]}.", model=model)
+        returned = [e for e in t9091.hits if e.chain == "ISTIO_INBOUND" and e.verdict == "RETURN"]
+        if returned:
+            how = (f"ISTIO_INBOUND rule {returned[0].rule} ({returned[0].text}) now RETURNs "
+                   "a connection to 9091")
+            note = ""
+        else:
+            how = ("no rule of ISTIO_INBOUND matches a connection to 9091 any more (only the "
+                   "listed ports are redirected), so it falls through")
+            note = ("Right, with a trade-off: a list of ports to capture leaves out every "
+                    "port not on it, including one the app opens later. A list of ports to "
+                    "leave alone keeps capture the default.")
+        return right(f"{changed} Now {how}: it keeps its destination and reaches the app "
+                     f"directly, while 9080 is still redirected to {t9080.delivered[1]}.",
+                     evidence=model, note=note)
     if t9091.nat is not None:
-        why = (f"port 9091 is still redirected to {t9091.delivered[1]} (Envoy's inbound "
-               "listener).")
+        why = f"port 9091 is {_inbound_fate(t9091)}."
     else:
-        why = "9091 is left alone, but so is 9080: you switched inbound capture off."
-    return CheckResult("01.3", "incorrect", answer, "Not yet: " + why,
-                       "traffic.sidecar.istio.io/excludeInboundPorts takes a comma list of "
-                       "ports.", model)
+        why = "9091 is left alone, but so is 9080: inbound capture is off for both."
+    return wrong(f"{changed} With them, {why}", solution=solution, evidence=model)
 
 
-@checker("01.2", "a port number",
-         "-p is the port ISTIO_REDIRECT sends outbound connections to (REDIRECT --to-ports).")
-def check_proxy_port_flag(answer: Any) -> CheckResult:
+@checker("01.2", "a port number", hints=(
+    "Which chain sends the app's outbound connections to Envoy, and which flag fills in the "
+    "port of its REDIRECT?",
+    "Compare the flags this istio-init runs with to the default ones: only one changed.",
+    "The flag is copied into the rule as it is; the kernel does not check that anything "
+    "listens there.",
+))
+def check_proxy_port_flag(answer: Any) -> Verdict:
     """istio-init runs with ``-p 15999`` instead of ``-p 15001``: to which local port does the
     kernel steer the app's connection to 10.244.0.9:9080?"""
+    from meshlab.istio.flags import CaptureConfig
+
     port = read_port(answer)
     flags = list(default_flags())
     flags[flags.index("-p") + 1] = "15999"
@@ -115,12 +159,21 @@ def check_proxy_port_flag(answer: Any) -> CheckResult:
     model = ("istio-iptables " + shlex.join(flags), *trace_lines(trace))
     got = trace.delivered[1]
     if port == got:
-        return CheckResult("01.2", "correct", answer,
-                           f"ISTIO_REDIRECT now says REDIRECT --to-ports {got}: the flag is "
-                           "copied straight into the rule. Envoy must then listen there "
-                           "(meshConfig.proxyListenPort), or every outbound connection is "
-                           "refused.", model=model)
-    return CheckResult("01.2", "incorrect", answer,
-                       f"The model redirects the connection to 127.0.0.1:{got}, not {port}.",
-                       "Read -p both ways: the flag writes the rule, the proxy must listen on "
-                       "the same port.", model)
+        return right(f"ISTIO_REDIRECT now says REDIRECT --to-ports {got}: the flag is copied "
+                     "straight into the rule. Envoy must then listen there "
+                     "(meshConfig.proxyListenPort), or every outbound connection is refused.",
+                     evidence=model)
+    defaults = CaptureConfig.from_args(list(default_flags()))
+    if port == defaults.proxy_port:
+        why = (f"{port} is -p's default value; this istio-init runs with another -p, and "
+               "ISTIO_REDIRECT's --to-ports is copied from it, not from Envoy's defaults.")
+    elif port == defaults.inbound_capture_port:
+        why = (f"{port} is where *inbound* connections go (-z, via ISTIO_IN_REDIRECT); this "
+               "is a connection the app opens, which passes nat OUTPUT and ISTIO_REDIRECT.")
+    elif port == 9080:
+        why = ("9080 would mean the connection is not captured at all; but the app's "
+               "connection to another pod matches ISTIO_OUTPUT's last rule and is redirected.")
+    else:
+        why = f"the model's ISTIO_REDIRECT does not send it to {port}."
+    return wrong(f"Not {port}: {why}", solution=f"{got}: -p {got} writes "
+                 f"'-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports {got}'.", evidence=model)

@@ -10,40 +10,60 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from meshlab.exercises.answers import Unreadable, checker, read_text, strip_append
-from meshlab.exercises.model import default_flags, receive, rules_for, trace_lines
-from meshlab.exercises.result import CheckResult
+from meshlab.exercises.model import PEER_IP, default_flags, receive, rules_for, trace_lines
+from meshlab.exercises.result import Verdict, right, wrong
 
 if TYPE_CHECKING:
     from meshlab.netfilter.ruleset import Ruleset
 
 
-@checker("02.1", "a chain name such as 'INPUT'",
-         "In the nat table, PREROUTING's first rule is a jump. Which Istio chain handles "
-         "arriving traffic?")
-def check_first_chain(answer: Any) -> CheckResult:
+#: The chains the kernel itself calls, one per hook; no rule jumps to them.
+_BUILTIN = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
+
+
+@checker("02.1", "a chain name such as 'INPUT'", hints=(
+    "In the nat table, PREROUTING's rule is a jump (-j). Find it in the iptables-save above.",
+    "Istio names its chains after the direction of the traffic they handle. Which direction "
+    "is a peer's packet arriving on eth0?",
+    "The chain you want is the first Istio chain the packet meets; it decides per port "
+    "whether to jump on to the chain that redirects.",
+))
+def check_first_chain(answer: Any) -> Verdict:
     """A peer's TCP SYN arrives on eth0 for 10.244.0.5:9080. Which chain does nat PREROUTING
     jump to?"""
-    chain = read_text(answer, "a chain name").upper()
-    _, trace = receive(rules_for(default_flags()), 9080)
+    chain = read_text(answer, "a chain name")
+    ruleset = rules_for(default_flags())
+    _, trace = receive(ruleset, 9080)
     jumps = [e for e in trace.hits if e.chain == "PREROUTING" and e.table == "nat"
              and e.verdict.startswith("jump ")]
     model = trace_lines(trace)
     if not jumps:
-        return CheckResult("02.1", "incorrect", answer,
-                           "In the model nat PREROUTING jumps nowhere for this packet.", "",
-                           model)
+        raise Unreadable("in this model nat PREROUTING jumps nowhere (the library changed?)")
     target = jumps[0].verdict.split()[1]
+    solution = f"{target}: nat PREROUTING rule {jumps[0].rule} is '{jumps[0].text}'."
     if chain == target:
         onward = [e.verdict.split()[1] for e in trace.hits
                   if e.chain == target and e.verdict.startswith("jump ")]
         then = f"; from there it jumps on to {onward[0]}" if onward else ""
-        return CheckResult("02.1", "correct", answer,
-                           f"nat PREROUTING rule {jumps[0].rule} ({jumps[0].text}) jumps to "
-                           f"{target}{then}.", model=model)
-    return CheckResult("02.1", "incorrect", answer,
-                       f"The model's packet jumps from nat PREROUTING to {target}, not {chain}.",
-                       "Chains whose names start with ISTIO_IN... handle inbound traffic.",
-                       model)
+        return right(f"nat PREROUTING rule {jumps[0].rule} ({jumps[0].text}) jumps to "
+                     f"{target}{then}.", evidence=model)
+    nat_chains = set(ruleset.tables["nat"].chains) if "nat" in ruleset.tables else set()
+    if chain.upper() == target or chain in {c.lower() for c in nat_chains}:
+        why = (f"chain names are case-sensitive: iptables knows no chain called {chain!r} "
+               f"('-j {chain}' would fail with \"Couldn't load target\"). Write the name "
+               "exactly as iptables-save prints it.")
+    elif chain.upper() in _BUILTIN:
+        why = (f"{chain.upper()} is a built-in chain: the kernel calls it at its own hook, and "
+               "no rule jumps to it. PREROUTING jumps to a chain Istio created.")
+    elif chain in {e.chain for e in trace.hits}:
+        why = (f"the packet does reach {chain}, but not straight from PREROUTING: another "
+               "Istio chain is in between, and it jumps there.")
+    elif chain in nat_chains:
+        why = (f"nat has a chain {chain}, but this packet never enters it: it is for "
+               "connections opened inside the pod.")
+    else:
+        why = f"this pod's nat table has no chain called {chain}."
+    return wrong(f"Not {chain}: {why}", solution=solution, evidence=model)
 
 
 def _insert_rule(ruleset: Ruleset, table: str, chain: str, position: int,
@@ -66,42 +86,76 @@ def _insert_rule(ruleset: Ruleset, table: str, chain: str, position: int,
     return type(ruleset)(ruleset.family, tables)
 
 
-@checker("02.2", "a rule in restore form without '-A CHAIN', e.g. '-p tcp -j ACCEPT'",
-         "ISTIO_INBOUND already has rules that leave ports alone (15008, 15090, ...). Copy "
-         "their shape for 8081.")
-def check_bypass_rule(answer: Any) -> CheckResult:
+def _istio_bypass_rule(port: int) -> str:
+    """The ISTIO_INBOUND rule istio-iptables writes when ``port`` is added to ``-d``."""
+    flags = list(default_flags())
+    at = flags.index("-d") + 1
+    flags[at] = f"{flags[at]},{port}"
+    chain = rules_for(tuple(flags)).tables["nat"].chains["ISTIO_INBOUND"]
+    return next(r.text for r in chain.rules if f"--dport {port} " in f"{r.text} ")
+
+
+@checker("02.2", "a rule in restore form without '-A CHAIN', e.g. '-p tcp -j ACCEPT'", hints=(
+    "ISTIO_INBOUND already has rules that leave ports alone (look at the ports Envoy "
+    "serves itself). Copy their shape for 8081.",
+    "Your rule must match only connections to 8081: which match option tests the "
+    "destination port, and what must come before it?",
+    "Which target leaves a user-defined chain and carries on in the chain that called it, "
+    "without deciding the packet's fate?",
+))
+def check_bypass_rule(answer: Any) -> Verdict:
     """Write one rule which, inserted at the top of nat ISTIO_INBOUND, lets a peer reach port
     8081 without Envoy, and changes nothing for port 9080."""
+    from meshlab.netfilter.parse import parse_rule
+
     text = strip_append(read_text(answer, "a rule"))
     ruleset = _insert_rule(rules_for(default_flags()), "nat", "ISTIO_INBOUND", 1, text)
     _, t8081 = receive(ruleset, 8081)
     _, t9080 = receive(ruleset, 9080)
     model = (f"-I ISTIO_INBOUND 1 {text}", "peer -> :8081", *trace_lines(t8081),
              "peer -> :9080", *trace_lines(t9080))
+    istio = _istio_bypass_rule(8081)
+    solution = (f"'{istio}': the rule istio-iptables writes for -d ...,8081. Other rules the "
+                "model accepts work too.")
     if t8081.verdict == "DROP" or t9080.verdict == "DROP":
-        return CheckResult("02.2", "incorrect", answer,
-                           "Your rule drops the connection: the peer gets no answer at all.",
-                           "RETURN leaves the Istio chain and lets nat PREROUTING carry on.",
-                           model)
+        return wrong("Your rule drops the connection: the peer gets no answer at all, and "
+                     "keeps retrying its SYN until it times out.", solution=solution,
+                     evidence=model)
     if t8081.nat is None and t9080.nat is not None:
-        return CheckResult("02.2", "correct", answer,
-                           "The connection to 8081 leaves ISTIO_INBOUND before the jump to "
-                           "ISTIO_IN_REDIRECT and keeps its destination; 9080 is still "
-                           f"redirected to {t9080.delivered[1]}. This is exactly the rule "
-                           "'-d ...,8081' would generate.", model=model)
+        mine = parse_rule(text)
+        target = mine.text.rsplit("-j ", 1)[-1].split()[0]
+        if mine.text == istio:
+            same = "This is exactly the rule istio-iptables writes for '-d ...,8081'."
+        elif target == "ACCEPT":
+            same = (f"istio-iptables would write '{istio}' instead: ACCEPT ends the packet's "
+                    "walk through the whole nat PREROUTING hook at once, while RETURN only "
+                    "leaves ISTIO_INBOUND and lets PREROUTING's later rules (none in this pod) "
+                    "still see the packet.")
+        else:
+            same = f"istio-iptables would write '{istio}' for '-d ...,8081'."
+        return right("The connection to 8081 leaves the Istio chains before the jump to "
+                     "ISTIO_IN_REDIRECT and keeps its destination; 9080 is still redirected "
+                     f"to {t9080.delivered[1]}. {same}", evidence=model)
     if t8081.nat is not None:
-        return CheckResult("02.2", "incorrect", answer,
-                           f"Port 8081 is still redirected to {t8081.delivered[1]}: your rule "
-                           "did not match the packet (or did not stop the chain).",
-                           "Match -p tcp and the destination port, and use -j RETURN.", model)
-    return CheckResult("02.2", "incorrect", answer,
-                       "8081 bypasses Envoy, but so does 9080: the rule matches too much.",
-                       "Narrow it to destination port 8081 (--dport).", model)
+        mine = next((e for e in t8081.evaluations
+                     if e.table == "nat" and e.chain == "ISTIO_INBOUND" and e.rule == 1), None)
+        why = (f"your rule did not match the packet ({mine.why_not})" if mine is not None
+               and not mine.matched and mine.why_not else
+               f"your rule matched, and its verdict ({mine.verdict}) let the chain go on"
+               if mine is not None and mine.matched else "your rule did not match the packet")
+        return wrong(f"Port 8081 is still redirected to {t8081.delivered[1]}: {why}.",
+                     solution=solution, evidence=model)
+    return wrong("8081 bypasses Envoy, but so does 9080: the rule matches too much.",
+                 solution=solution, evidence=model)
 
 
-@checker("02.3", "an 'IP:PORT' string, e.g. '10.0.0.1:80'",
-         "conntrack undoes the NAT on every reply: the peer must see the address it called.")
-def check_reply_source(answer: Any) -> CheckResult:
+@checker("02.3", "an 'IP:PORT' string, e.g. '10.0.0.1:80'", hints=(
+    "A TCP client accepts a reply only from the address and port it sent its SYN to.",
+    "No nat rule sees the reply. Which part of the kernel remembers the rewrite and undoes "
+    "it on every reply packet?",
+    "Read the conntrack entry: its 'reply' direction is what the peer receives.",
+))
+def check_reply_source(answer: Any) -> Verdict:
     """The peer (10.244.0.9) connected to 10.244.0.5:9080 and nat redirected it to 15006. The
     proxy answers. What source IP:PORT does the reply carry when it reaches the peer?"""
     from meshlab.netfilter.packet import parse_endpoint
@@ -114,13 +168,23 @@ def check_reply_source(answer: Any) -> CheckResult:
     reply = netns.reply(trace)
     model = (*trace_lines(trace), f"conntrack: {trace.connection}",
              f"reply as the peer receives it: {reply}")
+    solution = (f"{reply.src}:{reply.sport}: conntrack rewrites the reply's source back to "
+                "the address the peer called.")
     if (ip, port) == (reply.src, reply.sport):
-        return CheckResult("02.3", "correct", answer,
-                           f"The reply leaves the proxy's socket from :{trace.delivered[1]}, "
-                           f"but conntrack rewrites it back to {reply.src}:{reply.sport}. No "
-                           "nat rule sees the reply: nat sees only a connection's first "
-                           "packet.", model=model)
-    return CheckResult("02.3", "incorrect", answer,
-                       f"The model's reply arrives from {reply.src}:{reply.sport}.",
-                       "If the peer saw another address than the one it called, its TCP stack "
-                       "would drop the reply.", model)
+        return right(f"The reply leaves the proxy's socket from :{trace.delivered[1]}, but "
+                     f"conntrack rewrites it back to {reply.src}:{reply.sport}. No nat rule "
+                     "sees the reply: nat sees only a connection's first packet.",
+                     evidence=model)
+    if (ip, port) == (trace.delivered[0], trace.delivered[1]):
+        why = ("that is where the proxy's socket really is, and the reply does leave it from "
+               "there; but it is rewritten before it leaves the pod.")
+    elif ip == PEER_IP:
+        why = ("that is the peer's own address: the reply goes *to* it. It must come *from* "
+               "the address the peer sent its SYN to.")
+    elif ip.is_loopback:
+        why = ("a loopback address never leaves the host: the peer, on another pod, could not "
+               "receive a packet from it, and it did not call that address.")
+    else:
+        why = (f"the peer never sent anything to {ip}:{port}, so its TCP stack would find no "
+               "connection for the reply and answer with a reset.")
+    return wrong(f"Not {ip}:{port}: {why}", solution=solution, evidence=model)

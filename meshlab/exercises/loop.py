@@ -4,79 +4,127 @@ the proxy, and how long the loop lasts -- judged by walking the scenario without
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from meshlab.exercises.answers import checker, read_text, read_texts, read_whole, strip_append
+from meshlab.exercises.answers import (
+    Unreadable,
+    checker,
+    read_text,
+    read_texts,
+    read_whole,
+    strip_append,
+)
 from meshlab.exercises.model import run_walk, walk_lines
-from meshlab.exercises.result import CheckResult
+from meshlab.exercises.result import Verdict, right, wrong
+
+if TYPE_CHECKING:
+    from meshlab.walk import Walk
 
 
-@checker("05.1", "a list of rule texts (restore form, without '-A CHAIN')",
-         "Envoy runs as UID 1337 *and* GID 1337, and ISTIO_OUTPUT checks both.")
-def check_loop_rules(answer: Any) -> CheckResult:
+def _loop_text(walk: Walk) -> str:
+    return walk.loop.text if walk.loop is not None else ""
+
+
+@checker("05.1", "a list of rule texts (restore form, without '-A CHAIN')", hints=(
+    "Which rules of ISTIO_OUTPUT let the proxy's own connections out? Look for the ones that "
+    "match on the socket's owner and RETURN.",
+    "A socket has two owners the kernel can match, a user and a group, and Envoy runs as "
+    "both. What happens if only one of the two rules is gone?",
+    "Remove rules until Envoy's upstream connection matches the chain's last rule; keep "
+    "every rule that is not needed for that.",
+))
+def check_loop_rules(answer: Any) -> Verdict:
     """Remove as few rules as you can so that the outbound request loops."""
     texts = tuple(strip_append(t) for t in read_texts(answer, "a rule text"))
     walk = run_walk("outbound", without_rules=texts)
     model = walk_lines(walk)
     if walk.outcome == "loop":
-        loop = walk.loop
-        cycle = loop.text if loop is not None else ""
-        return CheckResult("05.1", "correct", answer,
-                           f"Without {len(texts)} rule(s) Envoy's own connection is captured "
-                           f"again and comes back to itself: {cycle}.", model=model)
+        spare = [t for t in texts
+                 if run_walk("outbound", without_rules=tuple(x for x in texts if x != t)
+                             ).outcome == "loop"]
+        note = ""
+        if spare:
+            keep = "; ".join(f"'{t}'" for t in spare)
+            note = (f"Right, but not minimal: the request loops even if you keep {keep}. "
+                    "Removing fewer rules shows more clearly which ones stop the loop.")
+        return right(f"Without {len(texts)} rule(s) Envoy's own connection is captured again "
+                     f"and comes back to itself: {_loop_text(walk)}.", evidence=model,
+                     note=note)
     exempt = [e for e in walk.events if e.kind == "rule" and e.matched and e.connection >= 1
               and e.chain == "ISTIO_OUTPUT" and e.decision == "RETURN"]
-    why = (f"ISTIO_OUTPUT rule {exempt[0].rule} ({exempt[0].text}) still lets Envoy's "
-           "connection through" if exempt else f"the walk ends '{walk.outcome}'")
-    return CheckResult("05.1", "incorrect", answer, f"No loop: {why}.",
-                       "Remove every rule that RETURNs the proxy's traffic by its owner.", model)
+    why = ("another rule of ISTIO_OUTPUT still RETURNs Envoy's upstream connection" if exempt
+           else f"the walk ends '{walk.outcome}'")
+    solution = ("remove both owner rules, " + " and ".join(f"'{t}'" for t in _LOOP_RULES)
+                + ": each one alone lets Envoy's connection out.")
+    return wrong(f"No loop without the {len(texts)} rule(s) you removed: {why}.",
+                 solution=solution, evidence=model)
 
 
-@checker("05.3", "a rule text (restore form, without '-A CHAIN')",
-         "Step 7 is the rule that recognises Envoy's inbound upstream connection by its "
-         "source address.")
-def check_inbound_loop_rule(answer: Any) -> CheckResult:
+@checker("05.3", "a rule text (restore form, without '-A CHAIN')", hints=(
+    "In the inbound walk, Envoy opens a connection to the app. Which ISTIO_OUTPUT rule lets "
+    "that connection through (step 7)?",
+    "That connection goes out by lo to the pod's own IP, owned by UID 1337; several rules "
+    "look at those. Which one matches it first?",
+    "Envoy binds this connection to a special source address; one rule matches exactly "
+    "that address.",
+))
+def check_inbound_loop_rule(answer: Any) -> Verdict:
     """Which one rule, removed, makes the *inbound* request loop?"""
     text = strip_append(read_text(answer, "a rule"))
     walk = run_walk("inbound", without_rules=(text,))
     model = walk_lines(walk)
     if walk.outcome == "loop":
-        cycle = walk.loop.text if walk.loop is not None else ""
-        return CheckResult("05.3", "correct", answer,
-                           "Without it Envoy's connection to the app (UID 1337, out by lo, to "
-                           "the pod's own IP) matches the ISTIO_IN_REDIRECT rule and comes back "
-                           f"to 15006: {cycle}. 127.0.0.6 exists to avoid exactly this.",
-                           model=model)
-    return CheckResult("05.3", "incorrect", answer,
-                       f"Without that rule the inbound walk ends '{walk.outcome}', not in a "
-                       "loop.", "Look for the rule that matches -s 127.0.0.6/32.", model)
+        return right("Without it Envoy's connection to the app (UID 1337, out by lo, to the "
+                     "pod's own IP) matches the ISTIO_IN_REDIRECT rule and comes back to "
+                     f"15006: {_loop_text(walk)}. 127.0.0.6 exists to avoid exactly this.",
+                     evidence=model)
+    exempt = [e for e in walk.events if e.kind == "rule" and e.matched and e.connection >= 1
+              and e.chain == "ISTIO_OUTPUT"]
+    why = ("another rule of ISTIO_OUTPUT still decides Envoy's connection to the app before "
+           "it can be captured again" if exempt else
+           "the rule you removed is not on Envoy's path to the app")
+    deciding = [e for e in run_walk("inbound").events if e.kind == "rule" and e.matched
+                and e.connection >= 1 and e.chain == "ISTIO_OUTPUT"]
+    solution = (f"'{deciding[0].text}' (ISTIO_OUTPUT rule {deciding[0].rule}): it RETURNs "
+                "Envoy's connection to the app by its source address." if deciding else
+                "the model's inbound walk has no ISTIO_OUTPUT rule for Envoy's connection")
+    return wrong(f"Without '{text}' the inbound walk ends '{walk.outcome}', not in a loop: "
+                 f"{why}.", solution=solution, evidence=model)
 
 
-@checker("05.2", "a whole number of hops",
-         "Each turn of the loop uses one more local (ephemeral) port towards the same "
-         "destination; Linux offers net.ipv4.ip_local_port_range = 32768-60999.")
-def check_loop_port_exhaustion(answer: Any) -> CheckResult:
+@checker("05.2", "a whole number of hops", hints=(
+    "Each turn of the loop opens one more connection from the pod to the same destination, "
+    "and each needs its own local (ephemeral) source port.",
+    "Linux picks those ports from net.ipv4.ip_local_port_range, 32768-60999 by default. How "
+    "many ports is that?",
+    "Count both ends of the range.",
+))
+def check_loop_port_exhaustion(answer: Any) -> Verdict:
     """After how many turns does the outbound loop run out of ephemeral ports?"""
     hops = read_whole(answer)
     walk = run_walk("outbound", without_rules=_LOOP_RULES)
     if walk.loop is None:
-        return CheckResult("05.2", "incorrect", answer,
-                           "The model found no loop to measure (the library changed?).", "",
-                           walk_lines(walk))
+        raise Unreadable("the model found no loop to measure (the library changed?)")
     limit = walk.loop.hops_until_ports_run_out
     lo, hi = walk.loop.port_range
     model = (f"ip_local_port_range {lo}-{hi}: {walk.loop.ephemeral_port_count} ports",
              f"ports run out after {limit} hops; file descriptors (nofile "
              f"{walk.loop.nofile}) after {walk.loop.hops_until_fds_run_out}",
-             f"a real proxy gives out: {walk.loop.gives_out}")
+             f"what stops a real proxy: {walk.loop.gives_out}")
     if abs(hops - limit) <= max(1, limit // 100):
-        return CheckResult("05.2", "correct", answer,
-                           f"About {limit} turns: then connect() fails with EADDRNOTAVAIL. "
-                           "Long before that, the loop has eaten the pod's memory and CPU.",
-                           model=model)
-    return CheckResult("05.2", "incorrect", answer,
-                       f"The model says {limit} turns, not {hops}.",
-                       "Count the ports in the range (both ends included).", model)
+        return right(f"About {limit} turns: then connect() fails with EADDRNOTAVAIL. Long "
+                     "before that, the loop has eaten the pod's memory and CPU.",
+                     evidence=model)
+    solution = f"{limit}: the ports {lo} to {hi}, both included."
+    if hops in (65535, 65536, 2**16 - 1024):
+        why = (f"{hops} would mean every port number is a source port; connect() only "
+               "picks from ip_local_port_range.")
+    elif hops > limit:
+        why = (f"{hops} turns would need more ephemeral ports towards one destination than "
+               "the default range holds.")
+    else:
+        why = f"after {hops} turns there are still free ports in the default range."
+    return wrong(f"Not {hops}: {why}", solution=solution, evidence=model)
 
 
 #: The two owner rules whose removal makes the outbound request loop (the checker's solution

@@ -11,6 +11,7 @@ stays cheap for a notebook.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Interface
@@ -123,3 +124,43 @@ def listener_ports(walk: Walk) -> tuple[int, ...]:
     from meshlab.scenarios import proxy_listeners
 
     return proxy_listeners(walk)
+
+
+#: What each istio-iptables flag a lesson meets decides, in a learner's words.
+FLAG_MEANINGS: dict[str, str] = {
+    "-p": "the port outbound connections are redirected to",
+    "-z": "the port inbound connections are redirected to",
+    "-u": "the proxy's UID, whose connections are let out",
+    "-g": "the proxy's GID, whose connections are let out",
+    "-b": "the inbound ports that are captured ('*' for all)",
+    "-d": "the inbound ports left alone when -b is '*'",
+    "-i": "the outbound address ranges that are captured ('*' for all)",
+    "-x": "the outbound address ranges left alone",
+    "-o": "the outbound ports left alone",
+    "-q": "the outbound ports captured even when -i leaves their address alone",
+}
+
+
+def flag_changes(args: Sequence[str], base: Sequence[str] | None = None) -> tuple[str, ...]:
+    """One sentence per flag whose value in ``args`` differs from ``base`` (the default
+    flags): ``"-o 9091 (the outbound ports left alone; default: not set)"``."""
+    def values(words: Sequence[str]) -> dict[str, str]:
+        return {w: words[i + 1] for i, w in enumerate(words[:-1]) if w.startswith("-")}
+
+    old, new = values(default_flags() if base is None else base), values(args)
+    out = []
+    for flag in sorted(set(old) | set(new)):
+        if old.get(flag) == new.get(flag):
+            continue
+        meaning = FLAG_MEANINGS.get(flag, "a flag of istio-iptables")
+        was = shlex.quote(old[flag]) if flag in old else "not set"
+        now = f"{flag} {shlex.quote(new[flag])}" if flag in new else f"{flag} not set"
+        out.append(f"{now} ({meaning}; default: {was})")
+    return tuple(out)
+
+
+def counter_lines(counters: dict) -> tuple[str, ...]:
+    """``{(table, chain, rule): n}`` -> ``"nat ISTIO_OUTPUT rule 1: 1"`` lines, zeros left out
+    (rule 0 is the chain's policy)."""
+    return tuple(f"{t} {c} {f'rule {r}' if r else 'policy'}: {n}"
+                 for (t, c, r), n in sorted(counters.items()) if n)

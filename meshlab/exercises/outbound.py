@@ -7,51 +7,79 @@ from __future__ import annotations
 
 from typing import Any
 
-from meshlab.exercises.answers import checker, read_text, read_whole
-from meshlab.exercises.model import proxy_events, run_walk, walk_lines
-from meshlab.exercises.result import CheckResult
+from meshlab.exercises.answers import Unreadable, checker, read_text, read_whole
+from meshlab.exercises.model import default_flags, proxy_events, rules_for, run_walk, walk_lines
+from meshlab.exercises.result import Verdict, right, wrong
 
 
-@checker("04.1", "a rule number (1 is the first rule of the chain)",
-         "Envoy's upstream connection is owned by UID 1337 and leaves by eth0.")
-def check_proxy_exempt_rule(answer: Any) -> CheckResult:
+@checker("04.1", "a rule number (1 is the first rule of the chain)", hints=(
+    "Write down what the kernel knows about Envoy's upstream connection: its owner (UID and "
+    "GID), the interface it leaves by, its destination. Then test ISTIO_OUTPUT's rules in "
+    "order.",
+    "Several rules of ISTIO_OUTPUT only match connections that leave by lo. Does this one?",
+    "The first rule that matches decides; rules after it are never tested.",
+))
+def check_proxy_exempt_rule(answer: Any) -> Verdict:
     """Step 15: which rule number of nat ISTIO_OUTPUT lets Envoy's upstream connection to the
     peer through?"""
     number = read_whole(answer)
     walk = run_walk("outbound")
-    upstream = [e for e in walk.events if e.kind == "rule" and e.matched
-                and e.chain == "ISTIO_OUTPUT" and e.connection >= 1]
+    tested = {e.rule: e for e in walk.events if e.kind == "rule" and e.connection >= 1
+              and e.chain == "ISTIO_OUTPUT"}
+    upstream = [e for e in tested.values() if e.matched]
     model = walk_lines(walk)
     if not upstream:
-        return CheckResult("04.1", "incorrect", answer,
-                           "In the model no ISTIO_OUTPUT rule matched Envoy's connection.", "",
-                           model)
+        raise Unreadable("in this model no ISTIO_OUTPUT rule matched Envoy's connection "
+                         "(the library changed?)")
     hit = upstream[0]
     if number == hit.rule:
-        return CheckResult("04.1", "correct", answer,
-                           f"ISTIO_OUTPUT rule {hit.rule}: {hit.text} -> {hit.decision}. The "
-                           "rules before it need -o lo, and this connection leaves by eth0.",
-                           model=model)
-    return CheckResult("04.1", "incorrect", answer,
-                       f"The model's upstream connection matches ISTIO_OUTPUT rule {hit.rule} "
-                       f"({hit.text}), not rule {number}.",
-                       "Rules 1-3 all need -o lo; the connection goes to another pod.", model)
+        return right(f"ISTIO_OUTPUT rule {hit.rule}: {hit.text} -> {hit.decision}. The rules "
+                     "before it need -o lo, and this connection leaves by eth0.",
+                     evidence=model)
+    solution = f"rule {hit.rule}: '{hit.text}' -> {hit.decision}."
+    size = len(rules_for(default_flags()).tables["nat"].chains["ISTIO_OUTPUT"].rules)
+    if not 1 <= number <= size:
+        why = f"ISTIO_OUTPUT has rules 1 to {size}."
+    elif number in tested:
+        failed = tested[number].why_not or "one of its conditions is false for it"
+        why = (f"rule {number} ({tested[number].text}) is tested against Envoy's connection "
+               f"and does not match it: {failed}.")
+    else:
+        why = (f"rule {number} is never tested for Envoy's connection: an earlier rule has "
+               "already decided its fate.")
+    return wrong(f"Not rule {number}: {why}", solution=solution, evidence=model)
 
 
-@checker("04.2", "an Envoy cluster name, e.g. 'PassthroughCluster'",
-         "Envoy knows the reviews Service (its VIP and port), so it does not pass the "
-         "connection through blindly.")
-def check_outbound_cluster(answer: Any) -> CheckResult:
+@checker("04.2", "an Envoy cluster name, e.g. 'PassthroughCluster'", hints=(
+    "Does Envoy know the reviews Service? Its VIP and port are in the configuration istiod "
+    "sends, so virtualOutbound has a filter chain for 10.96.0.20:9080.",
+    "Inbound clusters deliver to the app in this pod; the destination here is another "
+    "Service.",
+    "Outbound clusters are named outbound|PORT|SUBSET|HOST, with the Service's full DNS "
+    "name as HOST.",
+))
+def check_outbound_cluster(answer: Any) -> Verdict:
     """The app calls the reviews Service VIP 10.96.0.20:9080. Which Envoy cluster handles it?"""
     name = read_text(answer, "a cluster name")
     walk = run_walk("outbound-service")
     chosen = [e.cluster for e in proxy_events(walk) if e.cluster]
     model = walk_lines(walk)
-    if chosen and name == chosen[0]:
-        return CheckResult("04.2", "correct", answer,
-                           f"virtualOutbound hands it to {chosen[0]}; Envoy picks an endpoint "
-                           "itself, so kube-proxy's VIP translation is never used.",
-                           model=model)
-    return CheckResult("04.2", "incorrect", answer,
-                       f"The model picks {chosen[0] if chosen else 'no cluster'}.",
-                       "Outbound clusters are named outbound|PORT|SUBSET|HOST.", model)
+    if not chosen:
+        raise Unreadable("in this model Envoy picks no cluster (the library changed?)")
+    if name == chosen[0]:
+        return right(f"virtualOutbound hands it to {chosen[0]}; Envoy picks an endpoint "
+                     "itself, so kube-proxy's VIP translation is never used.", evidence=model)
+    solution = f"{chosen[0]}: the filter chain for 10.96.0.20:9080 of virtualOutbound."
+    if name == "PassthroughCluster":
+        why = ("PassthroughCluster is for destinations Envoy has no configuration for; "
+               "it would forward to 10.96.0.20:9080 as it is and leave the VIP to kube-proxy. "
+               "The reviews Service is in Envoy's configuration.")
+    elif name.startswith("inbound|"):
+        why = ("an inbound cluster delivers to the app in *this* pod; this connection leaves "
+               "the pod for another Service.")
+    elif name.startswith("outbound|") and name.count("|") == 3:
+        why = ("the shape is right, but one of its parts differs from the model's: check the "
+               "port, the subset (none here) and the host's full name.")
+    else:
+        why = "Envoy in this pod has no cluster by that name."
+    return wrong(f"Not {name}: {why}", solution=solution, evidence=model)

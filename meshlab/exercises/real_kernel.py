@@ -8,35 +8,49 @@ from __future__ import annotations
 from typing import Any
 
 from meshlab.exercises.answers import checker, read_whole
-from meshlab.exercises.model import run_walk
-from meshlab.exercises.result import CheckResult
+from meshlab.exercises.model import counter_lines, default_flags, rules_for, run_walk
+from meshlab.exercises.result import Verdict, right, wrong
 
 
-@checker("07.1", "a rule number of nat ISTIO_OUTPUT",
-         "Only connections opened inside the pod pass nat OUTPUT. In the inbound walk, which "
-         "process opens one, and from which source address?")
-def check_upstream_counter(answer: Any) -> CheckResult:
+@checker("07.1", "a rule number of nat ISTIO_OUTPUT", hints=(
+    "Only connections opened inside the pod pass nat OUTPUT. In the inbound walk, which "
+    "process opens one?",
+    "Envoy opens a connection to the app, out by lo. Test ISTIO_OUTPUT's rules against it in "
+    "order: the first that matches is the one counted.",
+    "That connection's source address was chosen by Envoy on purpose; one rule matches "
+    "exactly that address.",
+))
+def check_upstream_counter(answer: Any) -> Verdict:
     """After one inbound request, which rule of nat ISTIO_OUTPUT shows a counter of 1 in
     ``iptables-save -c``?"""
     number = read_whole(answer)
     walk = run_walk("inbound")
     counted = sorted(rule for (table, chain, rule), n in walk.counters.items()
                      if table == "nat" and chain == "ISTIO_OUTPUT" and n and rule > 0)
-    model = tuple(f"{t} {c} {f'rule {r}' if r else 'policy'}: {n}"
-                  for (t, c, r), n in sorted(walk.counters.items()) if n)
+    model = counter_lines(walk.counters)
     if number in counted:
-        return CheckResult("07.1", "correct", answer,
-                           f"ISTIO_OUTPUT rule {number} counted Envoy's connection to the app "
-                           "(source 127.0.0.6, out by lo): step 7. The live lab reads the same "
-                           "counter from the real kernel.", model=model)
-    return CheckResult("07.1", "incorrect", answer,
-                       f"The model counts ISTIO_OUTPUT rule(s) {counted}, not {number}.",
-                       "Envoy's connection to the app is bound to 127.0.0.6.", model)
+        return right(f"ISTIO_OUTPUT rule {number} counted Envoy's connection to the app "
+                     "(source 127.0.0.6, out by lo): step 7. The live lab reads the same "
+                     "counter from the real kernel.", evidence=model)
+    size = len(rules_for(default_flags()).tables["nat"].chains["ISTIO_OUTPUT"].rules)
+    solution = ("rule " + " and rule ".join(str(n) for n in counted)
+                + ": the only ISTIO_OUTPUT rule(s) with a non-zero counter.")
+    if not 1 <= number <= size:
+        why = f"ISTIO_OUTPUT has rules 1 to {size}."
+    else:
+        why = (f"rule {number} stays at 0 after one inbound request: the one connection that "
+               "passes ISTIO_OUTPUT is decided by another rule (a counter counts only the rule "
+               "that matched, not the ones tested before it).")
+    return wrong(f"Not rule {number}: {why}", solution=solution, evidence=model)
 
 
-@checker("07.2", "a whole number",
-         "nat rules see a connection's first packet only; conntrack handles the rest.")
-def check_nat_counts_connections(answer: Any) -> CheckResult:
+@checker("07.2", "a whole number", hints=(
+    "Which packets of a TCP connection does the nat table see at all?",
+    "nat decides a connection's translation once; conntrack applies it to every later "
+    "packet without asking nat again.",
+    "How many connections does one HTTP request over one TCP connection open?",
+))
+def check_nat_counts_connections(answer: Any) -> Verdict:
     """A peer sends one HTTP request of 10 TCP packets over one connection to 9080. By how
     much does the counter of nat PREROUTING rule 1 grow?"""
     number = read_whole(answer)
@@ -45,9 +59,18 @@ def check_nat_counts_connections(answer: Any) -> CheckResult:
     model = (f"nat PREROUTING rule 1 after one connection: {count}",
              "later packets of the connection: translated by conntrack, not counted by nat")
     if number == count:
-        return CheckResult("07.2", "correct", answer,
-                           f"{count}: nat counters count connections, not packets. (The "
-                           "filter and mangle tables would count all 10.)", model=model)
-    return CheckResult("07.2", "incorrect", answer,
-                       f"The model counts {count} for the whole connection.",
-                       "Which packets does the nat table see at all?", model)
+        return right(f"{count}: nat counters count connections, not packets. (The filter and "
+                     "mangle tables would count all 10.)", evidence=model)
+    solution = f"{count}: nat sees only the first packet of each connection."
+    if number == 10:
+        why = ("10 would mean nat sees every packet of the connection, as the filter and "
+               "mangle tables do; nat does not.")
+    elif number == 0:
+        why = ("0 would mean nat never sees this connection; but PREROUTING's rule is what "
+               "sends it to Envoy, so it did see it.")
+    elif number > 10:
+        why = "the request has only 10 packets; no counter can grow by more."
+    else:
+        why = (f"{number} packets would be counted only if nat saw some of the later packets "
+               "too; think about which packet nat does see.")
+    return wrong(f"Not {number}: {why}", solution=solution, evidence=model)

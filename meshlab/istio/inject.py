@@ -181,6 +181,11 @@ class _Where:
     def error(self, what: str, fix: str, path: Sequence[PathPart] = ()) -> PodError:
         dotted = _dotted(path)
         position = self.locate(path)
+        if position is None and self.source == "<dict>":
+            # a pod given as a dict has no file or line to point at: the sentence leads, and
+            # names the field only when it does not already (an annotation's name, say)
+            field = f" (in the pod's {dotted})" if dotted and str(path[-1]) not in what else ""
+            return PodError(f"{what[:1].upper()}{what[1:]}{field}. {fix}", field=dotted or None)
         where = self.source
         if position is not None:
             where += f", line {position[0]}, column {position[1]}"

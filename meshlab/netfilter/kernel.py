@@ -57,6 +57,12 @@ back in by ``lo`` to Envoy. :meth:`Netns.answer` traces that answer.
 Ephemeral source ports come from Linux's default ``net.ipv4.ip_local_port_range``,
 32768-60999 (:class:`EphemeralPorts`), deterministically, in order.
 
+**Why a rule did not match.** The traversal (:meth:`Netns._chain`) tries a chain's rules in
+order with :meth:`Rule.matches`; for every rule it passes over, the trace keeps the first
+condition that failed, in words (:meth:`Rule.why_not`: "`-o lo`: the packet leaves by eth0").
+That loop is the reference; :mod:`meshlab.netfilter._fast` gives the same answer faster, for
+long chains, behind one switch (``meshlab.netfilter._fast.ENABLED``, on by default).
+
 Everything here is pure computation: no sockets, no namespaces, no I/O.
 """
 
@@ -65,34 +71,28 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import (
-    IPv4Address,
-    IPv4Interface,
-    IPv6Address,
-    IPv6Interface,
-    ip_address,
-    ip_interface,
-)
+from ipaddress import IPv4Interface, IPv6Interface, ip_address, ip_interface
 from types import MappingProxyType
+from typing import Any
 
 from meshlab.errors import MeshlabError
+from meshlab.netfilter import _fast
 from meshlab.netfilter.conntrack import Connection, ConntrackTable, FlowTuple
-from meshlab.netfilter.packet import IPAddress, Packet, endpoint
+from meshlab.netfilter.packet import IPAddress, Packet, Skb, endpoint
+from meshlab.netfilter.packet import address as _addr
 from meshlab.netfilter.rules import (
-    AddrMatch,
     Connmark,
     Ct,
     Dnat,
     Jump,
     Log,
-    PortMatch,
     Redirect,
-    Rule,
     SetMark,
+    Target,
     Tproxy,
     Verdict,
 )
-from meshlab.netfilter.ruleset import BUILTIN_CHAINS, Ruleset
+from meshlab.netfilter.ruleset import Chain, Ruleset
 from meshlab.netfilter.trace import NatDecision, RuleEval, Trace
 
 OUTPUT_PATH = (("OUTPUT", ("raw", "mangle", "nat", "filter")), ("POSTROUTING", ("mangle", "nat")))
@@ -200,191 +200,6 @@ def pod_interfaces(pod_ip: str | IPAddress, prefixlen: int = 24) -> tuple[Interf
     return lo, Interface("eth0", (ip_interface(f"{ip}/{plen}"),))
 
 
-# --------------------------------------------------------------------------- compiled rules
-
-
-class Skb:
-    """The packet under traversal (the kernel's ``sk_buff``): mutable, addresses as integers.
-
-    ``ctstate`` is ``INVALID`` until conntrack has seen the packet (raw runs before it), then
-    ``NEW`` for a connection's first packet. ``ct_set`` says a ``CT`` rule already gave the
-    packet its conntrack template: later ``CT`` rules leave it alone.
-    """
-
-    __slots__ = ("ct_set", "ctmark", "ctstate", "dport", "dst", "gid", "iif", "mark", "oif",
-                 "proto", "sport", "src", "tproxy", "tproxy_any", "uid", "zone")
-
-    def __init__(self, proto: str, src: int, sport: int, dst: int, dport: int, *,
-                 iif: str | None = None, oif: str | None = None, uid: int | None = None,
-                 gid: int | None = None, mark: int = 0) -> None:
-        self.proto, self.src, self.sport, self.dst, self.dport = proto, src, sport, dst, dport
-        self.iif, self.oif, self.uid, self.gid, self.mark = iif, oif, uid, gid, mark
-        self.ctmark, self.ctstate, self.zone = 0, "INVALID", 0
-        self.ct_set = False  # a CT rule already attached a template (zone / notrack)
-        self.tproxy: tuple[int, int] | None = None
-        self.tproxy_any = False  # TPROXY without --on-ip: the socket sees the packet's dst
-
-    def snapshot(self) -> tuple:
-        return (self.proto, self.src, self.sport, self.dst, self.dport, self.iif, self.oif,
-                self.uid, self.gid, self.mark)
-
-
-class _Chain:
-    """One chain compiled once: per rule its tests, its kind of target, and an index; and
-    the rules' texts, written the first time a trace shows them."""
-
-    __slots__ = ("index", "kinds", "name", "policy", "rules", "targets", "tests", "texts")
-
-    def __init__(self, name: str, policy: str | None, rules: tuple[Rule, ...]) -> None:
-        self.name, self.policy, self.rules = name, policy, rules
-        self.tests = tuple(r.compile() for r in rules)
-        self.kinds = tuple(_kind(r.target) for r in rules)
-        self.targets: list[object] = [r.target for r in rules]  # Jump -> _Chain after linking
-        self.index = _Index(rules) if len(rules) >= _Index.MIN_RULES else None
-        self.texts: list[str | None] | None = None
-
-    def candidates(self, skb: Skb) -> Sequence[int]:
-        return range(len(self.rules)) if self.index is None else self.index.candidates(skb)
-
-    def text(self, i: int) -> str:
-        """Rule ``i``'s text (``Rule.text`` writes it anew on each call)."""
-        texts = self.texts
-        if texts is None:
-            texts = self.texts = [None] * len(self.rules)
-        text = texts[i]
-        if text is None:
-            text = texts[i] = self.rules[i].text
-        return text
-
-
-class _Index:
-    """Which rules of a long chain *could* match a packet, so the rest need not be tested.
-
-    A rule with ``-d NET`` (not negated) can only match packets whose destination is in NET; a
-    rule with ``--dport P`` only packets to port P. Rules are bucketed by the first of these
-    they have; a packet's candidates are its buckets plus the rules with neither, in rule order.
-    The trace still reports every rule in between as evaluated and not matched: the answer is
-    exactly that of trying every rule, only faster.
-    """
-
-    MIN_RULES = 16
-
-    def __init__(self, rules: tuple[Rule, ...]) -> None:
-        self.by_dst: dict[tuple[int, int], list[int]] = defaultdict(list)
-        self.by_dport: dict[int, list[int]] = defaultdict(list)
-        self.rest: list[int] = []
-        masks: dict[int, int] = {}
-        for i, rule in enumerate(rules):
-            dst: AddrMatch | None = rule.dst
-            port = next((m.dport for m in rule.modules if isinstance(m, PortMatch)
-                         and m.dport is not None), None)
-            if dst is not None and not dst.negated:
-                bits = 32 if dst.version == 4 else 128
-                masks[dst.plen] = ((1 << bits) - 1) ^ ((1 << (bits - dst.plen)) - 1)
-                self.by_dst[(dst.plen, dst.net)].append(i)
-            elif port is not None and not port.negated and port.lo == port.hi:
-                self.by_dport[port.lo].append(i)
-            else:
-                self.rest.append(i)
-        self.masks = tuple(masks.items())
-
-    def candidates(self, skb: Skb) -> list[int]:
-        found = [self.rest]
-        for plen, mask in self.masks:
-            bucket = self.by_dst.get((plen, skb.dst & mask))
-            if bucket:
-                found.append(bucket)
-        bucket = self.by_dport.get(skb.dport)
-        if bucket:
-            found.append(bucket)
-        if len(found) == 1:
-            return self.rest
-        merged = [i for run in found for i in run]
-        merged.sort()  # sorted runs: timsort merges them in linear time
-        return merged
-
-
-def _kind(target: object) -> str:
-    if isinstance(target, Verdict):
-        return target.name
-    if isinstance(target, Jump):
-        return "JUMP"
-    return type(target).__name__.upper()  # REDIRECT, DNAT, SETMARK, CONNMARK, TPROXY, CT, LOG
-
-
-def compile_ruleset(ruleset: Ruleset) -> Mapping[str, Mapping[str, _Chain]]:
-    """Compile every chain once per ruleset (cached on it); jumps point at compiled chains."""
-    if ruleset._compiled is None:
-        compiled: dict[str, dict[str, _Chain]] = {}
-        for tname, table in ruleset.tables.items():
-            chains = {n: _Chain(n, c.policy, c.rules) for n, c in table.chains.items()}
-            for chain in chains.values():
-                for i, kind in enumerate(chain.kinds):
-                    if kind == "JUMP":
-                        name = chain.targets[i].chain
-                        if name not in chains:
-                            raise MeshlabError(f"{tname} {chain.name} rule {i + 1} jumps to "
-                                               f"{name}, which does not exist")
-                        chain.targets[i] = chains[name]
-            for name in BUILTIN_CHAINS[tname]:
-                chains.setdefault(name, _Chain(name, "ACCEPT", ()))
-            compiled[tname] = chains
-        ruleset._compiled = compiled
-    return ruleset._compiled
-
-
-# --------------------------------------------------------------------------- the trace record
-
-
-class _Segment:
-    """A run of rules of one chain visit: ``start..stop`` tested, the last one matched (or
-    none did, or ``stop`` is ``-1``: the chain's policy applied)."""
-
-    __slots__ = ("chain", "hook", "matched", "snap", "start", "stop", "table", "verdict",
-                 "version")
-
-    def __init__(self, hook, table, chain, start, stop, matched, verdict, snap, version):
-        self.hook, self.table, self.chain = hook, table, chain
-        self.start, self.stop, self.matched, self.verdict = start, stop, matched, verdict
-        self.snap, self.version = snap, version
-
-    def expand(self) -> list[RuleEval]:
-        packet = _packet(self.snap, self.version)
-        chain = self.chain
-        if self.stop < 0:
-            return [RuleEval(self.hook, self.table, chain.name, 0,
-                             f"-P {chain.name} {chain.policy}", True, chain.policy, packet,
-                             chain.policy)]
-        out = []
-        for i in range(self.start, self.stop + 1):
-            hit = self.matched and i == self.stop
-            rule = chain.rules[i]
-            out.append(RuleEval(self.hook, self.table, chain.name, i + 1, chain.text(i), hit,
-                                self.verdict if hit else "", packet, rule.target.name))
-        return out
-
-
-_ADDRS: tuple[dict[int, IPAddress], dict[int, IPAddress]] = ({}, {})  # IPv4, IPv6 by number
-
-
-def _addr(value: int, version: int) -> IPAddress:
-    """The address object for the number ``value``: one shared object per address, as
-    ``ipaddress`` objects are immutable and slow to make (a walk shows the same few dozens)."""
-    made = _ADDRS[version == 6]
-    ip = made.get(value)
-    if ip is None:
-        if len(made) > 4096:
-            made.clear()
-        ip = made[value] = IPv4Address(value) if version == 4 else IPv6Address(value)
-    return ip
-
-
-def _packet(snap: tuple, version: int) -> Packet:
-    proto, src, sport, dst, dport, iif, oif, uid, gid, mark = snap
-    return Packet(proto, _addr(src, version), sport, _addr(dst, version), dport, iif, oif, uid,
-                  gid, mark)
-
-
 # --------------------------------------------------------------------------- the namespace
 
 
@@ -403,7 +218,8 @@ class Netns:
         self.fwmark_routes = tuple(fwmark_routes)
         self.conntrack = ConntrackTable()
         self.version = 6 if ruleset.family == "ipv6" else 4
-        self._chains = compile_ruleset(ruleset)
+        _check_jumps(ruleset)
+        self._fast = _fast.compile_ruleset(ruleset) if _fast.ENABLED else None
         self._counters: defaultdict[tuple[str, str, int], int] = defaultdict(int)
         self.ports = ports if ports is not None else EphemeralPorts()
         self._local: set[int] = set()
@@ -497,7 +313,7 @@ class Netns:
         sport = self.ports.next() if sport is None else self._port(sport, "sport")
         skb = Skb(proto, src_int, sport, int(dst_ip), dport, oif=oif, uid=uid, gid=gid,
                   mark=mark)
-        log: list[_Segment] = []
+        log: list[Any] = []
         verdict, nat = self._hooks(OUTPUT_PATH, skb, log, nat_allowed=True)
         # The kernel confirms the conntrack entry here, at the end of POSTROUTING; the model
         # builds it after the loopback re-entry below so that it holds the connection mark
@@ -505,17 +321,8 @@ class Netns:
         out_iface = skb.oif
         tuple_src, tuple_sport, tuple_dst, tuple_dport = skb.src, skb.sport, skb.dst, skb.dport
         if verdict == "ACCEPT" and out_iface == "lo":
-            # Out through lo and straight back in: same skb (the mark stays), same conntrack
-            # entry, no socket any more (owner matches cannot match from here on).
-            skb.iif, skb.oif, skb.uid, skb.gid = "lo", None, None, None
-            verdict, tnat = self._hooks(PREROUTING_PATH, skb, log, nat_allowed=False)
+            verdict, tnat, _ = self._loop_back(skb, log, notes)
             nat = nat or tnat
-            if verdict == "ACCEPT" and not self._local_delivery(skb):
-                verdict = "DROP"
-                notes.append("came back in by lo for an address that is not local here and "
-                             "no fwmark rule makes it local: dropped at the routing decision")
-            if verdict == "ACCEPT":
-                verdict, _ = self._hooks(INPUT_PATH, skb, log, nat_allowed=False)
             notes.append("local destination: out through lo and back in (nat not consulted "
                          "again: the conntrack entry exists)")
             if mark and self._fwmark_local(mark) and not self._is_local(int(dst_ip)):
@@ -533,7 +340,7 @@ class Netns:
         self._check(packet.proto, packet.src, packet.sport, "src")
         skb = Skb(packet.proto, int(packet.src), packet.sport, int(packet.dst), packet.dport,
                   iif=iface, mark=packet.mark)
-        log: list[_Segment] = []
+        log: list[Any] = []
         notes: list[str] = []
         verdict, nat = self._hooks(PREROUTING_PATH, skb, log, nat_allowed=True)
         local = False
@@ -592,7 +399,7 @@ class Netns:
         conn = self.conntrack.find(first.proto, first.reply, first.zone) or first
         back = conn.reply
         mark = self._mark(mark)
-        log: list[_Segment] = []
+        log: list[Any] = []
         notes: list[str] = []
         client = conn.original.src, conn.original.sport
         v = self.version
@@ -630,13 +437,7 @@ class Netns:
             unnat(skb)  # POSTROUTING: the source is put back
             out_iface = skb.oif
             if verdict == "ACCEPT" and out_iface == "lo":
-                skb.iif, skb.oif, skb.uid, skb.gid = "lo", None, None, None
-                verdict, _ = self._hooks(PREROUTING_PATH, skb, log, nat_allowed=False)
-                if verdict == "ACCEPT" and self._local_delivery(skb):
-                    local = True
-                    verdict, _ = self._hooks(INPUT_PATH, skb, log, nat_allowed=False)
-                elif verdict == "ACCEPT":
-                    verdict = "DROP"
+                verdict, _, local = self._loop_back(skb, log, notes)
                 if skb.mark and self._fwmark_local(skb.mark) and not self._is_local(skb.dst):
                     notes.append(f"mark {skb.mark:#x} (restored from the connection): the "
                                  f"fwmark rule routes the answer to {_addr(skb.dst, v)} back "
@@ -683,7 +484,25 @@ class Netns:
         return Packet(trace.connection.proto, back.src, back.sport, back.dst, back.dport)
 
     # ---------------------------------------------------------------- the walk
-    def _hooks(self, path, skb: Skb, log: list[_Segment], *, nat_allowed: bool,
+    def _loop_back(self, skb: Skb, log: list[Any],
+                   notes: list[str]) -> tuple[str, NatDecision | None, bool]:
+        """A packet this namespace sent out by ``lo`` comes straight back in: the same skb
+        (the mark stays), the same conntrack entry (so nat is not consulted again), and no
+        socket any more (owner matches cannot match from here on). PREROUTING, the routing
+        decision, INPUT. Returns (verdict, what PREROUTING decided - a TPROXY -, whether it
+        was delivered to a socket here)."""
+        skb.iif, skb.oif, skb.uid, skb.gid = "lo", None, None, None
+        verdict, nat = self._hooks(PREROUTING_PATH, skb, log, nat_allowed=False)
+        if verdict != "ACCEPT":
+            return verdict, nat, False
+        if not self._local_delivery(skb):
+            notes.append("came back in by lo for an address that is not local here and no "
+                         "fwmark rule makes it local: dropped at the routing decision")
+            return "DROP", nat, False
+        verdict, _ = self._hooks(INPUT_PATH, skb, log, nat_allowed=False)
+        return verdict, nat, True
+
+    def _hooks(self, path, skb: Skb, log: list[Any], *, nat_allowed: bool,
                lookup=None):
         """Run the hooks of ``path`` in order; stop at DROP. Returns (verdict, nat decision).
 
@@ -695,10 +514,9 @@ class Netns:
                 if table == "nat" and (not nat_allowed or skb.ctstate in ("UNTRACKED",
                                                                           "ESTABLISHED")):
                     continue  # nat sees only a connection's first, tracked packet, once
-                chains = self._chains.get(table)
-                if chains is not None:
+                if table in self.ruleset.tables:
                     before = (skb.dst, skb.mark)
-                    verdict, decided = self._chain(hook, table, chains[hook], skb, log)
+                    verdict, decided = self._chain(hook, table, skb, log)
                     nat = nat or decided
                     if verdict == "DROP":
                         return "DROP", nat
@@ -713,68 +531,75 @@ class Netns:
                         lookup(skb)
         return "ACCEPT", nat
 
-    def _chain(self, hook: str, table: str, chain: _Chain, skb: Skb, log: list[_Segment]):
-        """Traverse one built-in chain (and the user chains it jumps to): the rule decision.
+    def _chain(self, hook: str, table: str, skb: Skb,
+               log: list[Any]) -> tuple[str, NatDecision | None]:
+        """Traverse the built-in chain ``hook`` of ``table`` (and the user chains it jumps
+        to): the rule decision. Returns ("ACCEPT" | "DROP", NatDecision | None).
 
-        Returns ("ACCEPT" | "DROP", NatDecision | None).
+        Rules are tried in order. One that does not match is recorded with the reason; one
+        that matches counts the packet and acts (:meth:`_hit`): a jump enters a user chain,
+        RETURN or the end of a user chain goes back to the rule after the jump, the end of the
+        built-in chain (or RETURN in it) applies its policy.
         """
-        version = self.version
-        counters = self._counters
-        stack: list[tuple[_Chain, Sequence[int], int]] = []
-        cands = chain.candidates(skb)
-        pos, start = 0, 0
+        if self._fast is not None:
+            return _fast.traverse(self._fast[table], hook, table, skb, log, self._counters,
+                                  self._hit, self.version)
+        chains = self.ruleset.tables[table].chains
+        chain = chains.get(hook) or Chain(hook, "ACCEPT")
+        callers: list[tuple[Chain, int]] = []  # where to go back to: chain, next rule
+        i = 0
         while True:
-            hit = -1
-            tests = chain.tests
-            for k in range(pos, len(cands)):
-                i = cands[k]
-                for test in tests[i]:
-                    if not test(skb):
-                        break
-                else:
-                    hit, pos = i, k
-                    break
-            if hit < 0:  # fell off the end of the chain
-                if start < len(chain.rules):
-                    log.append(_Segment(hook, table, chain, start, len(chain.rules) - 1, False,
-                                        "", skb.snapshot(), version))
-                if stack:  # end of a user chain: back to the caller
-                    chain, cands, k = stack.pop()
-                    pos, start = k + 1, cands[k] + 1
+            if i == len(chain.rules):  # fell off the end of the chain
+                if callers:
+                    chain, i = callers.pop()
                     continue
-                counters[(table, chain.name, 0)] += 1
-                log.append(_Segment(hook, table, chain, 0, -1, True, chain.policy,
-                                    skb.snapshot(), version))
-                return chain.policy, None
-            counters[(table, chain.name, hit + 1)] += 1
-            kind = chain.kinds[hit]
-            target = chain.targets[hit]
-            snap = skb.snapshot()
-            if kind == "JUMP":
-                log.append(_Segment(hook, table, chain, start, hit, True,
-                                    f"jump {target.name}", snap, version))
-                stack.append((chain, cands, pos))
-                chain, cands, pos, start = target, target.candidates(skb), 0, 0
+                return self._policy(hook, table, chain, skb, log), None
+            rule = chain.rules[i]
+            packet = skb.packet(self.version)  # as the rule sees it, before it acts
+            if not rule.matches(skb):
+                log.append(RuleEval(hook, table, chain.name, i + 1, rule.text, False, "",
+                                    packet, rule.target.name, rule.why_not(skb)))
+                i += 1
                 continue
-            if kind == "RETURN":
-                log.append(_Segment(hook, table, chain, start, hit, True, "RETURN", snap,
-                                    version))
-                if stack:
-                    chain, cands, k = stack.pop()
-                    pos, start = k + 1, cands[k] + 1
-                    continue
-                counters[(table, chain.name, 0)] += 1  # RETURN in a built-in chain: policy
-                log.append(_Segment(hook, table, chain, 0, -1, True, chain.policy, snap,
-                                    version))
-                return chain.policy, None
-            if kind in ("ACCEPT", "DROP"):
-                log.append(_Segment(hook, table, chain, start, hit, True, kind, snap, version))
-                return kind, None
-            words, nat = self._target(hook, table, chain.name, hit, target, skb)
-            log.append(_Segment(hook, table, chain, start, hit, True, words, snap, version))
-            if nat is not None:  # REDIRECT, DNAT and TPROXY end the table with ACCEPT
-                return "ACCEPT", nat
-            pos, start = pos + 1, hit + 1
+            self._counters[(table, chain.name, i + 1)] += 1
+            step, words, nat = self._hit(hook, table, chain.name, i, rule.target, skb)
+            log.append(RuleEval(hook, table, chain.name, i + 1, rule.text, True, words,
+                                packet, rule.target.name))
+            if step == "jump":
+                callers.append((chain, i + 1))
+                chain, i = chains[rule.target.name], 0
+            elif step == "RETURN":
+                if not callers:  # RETURN in a built-in chain: its policy
+                    return self._policy(hook, table, chain, skb, log), None
+                chain, i = callers.pop()
+            elif step == "next":
+                i += 1
+            else:
+                return step, nat
+
+    def _policy(self, hook: str, table: str, chain: Chain, skb: Skb, log: list[Any]) -> str:
+        """The end of a built-in chain: its policy decides, and counts the packet."""
+        self._counters[(table, chain.name, 0)] += 1
+        policy = chain.policy or "ACCEPT"
+        log.append(RuleEval(hook, table, chain.name, 0, f"-P {chain.name} {policy}", True,
+                            policy, skb.packet(self.version), policy))
+        return policy
+
+    def _hit(self, hook: str, table: str, chain: str, index: int, target: Target,
+             skb: Skb) -> tuple[str, str, NatDecision | None]:
+        """What rule ``index`` (0-based) of ``chain`` does, now that it matched.
+
+        Returns (what comes next, words for the trace, NAT decision). What comes next is
+        ``"jump"`` (into the target chain), ``"RETURN"``, ``"ACCEPT"`` or ``"DROP"`` (the
+        table's verdict; REDIRECT, DNAT and TPROXY end the table with ACCEPT), or ``"next"``
+        (the next rule: MARK, CONNMARK, CT, LOG do their work and carry on).
+        """
+        if isinstance(target, Jump):
+            return "jump", f"jump {target.chain}", None
+        if isinstance(target, Verdict):
+            return target.name, target.name, None
+        words, nat = self._target(hook, table, chain, index, target, skb)
+        return ("next" if nat is None else "ACCEPT"), words, nat
 
     def _target(self, hook: str, table: str, chain: str, index: int, target, skb: Skb):
         """What a target does to the packet. Returns (words for the trace, NatDecision|None)."""
@@ -891,3 +716,14 @@ class Netns:
         self._port(port, what + " port")
         return addr
 
+
+
+def _check_jumps(ruleset: Ruleset) -> None:
+    """Every ``-j CHAIN`` must name a chain of its table (``iptables-restore`` refuses the
+    rules otherwise)."""
+    for tname, table in ruleset.tables.items():
+        for chain in table.chains.values():
+            for i, rule in enumerate(chain.rules):
+                if isinstance(rule.target, Jump) and rule.target.chain not in table.chains:
+                    raise MeshlabError(f"{tname} {chain.name} rule {i + 1} jumps to "
+                                       f"{rule.target.chain}, which does not exist")

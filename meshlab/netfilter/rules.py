@@ -7,24 +7,29 @@ loaded, then the target (``-j``). Because the parser builds every rule in this c
 two rules that the kernel would hold the same way are equal as Python values, whichever form
 (restore input or save output) they were written in.
 
-Each match knows how to test a packet: :meth:`compile` returns a small function of the packet
-being traversed (integers only), built once when the rules are loaded. The *effects* of targets
-(rewriting a destination, setting a mark) live in :mod:`meshlab.netfilter.kernel`, next to the
-traversal, so that the whole rule decision can be read in one place.
+Each match is a small value that both tests a packet and explains a failed test, from one
+definition: its ``_fails(packet)`` reads the field the match looks at, applies the match's
+predicate, and returns ``None`` when the packet passes, or what it saw when it does not.
+``matches(packet)`` is "``_fails`` found nothing"; ``why_not(packet)`` turns what ``_fails``
+saw into a sentence a learner reads, the condition in backticks as ``iptables-save`` prints
+it: "`-m owner --uid-owner 1337`: the socket's owner is UID 1000". The two cannot disagree.
+The packet is the one under traversal, :class:`meshlab.netfilter.packet.Skb` (addresses as
+integers; ``Skb.of(packet)`` makes one from a :class:`~meshlab.netfilter.packet.Packet`).
+
+The *effects* of targets (rewriting a destination, setting a mark) live in
+:mod:`meshlab.netfilter.kernel`, next to the traversal, so that the whole rule decision can be
+read in one place.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_network
 from socket import AF_INET6, inet_ntop
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from meshlab.netfilter.packet import IPAddress
-
-Test = Callable[[object], bool]
-"""A compiled match: takes the packet under traversal (see ``kernel.Skb``), says yes or no."""
+from meshlab.errors import MeshlabError
+from meshlab.netfilter.packet import IPAddress, Skb, address
 
 ALL_ONES = 0xFFFFFFFF
 ANY_V4 = IPv4Address(0)
@@ -69,8 +74,44 @@ def quote(text: str) -> str:
 # --------------------------------------------------------------------------- matches
 
 
+class _Explained:
+    """``matches`` and ``why_not``, both from the match's one ``_fails``.
+
+    ``_fails(packet, option)`` returns ``None`` when the packet passes, else a small tuple of
+    what it saw; ``_say(seen, option)`` puts that into words. ``option`` is which side an
+    address or interface match stands for (``-s``/``-d``, ``-i``/``-o``); other matches
+    ignore it.
+    """
+
+    __slots__ = ()
+
+    def _fails(self, packet: Skb, option: str | None = None) -> tuple[Any, ...] | None:
+        raise NotImplementedError
+
+    def _say(self, seen: tuple[Any, ...], option: str | None = None) -> str:
+        raise NotImplementedError
+
+    def matches(self, packet: Skb, option: str | None = None) -> bool:
+        """Whether ``packet`` passes this match."""
+        return self._fails(packet, option) is None
+
+    def why_not(self, packet: Skb, option: str | None = None) -> str | None:
+        """``None`` if ``packet`` passes, else why not, in words."""
+        seen = self._fails(packet, option)
+        return None if seen is None else self._say(seen, option)
+
+
+def _side_error(what: str, options: str, given: object) -> MeshlabError:
+    return MeshlabError(f"{what} match tests one side of the packet: give option={options}, "
+                        f"not {given!r} (Rule.matches does this for you)")
+
+
+def _ports(lo: int, hi: int, sep: str = ":") -> str:
+    return str(lo) if lo == hi else f"{lo}{sep}{hi}"
+
+
 @dataclass(frozen=True, slots=True)
-class AddrMatch:
+class AddrMatch(_Explained):
     """``[!] -s``/``-d ADDR[/LEN]``: the address masked to ``plen`` bits equals ``net``.
 
     Kept as integers (``net`` already masked, as the kernel stores it), so ``10.0.0.1/8``
@@ -87,20 +128,28 @@ class AddrMatch:
         return ip_network((self.net, self.plen))
 
     def render(self, option: str) -> str:
-        network = self.network
-        return f"{_neg(self.negated)}{option} {show_ip(network.network_address)}/{self.plen}"
+        net = show_ip(address(self.net, self.version))
+        return f"{_neg(self.negated)}{option} {net}/{self.plen}"
 
-    def compile(self, field: str) -> Test:
-        bits = 32 if self.version == 4 else 128
-        mask = ((1 << bits) - 1) ^ ((1 << (bits - self.plen)) - 1)
-        net, negated = self.net, self.negated
-        if field == "src":
-            return lambda p: ((p.src & mask) == net) != negated
-        return lambda p: ((p.dst & mask) == net) != negated
+    def _fails(self, packet: Skb, option: str | None = None) -> tuple[int] | None:
+        """``option`` ``-s`` reads the source, ``-d`` the destination."""
+        if option == "-d":
+            value = packet.dst
+        elif option == "-s":
+            value = packet.src
+        else:
+            raise _side_error("an address", "'-s' (source) or '-d' (destination)", option)
+        inside = (value ^ self.net) >> ((32 if self.version == 4 else 128) - self.plen) == 0
+        return None if inside != self.negated else (value,)
+
+    def _say(self, seen: tuple[int], option: str | None = None) -> str:
+        side = "source" if option == "-s" else "destination"
+        return (f"`{self.render(str(option))}`: the {side} is "
+                f"{show_ip(address(seen[0], self.version))}")
 
 
 @dataclass(frozen=True, slots=True)
-class IfaceMatch:
+class IfaceMatch(_Explained):
     """``[!] -i``/``-o NAME``; a trailing ``+`` matches every name with that prefix (``eth+``)."""
 
     negated: bool
@@ -109,21 +158,37 @@ class IfaceMatch:
     def render(self, option: str) -> str:
         return f"{_neg(self.negated)}{option} {self.name}"
 
-    def compile(self, field: str) -> Test:
-        negated = self.negated
-        if self.name.endswith("+"):
-            prefix = self.name[:-1]
-            if field == "iif":
-                return lambda p: (p.iif is not None and p.iif.startswith(prefix)) != negated
-            return lambda p: (p.oif is not None and p.oif.startswith(prefix)) != negated
+    def _fails(self, packet: Skb, option: str | None = None) -> tuple[str | None] | None:
+        """``option`` ``-i`` reads the interface the packet came in by, ``-o`` the one it
+        leaves by (``None``: it has none, as a packet made here has no ``-i``)."""
+        if option == "-o":
+            value = packet.oif
+        elif option == "-i":
+            value = packet.iif
+        else:
+            raise _side_error("an interface", "'-i' (in) or '-o' (out)", option)
         name = self.name
-        if field == "iif":
-            return lambda p: (p.iif == name) != negated
-        return lambda p: (p.oif == name) != negated
+        if value is None:
+            same = False
+        elif name.endswith("+"):
+            same = value.startswith(name[:-1])
+        else:
+            same = value == name
+        return None if same != self.negated else (value,)
+
+    def _say(self, seen: tuple[str | None], option: str | None = None) -> str:
+        value = seen[0]
+        if option == "-i":
+            fact = ("the packet was made here: it came in by no interface" if value is None
+                    else f"the packet came in by {value}")
+        else:
+            fact = ("the packet has no out interface (it is coming in, not going out)"
+                    if value is None else f"the packet leaves by {value}")
+        return f"`{self.render(str(option))}`: {fact}"
 
 
 @dataclass(frozen=True, slots=True)
-class ProtoMatch:
+class ProtoMatch(_Explained):
     """``[!] -p tcp|udp|icmp|...``."""
 
     negated: bool
@@ -132,9 +197,11 @@ class ProtoMatch:
     def render(self) -> str:
         return f"{_neg(self.negated)}-p {self.proto}"
 
-    def compile(self) -> Test:
-        proto, negated = self.proto, self.negated
-        return lambda p: (p.proto == proto) != negated
+    def _fails(self, packet: Skb, option: str | None = None) -> tuple[str] | None:
+        return None if (packet.proto == self.proto) != self.negated else (packet.proto,)
+
+    def _say(self, seen: tuple[str], option: str | None = None) -> str:
+        return f"`{self.render()}`: the packet is {seen[0]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,12 +213,15 @@ class PortRange:
     hi: int
 
     def render(self) -> str:
-        ports = str(self.lo) if self.lo == self.hi else f"{self.lo}:{self.hi}"
-        return f"{_neg(self.negated)}{ports}"
+        return f"{_neg(self.negated)}{_ports(self.lo, self.hi)}"
+
+    def holds(self, value: int) -> bool:
+        """Whether ``value`` is in the range (outside it, when negated)."""
+        return (self.lo <= value <= self.hi) != self.negated
 
 
 @dataclass(frozen=True, slots=True)
-class PortMatch:
+class PortMatch(_Explained):
     """``-m tcp``/``-m udp [!] --sport P[:P] [!] --dport P[:P]``.
 
     ``iptables -p tcp --dport 80`` loads this module implicitly; the kernel then prints
@@ -170,36 +240,25 @@ class PortMatch:
             out += f" {_neg(self.dport.negated)}--dport {self.dport.render().lstrip('! ')}"
         return out
 
-    def compile(self) -> Test | None:
-        tests: list[Test] = []
-        for field, rng in (("sport", self.sport), ("dport", self.dport)):
-            if rng is not None:
-                tests.append(_port_test(field, rng.lo, rng.hi, rng.negated))
-        return _all(tests)
-
-
-def _port_test(field: str, lo: int, hi: int, negated: bool) -> Test:
-    if lo == hi:
-        if field == "sport":
-            return lambda p: (p.sport == lo) != negated
-        return lambda p: (p.dport == lo) != negated
-    if field == "sport":
-        return lambda p: (lo <= p.sport <= hi) != negated
-    return lambda p: (lo <= p.dport <= hi) != negated
-
-
-def _all(tests: list[Test]) -> Test | None:
-    """One test for all of ``tests`` (``None``: nothing to test, e.g. a bare ``-m tcp``)."""
-    if not tests:
+    def _fails(self, packet: Skb, option: str | None = None) -> tuple[str, int] | None:
+        """The source port is tested first, as the kernel's ``tcp_mt`` does."""
+        if self.sport is not None and not self.sport.holds(packet.sport):
+            return ("sport", packet.sport)
+        if self.dport is not None and not self.dport.holds(packet.dport):
+            return ("dport", packet.dport)
         return None
-    if len(tests) == 1:
-        return tests[0]
-    first, second = tests
-    return lambda p: first(p) and second(p)
+
+    def _say(self, seen: tuple[str, int], option: str | None = None) -> str:
+        side, value = seen
+        if side == "sport":
+            failed, words = PortMatch(self.module, sport=self.sport), "source"
+        else:
+            failed, words = PortMatch(self.module, dport=self.dport), "destination"
+        return f"`{failed.render()}`: the {words} port is {value}"
 
 
 @dataclass(frozen=True, slots=True)
-class MultiportMatch:
+class MultiportMatch(_Explained):
     """``-m multiport [!] --dports|--sports|--ports a,b,c:d`` (``--ports``: either side)."""
 
     negated: bool
@@ -207,24 +266,34 @@ class MultiportMatch:
     ports: tuple[tuple[int, int], ...]
 
     def render(self) -> str:
-        listed = ",".join(str(lo) if lo == hi else f"{lo}:{hi}" for lo, hi in self.ports)
+        listed = ",".join(_ports(lo, hi) for lo, hi in self.ports)
         return f"-m multiport {_neg(self.negated)}--{self.option} {listed}"
 
-    def compile(self) -> Test:
-        ports, negated, option = self.ports, self.negated, self.option
+    def _listed(self, port: int) -> bool:
+        return any(lo <= port <= hi for lo, hi in self.ports)
 
-        def inside(port: int) -> bool:
-            return any(lo <= port <= hi for lo, hi in ports)
+    def _fails(self, packet: Skb, option: str | None = None) -> tuple[int, int] | None:
+        if self.option == "dports":
+            listed = self._listed(packet.dport)
+        elif self.option == "sports":
+            listed = self._listed(packet.sport)
+        else:
+            listed = self._listed(packet.sport) or self._listed(packet.dport)
+        return None if listed != self.negated else (packet.sport, packet.dport)
 
-        if option == "dports":
-            return lambda p: inside(p.dport) != negated
-        if option == "sports":
-            return lambda p: inside(p.sport) != negated
-        return lambda p: (inside(p.sport) or inside(p.dport)) != negated
+    def _say(self, seen: tuple[int, int], option: str | None = None) -> str:
+        sport, dport = seen
+        if self.option == "dports":
+            fact = f"the destination port is {dport}"
+        elif self.option == "sports":
+            fact = f"the source port is {sport}"
+        else:
+            fact = f"the source port is {sport} and the destination port {dport}"
+        return f"`{self.render()}`: {fact}"
 
 
 @dataclass(frozen=True, slots=True)
-class OwnerMatch:
+class OwnerMatch(_Explained):
     """``-m owner [!] --uid-owner N[-M] [!] --gid-owner N[-M]``: who owns the sending socket.
 
     Only packets generated in this namespace have an owner. Like ``xt_owner``, a packet
@@ -238,26 +307,32 @@ class OwnerMatch:
         out = "-m owner"
         for option, rng in (("--uid-owner", self.uid), ("--gid-owner", self.gid)):
             if rng is not None:
-                ids = str(rng.lo) if rng.lo == rng.hi else f"{rng.lo}-{rng.hi}"
-                out += f" {_neg(rng.negated)}{option} {ids}"
+                out += f" {_neg(rng.negated)}{option} {_ports(rng.lo, rng.hi, '-')}"
         return out
 
-    def compile(self) -> Test:
-        uid, gid = self.uid, self.gid
-        no_socket = all(r.negated for r in (uid, gid) if r is not None)
+    def _fails(self, packet: Skb, option: str | None = None) -> tuple[str, int | None] | None:
+        """The owner is tested before the group, as ``xt_owner`` does."""
+        if packet.uid is None:
+            every_negated = all(r.negated for r in (self.uid, self.gid) if r is not None)
+            return None if every_negated else ("socket", None)
+        if self.uid is not None and not self.uid.holds(packet.uid):
+            return ("uid", packet.uid)
+        if self.gid is not None and not self.gid.holds(packet.gid):
+            return ("gid", packet.gid)
+        return None
 
-        def test(p) -> bool:
-            if p.uid is None:
-                return no_socket
-            if uid is not None and (uid.lo <= p.uid <= uid.hi) == uid.negated:
-                return False
-            return gid is None or (gid.lo <= p.gid <= gid.hi) != gid.negated
-
-        return test
+    def _say(self, seen: tuple[str, int | None], option: str | None = None) -> str:
+        what, value = seen
+        if what == "socket":
+            return (f"`{self.render()}`: the packet has no socket (it was not sent by a "
+                    "process here), so it has no owner to match")
+        if what == "uid":
+            return f"`{OwnerMatch(uid=self.uid).render()}`: the socket's owner is UID {value}"
+        return f"`{OwnerMatch(gid=self.gid).render()}`: the socket's group is GID {value}"
 
 
 @dataclass(frozen=True, slots=True)
-class MarkMatch:
+class MarkMatch(_Explained):
     """``-m mark [!] --mark V[/M]`` (packet mark) or ``-m connmark`` (the connection's mark)."""
 
     module: str  # "mark" | "connmark"
@@ -268,15 +343,21 @@ class MarkMatch:
     def render(self) -> str:
         return f"-m {self.module} {_neg(self.negated)}--mark {_value_mask(self.value, self.mask)}"
 
-    def compile(self) -> Test:
-        value, mask, negated = self.value, self.mask, self.negated
-        if self.module == "mark":
-            return lambda p: ((p.mark & mask) == value) != negated
-        return lambda p: ((p.ctmark & mask) == value) != negated
+    def _fails(self, packet: Skb, option: str | None = None) -> tuple[int] | None:
+        """``mark`` reads the packet's mark, ``connmark`` the connection's."""
+        mark = packet.mark if self.module == "mark" else packet.ctmark
+        return None if ((mark & self.mask) == self.value) != self.negated else (mark,)
+
+    def _say(self, seen: tuple[int], option: str | None = None) -> str:
+        mark = seen[0]
+        whose = "packet's" if self.module == "mark" else "connection's"
+        masked = mark & self.mask
+        under = "" if masked == mark else f" ({_hex(masked)} under the mask {_hex(self.mask)})"
+        return f"`{self.render()}`: the {whose} mark is {_hex(mark)}{under}"
 
 
 @dataclass(frozen=True, slots=True)
-class ConntrackMatch:
+class ConntrackMatch(_Explained):
     """``-m conntrack [!] --ctstate NEW,ESTABLISHED,...``: the connection's tracking state."""
 
     negated: bool
@@ -286,13 +367,18 @@ class ConntrackMatch:
         listed = ",".join(s for s in CT_STATES if s in self.states)
         return f"-m conntrack {_neg(self.negated)}--ctstate {listed}"
 
-    def compile(self) -> Test:
-        states, negated = self.states, self.negated
-        return lambda p: (p.ctstate in states) != negated
+    def _fails(self, packet: Skb, option: str | None = None) -> tuple[str] | None:
+        return None if (packet.ctstate in self.states) != self.negated else (packet.ctstate,)
+
+    def _say(self, seen: tuple[str], option: str | None = None) -> str:
+        state = seen[0]
+        why = (" (conntrack has not seen it yet: the raw table runs first)"
+               if state == "INVALID" else "")
+        return f"`{self.render()}`: the packet's conntrack state is {state}{why}"
 
 
 @dataclass(frozen=True, slots=True)
-class CommentMatch:
+class CommentMatch(_Explained):
     """``-m comment --comment TEXT``: always matches; kept so the rule prints as written."""
 
     text: str
@@ -300,8 +386,8 @@ class CommentMatch:
     def render(self) -> str:
         return f"-m comment --comment {quote(self.text)}"
 
-    def compile(self) -> None:
-        return None
+    def _fails(self, packet: Skb, option: str | None = None) -> None:
+        return None  # a comment matches every packet
 
 
 Module = PortMatch | MultiportMatch | OwnerMatch | MarkMatch | ConntrackMatch | CommentMatch
@@ -495,21 +581,44 @@ class Rule(NamedTuple):
         """Whether the rule reads the socket owner (only valid in OUTPUT/POSTROUTING)."""
         return any(isinstance(m, OwnerMatch) for m in self.modules)
 
-    def compile(self) -> tuple[Test, ...]:
-        """The rule's tests, cheapest and most selective first; all must pass to match."""
-        tests: list[Test | None] = []
-        if self.proto is not None:
-            tests.append(self.proto.compile())
-        if self.dst is not None:
-            tests.append(self.dst.compile("dst"))
+    def matches(self, packet: Skb) -> bool:
+        """Whether every condition of the rule holds for ``packet``."""
+        return self._first_failure(packet) is None
+
+    def why_not(self, packet: Skb) -> str | None:
+        """``None`` if the rule matches ``packet``, else its first failing condition, in
+        words: "`-o lo`: the packet leaves by eth0"."""
+        failure = self._first_failure(packet)
+        if failure is None:
+            return None
+        match, option, seen = failure
+        return match._say(seen, option)
+
+    def conditions(self) -> tuple[tuple[_Explained, str | None], ...]:
+        """The rule's matches with the side each tests, in the order the kernel tests them
+        (``ip_packet_match``: addresses, interfaces, protocol; then the match modules)."""
+        found: list[tuple[_Explained, str | None]] = []
         if self.src is not None:
-            tests.append(self.src.compile("src"))
+            found.append((self.src, "-s"))
+        if self.dst is not None:
+            found.append((self.dst, "-d"))
         if self.iif is not None:
-            tests.append(self.iif.compile("iif"))
+            found.append((self.iif, "-i"))
         if self.oif is not None:
-            tests.append(self.oif.compile("oif"))
-        tests.extend(m.compile() for m in self.modules)
-        return tuple(t for t in tests if t is not None)
+            found.append((self.oif, "-o"))
+        if self.proto is not None:
+            found.append((self.proto, None))
+        for module in self.modules:
+            found.append((module, None))
+        return tuple(found)
+
+    def _first_failure(self, packet: Skb) -> tuple[_Explained, str | None, tuple] | None:
+        """The first condition that fails, with what it saw."""
+        for match, option in self.conditions():
+            seen = match._fails(packet, option)
+            if seen is not None:
+                return match, option, seen
+        return None
 
 
 __all__ = [

@@ -82,7 +82,7 @@ class Ruleset:
         self.family = family
         self.tables: Mapping[str, Table] = MappingProxyType(dict(tables))
         self.counters: Counters = MappingProxyType(dict(counters or {}))
-        self._compiled: object = None  # filled by kernel.compile_ruleset, once
+        self._compiled: object = None  # filled by netfilter._fast.compile_ruleset, once
 
     @classmethod
     def from_chains(cls, family: str,

@@ -2,19 +2,22 @@
 
 Each chain is a box that lists its rules, numbered as ``iptables -L --line-numbers`` numbers
 them. A built-in chain is where a netfilter *hook* enters the table (PREROUTING, OUTPUT, ...),
-so those boxes sit in the first column and say "hook" and their policy; every user chain
-(Istio's ``ISTIO_*``) sits one column to the right of the chain that first jumps to it. An
+so those boxes sit in the left column and say "hook" and their policy; the user chains
+(Istio's ``ISTIO_*``) sit in the right column, in the order the table lists them, and a rule
+too long for the column is wrapped onto a second line (indented). An
 arrow leaves from the very rule that jumps (``-j ISTIO_OUTPUT``) and ends at the chain it
 enters; the arrow's line style says how: a solid line is a jump, a dashed line a ``-g`` goto.
 Rules that end the walk through the table (RETURN, REDIRECT, ACCEPT...) have no arrow: their
 target is written at the end of their line.
 
 The picture is drawn from a :class:`~meshlab.netfilter.ruleset.Ruleset`; nothing is decided
-here. Boxes are sized from the text, so the figure's size depends only on the rules.
+here. Boxes are sized from the text; the figure is never wider than ``style.MAX_WIDTH_IN``, so
+its text (9.5 pt) stays readable in a narrow notebook, and only its height depends on the rules.
 """
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 
 from matplotlib.figure import Figure
@@ -23,11 +26,12 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from meshlab.netfilter.ruleset import TABLE_ORDER, Chain, Ruleset
 from meshlab.viz import style
 
-FONT = 7.5
-CHAR_W = 0.6 * FONT / 72  # inches per character of DejaVu Sans Mono
-LINE_H = 0.175
+FONT = style.MIN_FONT_PT
+CHAR_W = 0.61 * FONT / 72  # inches per character of DejaVu Sans Mono
+LINE_H = 0.2
 PAD = 0.08
-COL_GAP = 0.7
+COL_GAP = 0.6
+ARC_ROOM = 0.45  # right of the user chains, where the jumps between them curve
 ROW_GAP = 0.3
 TABLE_GAP = 0.45
 MARGIN = 0.3
@@ -42,6 +46,7 @@ class _Box:
     y: float  # top, in inches from the top of the figure
     w: float
     lines: tuple[str, ...]
+    rule_lines: tuple[int, ...]  # the line each rule starts on (rule 1 -> rule_lines[0])
 
     @property
     def h(self) -> float:
@@ -61,30 +66,21 @@ def _target(rule: object) -> tuple[str | None, bool]:
     return None, False
 
 
-def _lines(chain: Chain) -> tuple[str, ...]:
+def _lines(chain: Chain, width: int | None = None) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """A chain's box text (header, then its numbered rules, each wrapped to ``width``
+    characters) and the line each rule starts on."""
     head = (f"{chain.name}   (hook; policy {chain.policy})" if chain.builtin
             else f"{chain.name}   (user chain)")
-    rules = tuple(f"{i:>2}  {rule.text}" for i, rule in enumerate(chain.rules, 1))
-    return (head, *(rules or ("    (no rules: the policy applies)" if chain.builtin
-                              else "    (no rules: RETURN to the caller)",)))
-
-
-def _depths(chains: dict[str, Chain]) -> dict[str, int]:
-    """Column of each chain: built-ins 0, then one more than the first chain jumping to it."""
-    depth = {name: 0 for name, chain in chains.items() if chain.builtin}
-    frontier = list(depth)
-    while frontier:
-        nxt = []
-        for name in frontier:
-            for rule in chains[name].rules:
-                target, _ = _target(rule)
-                if target in chains and target not in depth:
-                    depth[target] = depth[name] + 1
-                    nxt.append(target)
-        frontier = nxt
-    for name in chains:
-        depth.setdefault(name, 1)
-    return depth
+    lines, starts = [head], []
+    for i, rule in enumerate(chain.rules, 1):
+        starts.append(len(lines))
+        text = f"{i:>2}  {rule.text}"
+        lines += (textwrap.wrap(text, width, subsequent_indent="        ",
+                                break_on_hyphens=False) if width else [text])
+    if not chain.rules:
+        lines.append("    (no rules: the policy applies)" if chain.builtin
+                     else "    (no rules: RETURN to the caller)")
+    return tuple(lines), tuple(starts)
 
 
 def _layout(ruleset: Ruleset) -> tuple[list[_Box], list[tuple[str, float]], float, float]:
@@ -98,28 +94,30 @@ def _layout(ruleset: Ruleset) -> tuple[list[_Box], list[tuple[str, float]], floa
         table = ruleset.tables.get(tname)
         if table is None or table.untouched:
             continue
-        chains = {c.name: c for c in table.ordered_chains()}
-        depth = _depths(chains)
-        columns: dict[int, list[Chain]] = {}
-        for chain in chains.values():
-            columns.setdefault(depth[chain.name], []).append(chain)
+        chains = table.ordered_chains()
+        columns = ([c for c in chains if c.builtin], [c for c in chains if not c.builtin])
         headers.append((tname, y))
         y += 0.3
         x = MARGIN
         bottom = y
-        for col in sorted(columns):
-            lines_per = [_lines(c) for c in columns[col]]
-            col_w = max(len(line) for lines in lines_per for line in lines) * CHAR_W + 2 * PAD
+        left_w = 0.0
+        for col, members in enumerate(columns):
+            if not members:
+                continue
+            room = style.MAX_WIDTH_IN - MARGIN - ARC_ROOM - x - 2 * PAD
+            texts = [_lines(c, int(room / CHAR_W) if col else None) for c in members]
+            col_w = max(len(line) for lines, _ in texts for line in lines) * CHAR_W + 2 * PAD
             cy = y
-            for chain, lines in zip(columns[col], lines_per, strict=True):
-                box = _Box(tname, chain, x, cy, col_w, lines)
+            for chain, (lines, starts) in zip(members, texts, strict=True):
+                box = _Box(tname, chain, x, cy, col_w, lines, starts)
                 boxes.append(box)
                 cy += box.h + ROW_GAP
             bottom = max(bottom, cy)
+            left_w = col_w if col == 0 else left_w
             x += col_w + COL_GAP
-        width = max(width, x - COL_GAP + MARGIN)
+        width = max(width, x - COL_GAP + ARC_ROOM + MARGIN)
         y = bottom + TABLE_GAP
-    return boxes, headers, max(width, 6.0), y + MARGIN
+    return boxes, headers, min(max(width, 6.0), style.MAX_WIDTH_IN), y + MARGIN
 
 
 def chains_figure(ruleset: Ruleset | None = None) -> Figure:
@@ -166,11 +164,11 @@ def _draw_box(ax: object, box: _Box) -> None:
 
 
 def _edge(ax: object, src: _Box, rule: int, dest: _Box, goto: bool) -> None:
-    start = (src.x + src.w, src.line_y(rule))
+    start = (src.x + src.w, src.line_y(src.rule_lines[rule - 1]))
     end = (dest.x, dest.line_y(0))
-    if dest.x <= src.x:  # a jump back or sideways: leave from the right, enter from the right
+    if dest.x <= src.x:  # a jump within the column: leave from the right, enter from the right
         end = (dest.x + dest.w, dest.line_y(0))
-        rad = -0.5
+        rad = -0.5 if end[1] > start[1] else 0.5  # bulge to the right, outside the boxes
     else:
         rad = 0.0
     ax.add_patch(FancyArrowPatch(  # type: ignore[attr-defined]

@@ -21,7 +21,7 @@ hatched and outlined, the road ahead is faded, and the step is written under the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -34,8 +34,9 @@ from meshlab.viz.path import Stop, stops, subject_pod
 from meshlab.viz.steps import StepInfo, step_infos
 from meshlab.walk import Walk
 
-WIDTH, HEIGHT = 12.0, 7.0
-"""Figure size in inches (fixed, so the PNG is always the same size)."""
+WIDTH, HEIGHT = 9.0, 6.5
+"""Figure size in inches (fixed, so the PNG is always the same size): narrow enough that
+its smallest text (``style.MIN_FONT_PT``) stays readable in a narrow notebook."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +98,8 @@ def _places() -> dict[str, Place]:
         "lo": Place(5.5, 30.5, 7.0, 5.0, "lo\n(local dst)", "wire"),
         "eth0_in": Place(5.5, TOP, 7.0, 5.0, "eth0\nin", "wire"),
         "eth0_out": Place(5.5, BOTTOM, 7.0, 5.0, "eth0\nout", "wire"),
-        "peer_in": Place(5.5, 59.0, 9.0, 3.4, "peer sends", "peer"),
-        "peer_out": Place(5.5, 2.3, 9.0, 3.4, "peer receives", "peer"),
+        "peer_in": Place(5.5, 59.0, 9.6, 3.4, "from peer", "peer"),
+        "peer_out": Place(5.5, 2.3, 9.6, 3.4, "to peer", "peer"),
     })
     for hook, (left, right, y, _names) in HOOKS.items():
         # A hook passed without any rule for this packet: the line crosses its frame low down.
@@ -110,6 +111,19 @@ def _places() -> dict[str, Place]:
 
 PLACES: Mapping[str, Place] = _places()
 """Every box of the picture by key (``"OUTPUT/nat"``, ``"ISTIO_OUTPUT"``, ``"lo"``...)."""
+
+AMBIENT_LABELS: Mapping[str, str] = {
+    "ISTIO_INBOUND": "ISTIO_PRERT\nREDIRECT :15006",
+    "ISTIO_OUTPUT": "ISTIO_OUTPUT\nREDIRECT :15001",
+    "app": "app\n:9080",
+    "envoy15006": "ztunnel :15006\ninbound plaintext",
+    "envoy15001": "ztunnel :15001\noutbound",
+    "envoy_other": "ztunnel :15008\nHBONE, :15053 DNS",
+    "agent": "no sidecar:\nno Envoy, no agent",
+}
+"""An ambient pod on the same map: istio-cni's two chains, ztunnel's sockets (marked 0x539);
+the sidecar's ISTIO_IN_REDIRECT and ISTIO_REDIRECT are not there (:data:`AMBIENT_ABSENT`)."""
+AMBIENT_ABSENT = frozenset({"ISTIO_IN_REDIRECT", "ISTIO_REDIRECT"})
 
 _STATIC_EDGES = (
     ("peer_in", "eth0_in"), ("eth0_in", "PREROUTING/raw"), ("PREROUTING/raw", "PREROUTING/mangle"),
@@ -127,7 +141,7 @@ _JUMPS = (
 )
 
 
-def hooks_figure(walk: Walk | None = None, *, step: int | None = None) -> Figure:
+def hooks_figure(walk: Walk | None = None, *, step: int | str | None = None) -> Figure:
     """The netfilter hooks and tables of a sidecar pod, with ``walk``'s path drawn on them.
 
     Without a walk you get the empty map: the hooks, their tables in the order the kernel
@@ -136,10 +150,12 @@ def hooks_figure(walk: Walk | None = None, *, step: int | None = None) -> Figure
     style per connection), and the article's step numbers are written in circles. ``step``
     (1-15) shows the walk *up to* that step and highlights it (hatched, with a caption).
     A step the walk does not have (skipped by the configuration) is named in the caption.
+    An ambient walk (steps ``"A1"``...) is drawn on the same map with istio-cni's chains and
+    ztunnel's sockets in place of the sidecar's.
     """
     with style.styled():
         fig = style.new_figure(WIDTH, HEIGHT)
-        ax = fig.add_axes((0.0, 0.06, 1.0, 0.86))
+        ax = fig.add_axes((0.0, 0.09, 1.0, 0.84))
         # Fixed limits: shapes are added with add_artist, not add_patch, which would work out
         # how far each one widens the data limits (a sixth of the time of a step's frame)
         ax.set_xlim(0, 100)
@@ -149,12 +165,13 @@ def hooks_figure(walk: Walk | None = None, *, step: int | None = None) -> Figure
         infos = step_infos(walk) if walk is not None else []
         path = stops(walk) if walk is not None else []
         cut = _cut(path, infos, step)
-        _draw_static(ax, used={s.place for s in path[:cut]})
+        _draw_static(ax, used={s.place for s in path[:cut]},
+                     ambient=walk is not None and walk.mode == "ambient")
         if walk is not None:
             _draw_path(ax, path, cut)
-            _draw_badges(ax, path, infos, step, cut)
+            _draw_badges(ax, path, infos, step, cut, ambient=walk.mode == "ambient")
         fig.suptitle(_title(walk), x=0.01, ha="left", fontsize=12, fontweight="bold")
-        fig.text(0.01, 0.012, _caption(walk, infos, step), ha="left", va="bottom", fontsize=10)
+        fig.text(0.01, 0.008, _caption(walk, infos, step), ha="left", va="bottom", fontsize=10.5)
         if walk is not None:
             _legend(fig, path)
     return fig
@@ -181,7 +198,7 @@ def _box(ax: Axes, p: Place, *, used: bool, current: bool = False) -> None:
             f"{rounding}", facecolor=style.LIGHT if used else style.PAPER,
             edgecolor=style.ACCENT if current else edge, lw=lw, hatch=hatch, zorder=2,
             linestyle="-" if p.kind != "wire" else (0, (3, 2))))
-    size = 8 if p.kind in ("chain", "socket") else 8.5
+    size = style.MIN_FONT_PT
     weight = "bold" if used and p.kind in ("table", "chain") else "normal"
     text = p.label if p.kind != "route" else "route"
     y, va = (p.y + p.h / 2 - 0.35, "top") if p.kind == "table" else (p.y, "center")
@@ -197,30 +214,38 @@ def _draw_frames(ax: Axes) -> None:
                                     boxstyle="round,pad=0,rounding_size=0.8",
                                     facecolor=style.PAPER, edgecolor=style.INK, lw=1.0, zorder=1))
         label_y = y + 5.9 if y == TOP else y - 5.9
-        ax.text(left + 0.6, label_y, hook, ha="left", va="center", fontsize=10,
+        ax.text(left + 0.6, label_y, hook, ha="left", va="center", fontsize=10.5,
                 fontweight="bold")
     ax.add_artist(FancyBboxPatch((85.0, 9.5), 14.6, 45.0, boxstyle="round,pad=0,rounding_size=1",
                                 facecolor=style.PAPER, edgecolor=style.INK, lw=1.0, zorder=1))
-    ax.text(92.3, 56.3, "sockets in the pod", ha="center", va="center", fontsize=10,
+    ax.text(99.6, 56.3, "sockets in the pod", ha="right", va="center", fontsize=10.5,
             fontweight="bold")
-    ax.text(45.0, TOP - 5.2, "routing\ndecision", ha="center", va="top", fontsize=7.5)
-    ax.text(ROUTE_OUT_X, BOTTOM - 5.2, "routing\ndecision", ha="center", va="top", fontsize=7.5)
-    ax.text(20.0, 27.0, "nat jumps to the Istio chains\n(dotted arrows)", ha="left",
-            va="center", fontsize=8, style="italic", color="#444444")
+    ax.text(45.0, TOP - 5.2, "routing\ndecision", ha="center", va="top",
+            fontsize=style.MIN_FONT_PT)
+    ax.text(ROUTE_OUT_X, BOTTOM - 5.2, "routing\ndecision", ha="center", va="top",
+            fontsize=style.MIN_FONT_PT)
+    ax.text(12.0, 25.5, "nat jumps to the Istio chains\n(dotted arrows)", ha="left",
+            va="center", fontsize=style.MIN_FONT_PT, style="italic", color="#444444")
 
 
-def _draw_static(ax: Axes, used: set[str]) -> None:
+def _draw_static(ax: Axes, used: set[str], *, ambient: bool = False) -> None:
     for key, place in PLACES.items():
+        if ambient and key in AMBIENT_ABSENT:
+            continue
+        if ambient and key in AMBIENT_LABELS:
+            place = replace(place, label=AMBIENT_LABELS[key])
         if place.kind != "pass":
             _box(ax, place, used=key in used)
     if "PREROUTING/-" in used and "lo" in used:
         p = PLACES["PREROUTING/-"]
         ax.text(p.x, 44.4, "nat not consulted again (conntrack)", ha="center", va="top",
-                fontsize=7.5, style="italic", zorder=7,
+                fontsize=style.MIN_FONT_PT, style="italic", zorder=7,
                 bbox={"boxstyle": "round,pad=0.1", "fc": style.PAPER, "ec": "none"})
     for a, b in _STATIC_EDGES:
         _arrow(ax, PLACES[a], PLACES[b], color=style.GREY, lw=0.8, ls="-", z=1.5)
     for a, b in _JUMPS:
+        if ambient and b in AMBIENT_ABSENT:
+            continue
         _arrow(ax, PLACES[a], PLACES[b], color="#666666", lw=0.9, ls=":", z=1.5)
     _arrow(ax, PLACES["INPUT/nat"], PLACES["app"], color=style.GREY, lw=0.8, ls="-", z=1.5)
     _arrow(ax, PLACES["agent"], PLACES["route_out"], color=style.GREY, lw=0.8, ls="-", z=1.5)
@@ -315,8 +340,8 @@ def _draw_path(ax: Axes, path: list[Stop], cut: int) -> None:
         _line(ax, _route(path[k - 1].place, b.place, off), **look)
 
 
-def _draw_badges(ax: Axes, path: list[Stop], infos: list[StepInfo], step: int | None,
-                 cut: int) -> None:
+def _draw_badges(ax: Axes, path: list[Stop], infos: list[StepInfo], step: int | str | None,
+                 cut: int, *, ambient: bool = False) -> None:
     """Circled step numbers beside the places where the article's steps happen."""
     where = {s.event: s for s in path if s.event is not None}
     per_place: dict[str, int] = {}
@@ -339,7 +364,7 @@ def _draw_badges(ax: Axes, path: list[Stop], infos: list[StepInfo], step: int | 
             x, y = place.x - place.w / 2 - 1.6 - k * 2.6, place.y + place.h / 2 - 0.6
         is_current = step is not None and info.n == step
         faded = step is not None and info.event not in visible_events and not is_current
-        ax.text(x, y, str(info.n), ha="center", va="center", fontsize=8, zorder=8,
+        ax.text(x, y, str(info.n), ha="center", va="center", fontsize=style.MIN_FONT_PT, zorder=8,
                 fontweight="bold", color=style.PAPER if is_current else style.INK,
                 alpha=0.35 if faded else 1.0,
                 bbox={"boxstyle": "circle,pad=0.2", "fc": style.ACCENT if is_current
@@ -347,7 +372,10 @@ def _draw_badges(ax: Axes, path: list[Stop], infos: list[StepInfo], step: int | 
         if is_current:
             current_place = stop.place
     if current_place is not None:
-        _box(ax, PLACES[current_place], used=True, current=True)
+        place = PLACES[current_place]
+        if ambient and current_place in AMBIENT_LABELS:
+            place = replace(place, label=AMBIENT_LABELS[current_place])
+        _box(ax, place, used=True, current=True)
 
 
 def _nearest(path: list[Stop], event: int) -> Stop | None:
@@ -363,7 +391,8 @@ def _title(walk: Walk | None) -> str:
     if walk is None:
         return "netfilter hooks and tables in a sidecar pod"
     pod = subject_pod(walk) or "the pod"
-    return f"walk {walk.scenario!r} in pod {pod}: {walk.outcome}"
+    mode = " (ambient: no sidecar)" if walk.mode == "ambient" else ""
+    return f"walk {walk.scenario!r} in pod {pod}{mode}: {walk.outcome}"
 
 
 def _caption(walk: Walk | None, infos: list[StepInfo], step: int | None) -> str:
@@ -384,9 +413,10 @@ def _legend(fig: Figure, path: list[Stop]) -> None:
     handles = []
     for conn in connections:
         st = style.connection_style(conn)
-        who = "first connection" if conn == 0 else f"connection {conn} (opened by the proxy)"
+        who = "first connection" if conn == 0 else f"connection {conn} (the proxy's)"
         handles.append(Line2D([], [], color=st["color"], linestyle=st["linestyle"], lw=2.2,
                               label=who))
     handles.append(Line2D([], [], color=style.GREY, lw=1.0, alpha=0.6, label="not reached yet"))
-    fig.legend(handles=handles, loc="upper right", ncol=len(handles), fontsize=8,
-               frameon=False, bbox_to_anchor=(0.995, 0.962))
+    fig.legend(handles=handles, loc="lower right", ncol=len(handles), fontsize=style.MIN_FONT_PT,
+               frameon=False, bbox_to_anchor=(0.995, 0.035), handlelength=2.4,
+               columnspacing=1.0)

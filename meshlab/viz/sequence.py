@@ -16,6 +16,8 @@ proxy's upstream dashed, ...). Circled numbers in the margin are the article's s
 
 from __future__ import annotations
 
+import textwrap
+
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch
 
@@ -24,9 +26,14 @@ from meshlab.viz.path import subject_pod
 from meshlab.walk import Event, Walk
 
 LANES = ("app", "kernel", "proxy", "peer")
-LANE_X = {"app": 1.0, "kernel": 2.6, "proxy": 4.2, "peer": 5.8}
-TEXT_X = 6.5
-ROW_H = 0.3
+LANE_X = {"app": 0.95, "kernel": 1.95, "proxy": 2.95, "peer": 3.95}
+TEXT_X = 4.35
+WIDTH = style.MAX_WIDTH_IN
+"""9 in: shown in a narrow notebook, its smallest text stays 12 px or more."""
+LINE_H = 0.175
+"""The height of one line of an event's text (inches); a row is one to three lines."""
+WRAP = 62
+"""Characters per line of an event's text (about 4.6 in at 9.5 pt)."""
 _MARKERS = {"rule": "o", "policy": "s", "nat": "D", "tproxy": "d", "route": "^", "proxy": "P",
             "dnat": "D", "refused": "X", "drop": "X", "timeout": "X", "loop": "X", "close": "X"}
 
@@ -56,26 +63,29 @@ def sequence_figure(walk: Walk) -> Figure:
     subject = subject_pod(walk)
     events = [e for e in walk.events if e.is_hit]
     numbers = {info.event: info.n for info in step_infos(walk) if info.event is not None}
-    rows = max(len(events), 1)
-    height = 1.3 + rows * ROW_H
-    width = 15.0
+    texts = [_wrapped(f"c{e.connection}  {_words(e)}") for e in events]
+    heights = [0.14 + LINE_H * t.count("\n") + LINE_H for t in texts] or [LINE_H]
+    top = 1.05
+    height = top + sum(heights) + 0.35
+    width = WIDTH
     with style.styled():
         fig, ax = style.inch_canvas(width, height)
         ax.text(0.2, 0.3, f"walk {walk.scenario!r}: {walk.outcome} (sequence of events)",
                 fontsize=11, fontweight="bold", va="center")
-        top = 0.85
         for name in LANES:
             x = LANE_X[name]
-            label = {"proxy": "proxy (Envoy)", "peer": "peer / node"}.get(name, name)
-            ax.text(x, top - 0.12, label, ha="center", va="bottom", fontsize=9.5,
+            label = {"proxy": "proxy\n(Envoy)", "peer": "peer /\nnode"}.get(name, name)
+            ax.text(x, top - 0.12, label, ha="center", va="bottom", fontsize=10,
                     fontweight="bold", bbox={"boxstyle": "round,pad=0.25", "fc": style.LIGHT,
                                              "ec": style.INK, "lw": 0.8})
             ax.plot([x, x], [top, height - 0.15], color=style.GREY, lw=0.8, zorder=1)
         subject_note = f"kernel of pod {subject}" if subject else "kernel"
         ax.text(LANE_X["kernel"], height - 0.08, subject_note, ha="center", va="bottom",
-                fontsize=7.5, style="italic")
-        for row, event in enumerate(events):
-            y = top + (row + 0.6) * ROW_H
+                fontsize=style.MIN_FONT_PT, style="italic")
+        y_top = top
+        for event, text, row_h in zip(events, texts, heights, strict=True):
+            y = y_top + row_h / 2
+            y_top += row_h
             st = style.connection_style(event.connection)
             lane = _lane(event, subject)
             if event.kind in ("connect", "accept", "deliver"):
@@ -95,12 +105,17 @@ def sequence_figure(walk: Walk) -> Figure:
                         else st["color"], zorder=4, linestyle="none")
             n = numbers.get(event.index)
             if n is not None:
-                ax.text(0.3, y, str(n), ha="center", va="center", fontsize=8,
+                ax.text(0.3, y, str(n), ha="center", va="center", fontsize=style.MIN_FONT_PT,
                         fontweight="bold", bbox={"boxstyle": "circle,pad=0.2",
                                                  "fc": style.PAPER, "ec": style.INK})
-            words = _words(event)
-            if len(words) > 118:
-                words = words[:115] + "..."
-            ax.text(TEXT_X, y, f"c{event.connection}  {words}", ha="left", va="center",
-                    fontsize=7.8)
+            ax.text(TEXT_X, y, text, ha="left", va="center", fontsize=style.MIN_FONT_PT,
+                    linespacing=1.25)
     return fig
+
+
+def _wrapped(text: str) -> str:
+    """An event's text in lines of at most :data:`WRAP` characters, three lines at most."""
+    lines = textwrap.wrap(text, WRAP, subsequent_indent="    ", break_on_hyphens=False)
+    if len(lines) > 3:
+        lines = [*lines[:2], lines[2][: WRAP - 3] + "..."]
+    return "\n".join(lines)

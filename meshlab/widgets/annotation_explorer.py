@@ -8,7 +8,8 @@ namespace labelled ``istio-injection=enabled`` (:func:`meshlab.istio.inject.inje
 differs from a pod without annotations marked ``+`` (added, bold) or ``-`` (gone, struck
 through), so the change is visible without colour. An annotation Istio's injector would reject
 (``excludeOutboundPorts: abc``) shows the injector's message in ``meshlab-error`` and the last
-valid result stays on screen.
+valid result stays on screen. The result follows the box when you leave it (click outside),
+not at every keystroke, so a half-typed annotation never flashes an error.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import ipywidgets as widgets
 
 from meshlab import datafiles
 from meshlab.errors import MeshlabError
-from meshlab.widgets.common import error_widget, esc, guarded
+from meshlab.widgets.common import LiveWidget, error_widget, esc, guarded
 from meshlab.widgets.flag_explorer import _render, diff_lines
 
 POD = datafiles.PRODUCTPAGE_POD
@@ -90,7 +91,7 @@ def _inject(items: tuple[tuple[str, str], ...]) -> tuple[tuple[str, ...], str, i
             result.proxy_gid, result.interception_mode)
 
 
-class AnnotationExplorer(widgets.VBox):
+class AnnotationExplorer(LiveWidget, widgets.VBox):
     """Pod annotations in, ``istio-init`` arguments and rules out, changes marked."""
 
     def __init__(self, annotations: str = EXAMPLE) -> None:
@@ -99,7 +100,8 @@ class AnnotationExplorer(widgets.VBox):
             value="", description="annotations",
             layout=widgets.Layout(width="100%", height="7em"),
             style={"description_width": "initial"},
-            placeholder="traffic.sidecar.istio.io/excludeOutboundPorts: \"5432\"")
+            placeholder="traffic.sidecar.istio.io/excludeOutboundPorts: \"5432\"",
+            continuous_update=False)
         self.annotations.add_class("meshlab-annotations-input")
         self.args_text = widgets.HTML("").add_class("meshlab-init-args")
         self.summary = widgets.HTML("")

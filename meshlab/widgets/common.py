@@ -38,9 +38,16 @@ def error_widget() -> widgets.HTML:
 
 
 def error_html(message: str) -> str:
-    """A message a person can act on, marked so it is seen without colour (a bold label)."""
+    """A message a person can act on, marked so it is seen without colour (a bold label).
+
+    A message of several lines (a parser's caret under the offending token, a list of rules)
+    keeps its layout: the lines after the first are shown as they are, in monospace.
+    """
+    first, _, rest = message.partition("\n")
+    more = (f"<pre style='margin:2px 0;font-family:monospace;white-space:pre'>{esc(rest)}</pre>"
+            if rest.strip() else "")
     return ("<div style='border:2px solid #333;padding:4px 8px;margin:4px 0'>"
-            f"<b>Problem:</b> {esc(message)}</div>")
+            f"<b>Problem:</b> {esc(first)}{more}</div>")
 
 
 def guarded(call: Callable[[], T], error: widgets.HTML) -> T | None:
@@ -73,3 +80,19 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[object]],
         body.append(f"<tr{cls}>{cells}</tr>")
     return (f"{TABLE_STYLE}<table class='meshlab-table'><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table>")
+
+
+class LiveWidget:
+    """Mixed into every meshlab widget: its plain-text form (what a page that cannot run
+    widgets, or a notebook opened before its cells ran, shows in its place) says what it is
+    and how to bring it to life, instead of a nest of ``VBox(children=...)``. ipywidgets cuts
+    that text at 110 characters, so it stays short."""
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}: a live widget; run the lesson (Run -> Run All Cells) "
+                "to use it.")
+
+
+#: One line for a lesson to show above its widgets.
+STORED_WIDGET_NOTE = ("The widgets in this lesson are saved copies until it runs: they do not "
+                      "answer clicks yet. Run -> Run All Cells, and they come alive.")

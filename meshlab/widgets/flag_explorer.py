@@ -7,6 +7,11 @@ rules marked: ``+`` (added, bold) or ``-`` (gone, struck through), so the change
 without colour. A flag Istio would reject shows the flag parser's own message in
 ``meshlab-error``, and the last valid rules stay on screen.
 
+A list flag given again *replaces* its list, it does not add to it: appending ``-d 8080`` to the
+default flags drops ``15090,15021,15020`` (so Envoy's own ports are captured again). The widget
+says so above the rules (:func:`replaced_lists`). The rules follow the text box when you press
+Enter or leave the box, not at every keystroke.
+
 Flags are split like a shell would (``-x ''`` is an empty value; so is ``-x=``).
 """
 
@@ -20,7 +25,7 @@ import ipywidgets as widgets
 
 from meshlab.errors import MeshlabError
 from meshlab.istio.flags import DEFAULT_ISTIO_INIT_ARGS
-from meshlab.widgets.common import error_widget, esc, guarded
+from meshlab.widgets.common import LiveWidget, error_widget, esc, guarded
 
 DEFAULT_FLAGS = shlex.join(DEFAULT_ISTIO_INIT_ARGS)
 """The default flags as one shell-quoted line (``-x ''`` keeps the empty value)."""
@@ -56,7 +61,37 @@ def diff_lines(default: str, current: str) -> list[tuple[str, str]]:
     return out
 
 
-class FlagExplorer(widgets.VBox):
+#: The flags whose value is a comma list (ports, address ranges, IDs).
+_LIST_FLAGS = ("-b", "-d", "-i", "-x", "-o", "-q", "-u", "-g")
+
+
+def replaced_lists(words: tuple[str, ...],
+                   default: tuple[str, ...] = tuple(DEFAULT_ISTIO_INIT_ARGS)) -> list[str]:
+    """One sentence for each list flag whose last value drops items of its default list
+    (``-d 8080`` after the default ``-d 15090,15021,15020``)."""
+    def last_values(ws: tuple[str, ...]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for i, w in enumerate(ws[:-1]):
+            if w in _LIST_FLAGS:
+                found.setdefault(w, []).append(ws[i + 1])
+        return found
+
+    defaults, given = last_values(default), last_values(words)
+    notes = []
+    for flag, values in given.items():
+        old = defaults.get(flag, [""])[-1]
+        kept = set(values[-1].split(","))
+        lost = [item for item in old.split(",") if item and item not in kept]
+        if lost:
+            twice = " (the flag is given twice: the last one counts)" if len(values) > 1 else ""
+            notes.append(f"{flag} {values[-1] or repr('')} replaces the default list {old}, it "
+                         f"does not add to it{twice}: {', '.join(lost)} "
+                         f"{'is' if len(lost) == 1 else 'are'} no longer in it. To add an item, "
+                         f"write {flag} {old},{values[-1] or '...'}.")
+    return notes
+
+
+class FlagExplorer(LiveWidget, widgets.VBox):
     """A text box of istio-iptables flags and the rules they generate, changes marked."""
 
     def __init__(self, flags: str = DEFAULT_FLAGS) -> None:
@@ -64,13 +99,15 @@ class FlagExplorer(widgets.VBox):
         self.flags = widgets.Text(value="", description="istio-iptables",
                                   layout=widgets.Layout(width="100%"),
                                   style={"description_width": "initial"},
-                                  placeholder="-p 15001 -z 15006 -u 1337 ...")
+                                  placeholder="-p 15001 -z 15006 -u 1337 ...",
+                                  continuous_update=False)
         self.flags.add_class("meshlab-flags-input")
         self.rules_text = widgets.HTML("").add_class("meshlab-rules-text")
         self.summary = widgets.HTML("")
+        self.notes = widgets.HTML("").add_class("meshlab-flag-notes")
         self._lines: list[tuple[str, str]] = []
         self._default = guarded(lambda: _restore(DEFAULT_ISTIO_INIT_ARGS), self.error) or ""
-        super().__init__([self.flags, self.error, self.summary, self.rules_text])
+        super().__init__([self.flags, self.error, self.notes, self.summary, self.rules_text])
         self.add_class("meshlab-flag-explorer")
         self.flags.observe(self._update, names="value")
         self.flags.value = flags if isinstance(flags, str) else shlex.join(flags)
@@ -80,6 +117,9 @@ class FlagExplorer(widgets.VBox):
     def _update(self, change: object = None) -> None:
         text = self.flags.value
         restore = guarded(lambda: _restore(split_flags(text)), self.error)
+        notes = guarded(lambda: replaced_lists(split_flags(text)), widgets.HTML()) or []
+        self.notes.value = "".join(f"<p style='margin:2px 0'><b>Note:</b> {esc(n)}</p>"
+                                   for n in notes)
         if restore is None:
             self.summary.value = "<i>Showing the rules of the last valid flags.</i>"
             return

@@ -4,9 +4,16 @@ Pick a process of the sidecar pod (the app as UID 1000, Envoy or pilot-agent as 
 type any UID/GID, a destination address, a port and a protocol. The widget asks the kernel
 model (:meth:`meshlab.netfilter.kernel.Netns.connect`) to send the first packet of a new
 connection from the pod, and shows every rule it was tested against, in order, with the rules
-that matched in bold and marked ``*``, then where the connection goes: the rewritten
-destination (REDIRECT to Envoy), the interface it leaves by, and the socket that would accept
-it. Each trace starts from a fresh namespace, so the same input always gives the same trace.
+that matched in bold and marked ``*`` (and, for those it passed over, the first condition that
+failed), then where the connection goes: the rewritten destination (REDIRECT to Envoy), the
+interface it leaves by, and the socket that would accept it. Each trace starts from a fresh
+namespace, so the same input always gives the same trace.
+
+The UID and GID boxes show the chosen process's IDs and are greyed out while a process is
+chosen (a note beside them says so); choose "custom UID/GID" to type your own. Every number
+is checked as typed: a port must be 1-65535 and an ID 0-4294967294, and a value out of range
+is refused with a message, never silently changed. Boxes update on Enter or when you leave
+them, not at every keystroke.
 
 ``PacketBuilder(ruleset=...)`` traces through other rules, e.g. an ``iptables-save`` pasted
 from a real pod and parsed with :func:`meshlab.netfilter.parse.parse_ruleset`.
@@ -22,13 +29,30 @@ import pandas
 
 from meshlab.errors import MeshlabError
 from meshlab.netfilter.ruleset import Ruleset
-from meshlab.widgets.common import error_widget, esc, guarded, html_table
+from meshlab.widgets.common import LiveWidget, error_widget, esc, guarded, html_table
+from meshlab.widgets.reasons import reasons_html
 
 CUSTOM = "custom UID/GID"
+#: The largest UID/GID Linux accepts (2^32 - 1 is "no ID").
+MAX_ID = 2**32 - 2
+
+
+def read_number(text: str, what: str, low: int, high: int) -> int:
+    """A whole number typed in a box, or MeshlabError saying what is wrong and what fits."""
+    value = text.strip()
+    if not value.isdigit():
+        raise MeshlabError(f"{what} {value!r} is not a whole number; write one from {low} to "
+                           f"{high}")
+    number = int(value)
+    if not low <= number <= high:
+        raise MeshlabError(f"{what} {number} is out of range: it must be from {low} to {high}")
+    return number
+
+
 _COLUMNS = ["hook", "table", "chain", "#", "rule", "matched", "verdict"]
 
 
-class PacketBuilder(widgets.VBox):
+class PacketBuilder(LiveWidget, widgets.VBox):
     """Process/UID, destination, port, protocol -> the trace, as an HTML table."""
 
     def __init__(self, *, ruleset: Ruleset | None = None, pod_ip: str = "10.244.0.5") -> None:
@@ -42,14 +66,15 @@ class PacketBuilder(widgets.VBox):
         options = [(f"{p.name} (uid {p.uid} gid {p.gid})", p.name) for p in self._pod.processes]
         self.process = widgets.Dropdown(options=[*options, (CUSTOM, CUSTOM)], value="app",
                                         description="process")
-        self.uid = widgets.BoundedIntText(value=1000, min=0, max=2**32 - 2, description="uid",
-                                          layout=widgets.Layout(width="170px"))
-        self.gid = widgets.BoundedIntText(value=1000, min=0, max=2**32 - 2, description="gid",
-                                          layout=widgets.Layout(width="170px"))
+        self.uid = widgets.Text(value="1000", description="uid", continuous_update=False,
+                                layout=widgets.Layout(width="170px"))
+        self.gid = widgets.Text(value="1000", description="gid", continuous_update=False,
+                                layout=widgets.Layout(width="170px"))
+        self.id_note = widgets.HTML("").add_class("meshlab-id-note")
         self.destination = widgets.Text(value="10.244.0.9", description="destination",
                                         continuous_update=False)
-        self.port = widgets.BoundedIntText(value=9080, min=1, max=65535, description="port",
-                                           layout=widgets.Layout(width="170px"))
+        self.port = widgets.Text(value="9080", description="port", continuous_update=False,
+                                 layout=widgets.Layout(width="170px"))
         self.proto = widgets.Dropdown(options=["tcp", "udp"], value="tcp", description="proto",
                                       layout=widgets.Layout(width="170px"))
         self.summary = widgets.HTML("")
@@ -58,8 +83,11 @@ class PacketBuilder(widgets.VBox):
             control.observe(self._update, names="value")
         self.process.observe(self._on_process, names="value")
         super().__init__([
-            widgets.HBox([self.process, self.uid, self.gid]),
-            widgets.HBox([self.destination, self.port, self.proto]),
+            widgets.HBox([self.process, self.uid, self.gid],
+                         layout=widgets.Layout(flex_flow="row wrap")),
+            self.id_note,
+            widgets.HBox([self.destination, self.port, self.proto],
+                         layout=widgets.Layout(flex_flow="row wrap")),
             self.error, self.summary, self.result,
         ])
         self.add_class("meshlab-packet-builder")
@@ -69,12 +97,16 @@ class PacketBuilder(widgets.VBox):
         name = self.process.value
         custom = name == CUSTOM
         self.uid.disabled = self.gid.disabled = not custom
+        self.id_note.value = ("" if custom else
+                              f"<i>uid and gid are those of {esc(name)} (greyed out: the kernel "
+                              "reads them from the process that owns the socket). Choose "
+                              f"'{CUSTOM}' to type others.</i>")
         if not custom:
             proc = self._pod.process(name)
             with self.hold_trait_notifications():
                 self.uid.unobserve(self._update, names="value")
                 self.gid.unobserve(self._update, names="value")
-                self.uid.value, self.gid.value = proc.uid, proc.gid
+                self.uid.value, self.gid.value = str(proc.uid), str(proc.gid)
                 self.uid.observe(self._update, names="value")
                 self.gid.observe(self._update, names="value")
         self._update()
@@ -93,9 +125,11 @@ class PacketBuilder(widgets.VBox):
         except ValueError:
             raise MeshlabError(f"destination {text!r} is not an IP address; write one like "
                                "10.244.0.9 or 127.0.0.1") from None
+        port = read_number(self.port.value, "port", 1, 65535)
+        uid = read_number(self.uid.value, "uid", 0, MAX_ID)
+        gid = read_number(self.gid.value, "gid", 0, MAX_ID)
         ns = self._netns()
-        trace = ns.connect(proto=self.proto.value, dst=dst, dport=int(self.port.value),
-                           uid=int(self.uid.value), gid=int(self.gid.value))
+        trace = ns.connect(proto=self.proto.value, dst=dst, dport=port, uid=uid, gid=gid)
         return ns, trace
 
     def _update(self, change: object = None) -> None:
@@ -109,7 +143,7 @@ class PacketBuilder(widgets.VBox):
                  "yes" if e.matched else "no", e.verdict) for e in trace.evaluations]
         self._frame = pandas.DataFrame(rows, columns=_COLUMNS)
         marked = [e.matched for e in trace.evaluations]
-        self.summary.value = self._summary(ns, trace)
+        self.summary.value = self._summary(ns, trace) + reasons_html(trace.evaluations)
         self.result.value = (html_table(_COLUMNS, [(("* " if m else "") + str(r[0]), *r[1:])
                                                    for r, m in zip(rows, marked, strict=True)],
                                         marked)

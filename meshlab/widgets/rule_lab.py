@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import ipywidgets as widgets
 import pandas
 
-from meshlab.widgets.common import error_widget, esc, guarded, html_table
+from meshlab.widgets.common import LiveWidget, error_widget, esc, guarded, html_table
 
 _COLUMNS = ["scenario", "before", "after", "change", "detail"]
 
@@ -34,7 +34,7 @@ def _outcome(walk: object) -> str:
     return outcome
 
 
-class RuleLab(widgets.VBox):
+class RuleLab(LiveWidget, widgets.VBox):
     """A checkbox per default rule; the catalog re-runs without the unticked ones.
 
     ``scenarios`` limits the catalog (default: every scenario). The result table (HTML,
@@ -65,7 +65,8 @@ class RuleLab(widgets.VBox):
         from meshlab.istio.capture import default_rules
         from meshlab.scenarios import catalog, get_scenario, run_scenario
 
-        names = list(scenarios) if scenarios is not None else list(catalog())
+        names = list(scenarios) if scenarios is not None else [
+            n for n, s in catalog().items() if not s.ambient]  # a sidecar pod's rules
         for name in names:
             get_scenario(name)  # an unknown name -> ScenarioError listing the choices
         self._names = names

@@ -2,25 +2,35 @@
 
 Press **Play** (or **Next** / **Back**, or drag the slider) and, for each step, the hooks
 picture shows where the packet is (that place hatched and outlined, the road ahead faded), the
-text says what happens there and why, and the list on the side marks the current step. Steps
-the configuration skipped or changed (an excluded port, a removed rule, a loop) say so.
+text says what happens there and why, and the list below the picture marks the current step.
+Steps the configuration skipped or changed (an excluded port, a removed rule, a loop) say so.
 
-Speed: every step's picture is drawn once, when the player is built, and kept as PNG bytes;
-moving the slider only swaps the bytes and two bits of HTML (well under 100 ms).
+Layout: the picture is as wide as the notebook's output area (never wider than its own
+pixels) and keeps its proportions; the step list wraps below it, so nothing falls outside
+the widget in a narrow JupyterLab (1280 px with the file browser open).
+
+Speed: only the first step's picture is drawn when the player is built, so it shows at once.
+The other pictures are drawn one by one while the kernel is idle (:meth:`StepPlayer.prerender`
+scheduled on the kernel's event loop), each kept as SVG bytes; a step whose picture is not
+drawn yet is drawn when it is shown. Once drawn, moving the slider only swaps the bytes and
+two bits of HTML. The pictures are SVG with their text as text: about twice as fast to write
+as a PNG, and sharp at whatever width the output area has.
 """
 
 from __future__ import annotations
+
+import asyncio
+import sys
 
 import ipywidgets as widgets
 import pandas
 
 from meshlab.walk import Walk
-from meshlab.widgets.common import error_widget, esc, guarded
+from meshlab.widgets.common import LiveWidget, error_widget, esc, guarded
+from meshlab.widgets.reasons import passed_over_before, reasons_html
 
-_PNG_DPI = 80
 
-
-class StepPlayer(widgets.VBox):
+class StepPlayer(LiveWidget, widgets.VBox):
     """Play / Back / Next / a slider over a walk's numbered steps (1-8 or 9-15).
 
     ``walk`` is a :class:`~meshlab.walk.Walk` or the name of a catalog scenario (``"inbound"``,
@@ -31,7 +41,7 @@ class StepPlayer(widgets.VBox):
         self.error = error_widget()
         self.walk: Walk | None = None
         self.steps: list = []
-        self._pngs: list[bytes] = []
+        self._frames: dict[int, bytes] = {}
         self.play = widgets.Play(value=0, min=0, max=0, step=1, interval=1500,
                                  show_repeat=False, layout=widgets.Layout(display="none"))
         self.play_button = widgets.Button(description="Play", icon="play",
@@ -44,35 +54,34 @@ class StepPlayer(widgets.VBox):
         self.slider = widgets.IntSlider(value=0, min=0, max=0, description="step",
                                         readout=False, continuous_update=True)
         self.slider.add_class("meshlab-step-slider")
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width="100%",
-                                                                       max_width="960px"))
+        self.image = widgets.Image(format="svg+xml", layout=widgets.Layout(
+            width="100%", max_width="900px", height="auto", margin="0", object_fit="contain"))
+        self.image.add_class("meshlab-step-image")
         self.text = widgets.HTML("").add_class("meshlab-step-text")
         self.step_list = widgets.HTML("").add_class("meshlab-step-list")
-        self.step_list.layout = widgets.Layout(min_width="280px")
+        self.step_list.layout = widgets.Layout(width="100%", margin="0")
         widgets.link((self.play, "value"), (self.slider, "value"))
         self.play.observe(self._on_playing, names="playing")
         self.play_button.on_click(self._toggle_play)
         self.back.on_click(lambda _: self._move(-1))
         self.next.on_click(lambda _: self._move(+1))
         self.slider.observe(self._show, names="value")
-        controls = widgets.HBox([self.play_button, self.back, self.next, self.slider, self.play])
-        body = widgets.HBox([self.image, self.step_list])
-        super().__init__([controls, self.error, self.text, body])
+        controls = widgets.HBox([self.play_button, self.back, self.next, self.slider, self.play],
+                                layout=widgets.Layout(flex_flow="row wrap", width="100%"))
+        super().__init__([controls, self.error, self.text, self.image, self.step_list],
+                         layout=widgets.Layout(width="100%", max_width="980px"))
         self.add_class("meshlab-step-player")
         self._load(walk)
+        self._schedule_prerender()
 
     # ------------------------------------------------------------------ model -> widget
     def _load(self, walk: Walk | str) -> None:
-        def build() -> tuple[Walk, list, list[bytes]]:
+        def build() -> tuple[Walk, list]:
             from meshlab.lesson import numbered_steps
             from meshlab.scenarios import run_scenario
-            from meshlab.viz.hooks import hooks_figure
-            from meshlab.viz.style import png_bytes
 
             chosen = run_scenario(walk) if isinstance(walk, str) else walk
-            steps = numbered_steps(chosen)
-            pngs = [png_bytes(hooks_figure(chosen, step=s.n), dpi=_PNG_DPI) for s in steps]
-            return chosen, steps, pngs
+            return chosen, numbered_steps(chosen)
 
         built = guarded(build, self.error)
         if built is None:
@@ -80,7 +89,8 @@ class StepPlayer(widgets.VBox):
                 control.disabled = True
             self.text.value = "<i>No walk to play.</i>"
             return
-        self.walk, self.steps, self._pngs = built
+        self.walk, self.steps = built
+        self._frames = {}
         last = max(len(self.steps) - 1, 0)
         self.slider.max = self.play.max = last
         self.slider.value = 0
@@ -93,15 +103,54 @@ class StepPlayer(widgets.VBox):
             return
         k = min(max(self.slider.value, 0), len(self.steps) - 1)
         step = self.steps[k]
-        self.image.value = self._pngs[k]
+        self.image.value = self.frame(k)
         self.slider.description = f"step {step.n}"
         status = "" if step.status == "ok" else f" <b>[{esc(step.status)}]</b>"
         what = ""
         if step.event is not None:
             what = f"<br><span style='font-family:monospace'>{esc(step.event.decision)}</span>"
         self.text.value = (f"<b>Step {step.n}: {esc(step.title)}</b>{status}"
-                           f"<p style='margin:4px 0'>{esc(step.explanation)}{what}</p>")
+                           f"<p style='margin:4px 0'>{esc(step.explanation)}{what}</p>"
+                           + reasons_html(passed_over_before(self.walk, step.event)))
         self.step_list.value = _step_list(self.steps, k)
+
+    def frame(self, k: int) -> bytes:
+        """The picture (SVG) of step number ``k`` (0 is the first), drawn the first time it is
+        asked for and kept."""
+        if k not in self._frames:
+            from meshlab.viz.hooks import hooks_figure
+            from meshlab.viz.style import svg_bytes
+
+            self._frames[k] = svg_bytes(hooks_figure(self.walk, step=self.steps[k].n))
+        return self._frames[k]
+
+    def prerender(self, count: int | None = None) -> int:
+        """Draw up to ``count`` (default: all) pictures not drawn yet, in step order; return
+        how many are still missing."""
+        missing = [k for k in range(len(self.steps)) if k not in self._frames]
+        for k in missing[:count]:
+            self.frame(k)
+        return len(missing) - len(missing[:count])
+
+    def _schedule_prerender(self) -> None:
+        """In a running kernel, draw the other pictures one per idle turn of its event loop,
+        so that a click is never kept waiting for more than one picture."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # ipykernel runs its event loop between cells, not inside them
+            kernel_app = sys.modules.get("ipykernel.kernelapp")
+            if kernel_app is None or not kernel_app.IPKernelApp.initialized():
+                return
+            try:
+                loop = asyncio.get_event_loop()
+            except RuntimeError:
+                return
+
+        def one() -> None:
+            if self.walk is not None and self.prerender(1):
+                loop.call_later(0.01, one)
+
+        loop.call_later(0.05, one)
 
     def _move(self, delta: int) -> None:
         self.slider.value = min(max(self.slider.value + delta, 0), self.slider.max)
@@ -134,6 +183,8 @@ class StepPlayer(widgets.VBox):
 
 
 def _step_list(steps: list, current: int) -> str:
+    """The steps as a list that wraps in rows below the picture, the current one marked by a
+    bar and an arrow (not by colour)."""
     items = []
     for k, step in enumerate(steps):
         label = f"{step.n}. {esc(step.title)}"
@@ -147,4 +198,5 @@ def _step_list(steps: list, current: int) -> str:
                          "</b></li>")
         else:
             items.append(f"<li style='list-style:none;padding-left:8px'>{label}</li>")
-    return f"<ul style='padding-left:0;margin:0'>{''.join(items)}</ul>"
+    return ("<ul style='padding-left:0;margin:4px 0;display:flex;flex-wrap:wrap;"
+            f"column-gap:16px;row-gap:2px'>{''.join(items)}</ul>")

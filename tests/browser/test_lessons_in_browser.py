@@ -416,3 +416,68 @@ def test_lessons_cover_every_interactive_widget() -> None:
         f"no lesson's saved widget state has {sorted(missing)}; run `make notebooks` "
         "(stores widget state) and give the widgets the DOM-contract classes"
     )
+
+
+#: A narrow JupyterLab: a 1280 px wide window with the file browser open on the left.
+NARROW_VIEWPORT = {"width": 1280, "height": 2400}
+
+
+@pytest.mark.timeout(600)
+def test_step_player_fits_a_narrow_lab_with_the_file_browser_open(
+    browser: Any, lab_server: LabServer, browser_timings: Timings
+) -> None:
+    """The real step player at 1280 px with the file browser open: its picture and its step
+    list lie inside the widget's box, and the picture's smallest text is 12 px or more."""
+    import contextlib
+
+    import nbformat
+    from conftest import LabPage
+
+    from meshlab.viz.hooks import WIDTH
+    from meshlab.viz.style import MIN_FONT_PT, MIN_TEXT_PX
+
+    began = time.monotonic()
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}  # fmt: skip
+    nb.cells = [nbformat.v4.new_code_cell("from meshlab.widgets import StepPlayer\n"
+                                          "StepPlayer('inbound')")]
+    nbformat.write(nb, lab_server.root / "fixtures" / "narrow-player.ipynb")
+    context = browser.new_context(viewport=NARROW_VIEWPORT)
+    context.set_default_timeout(30_000)
+    try:
+        lab = LabPage(lab_server, context.new_page(), "narrow")
+        lab.open("fixtures/narrow-player.ipynb")
+        lab.page.evaluate("() => window.jupyterapp.shell.activateById('filebrowser')")
+        lab.page.wait_for_selector("#filebrowser", state="visible", timeout=10_000)
+        lab.run_all(budget_s=120)
+        player = lab.page.locator(".jp-OutputArea .meshlab-step-player").first
+        player.wait_for(state="visible", timeout=60_000)
+        image = player.locator("img.meshlab-step-image").first
+        _wait_until("the step player's picture loaded", lambda: image.evaluate(
+            "(e) => e.complete && e.naturalWidth > 0"))
+        browser_panel = lab.page.locator("#filebrowser").bounding_box()
+        box = player.bounding_box()
+        assert browser_panel and browser_panel["width"] > 150, "the file browser is open"
+        assert box and box["x"] >= browser_panel["x"] + browser_panel["width"] - 1
+        area = player.locator("xpath=ancestor::div[contains(@class,'jp-OutputArea-output')]"
+                              ).first.bounding_box()
+        assert area and box["x"] + box["width"] <= area["x"] + area["width"] + 1, (box, area)
+        for part in (image, player.locator(".meshlab-step-list").first):
+            inner = part.bounding_box()
+            assert inner is not None
+            assert inner["x"] >= box["x"] - 1, (inner, box)
+            assert inner["x"] + inner["width"] <= box["x"] + box["width"] + 1, (inner, box)
+            assert inner["y"] + inner["height"] <= box["y"] + box["height"] + 1, (inner, box)
+        shown = image.bounding_box()["width"]  # CSS px the 9 in picture is drawn across
+        smallest = MIN_FONT_PT * shown / (WIDTH * 72)
+        assert smallest >= MIN_TEXT_PX, f"smallest text {smallest:.1f} px at {shown:.0f} px"
+        player.screenshot(path=str(lab.screenshot_dir / "narrow-step-player.png"))
+        browser_timings.notes["fixtures/narrow-player.ipynb"] = (
+            f"step player {box['width']:.0f} px wide, picture {shown:.0f} px, smallest text "
+            f"{smallest:.1f} px")
+    finally:
+        with contextlib.suppress(Exception):
+            context.close()
+        browser_timings.notebooks["fixtures/narrow-player.ipynb"] = {
+            "total": time.monotonic() - began}

@@ -120,3 +120,60 @@ def test_through_meshlab_main_when_every_subcommand_exists(rules, capsys):
     code = main(["trace", "--rules", rules, "--from-pod", "--pod-ip", "10.244.0.5", "--uid",
                  "1000", "--dst", "10.244.0.9:8080", "--json"])
     assert code == 0 and json.loads(capsys.readouterr().out)["delivered"]["port"] == 15001
+
+
+def test_all_json_lists_every_rule_tried_with_why_the_others_did_not_match(rules, capsys):
+    code, out, _ = meshlab(["trace", "--rules", rules, "--from-pod", "--pod-ip", "10.244.0.5",
+                            "--uid", "1000", "--dst", "10.244.0.9:8080", "--all", "--json"],
+                           capsys)
+    assert code == 0
+    data = json.loads(out)
+    evaluated = data["evaluated"]
+    for entry in evaluated:
+        assert set(entry) == {"table", "chain", "rule", "text", "matched", "why_not"}
+        assert isinstance(entry["matched"], bool)
+        if entry["matched"]:
+            assert entry["why_not"] is None
+        else:
+            assert isinstance(entry["why_not"], str) and entry["why_not"]
+    # in order: OUTPUT jumps to ISTIO_OUTPUT, rules 1-8 pass, 9 jumps to ISTIO_REDIRECT
+    walked = [(e["chain"], e["rule"], e["matched"]) for e in evaluated]
+    assert walked[:10] == [("OUTPUT", 1, True),
+                           *[("ISTIO_OUTPUT", n, False) for n in range(1, 9)],
+                           ("ISTIO_OUTPUT", 9, True)]
+    owner = next(e for e in evaluated if e["text"] == "-m owner --uid-owner 1337 -j RETURN")
+    assert owner["why_not"] == "`-m owner --uid-owner 1337`: the socket's owner is UID 1000"
+    # the hits are the matched rules, and --json without --all has no "evaluated"
+    assert [(h["chain"], h["rule"]) for h in data["hits"]] == [
+        (e["chain"], e["rule"]) for e in evaluated if e["matched"]]
+    code, out, _ = meshlab(["trace", "--rules", rules, "--from-pod", "--pod-ip", "10.244.0.5",
+                            "--uid", "1000", "--dst", "10.244.0.9:8080", "--json"], capsys)
+    plain = json.loads(out)
+    assert "evaluated" not in plain
+    assert plain["passed_over"] == [{k: e[k] for k in ("table", "chain", "rule", "text",
+                                                      "why_not")}
+                                    for e in evaluated if not e["matched"]]
+
+
+def test_text_lists_the_rules_passed_over_under_their_chain(rules, capsys):
+    code, out, _ = meshlab(["trace", "--rules", rules, "--from-pod", "--pod-ip", "10.244.0.5",
+                            "--uid", "1000", "--dst", "10.244.0.9:8080"], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    start = lines.index("passed over (the first condition that failed):")
+    assert lines[start + 1].strip().startswith("nat ISTIO_OUTPUT")
+    assert ("rule 4 (-j RETURN): `-m owner --uid-owner 1337`: the socket's owner is UID 1000"
+            in [line.strip() for line in lines[start + 2:start + 10]])
+
+
+def test_text_counts_what_it_does_not_list_without_all(tmp_path, capsys):
+    path = tmp_path / "many.txt"
+    path.write_text("*filter\n" + "".join(f"-A OUTPUT -d 10.1.0.{i}/32 -j DROP\n"
+                                          for i in range(1, 31)) + "COMMIT\n")
+    argv = ["trace", "--rules", str(path), "--from-pod", "--pod-ip", "10.244.0.5", "--uid",
+            "1000", "--dst", "10.244.0.9:8080"]
+    _, out, _ = meshlab(argv, capsys)
+    assert f"... and {30 - trace_cli.REASONS_PER_CHAIN} more (--all lists every one)" in out
+    _, out, _ = meshlab([*argv, "--all"], capsys)
+    assert "rule 30 (-j DROP): `-d 10.1.0.30/32`: the destination is 10.244.0.9" in out
+    assert "more (--all" not in out

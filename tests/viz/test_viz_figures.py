@@ -82,7 +82,7 @@ def test_chains_figure_default_rules():
 
 def test_sequence_figure_lanes(outbound):
     text = _texts(sequence_figure(outbound))
-    for label in ("app", "kernel", "proxy (Envoy)", "peer / node", "PassthroughCluster"):
+    for label in ("app", "kernel", "proxy\n(Envoy)", "peer /\nnode", "PassthroughCluster"):
         assert label in text
 
 
@@ -119,3 +119,46 @@ def test_no_pyplot_figures_leak(outbound):
     hooks_figure(outbound)
     chains_figure()
     assert plt.get_fignums() == before
+
+
+def test_every_lesson_figure_is_readable_in_a_narrow_notebook(outbound, inbound, looping):
+    """Shown in an 860 px output area (JupyterLab at 1280 px with the file browser open),
+    no text of the lessons' figures is under 12 px (9 pt)."""
+    from meshlab.viz.style import MIN_TEXT_PX, SHOWN_WIDTH_PX, shown_text_px, smallest_text_px
+
+    figures = {
+        "hooks (step 12)": hooks_figure(outbound, step=12),
+        "hooks (map)": hooks_figure(),
+        "chains": chains_figure(),
+        "sequence": sequence_figure(inbound),
+        "loop": loop_growth_figure(looping.loop, hops=500),
+        "ablation": ablation_figure(_lesson_like_matrix()),
+    }
+    for name, fig in figures.items():
+        assert smallest_text_px(fig, SHOWN_WIDTH_PX) >= MIN_TEXT_PX, name
+    # the rule itself: 7.5 pt in a 12 in figure (the old hooks picture) would be 7.5 px
+    old = hooks_figure()
+    old.set_size_inches(12, 7)
+    assert shown_text_px(old, 7.5, SHOWN_WIDTH_PX) < MIN_TEXT_PX
+
+
+def _lesson_like_matrix():
+    """An ablation matrix the size of lesson 05's: 23 rows named by chain and number (the
+    longest "ISTIO_IN_REDIRECT 1"), 15 scenarios."""
+    import pandas
+
+    rows = ["ISTIO_IN_REDIRECT 1", *(f"ISTIO_OUTPUT {i}" for i in range(1, 20)),
+        "ISTIO_OUTPUT 2 + ISTIO_OUTPUT 5", "ISTIO_OUTPUT 3 + ISTIO_OUTPUT 6",
+        "ISTIO_OUTPUT 4 + ISTIO_OUTPUT 7"]
+    columns = [f"inbound-excluded-{i:05d}" for i in range(14)] + ["inbound-to-15001"]
+    looks = ["loop", "bypasses proxy", "no change", "delivered elsewhere", "rule absent"]
+    return pandas.DataFrame([[looks[(r + c) % len(looks)] for c in range(len(columns))]
+                             for r in range(len(rows))], index=rows, columns=columns)
+
+
+def test_step_player_pictures_are_svg_with_text_as_text(outbound):
+    from meshlab.viz.style import svg_bytes
+
+    svg = svg_bytes(hooks_figure(outbound, step=12))
+    assert svg.startswith(b"<?xml") and b"<text" in svg and b"Step 12" in svg
+    assert svg == svg_bytes(hooks_figure(outbound, step=12)), "stable bytes"

@@ -106,3 +106,53 @@ def test_packet_builder_traces():
     assert "not an IP address" in b.error.value
     b.destination.value = "10.244.0.9"
     assert b.error.value == "" and len(b.static()) > 0
+
+
+def test_step_player_draws_the_first_picture_only_and_the_rest_on_demand():
+    p = StepPlayer("outbound")
+    assert list(p._frames) == [0], "only the first step's picture is drawn up front"
+    assert p.image.value == p.frame(0)
+    p.slider.value = 2
+    assert set(p._frames) == {0, 2}
+    assert p.prerender(2) == len(p.steps) - 4
+    assert p.prerender() == 0 and len(p._frames) == len(p.steps)
+
+
+def test_step_player_fits_its_box():
+    p = StepPlayer("inbound")
+    assert p.image.layout.width == "100%" and p.image.layout.height == "auto"
+    assert p.step_list in p.children and p.image in p.children, "list below the picture"
+    assert "flex-wrap:wrap" in p.step_list.value
+
+
+def test_widgets_say_in_plain_text_that_they_must_run():
+    assert "Run All Cells" in repr(StepPlayer("inbound"))
+    assert "Run All Cells" in repr(FlagExplorer())
+
+
+def test_flag_explorer_says_when_a_flag_replaces_a_default_list():
+    from meshlab.widgets.flag_explorer import DEFAULT_FLAGS
+
+    f = FlagExplorer()
+    assert not f.flags.continuous_update
+    f.flags.value = DEFAULT_FLAGS + " -d 8080"
+    assert "replaces the default list 15090,15021,15020" in f.notes.value
+    assert "-d 15090,15021,15020,8080" in f.notes.value
+    f.flags.value = DEFAULT_FLAGS.replace("15020", "15020,8080")
+    assert f.notes.value == ""
+
+
+def test_packet_builder_refuses_out_of_range_values_and_explains_grey_boxes():
+    b = PacketBuilder()
+    assert b.uid.disabled and "greyed out" in b.id_note.value
+    b.port.value = "70000"
+    assert "out of range" in b.error.value and "65535" in b.error.value
+    assert b.port.value == "70000", "never silently clamped"
+    b.port.value = "9080"
+    assert b.error.value == ""
+    b.process.value = "custom UID/GID"
+    assert not b.uid.disabled and b.id_note.value == ""
+    b.uid.value = "-5"
+    assert "not a whole number" in b.error.value
+    b.uid.value = "1337"
+    assert b.error.value == "" and "uid-owner 1337" in b.result.value
