@@ -245,23 +245,25 @@ def _command_line(doc: _Doc, toks: list[str], lineno: int, raw: str) -> None:
     if not rest:
         raise error_at(Bad(1, "the command does nothing", "add -A CHAIN ... -j TARGET"),
                        lineno, raw)
-    # keep token indexes of the original line for error columns: re-index via a mapping
+    # the command's words without -t TABLE; rest[k] is where its word k is on the line
     sub = [toks[j] for j in rest]
     try:
-        _command(doc, table, sub, lineno, raw, None, 0)
+        _command(doc, table, sub, lineno, raw, None, 0, rest)
     except Bad as bad:
         index = rest[bad.index] if bad.index < len(rest) else len(toks)
         raise error_at(Bad(index, bad.message, bad.hint), lineno, raw) from None
 
 
 def _command(doc: _Doc, tname: str, toks: list[str], lineno: int, raw: str,
-             counters: tuple[int, int] | None, offset: int) -> None:
+             counters: tuple[int, int] | None, offset: int,
+             line_index: list[int] | None = None) -> None:
     """A command in table ``tname``: ``-A``/``-I CHAIN [N] RULE``, ``-N CHAIN``, or
-    ``-P CHAIN POLICY``. ``counters`` and ``offset`` come from a ``[p:b]`` prefix, if any."""
+    ``-P CHAIN POLICY``. ``counters`` and ``offset`` come from a ``[p:b]`` prefix, if any;
+    ``line_index[k]``, for a command line, is where word k of ``toks`` is among the line's."""
     chains = doc.table(tname)
     cmd = toks[0] if toks else ""
     if cmd in ("-A", "--append", "-I", "--insert"):
-        _add_rule(doc, tname, chains, toks, lineno, raw, counters, offset)
+        _add_rule(doc, tname, chains, toks, lineno, raw, counters, offset, line_index)
     elif cmd in ("-N", "--new-chain"):
         _new_chain(chains, need_value(toks, 0, cmd), tname, 1)
         if len(toks) > 2:
@@ -285,9 +287,11 @@ def _command(doc: _Doc, tname: str, toks: list[str], lineno: int, raw: str,
 
 
 def _add_rule(doc: _Doc, tname: str, chains: dict[str, DraftChain], toks: list[str],
-              lineno: int, raw: str, counters: tuple[int, int] | None, offset: int) -> None:
+              lineno: int, raw: str, counters: tuple[int, int] | None, offset: int,
+              line_index: list[int] | None) -> None:
     """``-A CHAIN RULE`` (at the end) or ``-I CHAIN [N] RULE`` (at N, 1 by default): read the
-    rule and keep it in its chain with the :class:`Place` it was written at."""
+    rule and keep it in its chain with the :class:`Place` it was written at (its parts'
+    indexes among the line's words, for the errors the load-time checks may raise)."""
     cmd, name = toks[0], need_value(toks, 0, toks[0])
     chain = chains.get(name)
     if chain is None:
@@ -311,9 +315,10 @@ def _add_rule(doc: _Doc, tname: str, chains: dict[str, DraftChain], toks: list[s
                   "leaves a connection untranslated")
     if doc.family is None:
         doc.family = draft.family
+    roles = draft.where if line_index is None else {
+        role: line_index[k] for role, k in draft.where.items()}
     chain.rules.insert(position, rule)
-    chain.places.insert(position, Place(lineno, raw, draft.where, offset,
-                                        counters or draft.counters))
+    chain.places.insert(position, Place(lineno, raw, roles, offset, counters or draft.counters))
 
 
 def parse_rule_spec(text: str) -> tuple[str | None, str | None, Rule]:

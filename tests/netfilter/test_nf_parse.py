@@ -147,6 +147,10 @@ BAD = [
      '"abc', "unterminated"),
     ("command line", "iptables -t nat -A OUTPUT -p tcp --dport x -j RETURN\n", 1, 42, "x",
      "bad port"),
+    ("a load-time check on a command line", "iptables -t nat -A PREROUTING -m owner "
+     "--uid-owner 1 -j RETURN\n", 1, 31, "-m", "only locally generated packets"),
+    ("a jump to nothing on a command line", "iptables -A OUTPUT -t nat -j NOPE\n", 1, 30,
+     "NOPE", "does not exist"),
     ("option before its module", "*nat\n-A OUTPUT --uid-owner 1 -j RETURN\nCOMMIT\n", 2, 11,
      "--uid-owner", "unknown option"),
     ("--dport without -p", "*nat\n-A OUTPUT --dport 80 -j RETURN\nCOMMIT\n", 2, 11, "--dport",
