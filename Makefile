@@ -8,8 +8,6 @@ PYTHON3     ?= python3
 PY          := $(VENV)/bin/python
 PIP         := $(PY) -m pip
 DEB_VENV    := python3-venv
-# To build the parser's optional C part (setup.py); without them the parser is pure Python.
-DEB_BUILD   := gcc python3-dev
 DEB_TEST    := iptables nftables conntrack iproute2 ipset chromium
 NBVAL_FLAGS := --nbval --nbval-sanitize-with notebooks/nbval-sanitize.cfg
 # JupyterLab defaults for the lessons (widget state saved, no news pop-up), and the IPython
@@ -38,8 +36,9 @@ unit:
 bench: setup-test
 	$(PY) -m benchmarks
 
-# The parse of each 20,000-rule dump in instructions and cache misses (valgrind): the same on
-# every run, for changes too small for wall-clock times on a shared machine.
+# The parse of each 20,000-rule dump in instructions and cache misses (valgrind), parsed again
+# and as the first parse of a new process: the same on every run, for changes too small for
+# wall-clock times on a shared machine.
 bench-instructions: setup-test
 	@$(MAKE) --no-print-directory debian-packages PACKAGES=valgrind
 	$(PY) -m benchmarks.instructions kube
@@ -65,17 +64,13 @@ $(PY):
 	@$(PYTHON3) -m venv $(VENV) 2>/dev/null || { \
 	  $(MAKE) --no-print-directory debian-packages PACKAGES="$(DEB_VENV)" && $(PYTHON3) -m venv $(VENV); }
 
-$(VENV)/.lab-installed: pyproject.toml setup.py meshlab/netfilter/_fastwords.c \
-		jupyter/overrides.json jupyter/ipython_config.py | $(PY)
-	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(DEB_BUILD)"
+$(VENV)/.lab-installed: pyproject.toml jupyter/overrides.json jupyter/ipython_config.py | $(PY)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[lab]'
 	$(JUPYTER_SETTINGS)
 	touch $@
 
-$(VENV)/.test-installed: pyproject.toml setup.py meshlab/netfilter/_fastwords.c \
-		jupyter/overrides.json jupyter/ipython_config.py | $(PY)
-	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(DEB_BUILD)"
+$(VENV)/.test-installed: pyproject.toml jupyter/overrides.json jupyter/ipython_config.py | $(PY)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[lab,test]'
 	$(JUPYTER_SETTINGS)

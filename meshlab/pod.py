@@ -467,15 +467,17 @@ def _build_injected(name: str, ip: IPAddress, argv: tuple[str, ...],
 
 
 def _without(ruleset: Ruleset, text: str) -> Ruleset:
-    from meshlab.netfilter.parse import RulesParseError
+    from meshlab.netfilter.parse import RulesParseError, parse_rule_spec
 
     if not text.strip():
         raise MeshlabError("an empty rule text was given to remove; write a rule in restore "
                            "form without '-A CHAIN', e.g. -m owner --uid-owner 1337 -j RETURN")
     try:
-        return ruleset.without_rule(text)
+        table, chain, rule = parse_rule_spec(text)
     except RulesParseError as error:
         raise MeshlabError(f"{text!r} is not an iptables rule: {error}") from None
+    try:
+        return ruleset.without_rule(rule, table=table, chain=chain)
     except MeshlabError:
         choices = "\n  ".join(dict.fromkeys(r.rule.text for r in ruleset.rules()))
         raise MeshlabError(

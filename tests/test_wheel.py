@@ -26,7 +26,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: What a wheel is built from (everything else in the checkout is not part of it).
-SOURCES = ("pyproject.toml", "setup.py", "README.md", "meshlab")
+SOURCES = ("pyproject.toml", "README.md", "meshlab")
 
 RULES = """\
 *nat
@@ -84,7 +84,7 @@ def _build_wheel(tmp: Path) -> Path:
         origin = ROOT / name
         if origin.is_dir():
             shutil.copytree(origin, source / name, ignore=shutil.ignore_patterns(
-                "__pycache__", "*.so", "*.egg-info", ".ipynb_checkpoints"))
+                "__pycache__", "*.egg-info", ".ipynb_checkpoints"))
         else:
             shutil.copy2(origin, source / name)
     dist = tmp / "dist"

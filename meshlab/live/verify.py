@@ -72,9 +72,12 @@ def scenario_rules(scenario: Any, without_rules: Sequence[str] = ()) -> tuple[st
     rules = generate(config)
     text = rules.restore_v4
     if without_rules:
+        from meshlab.netfilter.parse import parse_rule_spec
+
         ruleset = rules.ruleset_v4
-        for rule in without_rules:
-            ruleset = ruleset.without_rule(rule)
+        for text in without_rules:
+            table, chain, rule = parse_rule_spec(text)
+            ruleset = ruleset.without_rule(rule, table=table, chain=chain)
         text = ruleset.render_restore()
     mode = "TPROXY" if config.interception_mode == "TPROXY" else "REDIRECT"
     return text, tuple(rules.post_commands), mode

@@ -7,7 +7,7 @@ like ``getopt``: each basic option (``-s``, ``-d``, ``-i``, ``-o``, ``-p``, ``-m
 (``--dport`` after ``-m tcp``, ``--uid-owner`` after ``-m owner``, ...) or of the chosen
 target (``--to-ports`` after ``-j REDIRECT``) is collected with its word; anything else is an
 error that says which options were known at that point. The words are gathered on a
-:class:`RuleBuilder`; :func:`finish_rule` then turns it into a frozen
+:class:`RuleDraft` (a rule being read); :func:`finish_rule` then turns it into a frozen
 :class:`~meshlab.netfilter.rules.Rule`, reading each collected value with
 :mod:`meshlab.netfilter.values` (:func:`make_module`, :func:`make_target`). Like iptables,
 it keeps what the kernel keeps: ``-p tcp --dport`` loads ``-m tcp`` implicitly, a second
@@ -15,10 +15,7 @@ it keeps what the kernel keeps: ``-p tcp --dport`` loads ``-m tcp`` implicitly, 
 
 Errors are raised as :class:`~meshlab.netfilter.source.Bad` with the offending word's index;
 the document reader (:mod:`meshlab.netfilter.parse`) knows the line and turns them into a
-:class:`~meshlab.netfilter.source.RulesParseError`. The shape plans
-(:mod:`meshlab.netfilter.shapes`) learn from a :class:`RuleBuilder` how a shape reads, and
-make parts with :func:`make_module` and :func:`make_target` so that both paths build every
-value the same way.
+:class:`~meshlab.netfilter.source.RulesParseError`.
 """
 
 from __future__ import annotations
@@ -26,19 +23,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from ipaddress import ip_address
 
-from meshlab.netfilter.fastnew import new_dnat, new_ports, new_range
-from meshlab.netfilter.memos import addr_match, iface_match, jump_to
 from meshlab.netfilter.packet import IPAddress
 from meshlab.netfilter.rules import (
     ALL_ONES,
     CT_STATES,
+    AddrMatch,
     CommentMatch,
     Connmark,
     ConntrackMatch,
     Ct,
     Dnat,
+    IfaceMatch,
+    Jump,
     Log,
     MarkMatch,
+    Module,
     MultiportMatch,
     OwnerMatch,
     PortMatch,
@@ -47,11 +46,13 @@ from meshlab.netfilter.rules import (
     Redirect,
     Rule,
     SetMark,
+    Target,
     Tproxy,
     Verdict,
 )
 from meshlab.netfilter.source import END, Bad
 from meshlab.netfilter.values import (
+    read_address,
     read_decimal_port,
     read_id_range,
     read_ip,
@@ -61,38 +62,48 @@ from meshlab.netfilter.values import (
 )
 
 
-class RuleBuilder:
-    """A rule being read: plain attributes, turned into a frozen :class:`Rule` at the end."""
+class RuleDraft:
+    """A rule being read: what its options said so far, in plain attributes, turned into a
+    frozen :class:`Rule` by :func:`finish_rule` once every word is read."""
 
-    __slots__ = ("addr_at", "counters", "dst", "family", "given", "iif", "modules", "oif",
+    __slots__ = ("counters", "dst", "family", "iif", "modules", "oif",
                  "proto", "src", "target", "target_opts", "where")
 
     def __init__(self, family: str | None) -> None:
-        self.family = family
-        self.src = self.dst = self.iif = self.oif = self.proto = self.target = None
-        self.modules: list[list] = []  # [name, option dict, token index]
-        self.target_opts: dict[str, tuple[str, int]] = {}
-        self.counters: tuple[int, int] | None = None
-        self.where: dict[str, int] = {}  # token index of the parts later checks point at
-        self.addr_at: list[tuple[str, int]] = []  # ("src"|"dst", token index of the address)
-        self.given: set[str] = set()  # "src", "dst", "iif", "oif" met (a match may be dropped)
+        self.family = family  # the document's so far; the rule's once an address says so
+        self.src: AddrMatch | None = None
+        self.dst: AddrMatch | None = None
+        self.iif: IfaceMatch | None = None
+        self.oif: IfaceMatch | None = None
+        self.proto: ProtoMatch | None = None
+        self.modules: list[list] = []  # [name, {option: (negated, value, index)}, index of -m]
+        self.target: str | None = None  # the word after -j
+        self.target_opts: dict[str, tuple[str, int]] = {}  # {option: (value, index of value)}
+        self.counters: tuple[int, int] | None = None  # -c PACKETS BYTES
+        self.where: dict[str, int] = {}
+        """Token index of each part given, by role: "src", "dst", "iif", "oif" (the option;
+        given even where the kernel keeps no match, as for -d 0/0), "owner" (-m owner),
+        "target" (the word after -j). Errors found later point at these."""
 
 
 def need_value(toks: list[str], i: int, option: str) -> str:
     """The value after an option: like getopt, the next word, whatever it looks like."""
-    if i + 1 >= len(toks):
+    try:
+        return toks[i + 1]
+    except IndexError:
         raise Bad(i + 1, f"option {option} needs a value", f"write {option} VALUE (the line "
-                  "may be cut short)")
-    return toks[i + 1]
+                  "may be cut short)") from None
 
 
-def _opt_addr(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
+def _opt_addr(b: RuleDraft, toks: list[str], i: int, neg: bool) -> int:
+    """``[!] -s|-d ADDR[/LEN]`` at ``toks[i]``; like every handler here, returns the index
+    of the next option."""
     opt = toks[i]
     field = "src" if opt in ("-s", "--source", "--src") else "dst"
-    if field in b.given:
+    if field in b.where:
         raise Bad(i, f"{opt} given twice", "keep one; use two rules for two addresses")
-    b.given.add(field)
-    match = addr_match(neg, need_value(toks, i, opt), i + 1)
+    b.where[field] = i
+    match = AddrMatch(neg, *read_address(need_value(toks, i, opt), i + 1))
     family = "ipv4" if match.version == 4 else "ipv6"
     if b.family is None:
         b.family = family
@@ -105,27 +116,35 @@ def _opt_addr(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
                       "remove the rule, or the '!'")
         return i + 2
     setattr(b, field, match)
-    b.addr_at.append((field, i + 1))
     return i + 2
 
 
-def _opt_iface(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
+def _opt_iface(b: RuleDraft, toks: list[str], i: int, neg: bool) -> int:
+    """``[!] -i|-o NAME``."""
     opt = toks[i]
     field = "iif" if opt in ("-i", "--in-interface") else "oif"
-    if field in b.given:  # iptables: "multiple -i flags not allowed"
+    if field in b.where:  # iptables: "multiple -i flags not allowed"
         raise Bad(i, f"{opt} given twice", "keep one; use two rules for two interfaces")
-    b.given.add(field)
-    setattr(b, field, iface_match(need_value(toks, i, opt), neg, i + 1))
-    b.where[field] = i
+    b.where[field] = i  # the load-time checks refuse -i and -o where packets have none
+    name = need_value(toks, i, opt)
+    if not 0 < len(name) <= 15:  # iptables takes any such name (a "/" only gets a warning)
+        raise Bad(i + 1, f"bad interface name {name!r}", "interface names have 1 to 15 "
+                  "characters, e.g. eth0, lo or eth+")
+    if name != "+" or neg:  # -i + (every name): iptables keeps no interface match at all
+        setattr(b, field, IfaceMatch(neg, name))
     return i + 2
 
 
 _PROTO_NAMES = {"tcp": "tcp", "6": "tcp", "udp": "udp", "17": "udp", "icmp": "icmp",
                 "1": "icmp", "icmpv6": "ipv6-icmp", "ipv6-icmp": "ipv6-icmp", "58": "ipv6-icmp",
                 "sctp": "sctp", "132": "sctp", "all": "all", "0": "all"}
+_PROTOS = {(negated, name): ProtoMatch(negated, name)
+           for name in set(_PROTO_NAMES.values()) - {"all"} for negated in (False, True)}
+"""Every ``[!] -p`` match there is: immutable values, so one of each serves every rule."""
 
 
-def _opt_proto(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
+def _opt_proto(b: RuleDraft, toks: list[str], i: int, neg: bool) -> int:
+    """``[!] -p PROTO`` (a name or a number; ``all`` is no match at all)."""
     if b.proto is not None:  # iptables: "multiple -p flags not allowed"
         raise Bad(i, f"{toks[i]} given twice", "keep one; use two rules for two protocols")
     value = need_value(toks, i, toks[i])
@@ -135,7 +154,7 @@ def _opt_proto(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
     if name == "all" and neg:
         raise Bad(i + 1, f"! {toks[i]} {value} would never match: iptables refuses it",
                   "remove the rule, or the '!'")
-    b.proto = None if name == "all" else ProtoMatch(neg, name)
+    b.proto = None if name == "all" else _PROTOS[(neg, name)]
     return i + 2
 
 
@@ -152,7 +171,8 @@ _MODULE_OPTIONS: dict[str, tuple[str, ...]] = {
 _OPTION_MODULE = {opt: mod for mod, opts in reversed(_MODULE_OPTIONS.items()) for opt in opts}
 
 
-def _opt_match(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
+def _opt_match(b: RuleDraft, toks: list[str], i: int, neg: bool) -> int:
+    """``-m MODULE``: its options (``--dport`` ...) follow and are collected on it."""
     name = need_value(toks, i, toks[i])
     if name not in _MODULE_OPTIONS:
         raise Bad(i + 1, f"unknown match module {name!r}",
@@ -165,7 +185,8 @@ def _opt_match(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
     return i + 2
 
 
-def _opt_jump(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
+def _opt_jump(b: RuleDraft, toks: list[str], i: int, neg: bool) -> int:
+    """``-j TARGET``: its options (``--to-ports`` ...) follow."""
     if b.target is not None:
         raise Bad(i, "a rule has one target; -j given twice", "keep one -j")
     b.target = need_value(toks, i, toks[i])
@@ -173,14 +194,15 @@ def _opt_jump(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
     return i + 2
 
 
-def _opt_counters(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
+def _opt_counters(b: RuleDraft, toks: list[str], i: int, neg: bool) -> int:
+    """``-c PACKETS BYTES``."""
     if i + 2 >= len(toks) or not (toks[i + 1].isdigit() and toks[i + 2].isdigit()):
         raise Bad(i + 1, "-c needs two numbers", "write -c PACKETS BYTES, e.g. -c 0 0")
     b.counters = (int(toks[i + 1]), int(toks[i + 2]))
     return i + 3
 
 
-_BASIC: dict[str, Callable[[RuleBuilder, list[str], int, bool], int]] = {
+_BASIC: dict[str, Callable[[RuleDraft, list[str], int, bool], int]] = {
     "-s": _opt_addr, "--source": _opt_addr, "--src": _opt_addr,
     "-d": _opt_addr, "--destination": _opt_addr, "--dst": _opt_addr,
     "-i": _opt_iface, "--in-interface": _opt_iface,
@@ -206,9 +228,9 @@ TARGET_OPTIONS: dict[str, tuple[str, ...]] = {
 FLAG_OPTIONS = ("--save-mark", "--restore-mark", "--notrack")
 
 
-def read_rule(toks: list[str], start: int, family: str | None) -> RuleBuilder:
-    """Read rule options ``toks[start:]`` into a builder (then :func:`finish_rule`)."""
-    b = RuleBuilder(family)
+def read_rule(toks: list[str], start: int, family: str | None) -> RuleDraft:
+    """Read rule options ``toks[start:]`` into a draft (then :func:`finish_rule`)."""
+    b = RuleDraft(family)
     i, n = start, len(toks)
     while i < n:
         tok = toks[i]
@@ -275,7 +297,9 @@ def _spelled_out(tok: str) -> list[str]:
     return [opt for opt in _LONG_OPTIONS if opt.startswith(tok)] if tok[:2] == "--" else []
 
 
-def _module_option(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
+def _module_option(b: RuleDraft, toks: list[str], i: int, neg: bool) -> int:
+    """``[!] --OPTION VALUE`` of a loaded ``-m`` module, collected on the module it belongs
+    to (the last loaded one that has it)."""
     tok = toks[i]
     value = need_value(toks, i, tok)
     key = _LONG_NAMES.get(tok, tok)
@@ -301,7 +325,7 @@ def _module_option(b: RuleBuilder, toks: list[str], i: int, neg: bool) -> int:
     return i + 2
 
 
-def _port_option(b: RuleBuilder, key: str, i: int) -> tuple[list, str]:
+def _port_option(b: RuleDraft, key: str, i: int) -> tuple[list, str]:
     """The match that takes ``--dport``/``--sport`` (``key``) here, as iptables decides it
     (with ``getopt``, which also takes a word that starts a longer option name): a ``-m
     tcp``/``-m udp`` already loaded, whose own option it is; else a ``-m multiport``, whose
@@ -320,8 +344,8 @@ def _port_option(b: RuleBuilder, key: str, i: int) -> tuple[list, str]:
     raise Bad(i, f"unknown option {key!r} here", f"add -p tcp (or -p udp) before {key}")
 
 
-def finish_rule(b: RuleBuilder) -> Rule:
-    """Turn the builder into the canonical :class:`Rule` (raises ``Bad``), with the checks
+def finish_rule(b: RuleDraft) -> Rule:
+    """Turn the draft into the canonical :class:`Rule` (raises ``Bad``), with the checks
     iptables makes once the whole rule is read: ``-m tcp`` (or udp) needs ``-p tcp`` anywhere
     in the rule (even ``! -p tcp``); a port given to REDIRECT or DNAT needs a protocol with
     ports; TPROXY needs ``-p tcp`` or ``-p udp``."""
@@ -330,7 +354,7 @@ def finish_rule(b: RuleBuilder) -> Rule:
         if name in ("tcp", "udp") and proto != name:
             raise Bad(at + 1, f"-m {name} needs -p {name} (iptables: {name.upper()} match "
                       f"requires '-p {name}')", f"add -p {name}")
-    modules = tuple(make_module(name, opts, at) for name, opts, at in b.modules)
+    modules = tuple([make_module(name, opts, at) for name, opts, at in b.modules])
     if b.target is None:
         raise Bad(END, "the rule has no target", "end the rule with -j TARGET "
                   "(ACCEPT, DROP, RETURN, a chain name, REDIRECT, ...)")
@@ -364,7 +388,9 @@ def check_target_proto(target: object, proto: ProtoMatch | None, at: int) -> Non
                   "add -p tcp (or -p udp), without '!'")
 
 
-def make_module(name: str, opts: dict, at: int):
+def make_module(name: str, opts: dict[str, tuple[bool, str, int]], at: int) -> Module:
+    """The match ``-m name`` from its options ``{option: (negated, value, token index)}``
+    (``at``: the index of ``-m``)."""
     if name in ("tcp", "udp"):
         return make_port_match(name, opts.get("--sport"), opts.get("--dport"))
     if not opts:
@@ -420,7 +446,7 @@ def dnat_target(value: str, i: int, family: str | None) -> Dnat:
         raise Bad(i, f"bad address {host!r}", "write --to-destination 10.0.0.1:8080 (four "
                   "decimal numbers: DNAT reads no octal or hex)")
     _check_family(ip, family, i)
-    return new_dnat(ip, ports)
+    return Dnat(ip, ports)
 
 
 def _check_family(ip: IPAddress, family: str | None, i: int) -> None:
@@ -451,11 +477,14 @@ def make_port_match(name: str, sport: tuple[bool, str, int] | None,
                     dport: tuple[bool, str, int] | None) -> PortMatch:
     """``-m tcp|udp`` from its ``--sport``/``--dport`` as (negated, word, token index)."""
     base = PORT_BASE[name]
-    if sport is not None:
-        sport = new_range(sport[0], *read_port_range(sport[1], sport[2], ":", base))
-    if dport is not None:
-        dport = new_range(dport[0], *read_port_range(dport[1], dport[2], ":", base))
-    return new_ports(name, sport, dport)
+
+    def ports(given: tuple[bool, str, int] | None) -> PortRange | None:
+        if given is None:
+            return None
+        negated, word, i = given
+        return PortRange(negated, *read_port_range(word, i, ":", base))
+
+    return PortMatch(name, ports(sport), ports(dport))
 
 
 PORT_BASE = {"tcp": 0, "udp": 10}
@@ -464,19 +493,20 @@ PORT_BASE = {"tcp": 0, "udp": 10}
 TCP but as 10 for UDP."""
 
 
-_SIMPLE_TARGETS = {name: Verdict(name) for name in ("ACCEPT", "DROP", "RETURN")}
-DROP = _SIMPLE_TARGETS["DROP"]
-_SIMPLE_TARGETS["TRACE"] = Log("TRACE")
+_SIMPLE_TARGETS: dict[str, Target] = {"ACCEPT": Verdict("ACCEPT"), "DROP": Verdict("DROP"),
+                                      "RETURN": Verdict("RETURN"), "TRACE": Log("TRACE")}
+"""The targets without options: immutable values, so one of each serves every rule."""
 
 
-def make_target(name: str, opts: dict[str, tuple[str, int]], at: int, family: str | None):
+def make_target(name: str, opts: dict[str, tuple[str, int]], at: int,
+                family: str | None) -> Target:
     """The target ``-j name`` with its options ``{option: (value, token index)}``; ``at`` is
     the index of the target's name, ``family`` the rule's (TPROXY's default --on-ip)."""
     simple = _SIMPLE_TARGETS.get(name)
     if simple is not None:
         return simple
     if name not in TARGET_OPTIONS:
-        return jump_to(name)  # checked against the table's chains once the table is complete
+        return Jump(name)  # checked against the table's chains once the table is complete
     if name == "REDIRECT":
         value, i = opts.get("--to-ports") or opts.get("--to-port") or ("", at)
         return Redirect(read_port_range(value, i, "-") if value else None)
@@ -524,7 +554,8 @@ def make_target(name: str, opts: dict[str, tuple[str, int]], at: int, family: st
     return Log("LOG", prefix, level)
 
 
-def _mark_target(opt: str, value: str, i: int, make):
+def _mark_target(opt: str, value: str, i: int,
+                 make: Callable[[int, int], SetMark | Connmark]) -> SetMark | Connmark:
     """The five MARK spellings, all stored as the kernel's xor form ``(value, mask)``."""
     if opt in ("--set-xmark", "--set-mark"):
         v, m = read_value_mask(value, i)

@@ -32,10 +32,7 @@ Counters = Mapping[tuple[str, str, int], "int | tuple[int, int]"]
 
 
 class Chain(NamedTuple):
-    """A chain: built-in ones have a policy (``ACCEPT``/``DROP``), user chains ``None``.
-
-    A named tuple, like :class:`~meshlab.netfilter.rules.Rule`: a kube-proxy dump has 10,000
-    chains, each made by one C call."""
+    """A chain: built-in ones have a policy (``ACCEPT``/``DROP``), user chains ``None``."""
 
     name: str
     policy: str | None
@@ -131,12 +128,17 @@ class Ruleset:
         return f"<Ruleset {self.family}: {count} rules in {', '.join(self.tables) or 'no tables'}>"
 
     # ---------------------------------------------------------------- editing
-    def without_rule(self, text: str) -> Ruleset:
-        """A copy without every rule equal to ``text`` (restore form; ``-A CHAIN`` and
-        ``-t TABLE`` in front narrow the search). Raises :class:`MeshlabError` if none match."""
-        from meshlab.netfilter.parse import parse_rule_spec
+    def without_rule(self, rule: Rule, *, table: str | None = None,
+                     chain: str | None = None) -> Ruleset:
+        """A copy without every rule equal to ``rule`` (only in ``table`` and ``chain`` when
+        they are given). Raises :class:`MeshlabError` if none is equal.
 
-        table, chain, rule = parse_rule_spec(text)
+        To remove a rule given as text, read it first: ``table, chain, rule =
+        parse_rule_spec("-t nat -A OUTPUT -j RETURN")``
+        (:func:`meshlab.netfilter.parse.parse_rule_spec`)."""
+        if not isinstance(rule, Rule):
+            raise TypeError(f"without_rule takes a Rule, not {type(rule).__name__}: read rule "
+                            "text first, e.g. table, chain, rule = parse_rule_spec(text)")
         refs = [r for r in self.rules() if r.rule == rule
                 and (table is None or r.table == table) and (chain is None or r.chain == chain)]
         if not refs:

@@ -1,10 +1,10 @@
 """Where rules text came from: words with their columns, and errors that point at them.
 
-Parsing is done in two passes over the evidence. The fast path reads a line with
-:meth:`str.split` and never looks at columns. Only when something is wrong does
-:func:`error_at` split the line again, this time keeping each word's column, so the
-:class:`RulesParseError` can show the line with a caret under the offending word. Columns
-cost nothing for the 20,000 lines that are fine.
+A line is split into words twice at most. The reader splits it without columns
+(:func:`split`: for the usual line, :meth:`str.split` does the work) and names a word by its
+index. Only when something is wrong does :func:`error_at` split the line again, this time
+keeping each word's column, so that the :class:`RulesParseError` can show the line with a
+caret under the offending word. Columns cost nothing for the 20,000 lines that are fine.
 """
 
 from __future__ import annotations
@@ -117,19 +117,6 @@ def blank_split(text: str) -> list[str]:
 
 
 _BLANKS = re.compile(f"[{BLANK}]+")
-
-
-def chain_header_python(line: str) -> str | None:
-    """NAME, for a user chain header ``:NAME - ...`` written plainly: ASCII, the name (no
-    control character in it) right after the colon and a blank after it, then the word
-    ``-``; None for any other line. That is how ``iptables-save`` writes each user chain, and
-    the document reader makes such a chain at once, reading any other header in full.
-    (:func:`chain_header` is this, in C when it could be built.)"""
-    found = _PLAIN_HEADER.match(line) if line.isascii() else None
-    return None if found is None else found.group(1)
-
-
-_PLAIN_HEADER = re.compile(f":([^ \\x00-\\x1f]+)[{BLANK}]+-(?:[{BLANK}]|\\Z)")
 
 
 def restore_split(line: str) -> list[str]:
@@ -250,8 +237,3 @@ def error_at(bad: Bad, lineno: int, raw: str, offset: int = 0) -> RulesParseErro
     return RulesParseError(bad.message, line=lineno, column=column, token=token, hint=bad.hint,
                            source=raw.rstrip(BLANK), model_limit=bad.model_limit)
 
-
-try:
-    from meshlab.netfilter._fastwords import chain_header
-except ImportError:  # built without a C compiler: the same, in Python
-    chain_header = chain_header_python

@@ -3,8 +3,8 @@
 Each function takes one word and ``i``, that word's index on the line, and either returns the
 value or raises :class:`~meshlab.netfilter.source.Bad` with ``i``, a message and a hint, so
 the error can point at the word. They know nothing of options or rules: the option reader
-(:mod:`meshlab.netfilter.options`) and the shape plans (:mod:`meshlab.netfilter.shapes`)
-decide *which* word is a port or an address and call these to read it.
+(:mod:`meshlab.netfilter.options`) decides *which* word is a port or an address and calls
+these to read it.
 
 Addresses are read the way iptables reads them, not the way :mod:`ipaddress` does: each part
 of a dotted IPv4 address and a prefix length are numbers as C reads them (``010`` is octal 8),

@@ -106,7 +106,7 @@ def test_equality_sees_policy_rule_and_order_differences():
 
 def test_without_rule_needs_a_match():
     with pytest.raises(MeshlabError, match="no rule equal"):
-        parse_ruleset(ISTIO_SAVE).without_rule("-p tcp --dport 1 -j RETURN")
+        parse_ruleset(ISTIO_SAVE).without_rule(parse_rule("-p tcp --dport 1 -j RETURN"))
     with pytest.raises(MeshlabError, match="out of range"):
         parse_ruleset(ISTIO_SAVE).without("nat", "OUTPUT", 9)
 
@@ -147,6 +147,10 @@ BAD = [
      '"abc', "unterminated"),
     ("command line", "iptables -t nat -A OUTPUT -p tcp --dport x -j RETURN\n", 1, 42, "x",
      "bad port"),
+    ("a load-time check on a command line", "iptables -t nat -A PREROUTING -m owner "
+     "--uid-owner 1 -j RETURN\n", 1, 31, "-m", "only locally generated packets"),
+    ("a jump to nothing on a command line", "iptables -A OUTPUT -t nat -j NOPE\n", 1, 30,
+     "NOPE", "does not exist"),
     ("option before its module", "*nat\n-A OUTPUT --uid-owner 1 -j RETURN\nCOMMIT\n", 2, 11,
      "--uid-owner", "unknown option"),
     ("--dport without -p", "*nat\n-A OUTPUT --dport 80 -j RETURN\nCOMMIT\n", 2, 11, "--dport",
@@ -269,3 +273,131 @@ def test_only_blanks_separate_words_not_other_whitespace(odd):
     assert split(f"iptables -A X -j LOG --log-prefix a{odd}b")[6] == f"a{odd}b"
     ruleset = parse_ruleset(f"*filter\n:A{odd}B - [0:0]\n-A INPUT -j A{odd}B\nCOMMIT\n")
     assert f"A{odd}B" in ruleset.tables["filter"].chains
+
+
+NAT_HEAD = ["*nat", ":X - [0:0]", ":Y - [0:0]"]
+
+
+def read_in_nat(*lines: str) -> list[str]:
+    """The rules of a nat document made of ``lines`` (chains X and Y declared), as text."""
+    ruleset = parse_ruleset("\n".join([*NAT_HEAD, *lines, "COMMIT", ""]))
+    return [ref.rule.text for ref in ruleset.rules()]
+
+
+@pytest.mark.parametrize(("line", "text"), [
+    ("-A OUTPUT -d 10.0.0.2/24 -p tcp -m tcp --dport 81 -j Y",
+     "-d 10.0.0.0/24 -p tcp -m tcp --dport 81 -j Y"),
+    ('-A OUTPUT -m comment --comment "c" -j Y', "-m comment --comment c -j Y"),
+    ("-A OUTPUT -p tcp -j DNAT --to-destination 10.1.1.2:8081-8090",
+     "-p tcp -j DNAT --to-destination 10.1.1.2:8081-8090"),
+    ("-A OUTPUT -p tcp -j DNAT --to-destination [fd00::1]:8080",
+     "-p tcp -j DNAT --to-destination [fd00::1]:8080"),
+    ("-A OUTPUT -o eth0 -m owner --uid-owner 1000-1999 -j RETURN",
+     "-o eth0 -m owner --uid-owner 1000-1999 -j RETURN"),
+    ("-A OUTPUT -m mark --mark 0x1/0xff -j RETURN", "-m mark --mark 0x1/0xff -j RETURN"),
+    ("-A OUTPUT -j ACCEPT", "-j ACCEPT"),
+    # what the kernel keeps of an option that matches everything: nothing
+    ("-A OUTPUT -d 10.0.0.1/0 -j RETURN", "-j RETURN"),
+    ("-A PREROUTING -i + -j RETURN", "-j RETURN"),
+    ("-A OUTPUT -o + -j RETURN", "-j RETURN"),
+    # numbers as iptables reads them: octal for -m tcp and addresses, decimal for -m udp
+    ("-A OUTPUT -p tcp -m tcp --dport 010 -j X", "-p tcp -m tcp --dport 8 -j X"),
+    ("-A OUTPUT -p udp -m udp --dport 010 -j X", "-p udp -m udp --dport 10 -j X"),
+    ("-A OUTPUT -d 010.0.0.1/010 -j RETURN", "-d 8.0.0.0/8 -j RETURN"),
+    # quotes as iptables-restore reads them: \" inside, and a quoted part ends the word
+    ('-A X -m comment --comment "a\\"b" -j RETURN', '-m comment --comment "a\\"b" -j RETURN'),
+    ('-A X -m comment --comment a"b c" -j RETURN', '-m comment --comment "ab c" -j RETURN'),
+])
+def test_values_read_as_iptables_reads_them(line, text):
+    assert read_in_nat(line) == [text]
+
+
+@pytest.mark.parametrize(("line", "column", "token", "words", "model_limit"), [
+    ("-A OUTPUT -j NOPE", 14, "NOPE", "does not exist", False),
+    ("-A OUTPUT -d 10.0.0.300/32 -j X", 14, "10.0.0.300/32", "not a numeric address", True),
+    ("-A OUTPUT -p tcp -j DNAT --to-destination 10.1.1.1:x", 43, "10.1.1.1:x", "bad port 'x'",
+     True),
+    ("-A OUTPUT -p tcp -j DNAT --to-destination 10.1.1.300", 43, "10.1.1.300", "bad address",
+     False),
+    ("-A OUTPUT -j DNAT --to-destination 10.1.1.1:80", 14, "DNAT", "with a port needs -p", False),
+    ("-A OUTPUT -o eth0123456789012345 -j RETURN", 14, "eth0123456789012345",
+     "bad interface name", False),
+    ("-A PREROUTING -o lo -j RETURN", 15, "-o", "cannot use -o in PREROUTING", False),
+    ("-A INPUT -p tcp -j REDIRECT --to-ports 15001", 20, "REDIRECT",
+     "only valid in PREROUTING and OUTPUT", False),
+    ("-A OUTPUT ! -d 10.0.0.1/0 -j RETURN", 16, "10.0.0.1/0", "would never match", False),
+    ("-A OUTPUT -p udp -m udp --dport 70000 -j X", 33, "70000", "past 65535", True),
+    ("-A OUTPUT -j DROP", 14, "DROP", "nat table is not for filtering", False),
+    ('-A X -m comment --comment "open -j RETURN', 27, '"open', "unterminated", False),
+])
+def test_values_iptables_refuses_are_refused_where_they_are(line, column, token, words,
+                                                             model_limit):
+    with pytest.raises(RulesParseError) as caught:
+        read_in_nat(line)
+    error = caught.value
+    assert (error.line, error.column, error.token) == (4, column, token)
+    assert words in error.reason
+    assert error.model_limit == model_limit
+
+
+def test_a_rule_reads_the_same_whatever_was_read_before_it():
+    """Each line is read on its own: one that looks like the lines before it but for its
+    values (a bad one, a jump to a built-in target, another family) reads as it would alone."""
+    first = "-A OUTPUT -d 10.0.0.1/32 -p tcp -m tcp --dport 80 -j X"
+    assert read_in_nat(first, "-A OUTPUT -d 10.0.0.2/32 -p tcp -m tcp --dport 80 -j ACCEPT")[1] \
+        == "-d 10.0.0.2/32 -p tcp -m tcp --dport 80 -j ACCEPT"
+    with pytest.raises(RulesParseError) as caught:
+        read_in_nat(first, "-A OUTPUT -d fd00::1 -p tcp -m tcp --dport 80 -j X")
+    assert (caught.value.line, caught.value.token) == (5, "fd00::1")
+    assert "address in ipv4 rules" in caught.value.reason
+
+
+def test_many_rules_of_one_shape_keep_their_order_and_values():
+    lines = [f"-A OUTPUT -d 10.0.{i // 256}.{i % 256}/32 -p tcp -m tcp --dport {1000 + i} -j X"
+             for i in range(300)]
+    assert read_in_nat(*lines) == [line[len("-A OUTPUT "):] for line in lines]
+
+
+def test_an_error_found_by_a_load_time_check_names_the_line_column_and_word():
+    with pytest.raises(RulesParseError) as caught:
+        read_in_nat("-A OUTPUT -p tcp -j X", "-A OUTPUT -p udp -j Y", "-A OUTPUT -p udp -j MISSING")
+    error = caught.value
+    assert (error.line, error.column, error.token) == (6, 21, "MISSING")
+    assert "does not exist" in error.reason
+
+
+def test_drop_in_filter_does_not_let_drop_into_nat():
+    text = "*filter\n-A OUTPUT -j DROP\nCOMMIT\n*nat\n-A OUTPUT -j DROP\nCOMMIT\n"
+    with pytest.raises(RulesParseError) as caught:
+        parse_ruleset(text)
+    assert (caught.value.line, caught.value.token) == (5, "DROP")
+    assert "nat table is not for filtering" in caught.value.reason
+
+
+def test_chain_headers_as_iptables_restore_splits_them():
+    """A blank after the colon is skipped, a control character other than a blank belongs to
+    the name, a user chain's policy word is ignored, and a name may not start with '-'."""
+    ruleset = parse_ruleset("*nat\n: Y - [0:0]\n:Z\x1c - [0:0]\n:X ACCEPT [0:0]\nCOMMIT\n")
+    assert {"Y", "Z\x1c", "X"} <= set(ruleset.tables["nat"].chains)
+    assert ruleset.chain("nat", "X").policy is None
+    with pytest.raises(RulesParseError) as caught:
+        parse_ruleset("*nat\n:-Q - [0:0]\nCOMMIT\n")
+    assert (caught.value.line, caught.value.column, caught.value.token) == (2, 1, ":-Q")
+    assert "bad chain name" in caught.value.reason
+
+
+def test_the_benchmark_dumps_read_back_from_their_own_rendering():
+    from benchmarks.bench_netfilter import flat_dump, kube_dump
+
+    for text in (flat_dump(300)[0], kube_dump(100)[0]):
+        ruleset = parse_ruleset(text)
+        assert sum(1 for _ in ruleset.rules()) == text.count("\n-A ")
+        assert parse_ruleset(ruleset.render_save()) == ruleset
+
+
+def test_without_rule_takes_a_rule_and_says_how_to_read_one():
+    ruleset = parse_ruleset(ISTIO_SAVE)
+    with pytest.raises(TypeError, match="parse_rule_spec"):
+        ruleset.without_rule("-p tcp --dport 15008 -j RETURN")
+    kept = ruleset.without_rule(parse_rule("-p tcp -m tcp --dport 15008 -j RETURN"))
+    assert len(list(kept.rules())) < len(list(ruleset.rules()))

@@ -7,7 +7,7 @@ from ipaddress import ip_address
 import pytest
 from nf_istio_fixtures import ISTIO_RESTORE, ISTIO_SAVE
 
-from meshlab.netfilter import Netns, Packet, parse_ruleset, pod_interfaces
+from meshlab.netfilter import Netns, Packet, parse_rule, parse_ruleset, pod_interfaces
 
 POD = ip_address("10.244.0.5")
 PEER = ip_address("10.244.0.9")
@@ -78,8 +78,9 @@ def test_proxy_inbound_forwarding_from_127_0_0_6(ns):
 
 
 def test_removing_the_uid_and_gid_exemption_makes_the_proxy_loop(ns):
-    broken = ns.ruleset.without_rule("-m owner --uid-owner 1337 -j RETURN").without_rule(
-        "-A ISTIO_OUTPUT -m owner --gid-owner 1337 -j RETURN")
+    broken = ns.ruleset.without_rule(parse_rule("-m owner --uid-owner 1337 -j RETURN"))
+    broken = broken.without_rule(parse_rule("-m owner --gid-owner 1337 -j RETURN"),
+                                 chain="ISTIO_OUTPUT")
     trace = Netns(broken, pod_interfaces(POD)).connect(
         proto="tcp", dst=PEER, dport=8080, uid=1337, gid=1337)
     assert trace.delivered == (LOCALHOST, 15001)
