@@ -648,7 +648,7 @@ def parse_version(text: str, what: str) -> tuple[int, int]:
     match = _VERSION.fullmatch(text.strip())
     if match is None:
         raise MeshlabError(f"{what} {text!r} is not a version: write MAJOR.MINOR, e.g. 1.33 "
-                           "(a kubelet's v1.33.2 as `kubectl get nodes` shows it works too).")
+                           "(v1.33.2, as `kubectl get nodes` prints it, works too).")
     return int(match.group(1)), int(match.group(2))
 
 
@@ -1083,6 +1083,9 @@ def inject(pod: str | Path | Mapping[str, Any], namespace_labels: Mapping[str, s
     if interception_mode not in INTERCEPTION_MODES:
         raise MeshlabError(f"interception mode {interception_mode!r} is unknown. Use REDIRECT, "
                            "TPROXY or NONE.")
+    # the cluster's inputs are checked whether or not this pod is injected
+    native_sidecar_for({}, istio_version=istio_version, kubelet_version=kubelet_version,
+                       setting=native_sidecar)
     decision = should_inject(manifest, namespace_labels, ns, revision=revision,
                              enable_namespaces_by_default=enable_namespaces_by_default)
     annotations: dict[str, str] = dict(metadata.get("annotations") or {})
