@@ -21,6 +21,12 @@ Each cell says how the scenario changed:
 ``"no change"``           the rule played no part in this scenario;
 ``"rule absent"``         the scenario's own flags produce rules without this one.
 
+The same for an ambient pod (``ablation(mode="ambient")``): every in-pod rule of istio-cni,
+the ``ip rule fwmark 0x111/0xfff lookup 100`` and its table-100 route, and the condition
+``-m mark ! --mark 0x539/0xfff`` taken out of every rule (ztunnel captures itself: a loop).
+Without the connmark rules or the ``ip rule`` an inbound walk times out: the app's answer
+leaves by eth0 for the client's real address and the connection never completes.
+
 Some rules only matter in pairs: the UID and the GID exemptions of the proxy back each other
 up (removing ``-m owner --uid-owner 1337 -j RETURN`` alone changes nothing, because its GID
 twin still lets Envoy through). :data:`TWIN_GROUPS` adds a row for each such pair; removing
@@ -49,10 +55,13 @@ CHANGES = ("loop", "bypasses proxy", "now proxied", "refused", "dropped", "timeo
 
 @dataclass(frozen=True, slots=True)
 class RuleGroup:
-    """Rules removed together: ``label`` names the row, ``specs`` are ``-t T -A C text``."""
+    """Rules removed together: ``label`` names the row, ``specs`` are ``-t T -A C text`` (or
+    ``ip rule ...``/``ip route ...`` for policy routing); ``matches`` are conditions taken out
+    of every rule that has them (ambient: ``-m mark ! --mark 0x539/0xfff``)."""
 
     label: str
     specs: tuple[str, ...]
+    matches: tuple[str, ...] = ()
 
 
 def _label(chain: str, text: str) -> str:
@@ -92,6 +101,26 @@ def default_rule_groups(*, twins: bool = True) -> list[RuleGroup]:
 
 TWIN_GROUPS = "uid/gid twin pairs (see default_rule_groups)"
 
+ZTUNNEL_EXEMPTION = "-m mark ! --mark 0x539/0xfff"
+"""The condition every capturing rule of an ambient pod carries: "not ztunnel's packet"."""
+
+
+def ambient_rule_groups() -> list[RuleGroup]:
+    """One group per rule of an ambient pod's default rules (istio-cni's, DNS capture on),
+    then the ``ip rule`` and the table-100 route, then the ztunnel exemption
+    (:data:`ZTUNNEL_EXEMPTION`) taken out of every rule at once - the ambient counterpart of
+    removing the sidecar's UID/GID exemptions."""
+    from meshlab.istio.ambient import INPOD_ROUTE_COMMANDS, inpod_rules
+
+    ruleset = inpod_rules().ruleset_v4
+    groups = [RuleGroup(f"-t {ref.table} {_label(ref.chain, ref.rule.text)}",
+                        (f"-t {ref.table} -A {ref.chain} {ref.rule.text}",))
+              for ref in ruleset.rules()]
+    groups += [RuleGroup(command, (command,)) for command in reversed(INPOD_ROUTE_COMMANDS[4])]
+    groups.append(RuleGroup(f"{ZTUNNEL_EXEMPTION} (from every rule)", (),
+                            (ZTUNNEL_EXEMPTION,)))
+    return groups
+
 
 def classify(baseline: Walk, changed: Walk) -> str:
     """How ``changed`` differs from ``baseline``, in one of :data:`CHANGES`."""
@@ -124,31 +153,48 @@ def _clusters(walk: Walk) -> tuple[str | None, ...]:
     return tuple(e.cluster for e in walk.events if e.kind == "proxy")
 
 
-def _run(scenario: Scenario, without: Sequence[str]) -> Walk | None:
+def _run(scenario: Scenario, without: Sequence[str], matches: Sequence[str] = ()
+         ) -> Walk | None:
     from meshlab.scenarios import run_scenario
 
     try:
-        return run_scenario(scenario, without_rules=without)
+        return run_scenario(scenario, without_rules=without, without_matches=matches)
     except MeshlabError as error:
-        if "no rule" in str(error):
+        if "no rule" in str(error) or "no policy routing" in str(error):
             return None
         raise
 
 
 def ablation_detail(scenarios: Iterable[str] | None = None,
-                    groups: Sequence[RuleGroup] | None = None) -> pandas.DataFrame:
-    """The long form: one row per (rule group, scenario) with outcomes before and after."""
+                    groups: Sequence[RuleGroup] | None = None, *,
+                    mode: str = "sidecar") -> pandas.DataFrame:
+    """The long form: one row per (rule group, scenario) with outcomes before and after.
+
+    ``mode`` chooses the defaults: ``"sidecar"`` (the sidecar scenarios x
+    :func:`default_rule_groups`) or ``"ambient"`` (the ``ambient-`` scenarios x
+    :func:`ambient_rule_groups`)."""
     import pandas
 
-    chosen = _scenarios(scenarios)
-    groups = list(groups) if groups is not None else default_rule_groups()
+    if mode not in ("sidecar", "ambient"):
+        raise MeshlabError(f"mode must be 'sidecar' or 'ambient', not {mode!r}")
+    chosen = _scenarios(scenarios, mode)
+    if groups is None:
+        groups = default_rule_groups() if mode == "sidecar" else ambient_rule_groups()
+    groups = list(groups)
     baselines = {s.name: _run(s, ()) for s in chosen}
+    rows = _rows(chosen, groups, baselines)
+    return pandas.DataFrame(rows, columns=["rule", "scenario", "change", "outcome_before",
+                                           "outcome_after", "delivered_to", "loop"])
+
+
+def _rows(chosen: Sequence[Scenario], groups: Sequence[RuleGroup],
+          baselines: Mapping[str, Walk | None]) -> list[tuple[object, ...]]:
     rows = []
     for group in groups:
         for scenario in chosen:
             base = baselines[scenario.name]
             assert base is not None
-            walk = _run(scenario, group.specs)
+            walk = _run(scenario, group.specs, group.matches)
             if walk is None:
                 rows.append((group.label, scenario.name, "rule absent", base.outcome, None,
                              None, None))
@@ -159,18 +205,20 @@ def ablation_detail(scenarios: Iterable[str] | None = None,
                          f"{walk.delivered_to.process}:{walk.delivered_to.port} sees "
                          f"{walk.delivered_to.sees_source}",
                          None if walk.loop is None else walk.loop.text))
-    return pandas.DataFrame(rows, columns=["rule", "scenario", "change", "outcome_before",
-                                           "outcome_after", "delivered_to", "loop"])
+    return rows
 
 
 def ablation(scenarios: Iterable[str] | None = None,
-             groups: Sequence[RuleGroup] | None = None) -> pandas.DataFrame:
+             groups: Sequence[RuleGroup] | None = None, *,
+             mode: str = "sidecar") -> pandas.DataFrame:
     """Rule (row, ``-A CHAIN text``) x scenario (column) -> what removing the rule changes.
 
-    ``scenarios`` defaults to the whole catalog, ``groups`` to :func:`default_rule_groups`
-    (every default rule alone, then the UID/GID twin pairs).
+    ``scenarios`` defaults to the sidecar scenarios of the catalog, ``groups`` to
+    :func:`default_rule_groups` (every default rule alone, then the UID/GID twin pairs).
+    ``mode="ambient"``: the ``ambient-`` scenarios and :func:`ambient_rule_groups` (every
+    in-pod rule alone, the ``ip rule`` and route, and the ztunnel exemption everywhere).
     """
-    detail = ablation_detail(scenarios, groups)
+    detail = ablation_detail(scenarios, groups, mode=mode)
     order = list(dict.fromkeys(detail["rule"]))
     columns = list(dict.fromkeys(detail["scenario"]))
     table = detail.pivot(index="rule", columns="scenario", values="change")
@@ -190,10 +238,10 @@ def summary(table: pandas.DataFrame) -> Mapping[str, str]:
     return out
 
 
-def _scenarios(names: Iterable[str] | None) -> list[Scenario]:
+def _scenarios(names: Iterable[str] | None, mode: str = "sidecar") -> list[Scenario]:
     everything = catalog()
     if names is None:
-        return list(everything.values())
+        return [s for s in everything.values() if s.ambient == (mode == "ambient")]
     chosen = []
     for name in names:
         if name not in everything:

@@ -33,28 +33,21 @@ rule, a loop) is ``"changed"`` and points at what happened; a step the walk neve
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from meshlab.lesson_match import (
+    Step,
+    decisive_rule,
+    final_event,
+    first_event,
+    is_hit,
+    is_nat_to,
+    jumps_to,
+    make_step,
+)
 from meshlab.walk import Event, Walk
 
 CASES = ("inbound", "outbound")
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One numbered step: what the article says, and what this walk did there.
-
-    ``status`` is ``"ok"`` (the step happened as the article tells), ``"changed"`` (something
-    else happened at this point: ``event`` is that, ``explanation`` says what) or ``"skipped"``
-    (the walk never got here; ``event`` is ``None``).
-    """
-
-    n: int
-    title: str
-    explanation: str
-    event: Event | None
-    status: str
 
 
 # (n, title, explanation) as the article tells them
@@ -117,10 +110,17 @@ def article_case(walk: Walk) -> str:
 def numbered_steps(walk: Walk, case: str | None = None) -> list[Step]:
     """The article's steps (1-8 inbound, 9-15 outbound) for ``walk``, each with a status.
 
+    An ambient walk (``walk.mode == "ambient"``) gets the ambient steps A1-A9 instead
+    (:func:`meshlab.lesson_ambient.ambient_steps`).
+
     ``case`` defaults to :func:`article_case`. For a walk that is neither article case (the app
     calling its own Service goes out *and* back in) the steps of the chosen case are matched
     as far as they apply; the rest show as changed or skipped.
     """
+    if walk.mode == "ambient":
+        from meshlab.lesson_ambient import ambient_steps
+
+        return ambient_steps(walk, case)
     case = case or article_case(walk)
     if case not in CASES:
         raise ValueError(f"case must be 'inbound' or 'outbound', not {case!r}")
@@ -133,7 +133,7 @@ def numbered_steps(walk: Walk, case: str | None = None) -> list[Step]:
     return _outbound(mine, first_conn)
 
 
-def step_numbers(walk: Walk) -> dict[int, int]:
+def step_numbers(walk: Walk) -> dict[int, int | str]:
     """``{event index: step number}`` for the events that are one of the article's steps."""
     return {s.event.index: s.n for s in numbered_steps(walk) if s.event is not None}
 
@@ -164,136 +164,92 @@ def _subject_pod(walk: Walk) -> str:
     return walk.events[0].pod if walk.events else ""
 
 
-def _first(events: list[Event], pred: Callable[[Event], bool]) -> Event | None:
-    return next((e for e in events if pred(e)), None)
-
-
-def _hit(e: Event) -> bool:
-    return e.kind == "rule" and bool(e.matched)
-
-
-def _jumps_to(e: Event, *chains: str) -> bool:
-    return _hit(e) and any(e.decision.startswith(f"jump {c}") or e.decision == c or
-                           (e.text or "").endswith(f"-j {c}") for c in chains)
-
-
-def _is_nat_to(e: Event, target: str) -> bool:
-    return _hit(e) and (e.decision.startswith(target) or f"-j {target}" in (e.text or ""))
-
-
-def _decisive(events: list[Event], conn: int, chain: str) -> Event | None:
-    """The rule that decided in ``chain`` (a RETURN, a jump, a NAT target) for ``conn``."""
-    return _first(events, lambda e: e.connection == conn and _hit(e) and e.chain == chain)
-
-
-def _final(events: list[Event], conn: int | None = None) -> Event | None:
-    ends = ("deliver", "refused", "drop", "loop", "close", "timeout")
-    for e in reversed(events):
-        if e.kind in ends and (conn is None or e.connection >= conn):
-            return e
-    return None
-
-
-def _make(spec: tuple[int, str, str], found: Event | None, instead: Event | None,
-          instead_text: str = "") -> Step:
-    n, title, explanation = spec
-    if found is not None:
-        return Step(n, title, explanation, found, "ok")
-    if instead is not None:
-        what = instead_text or f"instead: {instead.decision}"
-        if instead.kind == "rule" and instead.text:
-            what = instead_text or (f"instead, {instead.chain} rule {instead.rule} "
-                                    f"`{instead.text}` matched: {instead.decision}")
-        return Step(n, title, what, instead, "changed")
-    return Step(n, title, f"skipped: the walk did not get here ({explanation})", None, "skipped")
-
-
 def _inbound(events: list[Event], c0: int) -> list[Step]:
     s = INBOUND_STEPS
     steps: list[Step] = []
-    e1 = _first(events, lambda e: e.connection == c0 and e.chain == "PREROUTING"
-                and _jumps_to(e, "ISTIO_INBOUND"))
-    steps.append(_make(s[0], e1, _first(events, lambda e: e.connection == c0 and _hit(e)
+    e1 = first_event(events, lambda e: e.connection == c0 and e.chain == "PREROUTING"
+                and jumps_to(e, "ISTIO_INBOUND"))
+    steps.append(make_step(s[0], e1, first_event(events, lambda e: e.connection == c0 and is_hit(e)
                                         and e.hook == "PREROUTING")))
-    e2 = _first(events, lambda e: e.connection == c0 and e.chain == "ISTIO_INBOUND"
-                and _jumps_to(e, "ISTIO_IN_REDIRECT"))
-    steps.append(_make(s[1], e2, None if e1 is None else
-                       _decisive(events, c0, "ISTIO_INBOUND")))
-    e3 = _first(events, lambda e: e.connection == c0 and _is_nat_to(e, "REDIRECT"))
-    tproxy = _first(events, lambda e: e.connection == c0 and _is_nat_to(e, "TPROXY"))
-    steps.append(_make(s[2], e3, tproxy, "" if tproxy is None else
+    e2 = first_event(events, lambda e: e.connection == c0 and e.chain == "ISTIO_INBOUND"
+                and jumps_to(e, "ISTIO_IN_REDIRECT"))
+    steps.append(make_step(s[1], e2, None if e1 is None else
+                       decisive_rule(events, c0, "ISTIO_INBOUND")))
+    e3 = first_event(events, lambda e: e.connection == c0 and is_nat_to(e, "REDIRECT"))
+    tproxy = first_event(events, lambda e: e.connection == c0 and is_nat_to(e, "TPROXY"))
+    steps.append(make_step(s[2], e3, tproxy, "" if tproxy is None else
                        "TPROXY mode: the mangle table's TPROXY target hands the connection to "
                        "Envoy's transparent 15006 listener without rewriting the destination "
                        f"({tproxy.decision})"))
-    e4 = _first(events, lambda e: e.connection == c0 and e.kind == "proxy"
+    e4 = first_event(events, lambda e: e.connection == c0 and e.kind == "proxy"
                 and e.listener == "virtualInbound")
     instead4 = None
     if e4 is None and e3 is None and tproxy is None:
-        instead4 = _final(events, c0)
+        instead4 = final_event(events, c0)
         if instead4 is not None and instead4.connection != c0:
             instead4 = None
-    steps.append(_make(s[3], e4, instead4))
+    steps.append(make_step(s[3], e4, instead4))
     c1 = c0 + 1
-    e5 = _first(events, lambda e: e.connection == c1 and e.kind == "connect"
+    e5 = first_event(events, lambda e: e.connection == c1 and e.kind == "connect"
                 and e.actor == "proxy") if e4 is not None else None
-    steps.append(_make(s[4], e5, None))
-    e6 = _first(events, lambda e: e.connection == c1 and e.chain == "OUTPUT"
-                and _jumps_to(e, "ISTIO_OUTPUT")) if e5 is not None else None
-    steps.append(_make(s[5], e6, None))
+    steps.append(make_step(s[4], e5, None))
+    e6 = first_event(events, lambda e: e.connection == c1 and e.chain == "OUTPUT"
+                and jumps_to(e, "ISTIO_OUTPUT")) if e5 is not None else None
+    steps.append(make_step(s[5], e6, None))
     e7 = None
     instead7 = None
     if e6 is not None:
-        e7 = _first(events, lambda e: e.connection == c1 and e.chain == "ISTIO_OUTPUT"
-                    and _hit(e) and "127.0.0.6" in (e.text or "") and e.decision == "RETURN")
-        instead7 = _decisive(events, c1, "ISTIO_OUTPUT")
-    steps.append(_make(s[6], e7, instead7))
+        e7 = first_event(events, lambda e: e.connection == c1 and e.chain == "ISTIO_OUTPUT"
+                    and is_hit(e) and "127.0.0.6" in (e.text or "") and e.decision == "RETURN")
+        instead7 = decisive_rule(events, c1, "ISTIO_OUTPUT")
+    steps.append(make_step(s[6], e7, instead7))
     e8 = None
     instead8 = None
     if e5 is not None:
-        final = _final(events, c1)
+        final = final_event(events, c1)
         if final is not None and final.kind == "deliver" and final.connection == c1:
             e8 = final
         else:
             instead8 = final
-    steps.append(_make(s[7], e8, instead8))
+    steps.append(make_step(s[7], e8, instead8))
     return steps
 
 
 def _outbound(events: list[Event], c0: int) -> list[Step]:
     s = OUTBOUND_STEPS
     steps: list[Step] = []
-    e9 = _first(events, lambda e: e.connection == c0 and e.kind == "connect")
-    steps.append(_make(s[0], e9, None))
-    e10 = _first(events, lambda e: e.connection == c0 and e.chain == "OUTPUT"
-                 and e.table == "nat" and _jumps_to(e, "ISTIO_OUTPUT"))
-    steps.append(_make(s[1], e10, None))
-    e11 = _first(events, lambda e: e.connection == c0 and e.chain == "ISTIO_OUTPUT"
-                 and _jumps_to(e, "ISTIO_REDIRECT"))
-    steps.append(_make(s[2], e11, None if e10 is None else
-                       _decisive(events, c0, "ISTIO_OUTPUT")))
-    e12 = _first(events, lambda e: e.connection == c0 and _is_nat_to(e, "REDIRECT")
+    e9 = first_event(events, lambda e: e.connection == c0 and e.kind == "connect")
+    steps.append(make_step(s[0], e9, None))
+    e10 = first_event(events, lambda e: e.connection == c0 and e.chain == "OUTPUT"
+                 and e.table == "nat" and jumps_to(e, "ISTIO_OUTPUT"))
+    steps.append(make_step(s[1], e10, None))
+    e11 = first_event(events, lambda e: e.connection == c0 and e.chain == "ISTIO_OUTPUT"
+                 and jumps_to(e, "ISTIO_REDIRECT"))
+    steps.append(make_step(s[2], e11, None if e10 is None else
+                       decisive_rule(events, c0, "ISTIO_OUTPUT")))
+    e12 = first_event(events, lambda e: e.connection == c0 and is_nat_to(e, "REDIRECT")
                  and e.chain == "ISTIO_REDIRECT")
     instead12 = None
     if e12 is None and e11 is None:
-        final = _final(events)
+        final = final_event(events)
         instead12 = final if final is not None and final.connection == c0 else None
-    steps.append(_make(s[3], e12, instead12))
+    steps.append(make_step(s[3], e12, instead12))
     c1 = c0 + 1
-    e13 = _first(events, lambda e: e.connection == c1 and e.kind == "connect"
+    e13 = first_event(events, lambda e: e.connection == c1 and e.kind == "connect"
                  and e.actor == "proxy") if e12 is not None else None
     instead13 = None
     if e12 is not None and e13 is None:
-        instead13 = _final(events, c0)
-    steps.append(_make(s[4], e13, instead13))
-    e14 = _first(events, lambda e: e.connection == c1 and e.chain == "OUTPUT"
-                 and e.table == "nat" and _jumps_to(e, "ISTIO_OUTPUT")) if e13 else None
-    steps.append(_make(s[5], e14, None))
+        instead13 = final_event(events, c0)
+    steps.append(make_step(s[4], e13, instead13))
+    e14 = first_event(events, lambda e: e.connection == c1 and e.chain == "OUTPUT"
+                 and e.table == "nat" and jumps_to(e, "ISTIO_OUTPUT")) if e13 else None
+    steps.append(make_step(s[5], e14, None))
     e15 = None
     instead15 = None
     if e14 is not None:
-        e15 = _first(events, lambda e: e.connection == c1 and e.chain == "ISTIO_OUTPUT"
-                     and _hit(e) and e.decision == "RETURN"
+        e15 = first_event(events, lambda e: e.connection == c1 and e.chain == "ISTIO_OUTPUT"
+                     and is_hit(e) and e.decision == "RETURN"
                      and "--uid-owner" in (e.text or "") and "!" not in (e.text or ""))
-        instead15 = _decisive(events, c1, "ISTIO_OUTPUT")
-    steps.append(_make(s[6], e15, instead15))
+        instead15 = decisive_rule(events, c1, "ISTIO_OUTPUT")
+    steps.append(make_step(s[6], e15, instead15))
     return steps

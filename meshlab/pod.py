@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Interface, ip_address, ip_interface
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from meshlab.errors import MeshlabError
@@ -36,7 +37,8 @@ from meshlab.variants import Variants
 
 if TYPE_CHECKING:
     from meshlab.istio.envoy import Service, Sidecar
-    from meshlab.netfilter.kernel import EphemeralPorts, FwmarkRoute, Netns
+    from meshlab.istio.ztunnel import Ztunnel
+    from meshlab.netfilter.kernel import EphemeralPorts, FwmarkRoute, Interface, Netns
     from meshlab.netfilter.packet import IPAddress
     from meshlab.netfilter.ruleset import Ruleset
 
@@ -122,6 +124,7 @@ class Pod:
     services: tuple[Service, ...] = field(default=(), repr=False)
     inbound_ports: tuple[int, ...] = ()
     fwmark_routes: tuple[FwmarkRoute, ...] = ()
+    ambient: AmbientSetup | None = None
     # Each pod its own store (init=False: a copy made with dataclasses.replace starts empty).
     _variants: Variants[Pod] = field(default_factory=Variants, init=False, repr=False,
                                      compare=False)
@@ -216,20 +219,55 @@ class Pod:
                    ruleset=_empty_ruleset(), namespace=namespace, kind=kind,
                    prefix_len=prefix_len)
 
+    @classmethod
+    def ambient_pod(cls, name: str, ip: str | IPAddress, *, app_ports: Sequence[int] = (9080,),
+                    app_uid: int = APP_UID, annotations: Mapping[str, str] | None = None,
+                    mesh: Iterable[str | IPAddress] = (), services: Iterable[Service] = (),
+                    namespace: str = "default", dns_capture: bool = True,
+                    extra_interfaces: Sequence[tuple[str, str]] = ()) -> Pod:
+        """A pod in ambient mode: no sidecar; istio-cni's in-pod rules and ztunnel's sockets.
+
+        The application (UID ``app_uid``) listens on ``app_ports``. ``annotations`` are the
+        pod's own (the agent reads its overrides from them), ``dns_capture`` the agent's global
+        setting (the chart's default: on). ``mesh`` are the IPs of the workloads ztunnel
+        reaches over HBONE (the world's ambient pods), ``services`` the Services whose VIPs
+        ztunnel resolves. ``extra_interfaces`` are ``(name, "ADDR/PLEN")`` interfaces beside
+        ``eth0``, such as the one a VM in the pod sends through (``net1``).
+        """
+        from meshlab.netfilter.kernel import Interface
+
+        ifaces = tuple(Interface(n, (ip_interface(a),)) for n, a in extra_interfaces)
+        return _build_ambient(name, ip_address(str(ip)), tuple(app_ports), app_uid,
+                              tuple(sorted((annotations or {}).items())),
+                              frozenset(ip_address(str(m)) for m in mesh), tuple(services),
+                              namespace, dns_capture, ifaces)
+
     def with_rules(self, *, flags: Sequence[str] | str | None = None,
-                   without_rules: Sequence[str] = ()) -> Pod:
+                   without_rules: Sequence[str] = (),
+                   annotations: Mapping[str, str] | None = None,
+                   without_matches: Sequence[str] = ()) -> Pod:
         """This pod with other istio-iptables ``flags`` and/or without some rules (cached).
 
         ``without_rules`` are rule texts in restore form without ``-A CHAIN`` (e.g.
         ``-m owner --uid-owner 1337 -j RETURN``); each removes every equal rule. A text that
-        matches no rule raises :class:`MeshlabError` listing the rules there are.
+        matches no rule raises :class:`MeshlabError` listing the rules there are. A text that
+        starts with ``ip rule`` or ``ip route`` removes that policy routing instead (e.g.
+        ``ip rule add fwmark 0x111/0xfff pref 32764 lookup 100``).
+
+        For an ambient pod, ``annotations`` are pod-level overrides of the istio-cni agent
+        (``ambient.istio.io/dns-capture``, ...) merged over the pod's own, and
+        ``without_matches`` are conditions (e.g. ``-m mark ! --mark 0x539/0xfff``) taken out
+        of every rule that has them: "what if the rules did not exempt ztunnel?".
         """
         argv = None if flags is None else _argv(flags)
-        key = (argv, tuple(without_rules))
+        extra = tuple(sorted((annotations or {}).items()))
+        key = (argv, tuple(without_rules), extra, tuple(without_matches))
         cached = self._variants.get(key)
         if cached is not None:
             return cached
         pod = self
+        if extra or without_matches:
+            pod = _ambient_variant(self, dict(extra), tuple(without_matches), argv)
         if argv is not None and argv != self.flags:
             if self.sidecar is None:
                 raise MeshlabError(f"{self.name} has no sidecar, so istio-iptables flags do "
@@ -239,19 +277,27 @@ class Pod:
                                   app_gid=self.app.gid, namespace=self.namespace)
         if without_rules:
             ruleset = pod.ruleset
+            routes = pod.fwmark_routes
             repeated = [t for i, t in enumerate(without_rules) if t in without_rules[:i]]
             if repeated:
                 raise MeshlabError(f"the rule {repeated[0]!r} is given twice to remove; give "
                                    "each rule once (one removes every equal rule)")
             for text in without_rules:
-                ruleset = _without(ruleset, text)
-            pod = replace(pod, ruleset=ruleset, removed_rules=tuple(without_rules))
+                if text.split()[:2] in (["ip", "rule"], ["ip", "route"]):
+                    routes = _without_route(routes, text, pod.name)
+                else:
+                    ruleset = _without(ruleset, text)
+            pod = replace(pod, ruleset=ruleset, fwmark_routes=routes,
+                          removed_rules=tuple(without_rules))
         return self._variants.keep(key, pod)
 
     # ------------------------------------------------------------------ reading
     @property
     def interfaces(self) -> tuple[Any, ...]:
-        """``lo`` 127.0.0.1/8 and ``eth0`` with the pod IP, as the kernel model takes them."""
+        """``lo`` 127.0.0.1/8 and ``eth0`` with the pod IP, as the kernel model takes them
+        (and an ambient pod's further interfaces, e.g. a VM's ``net1``)."""
+        if self.ambient is not None and self.ambient.extra_interfaces:
+            return _interfaces(self.ip, self.prefix_len) + self.ambient.extra_interfaces
         return _interfaces(self.ip, self.prefix_len)
 
     @property
@@ -315,6 +361,11 @@ class Pod:
         """A few lines a learner can read: addresses, processes, sockets."""
         lines = [f"{self.kind} {self.namespace}/{self.name}: eth0 {self.ip}/{self.prefix_len}, "
                  "lo 127.0.0.1/8"]
+        if self.ambient is not None:
+            lines[0] += "".join(f", {i.name} {i.addresses[0]}" for i in
+                                self.ambient.extra_interfaces)
+            lines.append("  ambient mode: no sidecar; istio-cni's rules, ztunnel's sockets "
+                         "(mark 0x539) in this namespace")
         lines += [f"  process {p.name} ({p.owner}) in container {p.container}"
                   for p in self.processes]
         lines += [f"  listens: {s}" for s in self.sockets]
@@ -453,3 +504,151 @@ def _listener_index(sockets: tuple[Socket, ...]) -> Mapping[tuple[str, IPAddress
     for sock in sockets:
         index.setdefault((sock.proto, sock.address, sock.port), sock)
     return index
+
+
+# ---------------------------------------------------------------------- ambient mode
+
+
+@dataclass(frozen=True)
+class AmbientSetup:
+    """What makes a pod an ambient one (:meth:`Pod.ambient_pod`).
+
+    ``ztunnel`` decides where its sockets forward; ``annotations`` are the pod's annotations
+    the istio-cni agent read its overrides from; ``dns_capture`` is the agent's global
+    setting; ``extra_interfaces`` are interfaces beside ``eth0``; ``removed_matches`` the
+    conditions taken out of the rules (:meth:`Pod.with_rules`).
+    """
+
+    ztunnel: Ztunnel
+    annotations: tuple[tuple[str, str], ...] = ()
+    dns_capture: bool = True
+    extra_interfaces: tuple[Interface, ...] = ()
+    removed_matches: tuple[str, ...] = ()
+
+
+@lru_cache(maxsize=64)
+def _ambient_rules(annotations: tuple[tuple[str, str], ...], dns_capture: bool
+                   ) -> tuple[Ruleset, tuple[FwmarkRoute, ...]]:
+    """The istio-cni agent's in-pod IPv4 rules and its policy routing, for these overrides
+    (read from the annotations; a bad value raises ``AmbientInputError``)."""
+    from meshlab.istio.ambient import AgentConfig, PodOverrides, inpod_rules
+
+    rules = inpod_rules(AgentConfig(dns_capture=dns_capture),
+                        PodOverrides.from_annotations(dict(annotations)))
+    return rules.ruleset_v4, rules.fwmark_routes(4)
+
+
+@lru_cache(maxsize=64)
+def _build_ambient(name: str, ip: IPAddress, app_ports: tuple[int, ...], app_uid: int,
+                   annotations: tuple[tuple[str, str], ...], mesh: frozenset[IPAddress],
+                   services: tuple[Service, ...], namespace: str, dns_capture: bool,
+                   extra_interfaces: tuple[Interface, ...]) -> Pod:
+    from meshlab.istio.ztunnel import LISTENERS, ZTUNNEL, ZTUNNEL_UID, Ztunnel
+
+    ruleset, routes = _ambient_rules(annotations, dns_capture)
+    app = Process("app", app_uid, app_uid, "app")
+    # ztunnel runs in its own pod on the node; only its sockets live in this namespace
+    ztunnel = Process(ZTUNNEL, ZTUNNEL_UID, ZTUNNEL_UID, "ztunnel (node DaemonSet)")
+    sockets = [Socket("app", "tcp", ANY, p) for p in app_ports]
+    sockets += [Socket(ZTUNNEL, proto, ANY, port, transparent=True)
+                for proto, port, _ in LISTENERS]
+    setup = AmbientSetup(Ztunnel.build(pod_ip=ip, mesh=mesh, services=services), annotations,
+                         dns_capture, extra_interfaces)
+    return Pod(name=name, ip=ip, processes=(app, ztunnel), sockets=tuple(sockets),
+               ruleset=ruleset, namespace=namespace, services=services,
+               fwmark_routes=routes, ambient=setup)
+
+
+def _ambient_variant(pod: Pod, annotations: dict[str, str], without_matches: tuple[str, ...],
+                     argv: tuple[str, ...] | None) -> Pod:
+    """``pod`` with other agent overrides and/or some conditions taken out of its rules."""
+    setup = pod.ambient
+    if setup is None:
+        what = "annotations" if annotations else "conditions to remove"
+        raise MeshlabError(f"{pod.name} is not an ambient pod, so {what} do not apply to it; "
+                           "give them to an ambient pod (one built by Pod.ambient_pod)")
+    if argv is not None:
+        raise MeshlabError(f"{pod.name} is an ambient pod: istio-iptables flags do not apply; "
+                           "change its rules with annotations instead")
+    if annotations:
+        merged = dict(setup.annotations)
+        merged.update(annotations)
+        pod = _build_ambient(pod.name, pod.ip, pod.app_ports, pod.app.uid,
+                             tuple(sorted(merged.items())), setup.ztunnel.mesh,
+                             setup.ztunnel.services, pod.namespace, setup.dns_capture,
+                             setup.extra_interfaces)
+    if without_matches:
+        ruleset = pod.ruleset
+        for i, text in enumerate(without_matches):
+            if text in without_matches[:i]:
+                raise MeshlabError(f"the condition {text!r} is given twice to remove; give it "
+                                   "once (one removes it from every rule)")
+            ruleset = _without_match(ruleset, text)
+        assert pod.ambient is not None
+        pod = replace(pod, ruleset=ruleset,
+                      ambient=replace(pod.ambient, removed_matches=without_matches))
+    return pod
+
+
+def _without_match(ruleset: Ruleset, text: str) -> Ruleset:
+    """A copy of ``ruleset`` where every rule containing the condition ``text`` (its words, in
+    order, as the rule is written) has it taken out. None containing it: a clear error."""
+    from meshlab.netfilter.parse import RulesParseError, parse_rule
+    from meshlab.netfilter.ruleset import Chain, Ruleset, Table
+
+    words = text.split()
+    if not words or "-j" in words or "-A" in words:
+        raise MeshlabError(f"{text!r} is not a condition to remove; write the match as the rule "
+                           "writes it, e.g. -m mark ! --mark 0x539/0xfff")
+    changed = 0
+    tables = {}
+    for tname, table in ruleset.tables.items():
+        chains = {}
+        for cname, chain in table.chains.items():
+            rules = []
+            for rule in chain.rules:
+                have = rule.text.split()
+                at = next((i for i in range(len(have) - len(words) + 1)
+                           if have[i:i + len(words)] == words), None)
+                if at is None:
+                    rules.append(rule)
+                    continue
+                try:
+                    rules.append(parse_rule(" ".join(have[:at] + have[at + len(words):])))
+                except RulesParseError as error:
+                    raise MeshlabError(f"taking {text!r} out of `{rule.text}` leaves no valid "
+                                       f"rule ({error}); remove a whole condition") from None
+                changed += 1
+            chains[cname] = Chain(cname, chain.policy, tuple(rules))
+        tables[tname] = Table(tname, MappingProxyType(chains))
+    if not changed:
+        raise MeshlabError(f"no rule contains the condition {text!r}; write it as the rules "
+                           "show it (e.g. -m mark ! --mark 0x539/0xfff)")
+    return Ruleset(ruleset.family, tables)
+
+
+def _route_text(route: FwmarkRoute) -> str:
+    return f"ip rule add fwmark {route.mark:#x}/{route.mask:#x} lookup {route.table}"
+
+
+def _without_route(routes: tuple[FwmarkRoute, ...], text: str, pod: str) -> tuple[FwmarkRoute, ...]:
+    """``routes`` without the ``ip rule ... fwmark M lookup T`` (or every rule whose table the
+    ``ip route ... table T`` removed makes local) that ``text`` names."""
+    words = text.split()
+    kept: tuple[FwmarkRoute, ...] = routes
+    try:
+        if words[1] == "rule" and "fwmark" in words and "lookup" in words:
+            mark_text, _, mask_text = words[words.index("fwmark") + 1].partition("/")
+            mark, table = int(mark_text, 0), int(words[words.index("lookup") + 1])
+            mask = int(mask_text, 0) if mask_text else 0xFFFFFFFF
+            kept = tuple(r for r in routes if (r.mark, r.mask, r.table) != (mark, mask, table))
+        elif words[1] == "route" and "table" in words:
+            table = int(words[words.index("table") + 1])
+            kept = tuple(r for r in routes if r.table != table)
+    except (ValueError, IndexError):
+        kept = routes
+    if len(kept) == len(routes):
+        have = "; ".join(_route_text(r) for r in routes) or "none"
+        raise MeshlabError(f"{pod} has no policy routing {text!r} to remove; write e.g. "
+                           f"'ip rule add fwmark 0x111/0xfff lookup 100' (it has: {have})")
+    return kept

@@ -38,7 +38,8 @@ from meshlab.world import Request
 #: Where the catalog is read from (package data, see :mod:`meshlab.datafiles`).
 CATALOG_PATH = data_file(CATALOG)
 
-_SCENARIO_KEYS = ("name", "title", "why", "article", "request", "flags", "expect")
+_SCENARIO_KEYS = ("name", "title", "why", "article", "request", "flags", "subject",
+                  "annotations", "expect")
 _REQUIRED_KEYS = ("name", "title", "request", "expect")
 _REQUEST_KEYS = ("from", "process", "uid", "gid", "to", "port", "proto")
 _EXPECT_KEYS = ("outcome", "delivered_to", "proxied", "listeners", "clusters")
@@ -107,7 +108,12 @@ class Expectation:
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
-    """One catalog entry. ``flags`` is ``None`` for the default istio-init flags."""
+    """One catalog entry. ``flags`` is ``None`` for the default istio-init flags.
+
+    ``subject`` names the pod under study when it is not ``productpage`` (an ambient pod's
+    scenarios study ``details``); ``annotations`` are pod-level overrides given to an ambient
+    subject's istio-cni agent (``ambient.istio.io/dns-capture: "false"``, ...).
+    """
 
     name: str
     title: str
@@ -117,6 +123,13 @@ class Scenario:
     flags: tuple[str, ...] | None = None
     article: str | None = None
     line: int = 0
+    subject: str | None = None
+    annotations: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def ambient(self) -> bool:
+        """True for the ambient-mode scenarios (their names start with ``ambient-``)."""
+        return self.name.startswith("ambient-")
 
 
 def proxy_listeners(walk: Walk) -> tuple[int, ...]:
@@ -213,6 +226,16 @@ def _scenario(entry: Any, path: str) -> Scenario:
         except ValueError as error:
             raise ScenarioError(f"{what}: cannot split flags ({error}); close the quotes",
                                 path=path, line=_line(entry, "flags")) from None
+    subject = entry.get("subject")
+    if subject is not None and (not isinstance(subject, str) or not subject.startswith("pod/")):
+        raise ScenarioError(f"{what}: subject must be pod/NAME, got {subject!r}", path=path,
+                            line=_line(entry, "subject"))
+    annotations = entry.get("annotations") or {}
+    if not isinstance(annotations, dict) or not all(
+            isinstance(v, str) for k, v in annotations.items() if not k.startswith("__")):
+        raise ScenarioError(f"{what}: annotations must be a mapping of strings, e.g. "
+                            '{ambient.istio.io/dns-capture: "false"} (quote true/false)',
+                            path=path, line=_line(entry, "annotations"))
     return Scenario(
         name=name,
         title=str(entry["title"]),
@@ -222,6 +245,9 @@ def _scenario(entry: Any, path: str) -> Scenario:
         flags=flags,
         article=article,
         line=line,
+        subject=subject,
+        annotations=tuple(sorted((k, v) for k, v in annotations.items()
+                                 if not k.startswith("__"))),
     )
 
 
@@ -340,12 +366,15 @@ def get_scenario(name: str) -> Scenario:
 
 
 def run_scenario(name: str | Scenario, *, without_rules: Sequence[str] = (),
-                 flags: str | Sequence[str] | None = None) -> Walk:
+                 flags: str | Sequence[str] | None = None,
+                 without_matches: Sequence[str] = ()) -> Walk:
     """Run a catalog scenario in the default world and return its :class:`Walk`.
 
     ``flags`` (a string or an argv list) replaces the scenario's istio-iptables flags;
     ``without_rules`` removes each rule whose restore-form text (without ``-A CHAIN``) equals
-    one of the given texts.
+    one of the given texts (or, for ``ip rule ...``/``ip route ...``, that policy routing);
+    ``without_matches`` takes a condition out of every rule of an ambient subject
+    (``-m mark ! --mark 0x539/0xfff``).
     """
     from meshlab.world import World
 
@@ -357,5 +386,9 @@ def run_scenario(name: str | Scenario, *, without_rules: Sequence[str] = (),
             raise MeshlabError(f"cannot split the flags {flags!r} ({error}); close the "
                                "quotes") from None
     chosen = tuple(flags) if flags is not None else scenario.flags
-    return World.default().run_spec(scenario.request, scenario=scenario.name, flags=chosen,
-                                    without_rules=tuple(without_rules))
+    return World.default().run_spec(
+        scenario.request, scenario=scenario.name, flags=chosen,
+        without_rules=tuple(without_rules),
+        subject=None if scenario.subject is None else scenario.subject,
+        annotations=dict(scenario.annotations) or None,
+        without_matches=tuple(without_matches))

@@ -56,6 +56,7 @@ KINDS = (
     "drop",  # a DROP verdict
     "timeout",  # nothing answers
     "loop",  # a repeated state was recognised
+    "reply",  # an answer (SYN-ACK, DNS response) on its way back: where it went
 )
 OUTCOMES = ("delivered", "refused", "dropped", "timeout", "loop")
 
@@ -207,6 +208,10 @@ class Walk:
     the whole walk (all connections), as ``iptables -t nat -L -v`` would count them. ``reason``
     says in one line why the walk ended as it did. ``flags`` are the istio-iptables flags that
     produced the rules, ``removed_rules`` the rules taken out (``--without-rule``).
+    ``subject`` names the pod under study; ``mode`` is ``"sidecar"`` or ``"ambient"`` (the
+    subject has no sidecar; ztunnel and istio-cni's rules capture its traffic), for which
+    ``annotations`` are the pod-level overrides given to the agent and ``removed_matches``
+    the conditions taken out of its rules (``--without-match``).
     """
 
     scenario: str
@@ -218,6 +223,10 @@ class Walk:
     reason: str = ""
     flags: tuple[str, ...] = ()
     removed_rules: tuple[str, ...] = ()
+    subject: str = ""
+    mode: str = "sidecar"
+    annotations: tuple[tuple[str, str], ...] = ()
+    removed_matches: tuple[str, ...] = ()
 
     @property
     def hits(self) -> tuple[Event, ...]:
@@ -226,7 +235,7 @@ class Walk:
 
     @property
     def proxied(self) -> bool:
-        """True when the sidecar proxy handled any connection of this walk."""
+        """True when a proxy (the sidecar's Envoy, or ztunnel) handled any connection."""
         return any(e.actor == "proxy" and e.kind == "proxy" for e in self.events)
 
     @property
@@ -243,16 +252,17 @@ class Walk:
         frame = pandas.DataFrame(rows, columns=columns)
         return frame.set_index("index")
 
-    def to_json(self, *, numbers: Mapping[int, int] | None = None,
+    def to_json(self, *, numbers: Mapping[int, int | str] | None = None,
                 detailed: bool = False) -> dict[str, Any]:
         """The walk as one JSON object (``meshlab walk --json`` prints it with the article's
         step numbers: :func:`meshlab.lesson.walk_json`).
 
         ``steps`` lists every event except rules that did not match, each with exactly the
         keys ``n, actor, hook, table, chain, rule, text, decision``; ``n`` is
-        ``numbers[event index]`` (the article's step number, 1-15) when given, else
-        ``None``. With ``detailed=True`` each step also carries ``kind, connection, src,
-        dst, owner, pod, listener, filter_chain, cluster``.
+        ``numbers[event index]`` (the article's step number, 1-15, or for an ambient walk the
+        ambient step ``"A1"``, ``"A2"``...) when given, else ``None``. With ``detailed=True``
+        each step also carries ``kind, connection, src, dst, owner, pod, listener,
+        filter_chain, cluster``.
         """
         numbers = numbers or {}
         steps = []

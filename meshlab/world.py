@@ -40,13 +40,14 @@ container ``nofile`` limit of 1048576.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from ipaddress import ip_address
-from typing import TYPE_CHECKING
+from ipaddress import IPv4Address, ip_address
+from typing import TYPE_CHECKING, Any
 
 from meshlab.errors import MeshlabError
+from meshlab.istio.ztunnel import ZTUNNEL
 from meshlab.netfilter.packet import IPAddress, endpoint
 from meshlab.pod import AGENT, ENVOY, Pod, Process, default_services
 from meshlab.variants import Variants
@@ -95,12 +96,17 @@ class World:
 
     ``subject`` is the pod under study: ``flags`` and ``without_rules`` given to :meth:`run`
     change *its* rules, and :attr:`Walk.counters` are *its* rule counters.
+
+    ``gateways`` are ``(host, pod, interface)``: every packet ``host`` sends arrives at
+    ``pod`` on ``interface``, whatever its destination (a VM whose only link is a virtual
+    interface of the pod that runs it).
     """
 
     pods: tuple[Pod, ...]
     services: tuple[Service, ...]
     subject: str = "productpage"
     hop_limit: int = 16
+    gateways: tuple[tuple[str, str, str], ...] = ()
     _by_name: dict[str, Pod] = field(default_factory=dict, repr=False, compare=False)
     _by_ip: dict[IPAddress, Pod] = field(default_factory=dict, repr=False, compare=False)
     _variants: Variants[World] = field(default_factory=Variants, init=False, repr=False,
@@ -122,6 +128,14 @@ class World:
         8081), ``pod/reviews`` 10.244.0.9 and ``pod/coredns`` 10.244.1.2 (no sidecar),
         ``host/legacy-db`` 192.168.10.20 (outside the cluster, postgres on 5432), and the
         Services productpage, reviews and kube-dns.
+
+        Ambient mode beside them: ``pod/details`` 10.244.0.12 and ``pod/reviews-v2``
+        10.244.0.13 (no sidecar; istio-cni's rules, ztunnel's sockets; app on 9080; Services
+        details 10.96.0.40 and reviews-v2 10.96.0.50, which productpage's sidecar does not
+        know); details also has ``net1`` 10.0.2.1/24, the virtual interface of ``host/vm``
+        10.0.2.2 (a VM running in the pod: every packet it sends arrives on net1);
+        ``host/kubelet`` 169.254.7.127 is the node's kubelet as the pods see it (the node
+        rewrites its probes' source to that address).
         """
         return _default_world()
 
@@ -162,36 +176,79 @@ class World:
                                "host/NAME or an IP address") from None
 
     def with_subject_rules(self, *, flags: Sequence[str] | str | None = None,
-                           without_rules: Sequence[str] = ()) -> World:
-        """This world with the subject pod's rules changed (each world keeps its variants)."""
-        if flags is None and not without_rules:
+                           without_rules: Sequence[str] = (),
+                           annotations: Mapping[str, str] | None = None,
+                           without_matches: Sequence[str] = ()) -> World:
+        """This world with the subject pod's rules changed (each world keeps its variants).
+
+        ``annotations`` and ``without_matches`` apply to an ambient subject
+        (:meth:`meshlab.pod.Pod.with_rules`)."""
+        if flags is None and not without_rules and not annotations and not without_matches:
             return self
         key = (None if flags is None else tuple(flags) if not isinstance(flags, str) else flags,
                tuple(without_rules))
+        if annotations or without_matches:
+            key += (tuple(sorted((annotations or {}).items())), tuple(without_matches))
         return _world_variant(self, key)
+
+    def with_subject(self, name: str) -> World:
+        """This world with ``name`` as the pod under study (kept, so it is built once)."""
+        bare = self.pod(name).name
+        if bare == self.subject:
+            return self
+        found = self._variants.get(("subject", bare))
+        if found is None:
+            found = self._variants.keep(("subject", bare), World(
+                self.pods, self.services, bare, self.hop_limit, self.gateways))
+        return found
+
+    def gateway(self, host: str) -> tuple[Pod, str] | None:
+        """The pod and interface every packet of ``host`` arrives at, if it has one."""
+        for name, pod, iface in self.gateways:
+            if name == host:
+                return self.pod(pod), iface
+        return None
 
     # ---------------------------------------------------------------- running
     def run(self, request: Request, *, scenario: str = "",
-            flags: Sequence[str] | str | None = None, without_rules: Sequence[str] = ()) -> Walk:
-        """Run ``request`` to its outcome and return the :class:`Walk`."""
-        world = self.with_subject_rules(flags=flags, without_rules=without_rules)
-        subject = world.pod(world.subject)
-        walk = _Run(world, subject).go(request)
+            flags: Sequence[str] | str | None = None, without_rules: Sequence[str] = (),
+            subject: str | None = None, annotations: Mapping[str, str] | None = None,
+            without_matches: Sequence[str] = ()) -> Walk:
+        """Run ``request`` to its outcome and return the :class:`Walk`.
+
+        ``subject`` names another pod under study (an ambient one, say); ``annotations`` and
+        ``without_matches`` change an ambient subject's rules."""
+        world = self if subject is None else self.with_subject(subject)
+        world = world.with_subject_rules(flags=flags, without_rules=without_rules,
+                                         annotations=annotations,
+                                         without_matches=without_matches)
+        subject_pod = world.pod(world.subject)
+        walk = _Run(world, subject_pod).go(request)
+        ambient = subject_pod.ambient
         return Walk(
             scenario=scenario or f"{request.source} -> {request.to}:{request.port}",
             events=tuple(walk.events), outcome=walk.outcome, delivered_to=walk.delivery,
             loop=walk.loop, counters=walk.counters(), reason=walk.reason,
-            flags=subject.flags or (), removed_rules=subject.removed_rules)
+            flags=subject_pod.flags or (), removed_rules=subject_pod.removed_rules,
+            subject=subject_pod.name, mode="sidecar" if ambient is None else "ambient",
+            annotations=() if ambient is None else ambient.annotations,
+            removed_matches=() if ambient is None else ambient.removed_matches)
 
     def run_spec(self, request: Request, *, scenario: str = "",
-                 flags: Sequence[str] | None = None, without_rules: Sequence[str] = ()) -> Walk:
+                 flags: Sequence[str] | None = None, without_rules: Sequence[str] = (),
+                 subject: str | None = None, annotations: Mapping[str, str] | None = None,
+                 without_matches: Sequence[str] = ()) -> Walk:
         """:meth:`run` for a catalog entry's request (the catalog stores :class:`Request`)."""
-        return self.run(request, scenario=scenario, flags=flags, without_rules=without_rules)
+        return self.run(request, scenario=scenario, flags=flags, without_rules=without_rules,
+                        subject=subject, annotations=annotations,
+                        without_matches=without_matches)
 
 
 @lru_cache(maxsize=1)
 def _default_world() -> World:
     services = default_services()
+    everything = services + _ambient_services()
+    mesh = (AMBIENT_PODS["details"], AMBIENT_PODS["reviews-v2"])
     pods = (
         Pod.default(services=services),
         Pod.plain("reviews", "10.244.0.9", [("tcp", "0.0.0.0", 9080)]),
@@ -199,19 +256,58 @@ def _default_world() -> World:
                   namespace="kube-system"),
         Pod.plain("legacy-db", "192.168.10.20", [("tcp", "0.0.0.0", 5432)], process="postgres",
                   kind="host", prefix_len=24),
+        Pod.ambient_pod("details", AMBIENT_PODS["details"], mesh=mesh, services=everything,
+                        extra_interfaces=(("net1", "10.0.2.1/24"),)),
+        Pod.ambient_pod("reviews-v2", AMBIENT_PODS["reviews-v2"], mesh=mesh, services=everything),
+        Pod.plain("kubelet", "169.254.7.127", [], kind="host", prefix_len=16),
+        Pod.plain("vm", "10.0.2.2", [], process="vm-app", kind="host", prefix_len=24),
     )
-    return World(pods, services)
+    return World(pods, everything, gateways=(("vm", "details", "net1"),))
 
 
-def _world_variant(world: World, key: tuple[tuple[str, ...] | str | None, tuple[str, ...]]
-                   ) -> World:
+AMBIENT_PODS = {"details": IPv4Address("10.244.0.12"), "reviews-v2": IPv4Address("10.244.0.13")}
+"""The default world's ambient pods (namespace labelled ``istio.io/dataplane-mode=ambient``)."""
+
+
+@lru_cache(maxsize=1)
+def _ambient_services() -> tuple[Any, ...]:
+    """The Services of the ambient pods (the sidecar of productpage does not know them)."""
+    from meshlab.istio.envoy import Service, ServicePort
+
+    return tuple(Service(name, "default", IPv4Address(vip), (ServicePort(9080, 9080, "TCP",
+                                                                         "http"),),
+                         (AMBIENT_PODS[name],))
+                 for name, vip in (("details", "10.96.0.40"), ("reviews-v2", "10.96.0.50")))
+
+
+def _world_variant(world: World, key: tuple[Any, ...]) -> World:
     found = world._variants.get(key)
     if found is not None:
         return found
-    flags, without = key
-    subject = world.pod(world.subject).with_rules(flags=flags, without_rules=without)
+    flags, without = key[:2]
+    annotations, matches = key[2:] if len(key) > 2 else ((), ())
+    subject = world.pod(world.subject).with_rules(flags=flags, without_rules=without,
+                                                  annotations=dict(annotations),
+                                                  without_matches=matches)
     pods = tuple(subject if p.name == world.subject else p for p in world.pods)
-    return world._variants.keep(key, World(pods, world.services, world.subject, world.hop_limit))
+    return world._variants.keep(key, World(pods, world.services, world.subject,
+                                           world.hop_limit, world.gateways))
+
+
+_ENDPOINTS: dict[tuple[IPAddress, int], str] = {}
+
+
+def _endpoint(ip: IPAddress, port: int) -> str:
+    """:func:`~meshlab.netfilter.packet.endpoint`, remembered by value (at most 4096): a walk
+    writes the same few endpoints for each of its rule events, and writing an address as
+    text is slow."""
+    key = (ip, port)
+    text = _ENDPOINTS.get(key)
+    if text is None:
+        if len(_ENDPOINTS) >= 4096:
+            _ENDPOINTS.clear()
+        text = _ENDPOINTS[key] = endpoint(ip, port)
+    return text
 
 
 class _Run:
@@ -237,6 +333,12 @@ class _Run:
         self.reason = ""
         self.delivery: Delivery | None = None
         self.loop: LoopReport | None = None
+        # ambient mode: what each HBONE connection carries, who opened each connection (and
+        # its trace), and each ztunnel hop (pod, downstream trace, upstream connection), so
+        # that the answers can be traced back once the request got through
+        self.tunnels: dict[int, tuple[IPAddress, int]] = {}
+        self.traces: dict[int, tuple[Pod, Any]] = {}
+        self.hops: list[tuple[Pod, Any, int, int]] = []
 
     # ------------------------------------------------------------ helpers
     def netns(self, pod: Pod) -> Netns:
@@ -272,6 +374,8 @@ class _Run:
             return "proxy"
         if process.name == AGENT:
             return "agent"
+        if process.name == ZTUNNEL:
+            return "proxy"
         return "app"
 
     # ------------------------------------------------------------ the walk
@@ -286,17 +390,25 @@ class _Run:
         if request.proto not in ("tcp", "udp"):
             raise MeshlabError(f"proto must be tcp or udp, not {request.proto!r}")
         dst = self.world.resolve(request.to)
-        return self.open(pod, process, request.proto, dst, request.port, src=None, mark=0,
-                         actor=self.actor_for(pod, process, self.subject))
+        self.open(pod, process, request.proto, dst, request.port, src=None, mark=0,
+                  actor=self.actor_for(pod, process, self.subject))
+        if self.hops and self.outcome == "delivered":
+            self.replies()
+        return self
 
     def open(self, pod: Pod, process: Process, proto: str, dst: IPAddress, dport: int, *,
-             src: IPAddress | None, mark: int, actor: str) -> _Run:
-        """``process`` in ``pod`` connects to ``dst:dport``: the kernel's OUTPUT path."""
+             src: IPAddress | None, mark: int, actor: str,
+             tunnel: tuple[IPAddress, int] | None = None) -> _Run:
+        """``process`` in ``pod`` connects to ``dst:dport``: the kernel's OUTPUT path.
+        ``tunnel`` is the target an HBONE connection carries."""
         conn = self.next_connection
         self.next_connection += 1
         ns = self.netns(pod)
         trace = ns.connect(proto=proto, dst=dst, dport=dport, uid=process.uid,
                            gid=process.gid, src=src, mark=mark)
+        self.traces[conn] = (pod, trace)
+        if tunnel is not None:
+            self.tunnels[conn] = tunnel
         src_ep, dst_ep = self._endpoints(trace)
         verb = "sends a datagram" if proto == "udp" else "connect()"
         bind = f" bound to {src}" if src is not None else ""
@@ -318,7 +430,8 @@ class _Run:
         proto = packet.proto
         src, sport = packet.src, packet.sport
         dst, dport = trace.delivered
-        svc = self.world.service_by_vip(dst)
+        gateway = self.world.gateway(pod.name)
+        svc = None if gateway is not None else self.world.service_by_vip(dst)
         if svc is not None:
             port = next((p for p in svc.ports if p.port == dport and p.protocol.lower() == proto),
                         None)
@@ -334,15 +447,16 @@ class _Run:
                      f"{endpoint(chosen, port.target_port)} (DNAT; modelled simply: first "
                      "endpoint)", pod)
             dst, dport = chosen, port.target_port
-        target = self.world._by_ip.get(dst)
+        target = self.world._by_ip.get(dst) if gateway is None else gateway[0]
+        iface = "eth0" if gateway is None else gateway[1]
         if target is None:
             self.add("node", "timeout", conn, endpoint(src, sport), endpoint(dst, dport), None,
                      f"nothing in this world has address {dst}: no answer", pod)
             return self.end("timeout", f"no pod or host has address {dst}")
         from meshlab.netfilter.packet import Packet
 
-        arriving = Packet(proto, src, sport, dst, dport, iif="eth0")
-        trace2 = self.netns(target).receive(arriving, "eth0")
+        arriving = Packet(proto, src, sport, dst, dport, iif=iface)
+        trace2 = self.netns(target).receive(arriving, iface)
         self.record(target, trace2, conn, local=False)
         if trace2.verdict != "ACCEPT":
             return self.dropped(target, trace2, conn)
@@ -372,6 +486,8 @@ class _Run:
                 and not self.netns(pod).is_local(src)
                 and not self.answer(pod, trace, conn, process, here)):
             return self
+        if pod.ambient is not None and sock.process == ZTUNNEL:
+            return self.ztunnel(pod, trace, conn, sock.port, (src, sport), here, owner)
         if not (pod.is_proxy_listener(sock) and proto == "tcp"):
             self.delivery = Delivery(process.name, sock.port, str(src), pod.name, proto)
             actor = self.actor_for(pod, process, self.subject)
@@ -415,7 +531,8 @@ class _Run:
                  "a SYN-ACK for a connection it never opened (it answers RST) and the proxy's "
                  f"connect() to {here} times out", pod)
         self.end("timeout", f"the answer of {server.name} to {dst_ep} left {pod.name} by "
-                 f"{back.out_iface} instead of coming back to the proxy")
+                 f"{back.out_iface} instead of coming back to the proxy: the connection never "
+                 "completes")
         return False
 
     def proxy(self, pod: Pod, trace: Trace, conn: int, port: int,
@@ -463,6 +580,125 @@ class _Run:
         return self.open(pod, envoy, "tcp", up_ip, up_port, src=decision.bind_source,
                          mark=decision.mark, actor="proxy")
 
+    # ------------------------------------------------------------ ambient mode
+    def ztunnel(self, pod: Pod, trace: Any, conn: int, port: int,
+                client: tuple[IPAddress, int], here: str, owner: str | None) -> _Run:
+        """ztunnel accepted on one of its listeners in an ambient pod: its original
+        destination (or the target the HBONE connection carries), its decision, its upstream.
+
+        Loops are recognised as for Envoy: the same listener, the same original destination
+        (and HBONE target), the same owner of the connecting socket, seen twice."""
+        from meshlab.istio.ztunnel import HBONE_PORT
+
+        assert pod.ambient is not None
+        ztunnel = pod.process(ZTUNNEL)
+        proto = trace.connection.proto
+        original = self._original_dst(self.netns(pod), trace)
+        listener = f"{ZTUNNEL}:{port}"
+        tunnel = self.tunnels.get(conn) if port == HBONE_PORT else None
+        name = pod.ambient.ztunnel.listener_name(proto, port)
+        if tunnel is not None:
+            said = (f"ztunnel accepts on {port} ({name}); the tunnel carries the target "
+                    f"{endpoint(*tunnel)}")
+        elif original == trace.delivered:
+            said = f"ztunnel accepts on {port} ({name}); nothing was redirected"
+        else:
+            said = f"ztunnel accepts on {port} ({name}); SO_ORIGINAL_DST = {endpoint(*original)}"
+        accept = self.add("proxy", "accept", conn, endpoint(*client), here, ztunnel.owner, said,
+                          pod, listener=listener, process=ZTUNNEL)
+        who = owner if owner is not None else f"remote {client[0]}"
+        if owner == ztunnel.owner:
+            self.self_hops += 1
+        state = (pod.name, listener, original, tunnel, who)
+        if state in self.seen:
+            return self.ztunnel_looped(pod, accept, self.seen[state], listener, original, who,
+                                       "repeated state")
+        self.seen[state] = accept.index
+        self.proxy_accepts += 1
+        if self.proxy_accepts > self.world.hop_limit:
+            return self.ztunnel_looped(pod, accept, accept.index, listener, original, who,
+                                       "hop limit")
+        decision = pod.ambient.ztunnel.decide(proto, port, original, client=client[0],
+                                              tunnel_target=tunnel)
+        self.add("proxy", "proxy", conn, endpoint(*client), endpoint(*original), ztunnel.owner,
+                 decision.describe(), pod, listener=listener, cluster=decision.route,
+                 process=ZTUNNEL)
+        if decision.upstream is None:
+            self.add("proxy", "close", conn, endpoint(*client), endpoint(*original), ztunnel.owner,
+                     f"ztunnel closes the connection ({decision.why}): the client sees it "
+                     "accepted, then closed", pod, process=ZTUNNEL)
+            return self.end("refused", f"ztunnel closed it: {decision.why}")
+        self.hops.append((pod, trace, conn, self.next_connection))
+        up_ip, up_port = decision.upstream
+        return self.open(pod, ztunnel, proto, up_ip, up_port, src=decision.bind_source,
+                         mark=decision.mark, actor="proxy", tunnel=decision.tunnel_target)
+
+    def ztunnel_looped(self, pod: Pod, accept: Event, first: int, listener: str,
+                       original: tuple[IPAddress, int], owner: str, detected_by: str) -> _Run:
+        """ztunnel's own connection was captured and came back to it."""
+        cycle = _nat_cycle(self.events[first:accept.index + 1], listener)
+        report = LoopReport(
+            cycle=cycle, hops=self.self_hops, detected_by=detected_by, listener=listener,
+            original_dst=endpoint(*original), owner=owner,
+            gives_out=_ztunnel_gives_out(listener, original))
+        self.loop = report
+        self.add("proxy", "loop", accept.connection, accept.src, accept.dst, accept.owner,
+                 f"loop ({detected_by}): {report.text}", pod, listener=listener)
+        return self.end("loop", f"ztunnel's own connection came back to {listener} with the "
+                        f"same original destination {endpoint(*original)} ({owner})")
+
+    def replies(self) -> None:
+        """The answers of every connection the subject's ztunnel took part in, last first.
+
+        For each of its hops: the answer of its upstream, when that connection left the pod
+        (it arrives on eth0 and must be recognised by conntrack, in the right zone, and reach
+        ztunnel's socket), then ztunnel's own answer to its downstream client (back by lo to
+        the app, which sees it come from the address it asked, or out by eth0 to a remote
+        client). The answer of ztunnel's connection to the app was traced when it was made
+        (:meth:`answer`). A reply that goes astray ends the walk."""
+        from meshlab.istio.ztunnel import INPOD_MARK
+
+        for pod, down_trace, down_conn, up_conn in reversed(self.hops):
+            if pod.name != self.subject.name:
+                continue  # the answers that matter are the subject's
+            opened = self.traces.get(up_conn)
+            if opened is not None and not opened[1].local:
+                up_pod, up_trace = opened
+                back = self.netns(up_pod).answer(up_trace, iface=up_trace.out_iface)
+                if not self.reply(up_pod, back, up_conn, "the server", must_be_local=True):
+                    return
+            ztunnel = pod.process(ZTUNNEL)
+            back = self.netns(pod).answer(down_trace, uid=ztunnel.uid, gid=ztunnel.gid,
+                                          mark=INPOD_MARK)
+            client_local = down_trace.direction == "outbound"  # a process of this pod
+            if not self.reply(pod, back, down_conn, "ztunnel", must_be_local=client_local):
+                return
+
+    def reply(self, pod: Pod, back: Any, conn: int, who: str, *, must_be_local: bool) -> bool:
+        """Record one traced answer; False (and the walk ends) when it goes astray."""
+        self.record(pod, back, conn, local=False)
+        what = "SYN-ACK" if back.connection.proto == "tcp" else "answer"
+        src_ep = endpoint(*back.reply_src) if back.reply_src else "?"
+        dst_ep = endpoint(*back.delivered)
+        notes = "; ".join(back.notes)
+        if back.verdict != "ACCEPT":
+            self.add("kernel", "drop", conn, src_ep, dst_ep, None,
+                     f"{who}'s {what} to {dst_ep} is dropped" + (f" ({notes})" if notes else ""),
+                     pod)
+            self.end("dropped", f"the {what} of {who} in {pod.name} was dropped")
+            return False
+        if back.local:
+            text = (f"{who}'s {what} comes back in and reaches {dst_ep}, seen from {src_ep}")
+        else:
+            text = f"{who}'s {what} leaves {pod.name} by {back.out_iface} for {dst_ep}"
+        self.add("kernel", "reply", conn, src_ep, dst_ep, None,
+                 text + (f" ({notes})" if notes else ""), pod)
+        if back.local != must_be_local:
+            self.end("timeout", f"the {what} of {who} in {pod.name} went to the wrong place: "
+                     "the connection never completes")
+            return False
+        return True
+
     def looped(self, pod: Pod, accept: Event, first: int, listener: str,
                original: tuple[IPAddress, int], owner: str, detected_by: str) -> _Run:
         cycle = _cycle(self.events[first:accept.index + 1], listener)
@@ -502,21 +738,28 @@ class _Run:
                       f"leaves {pod.kind} {pod.name} by {trace.out_iface or '?'}")
         route_done = not local
         nat_key = None if nat is None else (nat.table, nat.chain, nat.rule)
-        has_rules = pod.sidecar is not None or bool(pod.removed_rules)
+        # an ambient pod other than the subject shows its NAT and routing, not each rule: the
+        # subject's rules are the ones under study (and its counters the ones compared)
+        has_rules = ((pod.sidecar is not None or bool(pod.removed_rules))
+                     or (pod.ambient is not None and pod.name == self.subject.name))
         events = self.events
         name = pod.name
         if has_rules:
+            # the rules of one chain visit share one packet: its texts are written once
+            last = src = dst = owner = None
             for ev in trace.evaluations:
                 if not route_done and ev.hook in ("PREROUTING", "INPUT"):
                     self._route(pod, conn, flow, trace, route_text)
                     route_done = True
                 p = ev.packet
-                owner = None if p.uid is None else f"uid {p.uid} gid {p.gid}"
+                if p is not last:
+                    last = p
+                    owner = None if p.uid is None else f"uid {p.uid} gid {p.gid}"
+                    src, dst = _endpoint(p.src, p.sport), _endpoint(p.dst, p.dport)
                 matched = ev.matched
                 events.append(Event(
                     len(events), "kernel", "policy" if ev.rule == 0 else "rule", conn,
-                    endpoint(p.src, p.sport), endpoint(p.dst, p.dport), owner,
-                    (ev.verdict or "match") if matched else "no match",
+                    src, dst, owner, (ev.verdict or "match") if matched else "no match",
                     hook=ev.hook, table=ev.table, chain=ev.chain, rule=ev.rule, text=ev.text,
                     matched=matched, pod=name, why_not=ev.why_not))
                 if matched and nat_key == (ev.table, ev.chain, ev.rule):
@@ -602,6 +845,26 @@ def _cycle(events: Iterable[Event], listener: str) -> tuple[str, ...]:
     return tuple(path)
 
 
+def _nat_cycle(events: Iterable[Event], listener: str) -> tuple[str, ...]:
+    """:func:`_cycle` over the nat table's rules only: in an ambient pod raw and mangle have
+    rules of their own on every packet, but only nat decides where a connection goes."""
+    return _cycle((e for e in events if e.table == "nat"), listener)
+
+
+def _ztunnel_gives_out(listener: str, original: tuple[IPAddress, int]) -> str:
+    report = LoopReport((), 0, "", listener, endpoint(*original), "", "")
+    ports = report.ephemeral_port_count
+    return (
+        f"Each turn is one more connection from ztunnel to ztunnel ({listener}), each holding "
+        f"a socket at both ends and one more local port towards {endpoint(*original)}. Nothing in "
+        f"the pod's rules stops it: only the socket mark 0x539 told ztunnel's traffic apart. "
+        f"The first hard limit is the ephemeral ports: ip_local_port_range 32768-60999 gives "
+        f"{ports} source ports per source/destination pair, so after about {ports} turns "
+        "connect() fails with EADDRNOTAVAIL. In practice the application's connection times "
+        "out first, while ztunnel's CPU and memory climb."
+    )
+
+
 def _gives_out(listener: str, original: tuple[IPAddress, int]) -> str:
     report = LoopReport((), 0, "", listener, endpoint(*original), "", "")
     ports = report.ephemeral_port_count
@@ -625,5 +888,7 @@ def clear_caches() -> None:
 
     _default_world.cache_clear()
     default_services.cache_clear()
-    for cached in (pod_module._rules_for, pod_module._sidecar_for, pod_module._build_injected):
+    _ambient_services.cache_clear()
+    for cached in (pod_module._rules_for, pod_module._sidecar_for, pod_module._build_injected,
+                   pod_module._ambient_rules, pod_module._build_ambient):
         cached.cache_clear()

@@ -3,13 +3,19 @@
 ::
 
     meshlab walk SCENARIO [--without-rule "TEXT"]... [--flags "istio-iptables flags"] [--json]
+    meshlab walk ambient-... [--without-rule "TEXT"]... [--without-match "TEXT"]... [--json]
     meshlab walk --list
 
-``SCENARIO`` is a name from ``data/scenarios.yaml`` (``inbound`` and ``outbound`` are the
-article's two cases). ``--without-rule`` removes each rule whose restore-form text, without the
-``-A CHAIN`` prefix, equals TEXT (e.g. ``-m owner --uid-owner 1337 -j RETURN``); it may be
-repeated. ``--flags`` replaces the scenario's ``istio-init`` flags. ``--json`` prints the
-object: scenario, outcome, delivered_to, loop and steps.
+``SCENARIO`` is a name from ``meshlab/data/scenarios.yaml`` (``inbound`` and ``outbound`` are the
+article's two cases; names starting with ``ambient-`` are ambient mode's, with no sidecar).
+``--without-rule`` removes each rule whose restore-form text, without the ``-A CHAIN``
+prefix, equals TEXT (e.g. ``-m owner --uid-owner 1337 -j RETURN``), or the policy routing
+an ``ip rule ...``/``ip route ...`` TEXT names (``ip rule add fwmark 0x111/0xfff pref 32764
+lookup 100``); it may be repeated. ``--without-match`` (ambient) takes a condition out of
+every rule that has it (``-m mark ! --mark 0x539/0xfff``: ztunnel no longer exempt).
+``--flags`` replaces the scenario's ``istio-init`` flags. ``--json`` prints the object:
+scenario, outcome, delivered_to, loop and steps (``n`` is the article's step 1-15, or an
+ambient step ``"A1"``...).
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--without-rule", action="append", default=[], metavar="TEXT",
                    help="remove the rule with this text (restore form without '-A CHAIN'); "
                         "may be repeated")
+    p.add_argument("--without-match", action="append", default=[], metavar="TEXT",
+                   help="ambient scenarios: take this condition out of every rule that has "
+                        "it, e.g. '-m mark ! --mark 0x539/0xfff'; may be repeated")
     p.add_argument("--flags", metavar="FLAGS",
                    help='istio-iptables flags replacing the default istio-init ones, e.g. '
                         '"-p 15001 -z 15006 -u 1337 -m REDIRECT -i * -x \'\' -b * '
@@ -45,7 +54,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the walk as one JSON object")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
     p.set_defaults(func=run)
-    _accept_dash_values(p, ("--flags", "--without-rule"))
+    _accept_dash_values(p, ("--flags", "--without-rule", "--without-match"))
 
 
 def _accept_dash_values(parser: argparse.ArgumentParser, options: tuple[str, ...]) -> None:
@@ -79,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from meshlab.scenarios import catalog, get_scenario, run_scenario
 
     if args.list:
-        if args.scenario or args.without_rule or args.flags is not None:
+        if args.scenario or args.without_rule or args.without_match or args.flags is not None:
             raise MeshlabError("--list lists the scenarios and takes nothing else; drop "
                                "--list to walk a scenario")
         scenarios = catalog()
@@ -101,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
             flags = shlex.split(args.flags)
         except ValueError as error:
             raise MeshlabError(f"--flags {args.flags!r}: {error}; close the quotes") from None
-    walk = run_scenario(scenario, without_rules=args.without_rule, flags=flags)
+    walk = run_scenario(scenario, without_rules=args.without_rule, flags=flags,
+                        without_matches=args.without_match)
     if args.json:
         from meshlab.lesson import walk_json
 
@@ -119,8 +129,15 @@ def render_text(walk: Any, title: str = "") -> str:
     lines = [f"scenario {walk.scenario}: {title}".rstrip(": ")]
     if walk.flags:
         lines.append(f"istio-iptables {shlex.join(walk.flags)}")
+    if walk.mode == "ambient":
+        lines.append(f"ambient pod {walk.subject}: istio-cni's rules, ztunnel (mark 0x539); "
+                     "HBONE's mTLS and HTTP/2 are not modelled")
+        for key, value in walk.annotations:
+            lines.append(f"annotation {key}: {value}")
     for text in walk.removed_rules:
         lines.append(f"without rule: {text}")
+    for text in walk.removed_matches:
+        lines.append(f"without condition: {text}")
     lines.append("")
     for event in walk.hits:
         n = numbers.get(event.index)
@@ -146,7 +163,7 @@ def render_text(walk: Any, title: str = "") -> str:
         lines.append(f"loop ({walk.loop.detected_by}, {walk.loop.hops} hops): {walk.loop.text}")
         lines.append(walk.loop.gives_out)
     lines.append("")
-    lines.append("the article's steps:")
+    lines.append("the ambient steps:" if walk.mode == "ambient" else "the article's steps:")
     for step in numbered_steps(walk):
         lines.append(f"  {step.n:>2} {step.status:<8} {step.title}"
                      + ("" if step.status == "ok" else f" - {step.explanation}"))

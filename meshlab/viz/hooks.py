@@ -21,7 +21,7 @@ hatched and outlined, the road ahead is faded, and the step is written under the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -112,6 +112,19 @@ def _places() -> dict[str, Place]:
 PLACES: Mapping[str, Place] = _places()
 """Every box of the picture by key (``"OUTPUT/nat"``, ``"ISTIO_OUTPUT"``, ``"lo"``...)."""
 
+AMBIENT_LABELS: Mapping[str, str] = {
+    "ISTIO_INBOUND": "ISTIO_PRERT\nREDIRECT :15006",
+    "ISTIO_OUTPUT": "ISTIO_OUTPUT\nREDIRECT :15001",
+    "app": "app\n:9080",
+    "envoy15006": "ztunnel :15006\ninbound plaintext",
+    "envoy15001": "ztunnel :15001\noutbound",
+    "envoy_other": "ztunnel :15008\nHBONE, :15053 DNS",
+    "agent": "no sidecar:\nno Envoy, no agent",
+}
+"""An ambient pod on the same map: istio-cni's two chains, ztunnel's sockets (marked 0x539);
+the sidecar's ISTIO_IN_REDIRECT and ISTIO_REDIRECT are not there (:data:`AMBIENT_ABSENT`)."""
+AMBIENT_ABSENT = frozenset({"ISTIO_IN_REDIRECT", "ISTIO_REDIRECT"})
+
 _STATIC_EDGES = (
     ("peer_in", "eth0_in"), ("eth0_in", "PREROUTING/raw"), ("PREROUTING/raw", "PREROUTING/mangle"),
     ("PREROUTING/mangle", "PREROUTING/nat"), ("PREROUTING/nat", "route_in"),
@@ -128,7 +141,7 @@ _JUMPS = (
 )
 
 
-def hooks_figure(walk: Walk | None = None, *, step: int | None = None) -> Figure:
+def hooks_figure(walk: Walk | None = None, *, step: int | str | None = None) -> Figure:
     """The netfilter hooks and tables of a sidecar pod, with ``walk``'s path drawn on them.
 
     Without a walk you get the empty map: the hooks, their tables in the order the kernel
@@ -137,6 +150,8 @@ def hooks_figure(walk: Walk | None = None, *, step: int | None = None) -> Figure
     style per connection), and the article's step numbers are written in circles. ``step``
     (1-15) shows the walk *up to* that step and highlights it (hatched, with a caption).
     A step the walk does not have (skipped by the configuration) is named in the caption.
+    An ambient walk (steps ``"A1"``...) is drawn on the same map with istio-cni's chains and
+    ztunnel's sockets in place of the sidecar's.
     """
     with style.styled():
         fig = style.new_figure(WIDTH, HEIGHT)
@@ -150,10 +165,11 @@ def hooks_figure(walk: Walk | None = None, *, step: int | None = None) -> Figure
         infos = step_infos(walk) if walk is not None else []
         path = stops(walk) if walk is not None else []
         cut = _cut(path, infos, step)
-        _draw_static(ax, used={s.place for s in path[:cut]})
+        _draw_static(ax, used={s.place for s in path[:cut]},
+                     ambient=walk is not None and walk.mode == "ambient")
         if walk is not None:
             _draw_path(ax, path, cut)
-            _draw_badges(ax, path, infos, step, cut)
+            _draw_badges(ax, path, infos, step, cut, ambient=walk.mode == "ambient")
         fig.suptitle(_title(walk), x=0.01, ha="left", fontsize=12, fontweight="bold")
         fig.text(0.01, 0.008, _caption(walk, infos, step), ha="left", va="bottom", fontsize=10.5)
         if walk is not None:
@@ -212,8 +228,12 @@ def _draw_frames(ax: Axes) -> None:
             va="center", fontsize=style.MIN_FONT_PT, style="italic", color="#444444")
 
 
-def _draw_static(ax: Axes, used: set[str]) -> None:
+def _draw_static(ax: Axes, used: set[str], *, ambient: bool = False) -> None:
     for key, place in PLACES.items():
+        if ambient and key in AMBIENT_ABSENT:
+            continue
+        if ambient and key in AMBIENT_LABELS:
+            place = replace(place, label=AMBIENT_LABELS[key])
         if place.kind != "pass":
             _box(ax, place, used=key in used)
     if "PREROUTING/-" in used and "lo" in used:
@@ -224,6 +244,8 @@ def _draw_static(ax: Axes, used: set[str]) -> None:
     for a, b in _STATIC_EDGES:
         _arrow(ax, PLACES[a], PLACES[b], color=style.GREY, lw=0.8, ls="-", z=1.5)
     for a, b in _JUMPS:
+        if ambient and b in AMBIENT_ABSENT:
+            continue
         _arrow(ax, PLACES[a], PLACES[b], color="#666666", lw=0.9, ls=":", z=1.5)
     _arrow(ax, PLACES["INPUT/nat"], PLACES["app"], color=style.GREY, lw=0.8, ls="-", z=1.5)
     _arrow(ax, PLACES["agent"], PLACES["route_out"], color=style.GREY, lw=0.8, ls="-", z=1.5)
@@ -318,8 +340,8 @@ def _draw_path(ax: Axes, path: list[Stop], cut: int) -> None:
         _line(ax, _route(path[k - 1].place, b.place, off), **look)
 
 
-def _draw_badges(ax: Axes, path: list[Stop], infos: list[StepInfo], step: int | None,
-                 cut: int) -> None:
+def _draw_badges(ax: Axes, path: list[Stop], infos: list[StepInfo], step: int | str | None,
+                 cut: int, *, ambient: bool = False) -> None:
     """Circled step numbers beside the places where the article's steps happen."""
     where = {s.event: s for s in path if s.event is not None}
     per_place: dict[str, int] = {}
@@ -350,7 +372,10 @@ def _draw_badges(ax: Axes, path: list[Stop], infos: list[StepInfo], step: int | 
         if is_current:
             current_place = stop.place
     if current_place is not None:
-        _box(ax, PLACES[current_place], used=True, current=True)
+        place = PLACES[current_place]
+        if ambient and current_place in AMBIENT_LABELS:
+            place = replace(place, label=AMBIENT_LABELS[current_place])
+        _box(ax, place, used=True, current=True)
 
 
 def _nearest(path: list[Stop], event: int) -> Stop | None:
@@ -366,7 +391,8 @@ def _title(walk: Walk | None) -> str:
     if walk is None:
         return "netfilter hooks and tables in a sidecar pod"
     pod = subject_pod(walk) or "the pod"
-    return f"walk {walk.scenario!r} in pod {pod}: {walk.outcome}"
+    mode = " (ambient: no sidecar)" if walk.mode == "ambient" else ""
+    return f"walk {walk.scenario!r} in pod {pod}{mode}: {walk.outcome}"
 
 
 def _caption(walk: Walk | None, infos: list[StepInfo], step: int | None) -> str:

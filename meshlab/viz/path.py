@@ -42,9 +42,12 @@ class Stop:
 def subject_pod(walk: Walk) -> str:
     """The pod the walk is *about*: the one whose app or sidecar acts in it.
 
-    The world calls every process of other pods a ``peer``; so the subject is the pod of the
-    first event whose actor is ``app``, ``proxy`` or ``agent`` (or of the first kernel event).
+    The walk names it (``Walk.subject``); a walk made without one: the world calls every
+    process of other pods a ``peer``, so the subject is the pod of the first event whose actor
+    is ``app``, ``proxy`` or ``agent`` (or of the first kernel event).
     """
+    if walk.subject:
+        return walk.subject
     for event in walk.events:
         if event.actor in ("app", "proxy", "agent") and event.pod:
             return event.pod
@@ -87,7 +90,9 @@ def event_place(event: Event, subject: str, last_listener: str | None) -> str | 
     if event.kind in ("rule", "policy"):
         if event.kind == "rule" and not event.matched:
             return None
-        if event.chain in ISTIO_CHAINS:
+        if event.chain == "ISTIO_PRERT" and event.table == "nat":
+            return "ISTIO_INBOUND"  # an ambient pod's inbound chain takes the same box
+        if event.chain in ISTIO_CHAINS and (event.table == "nat" or event.chain != "ISTIO_OUTPUT"):
             return event.chain
         if event.hook and event.table:
             return f"{event.hook}/{event.table}"

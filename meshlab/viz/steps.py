@@ -18,7 +18,7 @@ class StepInfo:
     none, e.g. a step the configuration skipped); ``status`` is ``"ok"``, ``"skipped"`` or
     ``"changed"``."""
 
-    n: int
+    n: int | str
     title: str
     explanation: str
     event: int | None
@@ -33,7 +33,7 @@ def step_infos(walk: Walk) -> list[StepInfo]:
     for step in numbered_steps(walk):
         event = getattr(step, "event", None)
         infos.append(StepInfo(
-            n=int(step.n),
+            n=step.n,
             title=str(getattr(step, "title", "")),
             explanation=str(getattr(step, "explanation", "")),
             event=None if event is None else int(event.index),

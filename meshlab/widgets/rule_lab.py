@@ -65,7 +65,8 @@ class RuleLab(LiveWidget, widgets.VBox):
         from meshlab.istio.capture import default_rules
         from meshlab.scenarios import catalog, get_scenario, run_scenario
 
-        names = list(scenarios) if scenarios is not None else list(catalog())
+        names = list(scenarios) if scenarios is not None else [
+            n for n, s in catalog().items() if not s.ambient]  # a sidecar pod's rules
         for name in names:
             get_scenario(name)  # an unknown name -> ScenarioError listing the choices
         self._names = names
