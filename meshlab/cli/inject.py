@@ -44,7 +44,8 @@ the cluster (defaults: Istio {istio}, kubelet {kubelet}, no istio-cni):
   Layout: Istio 1.27+ makes istio-proxy a native sidecar (the second init container,
   restartPolicy: Always) when the node's kubelet is 1.33 or newer; Istio 1.19-1.26 keeps
   it in spec.containers unless asked. The pod annotation sidecar.istio.io/nativeSidecar:
-  "true"|"false" overrides both; --native-sidecar sets istiod's ENABLE_NATIVE_SIDECARS.
+  "true"|"false" overrides both (Istio 1.24+); --native-sidecar sets istiod's
+  ENABLE_NATIVE_SIDECARS (auto only from Istio 1.27).
   --cni: istio-cni is installed, so the pod gets istio-validation (checks only, UID 1337,
   no capabilities) instead of istio-init, and the CNI plugin writes the rules.
 

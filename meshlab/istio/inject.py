@@ -33,10 +33,11 @@ application containers, kept running beside them, stopped after them), Istio can
 ``istio-proxy`` there instead, as the second init container after ``istio-init``. That is
 why a Job's pod can now finish: the sidecar no longer keeps it alive. Which layout a pod
 gets is :func:`native_sidecar_for`'s rule: Istio 1.19-1.26 only on request, Istio 1.27+
-when the node's kubelet is 1.33 or newer, and the pod's ``sidecar.istio.io/nativeSidecar``
-annotation overrides both. meshlab's defaults are a current cluster's (Istio
-:data:`DEFAULT_ISTIO_VERSION`, kubelet :data:`DEFAULT_KUBELET_VERSION`), so native
-sidecars by default. The capture rules are the same in both layouts.
+when the node's kubelet is 1.33 or newer, and (since Istio 1.24) the pod's
+``sidecar.istio.io/nativeSidecar`` annotation overrides both. meshlab's defaults are a
+current cluster's (Istio :data:`DEFAULT_ISTIO_VERSION`, kubelet
+:data:`DEFAULT_KUBELET_VERSION`), so native sidecars by default. The capture rules are the
+same in both layouts.
 
 **istio-cni.** ``istio-init`` needs ``NET_ADMIN`` and ``NET_RAW``, which Pod Security's
 ``restricted`` level forbids. With the istio-cni node agent installed (``cni=True``) the
@@ -128,6 +129,11 @@ DEFAULT_KUBELET_VERSION = "1.34"
 #: (``minVersion := 33`` in ``pkg/kube/inject/webhook.go``: sidecar containers are GA in
 #: Kubernetes 1.33).
 NATIVE_SIDECAR_MIN_KUBELET_MINOR = 33
+#: The Istio releases that brought native sidecars (``ENABLE_NATIVE_SIDECARS``, a boolean
+#: off by default), the per-pod annotation, and the ``auto`` mode (then the default).
+NATIVE_SIDECARS_SINCE = (1, 19)
+NATIVE_SIDECAR_ANNOTATION_SINCE = (1, 24)
+NATIVE_SIDECAR_AUTO_SINCE = (1, 27)
 
 #: The annotations that shape capture, and the istio-iptables flag each one fills.
 ANNOTATIONS: Mapping[str, str] = {
@@ -676,18 +682,22 @@ def native_sidecar_for(annotations: Mapping[str, str], *,
     """The layout istiod chooses: native sidecar (``initContainers``) or classic.
 
     ``setting`` is istiod's ``ENABLE_NATIVE_SIDECARS``: ``True`` or ``False`` force it,
-    ``"auto"`` detects, ``None`` takes that Istio version's default. The rule, in order:
+    ``"auto"`` detects, ``None`` takes that Istio version's default. The rule, in order
+    (istio/istio's release tags):
 
     1. the pod annotation ``sidecar.istio.io/nativeSidecar`` (``"true"`` or ``"false"``)
        decides for that pod (``pkg/kube/inject/inject.go``: it "takes precedence over the
-       global feature flag");
-    2. Istio 1.19-1.26: ``ENABLE_NATIVE_SIDECARS`` defaults to ``false``: classic;
+       global feature flag"); Istio reads it from 1.24 on and ignores it before;
+    2. Istio 1.19-1.26: ``ENABLE_NATIVE_SIDECARS`` is a boolean, ``false`` by default:
+       classic unless the mesh turns it on;
     3. Istio 1.27+: it defaults to ``auto``: native when the kubelet of the pod's node (or
        of every node, for a pod not yet scheduled) is 1.33 or newer
-       (``DetectNativeSidecar`` in ``pkg/kube/inject/webhook.go``).
+       (``DetectNativeSidecar`` in ``pkg/kube/inject/webhook.go``; only the minor number
+       is compared).
 
     Istio before 1.19 has no native sidecars. Raises :class:`MeshlabError` for a bad
-    version or setting and :class:`PodError` for a bad annotation value.
+    version or setting (``"auto"`` before 1.27, ``True`` before 1.19) and
+    :class:`PodError` for a bad annotation value where Istio reads it.
     """
     istio = parse_version(istio_version, "Istio version")
     kubelet = parse_version(kubelet_version, "kubelet version")
@@ -697,23 +707,31 @@ def native_sidecar_for(annotations: Mapping[str, str], *,
     if setting not in (True, False, "auto", None):
         raise MeshlabError(f"native sidecar setting {setting!r} is unknown: use True, False, "
                            "'auto' or None (the Istio version's default).")
+    if setting == "auto" and istio < NATIVE_SIDECAR_AUTO_SINCE:
+        raise MeshlabError(f"Istio {istio_version} has no 'auto' native sidecar mode (it came "
+                           "in Istio 1.27; before, ENABLE_NATIVE_SIDECARS is true or false): "
+                           "use True or False, or Istio 1.27 or later.")
+    if setting is True and istio < NATIVE_SIDECARS_SINCE:
+        raise MeshlabError(f"Istio {istio_version} has no native sidecars (they came in "
+                           "Istio 1.19): drop the request or use Istio 1.19 or later.")
     value = annotations.get(A_NATIVE_SIDECAR)
-    if value is not None and value not in ("true", "false"):
+    ignored = ""
+    if value is not None and istio < NATIVE_SIDECAR_ANNOTATION_SINCE:
+        ignored = (f"Istio {istio_version} ignores the annotation {A_NATIVE_SIDECAR} "
+                   "(read since 1.24); ")
+    elif value is not None and value not in ("true", "false"):
         raise _Where("<dict>").error(*_native_annotation_problem(value),
                                      ["metadata", "annotations", A_NATIVE_SIDECAR])
-    if istio < (1, 19):
-        if value == "true" or setting is True:
-            raise MeshlabError(f"Istio {istio_version} has no native sidecars (they came in "
-                               "Istio 1.19): drop the request or use Istio 1.19 or later.")
-        return NativeSidecarChoice(False, f"Istio {istio_version} predates native sidecars "
-                                          "(1.19): istio-proxy is a regular container")
-    if value is not None:
+    elif value is not None:
         where = "initContainers (native sidecar)" if value == "true" else "containers"
         return NativeSidecarChoice(value == "true", f"the annotation {A_NATIVE_SIDECAR}: "
                                    f"\"{value}\" puts istio-proxy in {where}, whatever the "
                                    "cluster's default")
+    if istio < NATIVE_SIDECARS_SINCE:
+        return NativeSidecarChoice(False, f"{ignored}Istio {istio_version} predates native "
+                                          "sidecars (1.19): istio-proxy is a regular container")
     if setting is None:
-        setting = "auto" if istio >= (1, 27) else False
+        setting = "auto" if istio >= NATIVE_SIDECAR_AUTO_SINCE else False
         how = (f"Istio {istio_version} defaults ENABLE_NATIVE_SIDECARS to "
                + ("auto" if setting == "auto" else "false (native sidecars only on request)"))
     else:
@@ -727,7 +745,7 @@ def native_sidecar_for(annotations: Mapping[str, str], *,
         native = bool(setting)
     where = ("initContainers with restartPolicy: Always (native sidecar)" if native
              else "containers (classic layout)")
-    return NativeSidecarChoice(native, f"{how}: istio-proxy goes in {where}")
+    return NativeSidecarChoice(native, f"{ignored}{how}: istio-proxy goes in {where}")
 
 
 # --- the template ----------------------------------------------------------------------------
@@ -1096,7 +1114,8 @@ def inject(pod: str | Path | Mapping[str, Any], namespace_labels: Mapping[str, s
                                else interception_mode, cni=cni)
 
     _validate_annotations(annotations, where)
-    if annotations.get(A_NATIVE_SIDECAR, "true") not in ("true", "false"):
+    if annotations.get(A_NATIVE_SIDECAR, "true") not in ("true", "false") \
+            and parse_version(istio_version, "Istio version") >= NATIVE_SIDECAR_ANNOTATION_SINCE:
         raise where.error(*_native_annotation_problem(annotations[A_NATIVE_SIDECAR]),
                           ["metadata", "annotations", A_NATIVE_SIDECAR])
     layout = native_sidecar_for(annotations, istio_version=istio_version,

@@ -45,13 +45,22 @@ def test_the_reason_names_the_kubelet_comparison() -> None:
 
 
 @pytest.mark.parametrize(("value", "native"), [("true", True), ("false", False)])
-@pytest.mark.parametrize(("istio", "kubelet"), [("1.22", "1.30"), ("1.28", "1.34"),
-                                                ("1.28", "1.29")])
+@pytest.mark.parametrize(("istio", "kubelet"), [("1.24", "1.30"), ("1.26", "1.34"),
+                                                ("1.28", "1.34"), ("1.28", "1.29")])
 def test_the_annotation_overrides_the_default(value: str, native: bool, istio: str,
                                               kubelet: str) -> None:
     result = inject(pod({NATIVE: value}), ENABLED, istio_version=istio, kubelet_version=kubelet)
     assert result.native_sidecar is native
     assert any(f'{NATIVE}: "{value}"' in note for note in result.notes)
+
+
+@pytest.mark.parametrize("value", ["true", "yes"])
+def test_istio_before_1_24_ignores_the_annotation(value: str) -> None:
+    result = inject(pod({NATIVE: value}), ENABLED, istio_version="1.23")
+    assert not result.native_sidecar
+    assert any("Istio 1.23 ignores the annotation" in note for note in result.notes)
+    forced = inject(pod({NATIVE: "false"}), ENABLED, istio_version="1.22", native_sidecar=True)
+    assert forced.native_sidecar
 
 
 @pytest.mark.parametrize(("setting", "native"), [(True, True), (False, False),
@@ -60,8 +69,8 @@ def test_the_setting_forces_or_detects(setting: bool | str, native: bool) -> Non
     assert inject(pod(), ENABLED, native_sidecar=setting).native_sidecar is native  # type: ignore[arg-type]
 
 
-def test_auto_on_an_old_istio_still_reads_the_kubelet() -> None:
-    choice = native_sidecar_for({}, istio_version="1.24", kubelet_version="1.31",
+def test_auto_forced_reads_the_kubelet() -> None:
+    choice = native_sidecar_for({}, istio_version="1.30", kubelet_version="1.31",
                                 setting="auto")
     assert not choice.native and "ENABLE_NATIVE_SIDECARS=auto" in choice.reason
 
@@ -90,6 +99,7 @@ def test_a_bad_annotation_value_through_the_rule_itself() -> None:
     ({"istio_version": "2.0"}, "Istio 1.x and Kubernetes 1.x"),
     ({"setting": "yes"}, "native sidecar setting 'yes' is unknown"),
     ({"istio_version": "1.17", "setting": True}, "has no native sidecars"),
+    ({"istio_version": "1.26", "setting": "auto"}, "no 'auto' native sidecar mode"),
 ])
 def test_bad_inputs_say_what_to_write(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(MeshlabError, match=match):
