@@ -30,7 +30,9 @@ Run Istio's sidecar injection webhook on one Pod manifest: decide whether it inj
 (namespace labels istio-injection / istio.io/rev, the pod's sidecar.istio.io/inject label,
 hostNetwork, system namespaces) and print the pod the injection template produces:
 istio-init with its istio-iptables arguments (from the pod's traffic annotations) and
-istio-proxy (UID/GID 1337; TPROXY: UID 0, GID 1337)."""
+istio-proxy (UID/GID 1337; TPROXY: UID 0, GID 1337), as a native sidecar or a regular
+container depending on the Istio and kubelet versions; with --cni, istio-validation in
+place of istio-init."""
 
 EPILOG = """\
 output:

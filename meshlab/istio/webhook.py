@@ -68,8 +68,9 @@ def inject_value_meaning(value: str) -> bool | None:
     """What istiod makes of a ``sidecar.istio.io/inject`` value: ``True`` (inject),
     ``False`` (do not), or ``None`` (no decision: the default injection policy applies).
 
-    istiod's ``injectRequired`` (``pkg/kube/inject/inject.go`` in istio/istio, master
-    2026-08-22) switches on the exact string: ``case "true"``, ``case "false"``,
+    istiod's ``injectRequired`` (``pkg/kube/inject/inject.go``, lines 223-239 at istio/istio
+    master 86c9f01f, 2026-08-22) takes the label, else the annotation, and switches on the
+    exact string: ``case "true"``, ``case "false"``,
     ``case ""`` (use the default), and ``default:`` logs "Invalid value ... Only 'true'
     and 'false' are accepted. Falling back to default injection policy." No other
     spelling counts, whatever its case.
