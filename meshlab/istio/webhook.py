@@ -300,10 +300,10 @@ def _sidecar_decision(pod_labels: Labels, annotations: Labels, spec: Mapping[str
         reasons.append(f"{where} {INJECT_LABEL}={value!r} refuses injection")
         return InjectionDecision(False, matched.name, tuple(reasons))
     if value == "":
-        reasons.append(
-            f"no {INJECT_LABEL} label or annotation, so istiod applies the injection policy "
-            "'enabled' (global.proxy.autoInject): inject"
-        )
+        said = f"{where} {INJECT_LABEL} is empty" if where else \
+            f"no {INJECT_LABEL} label or annotation"
+        reasons.append(f"{said}, so istiod applies the injection policy 'enabled' "
+                       "(global.proxy.autoInject): inject")
     else:
         reasons.append(
             f"{where} {INJECT_LABEL}={value!r} is neither \"true\" nor \"false\": istiod "

@@ -167,3 +167,11 @@ def test_at_most_one_entry_matches() -> None:
         for labels in pod_options:
             matched = [e.name for e in webhook_entries() if not e.failed(ns, labels)]
             assert len(matched) <= 1, (ns, labels, matched)
+
+
+def test_an_empty_label_wins_over_the_annotation_and_means_the_default() -> None:
+    # istiod takes the label whenever it is present, even empty, and "" means the default
+    d = should_inject(pod({"sidecar.istio.io/inject": ""},
+                          {"sidecar.istio.io/inject": "false"}), ENABLED)
+    assert d.inject
+    assert any("label sidecar.istio.io/inject is empty" in r for r in d.reasons)
