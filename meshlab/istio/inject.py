@@ -84,12 +84,14 @@ __all__ = [
     "InjectionResult",
     "NativeSidecarChoice",
     "PodError",
+    "cni_annotations",
     "cni_args_for",
     "exclude_inbound_port",
     "init_args_for",
     "inject",
     "load_pod",
     "native_sidecar_for",
+    "parse_version",
     "should_inject",
 ]
 
