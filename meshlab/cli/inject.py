@@ -16,14 +16,23 @@ from typing import Any
 
 from meshlab.cli._input import read_text
 from meshlab.errors import MeshlabError
-from meshlab.istio.inject import MAX_MANIFEST_BYTES
+from meshlab.istio.inject import (
+    DEFAULT_ISTIO_VERSION,
+    DEFAULT_KUBELET_VERSION,
+    MAX_MANIFEST_BYTES,
+)
+
+#: ``--native-sidecar`` values -> the library's setting (None: the Istio version's default)
+_NATIVE_SETTINGS = {None: None, "auto": "auto", "true": True, "false": False}
 
 DESCRIPTION = """\
 Run Istio's sidecar injection webhook on one Pod manifest: decide whether it injects
 (namespace labels istio-injection / istio.io/rev, the pod's sidecar.istio.io/inject label,
 hostNetwork, system namespaces) and print the pod the injection template produces:
 istio-init with its istio-iptables arguments (from the pod's traffic annotations) and
-istio-proxy (UID/GID 1337; TPROXY: UID 0, GID 1337)."""
+istio-proxy (UID/GID 1337; TPROXY: UID 0, GID 1337), as a native sidecar or a regular
+container depending on the Istio and kubelet versions; with --cni, istio-validation in
+place of istio-init."""
 
 EPILOG = """\
 output:
@@ -33,12 +42,20 @@ output:
   inject is printed unchanged. Exit status 0 whether or not it injects; 2 on bad input
   (bad YAML, not a Pod, no containers, a malformed annotation), with the reason on stderr.
 
-layout:
-  istio-proxy goes in spec.containers (the classic layout); --native-sidecar puts it in
-  initContainers with restartPolicy: Always, as Istio does with native sidecars.
+the cluster (defaults: Istio {istio}, kubelet {kubelet}, no istio-cni):
+  Layout: Istio 1.27+ makes istio-proxy a native sidecar (the second init container,
+  restartPolicy: Always) when the node's kubelet is 1.33 or newer; Istio 1.19-1.26 keeps
+  it in spec.containers unless asked. The pod annotation sidecar.istio.io/nativeSidecar:
+  "true"|"false" overrides both (Istio 1.24+); --native-sidecar sets istiod's
+  ENABLE_NATIVE_SIDECARS (auto only from Istio 1.27).
+  --cni: istio-cni is installed, so the pod gets istio-validation (checks only, UID 1337,
+  no capabilities) instead of istio-init, and the CNI plugin writes the rules.
 
 examples:
   meshlab inject data/pods/productpage-v1.yaml --namespace-label istio-injection=enabled
+  meshlab inject data/pods/productpage-v1.yaml -l istio-injection=enabled \\
+      --istio-version 1.26          # the classic layout: istio-proxy in containers
+  meshlab inject data/pods/productpage-v1.yaml -l istio-injection=enabled --cni --rules
   meshlab inject data/pods/ratings-traffic-annotations.yaml \\
       --namespace-label istio-injection=enabled --rules
   kubectl get pod mypod -o yaml | meshlab inject - --namespace-label istio.io/rev=default
@@ -48,7 +65,8 @@ examples:
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "inject", help="show the pod Istio's sidecar injector produces, and why",
-        description=DESCRIPTION, epilog=EPILOG,
+        description=DESCRIPTION,
+        epilog=EPILOG.format(istio=DEFAULT_ISTIO_VERSION, kubelet=DEFAULT_KUBELET_VERSION),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("pod", metavar="POD.yaml",
                    help="the path of a Pod manifest (YAML); '-' reads the YAML from stdin")
@@ -61,8 +79,19 @@ def register(subparsers: Any) -> None:
                    default="REDIRECT",
                    help="mesh-wide default interception mode (the pod's "
                         "sidecar.istio.io/interceptionMode annotation overrides it)")
-    p.add_argument("--native-sidecar", action="store_true",
-                   help="put istio-proxy in initContainers (Kubernetes native sidecar)")
+    p.add_argument("--native-sidecar", choices=("auto", "true", "false"), default=None,
+                   help="istiod's ENABLE_NATIVE_SIDECARS: true puts istio-proxy in "
+                        "initContainers (Kubernetes native sidecar), false in containers, auto "
+                        "decides by the kubelet version (default: the Istio version's "
+                        "default: false before 1.27, auto from 1.27)")
+    p.add_argument("--istio-version", metavar="X.Y", default=DEFAULT_ISTIO_VERSION,
+                   help=f"the Istio release (default {DEFAULT_ISTIO_VERSION})")
+    p.add_argument("--kubelet-version", metavar="X.Y", default=DEFAULT_KUBELET_VERSION,
+                   help="the kubelet version of the pod's node, as kubectl get nodes shows it "
+                        f"(default {DEFAULT_KUBELET_VERSION})")
+    p.add_argument("--cni", action="store_true",
+                   help="istio-cni is installed: istio-validation replaces istio-init and the "
+                        "CNI plugin writes the rules")
     p.add_argument("--rules", action="store_true",
                    help="also print the iptables rules istio-init writes for these arguments")
     p.set_defaults(func=run)
@@ -120,9 +149,13 @@ def render(args: argparse.Namespace) -> str:
     source = read_text(args.pod, what="pod manifest", limit=MAX_MANIFEST_BYTES,
                        hint=_POD_HINT).rstrip("\n") + "\n"
     result = inject(source, labels, args.namespace, interception_mode=args.interception_mode,
-                    native_sidecar=args.native_sidecar, source_name=name)
+                    native_sidecar=_NATIVE_SETTINGS[args.native_sidecar],
+                    istio_version=args.istio_version, kubelet_version=args.kubelet_version,
+                    cni=args.cni, source_name=name)
     verdict = "injected" if result.injected else "NOT injected"
-    header = [f"meshlab inject: {name}: {verdict}",
+    cluster = (f"cluster: Istio {args.istio_version}, kubelet {args.kubelet_version}, "
+               + ("istio-cni installed" if args.cni else "no istio-cni"))
+    header = [f"meshlab inject: {name}: {verdict}", cluster,
               *(f"    {r.strip()}" if r.startswith("  ") else f"- {r}" for r in result.reasons)]
     out = _comment(header) + result.to_yaml()
     if args.rules:
@@ -131,10 +164,11 @@ def render(args: argparse.Namespace) -> str:
 
 
 def _rules_lines(result: Any) -> list[str]:
-    if result.init_args is None:
+    if result.capture_args is None:
         return ["--rules: no istio-init, so no iptables rules (see the reasons above)"]
     rules = result.rules()
-    lines = ["iptables-restore input istio-init writes (IPv4):", *rules.restore_v4.splitlines()]
+    writer = "the istio-cni plugin" if result.cni else "istio-init"
+    lines = [f"iptables-restore input {writer} writes (IPv4):", *rules.restore_v4.splitlines()]
     if rules.restore_v6:
         lines += ["", "ip6tables-restore input (IPv6):", *rules.restore_v6.splitlines()]
     if rules.post_commands:

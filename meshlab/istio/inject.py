@@ -26,16 +26,35 @@ user's ``excludeInboundPorts``, then the agent's status port (15020) unless it i
 already listed - exactly the template's ``excludeInboundPort`` helper
 (:func:`exclude_inbound_port`). Nothing is de-duplicated.
 
-**Layout.** meshlab puts ``istio-proxy`` in ``spec.containers`` (after the application
-containers), the classic layout every article and most clusters show. Istio HEAD defaults
-to Kubernetes native sidecars instead (``istio-proxy`` in ``initContainers`` with
-``restartPolicy: Always``); pass ``native_sidecar=True`` for that layout. The capture rules
-are the same either way.
+**Layout: native sidecars.** The classic layout puts ``istio-proxy`` in ``spec.containers``
+after the application containers, as most articles show. Since Kubernetes has *sidecar
+containers* (an init container with ``restartPolicy: Always``: started before the
+application containers, kept running beside them, stopped after them), Istio can put
+``istio-proxy`` there instead, as the second init container after ``istio-init``. That is
+why a Job's pod can now finish: the sidecar no longer keeps it alive. Which layout a pod
+gets is :func:`native_sidecar_for`'s rule: Istio 1.19-1.26 only on request, Istio 1.27+
+when the node's kubelet is 1.33 or newer, and (since Istio 1.24) the pod's
+``sidecar.istio.io/nativeSidecar`` annotation overrides both. meshlab's defaults are a
+current cluster's (Istio :data:`DEFAULT_ISTIO_VERSION`, kubelet
+:data:`DEFAULT_KUBELET_VERSION`), so native sidecars by default. The capture rules are the
+same in both layouts.
 
-Simplifications (they do not change where traffic goes): no CNI mode (``istio-validation``),
-no probe rewriting (``ISTIO_KUBE_APP_PROBERS``), no ``proxyMetadata`` env, no
-resource requests, a fixed proxy image, one revision (``default``), no Prometheus
-annotation merging beyond adding the three ``prometheus.io/*`` annotations when absent.
+**istio-cni.** ``istio-init`` needs ``NET_ADMIN`` and ``NET_RAW``, which Pod Security's
+``restricted`` level forbids. With the istio-cni node agent installed (``cni=True``) the
+rules are written instead by the CNI plugin while the kubelet sets up the pod's network,
+before any container starts, from the pod's annotations (the injector writes the capture
+annotations onto the pod for it to read; :func:`cni_args_for` is what the plugin makes of
+them). The injector adds ``istio-validation`` in place of ``istio-init``: the same
+``istio-iptables`` arguments plus ``--run-validation --skip-rule-apply``, run as UID 1337
+with no capabilities, which only checks that a connection really is redirected (to port
+15002) and fails the pod if not. The plugin's rules differ from istio-init's in two
+details: ``-d`` lists the annotation's ports then ``15020,15021,15090`` (de-duplicated), and
+outbound port 15020 is excluded (``-o 15020``) unless the pod says otherwise.
+
+Simplifications (they do not change where traffic goes): no probe rewriting
+(``ISTIO_KUBE_APP_PROBERS``), no ``proxyMetadata`` env, no resource requests, a fixed
+proxy image, one revision (``default``), no Prometheus annotation merging beyond adding
+the three ``prometheus.io/*`` annotations when absent.
 """
 
 from __future__ import annotations
@@ -47,7 +66,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
@@ -63,11 +82,16 @@ __all__ = [
     "DEFAULT_PROXY_IMAGE",
     "InjectionDecision",
     "InjectionResult",
+    "NativeSidecarChoice",
     "PodError",
+    "cni_annotations",
+    "cni_args_for",
     "exclude_inbound_port",
     "init_args_for",
     "inject",
     "load_pod",
+    "native_sidecar_for",
+    "parse_version",
     "should_inject",
 ]
 
@@ -97,6 +121,21 @@ A_PROXY_LOG = "sidecar.istio.io/logLevel"
 A_COMPONENT_LOG = "sidecar.istio.io/componentLogLevel"
 A_CAP_BIND = "sidecar.istio.io/capNetBindService"
 A_STATUS = "sidecar.istio.io/status"
+A_NATIVE_SIDECAR = "sidecar.istio.io/nativeSidecar"
+
+#: The Istio release meshlab's defaults follow (a cluster of late 2026) and the kubelet of
+#: a current node: together they give native sidecars.
+DEFAULT_ISTIO_VERSION = "1.28"
+DEFAULT_KUBELET_VERSION = "1.34"
+#: The kubelet minor version from which Istio's ``auto`` mode turns native sidecars on
+#: (``minVersion := 33`` in ``pkg/kube/inject/webhook.go``: sidecar containers are GA in
+#: Kubernetes 1.33).
+NATIVE_SIDECAR_MIN_KUBELET_MINOR = 33
+#: The Istio releases that brought native sidecars (``ENABLE_NATIVE_SIDECARS``, a boolean
+#: off by default), the per-pod annotation, and the ``auto`` mode (then the default).
+NATIVE_SIDECARS_SINCE = (1, 19)
+NATIVE_SIDECAR_ANNOTATION_SINCE = (1, 24)
+NATIVE_SIDECAR_AUTO_SINCE = (1, 27)
 
 #: The annotations that shape capture, and the istio-iptables flag each one fills.
 ANNOTATIONS: Mapping[str, str] = {
@@ -602,6 +641,115 @@ def _validate_annotations(annotations: Mapping[str, str], where: _Where) -> None
                 fix, ["metadata", "annotations", name])
 
 
+# --- native sidecars: which layout a pod gets ----------------------------------------------
+
+NativeSidecarSetting = bool | Literal["auto"] | None
+_VERSION = re.compile(r"v?([0-9]+)\.([0-9]+)(?:\.[0-9]+)?(?:[-+][0-9A-Za-z.+-]*)?")
+
+
+def parse_version(text: str, what: str) -> tuple[int, int]:
+    """``"1.33"``, ``"v1.33.2"`` or ``"v1.33.2-eks-1"`` -> ``(1, 33)``; else MeshlabError.
+
+    Only major and minor matter to the rule (Istio itself compares the kubelet's minor).
+    ``what`` names the input in the error (e.g. ``"kubelet version"``).
+    """
+    match = _VERSION.fullmatch(text.strip())
+    if match is None:
+        raise MeshlabError(f"{what} {text!r} is not a version: write MAJOR.MINOR, e.g. 1.33 "
+                           "(v1.33.2, as `kubectl get nodes` prints it, works too).")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _native_annotation_problem(value: str) -> tuple[str, str]:
+    """What is wrong with a ``sidecar.istio.io/nativeSidecar`` value, and the fix."""
+    # istiod does not check the value: its template reads every value but "false" as on
+    return (f"invalid value {value!r} for annotation {A_NATIVE_SIDECAR}: it accepts \"true\" "
+            "or \"false\". istiod does not check it (its template treats every value except "
+            f"\"false\" as \"true\", so {value!r} would quietly mean a native sidecar)",
+            f"Write {A_NATIVE_SIDECAR}: \"true\" or \"false\" (lower case, in quotes).")
+
+
+@dataclass(frozen=True)
+class NativeSidecarChoice:
+    """Whether ``istio-proxy`` is a native sidecar, and the sentence that says why."""
+
+    native: bool
+    reason: str
+
+
+def native_sidecar_for(annotations: Mapping[str, str], *,
+                       istio_version: str = DEFAULT_ISTIO_VERSION,
+                       kubelet_version: str = DEFAULT_KUBELET_VERSION,
+                       setting: NativeSidecarSetting = None) -> NativeSidecarChoice:
+    """The layout istiod chooses: native sidecar (``initContainers``) or classic.
+
+    ``setting`` is istiod's ``ENABLE_NATIVE_SIDECARS``: ``True`` or ``False`` force it,
+    ``"auto"`` detects, ``None`` takes that Istio version's default. The rule, in order
+    (istio/istio's release tags):
+
+    1. the pod annotation ``sidecar.istio.io/nativeSidecar`` (``"true"`` or ``"false"``)
+       decides for that pod (``pkg/kube/inject/inject.go``: it "takes precedence over the
+       global feature flag"); Istio reads it from 1.24 on and ignores it before;
+    2. Istio 1.19-1.26: ``ENABLE_NATIVE_SIDECARS`` is a boolean, ``false`` by default:
+       classic unless the mesh turns it on;
+    3. Istio 1.27+: it defaults to ``auto``: native when the kubelet of the pod's node (or
+       of every node, for a pod not yet scheduled) is 1.33 or newer
+       (``DetectNativeSidecar`` in ``pkg/kube/inject/webhook.go``; only the minor number
+       is compared).
+
+    Istio before 1.19 has no native sidecars. Raises :class:`MeshlabError` for a bad
+    version or setting (``"auto"`` before 1.27, ``True`` before 1.19) and
+    :class:`PodError` for a bad annotation value where Istio reads it.
+    """
+    istio = parse_version(istio_version, "Istio version")
+    kubelet = parse_version(kubelet_version, "kubelet version")
+    if istio[0] != 1 or kubelet[0] != 1:
+        raise MeshlabError(f"meshlab knows Istio 1.x and Kubernetes 1.x versions, not Istio "
+                           f"{istio_version} with kubelet {kubelet_version}.")
+    if setting not in (True, False, "auto", None):
+        raise MeshlabError(f"native sidecar setting {setting!r} is unknown: use True, False, "
+                           "'auto' or None (the Istio version's default).")
+    if setting == "auto" and istio < NATIVE_SIDECAR_AUTO_SINCE:
+        raise MeshlabError(f"Istio {istio_version} has no 'auto' native sidecar mode (it came "
+                           "in Istio 1.27; before, ENABLE_NATIVE_SIDECARS is true or false): "
+                           "use True or False, or Istio 1.27 or later.")
+    if setting is True and istio < NATIVE_SIDECARS_SINCE:
+        raise MeshlabError(f"Istio {istio_version} has no native sidecars (they came in "
+                           "Istio 1.19): drop the request or use Istio 1.19 or later.")
+    value = annotations.get(A_NATIVE_SIDECAR)
+    ignored = ""
+    if value is not None and istio < NATIVE_SIDECAR_ANNOTATION_SINCE:
+        ignored = (f"Istio {istio_version} ignores the annotation {A_NATIVE_SIDECAR} "
+                   "(read since 1.24); ")
+    elif value is not None and value not in ("true", "false"):
+        raise _Where("<dict>").error(*_native_annotation_problem(value),
+                                     ["metadata", "annotations", A_NATIVE_SIDECAR])
+    elif value is not None:
+        where = "initContainers (native sidecar)" if value == "true" else "containers"
+        return NativeSidecarChoice(value == "true", f"the annotation {A_NATIVE_SIDECAR}: "
+                                   f"\"{value}\" puts istio-proxy in {where}, whatever the "
+                                   "cluster's default")
+    if istio < NATIVE_SIDECARS_SINCE:
+        return NativeSidecarChoice(False, f"{ignored}Istio {istio_version} predates native "
+                                          "sidecars (1.19): istio-proxy is a regular container")
+    if setting is None:
+        setting = "auto" if istio >= NATIVE_SIDECAR_AUTO_SINCE else False
+        how = (f"Istio {istio_version} defaults ENABLE_NATIVE_SIDECARS to "
+               + ("auto" if setting == "auto" else "false (native sidecars only on request)"))
+    else:
+        how = f"ENABLE_NATIVE_SIDECARS={str(setting).lower()}"
+    if setting == "auto":
+        native = kubelet[1] >= NATIVE_SIDECAR_MIN_KUBELET_MINOR
+        compare = ">=" if native else "<"
+        how += (f" and the node's kubelet {kubelet_version} is {compare} "
+                f"1.{NATIVE_SIDECAR_MIN_KUBELET_MINOR}")
+    else:
+        native = bool(setting)
+    where = ("initContainers with restartPolicy: Always (native sidecar)" if native
+             else "containers (classic layout)")
+    return NativeSidecarChoice(native, f"{ignored}{how}: istio-proxy goes in {where}")
+
+
 # --- the template ----------------------------------------------------------------------------
 
 def exclude_inbound_port(status_port: str, excludes: str) -> str:
@@ -662,6 +810,105 @@ def init_args_for(annotations: Mapping[str, str], *, interception_mode: str = "R
     if A_EXCLUDE_IFACES in annotations:
         args += ["-c", annotations[A_EXCLUDE_IFACES]]
     return tuple(args)
+
+
+#: Inbound ports the CNI plugin always excludes, after the pod's own
+#: (``cni/pkg/plugin/sidecar_redirect.go``); its outbound exclusion defaults to 15020.
+CNI_EXCLUDED_INBOUND_PORTS = "15020,15021,15090"
+
+
+def cni_annotations(annotations: Mapping[str, str], *,
+                    interception_mode: str = "REDIRECT") -> dict[str, str]:
+    """The capture annotations the injector writes onto the pod in istio-cni mode.
+
+    The template's ``pilot.cni.enabled`` block: the interception mode, the include/exclude
+    lists (empty IP ranges and interface lists are left out) and ``excludeInboundPorts``
+    with the status port appended (:func:`exclude_inbound_port`). The CNI plugin reads
+    these, not ``istio-validation``'s arguments.
+    """
+    status = annotations.get(A_STATUS_PORT, STATUS_PORT)
+    written = {A_INTERCEPTION: annotations.get(A_INTERCEPTION, interception_mode)}
+    for name, default in ((A_INCLUDE_OUT_CIDRS, "*"), (A_EXCLUDE_OUT_CIDRS, "")):
+        if annotations.get(name, default):
+            written[name] = annotations.get(name, default)
+    written[A_INCLUDE_IN_PORTS] = annotations.get(A_INCLUDE_IN_PORTS, "*")
+    written[A_EXCLUDE_IN_PORTS] = exclude_inbound_port(status,
+                                                       annotations.get(A_EXCLUDE_IN_PORTS, ""))
+    for name in (A_INCLUDE_OUT_PORTS, A_EXCLUDE_OUT_PORTS):
+        if name in annotations:
+            written[name] = annotations[name]
+    for name in (A_KUBEVIRT, A_REROUTE, A_EXCLUDE_IFACES):
+        if annotations.get(name):
+            written[name] = annotations[name]
+    return written
+
+
+def cni_args_for(annotations: Mapping[str, str], *, proxy_uid: int = PROXY_UID,
+                 proxy_gid: int = PROXY_GID) -> tuple[str, ...]:
+    """The rules the istio-cni plugin writes, as the ``istio-iptables`` arguments they equal.
+
+    The plugin (``NewRedirect`` in ``cni/pkg/plugin/sidecar_redirect.go``) reads the
+    injected pod's annotations (see :func:`cni_annotations`) and the ``istio-proxy``
+    container's ``runAsUser``/``runAsGroup`` (``proxy_uid``/``proxy_gid``; 0 means 1337),
+    and hands the same rule generator as istio-iptables this configuration:
+
+    * ``-d``: the ``excludeInboundPorts`` annotation, then ``15020,15021,15090``, with
+      repeats dropped (so ``15020,15021,15090`` by default, where istio-init has
+      ``15090,15021,15020``: the same three RETURN rules in the other order);
+    * ``-o``: the ``excludeOutboundPorts`` annotation, else ``15020`` (istio-init excludes
+      no outbound port);
+    * ``-m`` only ``REDIRECT`` or ``TPROXY``: with ``NONE`` the plugin fails the pod.
+    """
+    mode = annotations.get(A_INTERCEPTION, "REDIRECT")
+    if mode not in ("REDIRECT", "TPROXY"):
+        raise MeshlabError(f"with istio-cni, interception mode {mode!r} stops the pod from "
+                           "starting: the CNI plugin accepts only REDIRECT or TPROXY "
+                           "(\"interceptionMode invalid\") and fails the pod's network setup. "
+                           "Use REDIRECT or TPROXY, or a cluster without istio-cni.")
+    excludes = annotations.get(A_EXCLUDE_IN_PORTS, STATUS_PORT).strip()
+    if excludes and not excludes.endswith(","):
+        excludes += ","
+    excludes = ",".join(dict.fromkeys((excludes + CNI_EXCLUDED_INBOUND_PORTS).split(",")))
+    args = [
+        "-p", str(PROXY_PORT),
+        "-z", str(INBOUND_CAPTURE_PORT),
+        "-u", str(proxy_uid or PROXY_UID),
+        "-g", str(proxy_gid or PROXY_GID),
+        "-m", mode,
+        "-i", annotations.get(A_INCLUDE_OUT_CIDRS, "*"),
+        "-x", annotations.get(A_EXCLUDE_OUT_CIDRS, ""),
+        "-b", annotations.get(A_INCLUDE_IN_PORTS, "*"),
+        "-d", excludes,
+        "-o", annotations.get(A_EXCLUDE_OUT_PORTS, STATUS_PORT),
+    ]
+    if annotations.get(A_INCLUDE_OUT_PORTS):
+        args += ["-q", annotations[A_INCLUDE_OUT_PORTS]]
+    reroute = annotations[A_REROUTE] if A_REROUTE in annotations else annotations.get(A_KUBEVIRT)
+    if reroute:
+        args += ["-k", reroute]
+    if annotations.get(A_EXCLUDE_IFACES):
+        args += ["-c", annotations[A_EXCLUDE_IFACES]]
+    return tuple(args)
+
+
+def _validation_container(args: Sequence[str], log_level: str, image: str) -> dict[str, Any]:
+    return {
+        "args": ["istio-iptables", *args, f"--log_output_level={log_level}",
+                 "--run-validation", "--skip-rule-apply"],
+        "image": image,
+        "name": "istio-validation",
+        "resources": {},
+        # Checks only: it writes no rules, so it needs no capabilities and runs as the proxy.
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            "runAsGroup": PROXY_GID,
+            "runAsNonRoot": True,
+            "runAsUser": PROXY_UID,
+        },
+    }
 
 
 def _init_container(args: Sequence[str], log_level: str, image: str) -> dict[str, Any]:
@@ -759,8 +1006,11 @@ class InjectionResult:
 
     ``pod`` is the injected manifest (or the original, unchanged, when not injected).
     ``init_args`` are the ``istio-init`` arguments after ``istio-iptables`` and without the
-    log flag (``None`` when there is no ``istio-init``: not injected, or mode ``NONE``).
-    ``proxy_uid``/``proxy_gid`` are the identity ``istio-proxy`` runs as.
+    log flag (``None`` when there is no ``istio-init``: not injected, mode ``NONE``, or
+    istio-cni). With istio-cni, ``cni_args`` are the rules the CNI plugin writes, as
+    istio-iptables arguments (:func:`cni_args_for`); :attr:`capture_args` is whichever of
+    the two writes the pod's rules. ``proxy_uid``/``proxy_gid`` are the identity
+    ``istio-proxy`` runs as; ``native_sidecar`` says where it is, ``notes`` say why.
     """
 
     decision: InjectionDecision
@@ -771,6 +1021,13 @@ class InjectionResult:
     interception_mode: str
     native_sidecar: bool = False
     notes: tuple[str, ...] = field(default=())
+    cni: bool = False
+    cni_args: tuple[str, ...] | None = None
+
+    @property
+    def capture_args(self) -> tuple[str, ...] | None:
+        """The arguments of what writes the rules: istio-init, or the istio-cni plugin."""
+        return self.cni_args if self.cni else self.init_args
 
     @property
     def injected(self) -> bool:
@@ -782,8 +1039,9 @@ class InjectionResult:
         return self.decision.reasons + self.notes
 
     def capture_config(self) -> CaptureConfig:
-        """The ``istio-iptables`` configuration istio-init runs with (from :attr:`init_args`)."""
-        if self.init_args is None:
+        """The ``istio-iptables`` configuration the rules are written with (from
+        :attr:`capture_args`: istio-init's, or the istio-cni plugin's)."""
+        if self.capture_args is None:
             if not self.decision.inject:
                 raise MeshlabError("the pod was not injected, so there is no istio-init and no "
                                    "capture configuration. Make the webhook inject it first "
@@ -795,10 +1053,10 @@ class InjectionResult:
             from meshlab.istio.flags import CaptureConfig
         except ImportError:  # the contract also allows it to live in capture.py
             from meshlab.istio.capture import CaptureConfig  # type: ignore[no-redef,unused-ignore]
-        return CaptureConfig.from_args(list(self.init_args))
+        return CaptureConfig.from_args(list(self.capture_args))
 
     def rules(self) -> CaptureRules:
-        """The rules istio-init writes: annotations -> flags -> rules in one call."""
+        """The rules istio-init (or istio-cni) writes: annotations -> flags -> rules."""
         from meshlab.istio.capture import generate
 
         return generate(self.capture_config())
@@ -811,7 +1069,9 @@ class InjectionResult:
 
 def inject(pod: str | Path | Mapping[str, Any], namespace_labels: Mapping[str, str] | None = None,
            namespace: str | None = None, *, revision: str = "default",
-           interception_mode: str = "REDIRECT", native_sidecar: bool = False,
+           interception_mode: str = "REDIRECT", native_sidecar: NativeSidecarSetting = None,
+           istio_version: str = DEFAULT_ISTIO_VERSION,
+           kubelet_version: str = DEFAULT_KUBELET_VERSION, cni: bool = False,
            proxy_image: str = DEFAULT_PROXY_IMAGE,
            enable_namespaces_by_default: bool = False,
            source_name: str | None = None) -> InjectionResult:
@@ -821,6 +1081,14 @@ def inject(pod: str | Path | Mapping[str, Any], namespace_labels: Mapping[str, s
     ``namespace`` defaults to the pod's ``metadata.namespace``, else ``"default"``; when both
     are given they must agree (as ``kubectl apply -n`` insists). ``interception_mode`` is the
     mesh-wide default; the ``sidecar.istio.io/interceptionMode`` annotation overrides it.
+
+    The cluster: ``istio_version`` and the node's ``kubelet_version`` choose the layout
+    (:func:`native_sidecar_for`; today's defaults give a native sidecar), and
+    ``native_sidecar`` is istiod's ``ENABLE_NATIVE_SIDECARS`` (``True``/``False`` force it,
+    ``"auto"`` detects, ``None`` is that Istio version's default). ``cni=True``: the
+    istio-cni node agent is installed, so ``istio-validation`` replaces ``istio-init`` and
+    the CNI plugin writes the rules.
+
     ``source_name`` labels YAML text in error messages. Raises :class:`PodError` for a
     manifest or annotation Istio would refuse.
     """
@@ -835,6 +1103,9 @@ def inject(pod: str | Path | Mapping[str, Any], namespace_labels: Mapping[str, s
     if interception_mode not in INTERCEPTION_MODES:
         raise MeshlabError(f"interception mode {interception_mode!r} is unknown. Use REDIRECT, "
                            "TPROXY or NONE.")
+    # the cluster's inputs are checked whether or not this pod is injected
+    native_sidecar_for({}, istio_version=istio_version, kubelet_version=kubelet_version,
+                       setting=native_sidecar)
     decision = should_inject(manifest, namespace_labels, ns, revision=revision,
                              enable_namespaces_by_default=enable_namespaces_by_default)
     annotations: dict[str, str] = dict(metadata.get("annotations") or {})
@@ -842,9 +1113,16 @@ def inject(pod: str | Path | Mapping[str, Any], namespace_labels: Mapping[str, s
         return InjectionResult(decision, manifest, None, PROXY_UID, PROXY_GID,
                                annotations.get(A_INTERCEPTION, interception_mode)
                                if annotations.get(A_INTERCEPTION) in INTERCEPTION_MODES
-                               else interception_mode, native_sidecar)
+                               else interception_mode, cni=cni)
 
     _validate_annotations(annotations, where)
+    if annotations.get(A_NATIVE_SIDECAR, "true") not in ("true", "false") \
+            and parse_version(istio_version, "Istio version") >= NATIVE_SIDECAR_ANNOTATION_SINCE:
+        raise where.error(*_native_annotation_problem(annotations[A_NATIVE_SIDECAR]),
+                          ["metadata", "annotations", A_NATIVE_SIDECAR])
+    layout = native_sidecar_for(annotations, istio_version=istio_version,
+                                kubelet_version=kubelet_version, setting=native_sidecar)
+    native = layout.native
     mode = annotations.get(A_INTERCEPTION, interception_mode)
     cap_bind = annotations.get(A_CAP_BIND, "false") == "true"
     # TPROXY: the proxy must bind the client's address (IP_TRANSPARENT needs NET_ADMIN), so
@@ -859,22 +1137,24 @@ def inject(pod: str | Path | Mapping[str, Any], namespace_labels: Mapping[str, s
                 or metadata.get("name") or metadata.get("generateName", "").rstrip("-")
                 or "unknown")
 
-    init_args = None if mode == "NONE" else init_args_for(annotations, interception_mode=mode)
+    iptables_args = None if mode == "NONE" else init_args_for(annotations,
+                                                               interception_mode=mode)
     proxy = _proxy_container(mode=mode, annotations=annotations, app_ports=app_ports,
                              app_names=app_names, workload=workload, image=proxy_image,
-                             native=native_sidecar, uid=uid, gid=gid, cap_bind=cap_bind)
-    init_containers = list(spec.get("initContainers") or [])
-    added_init: list[str] = []
-    if init_args is not None:
-        init_containers.insert(0, _init_container(
-            init_args, annotations.get(A_AGENT_LOG, "default:info"), proxy_image))
-        added_init.append("istio-init")
+                             native=native, uid=uid, gid=gid, cap_bind=cap_bind)
+    log_level = annotations.get(A_AGENT_LOG, "default:info")
+    rule_writer: list[dict[str, Any]] = []
+    if iptables_args is not None:
+        rule_writer.append(_validation_container(iptables_args, log_level, proxy_image) if cni
+                           else _init_container(iptables_args, log_level, proxy_image))
+    init_args = None if cni else iptables_args
+    init_containers = _ordered_init_containers(list(spec.get("initContainers") or []),
+                                               rule_writer, proxy if native else None)
+    added = [*rule_writer, proxy]
+    added_init = [c["name"] for c in init_containers if any(c is a for a in added)]
     containers = list(spec["containers"])
-    if native_sidecar:
-        init_containers.insert(len(added_init), proxy)
-        added_init.append("istio-proxy")
-        added_containers: list[str] | None = None
-    else:
+    added_containers: list[str] | None = None
+    if not native:
         containers.append(proxy)
         added_containers = ["istio-proxy"]
     if init_containers:
@@ -906,33 +1186,70 @@ def inject(pod: str | Path | Mapping[str, Any], namespace_labels: Mapping[str, s
         new_annotations.setdefault("prometheus.io/path", "/stats/prometheus")
         new_annotations.setdefault("prometheus.io/port", STATUS_PORT)
         new_annotations.setdefault("prometheus.io/scrape", "true")
+    cni_args = None
+    if cni:
+        new_annotations.update(cni_annotations(annotations, interception_mode=mode))
+        cni_args = cni_args_for(new_annotations, proxy_uid=uid, proxy_gid=gid)
     new_annotations[A_STATUS] = json.dumps(status, separators=(",", ":"))
     metadata["annotations"] = new_annotations
 
-    notes = _notes(mode, init_args, uid, gid, native_sidecar, annotations)
-    return InjectionResult(decision, manifest, init_args, uid, gid, mode, native_sidecar,
-                           notes)
+    notes = (*_capture_notes(mode, iptables_args, cni_args, annotations), layout.reason,
+             _proxy_note(mode, uid, gid, native))
+    return InjectionResult(decision, manifest, init_args, uid, gid, mode, native, notes,
+                           cni=cni, cni_args=cni_args)
 
 
-def _notes(mode: str, init_args: tuple[str, ...] | None, uid: int, gid: int, native: bool,
-           annotations: Mapping[str, str]) -> tuple[str, ...]:
+def _ordered_init_containers(user: list[dict[str, Any]], rule_writer: list[dict[str, Any]],
+                             native_proxy: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The init containers in the order istiod's ``reorderPod`` (``webhook.go``) leaves them.
+
+    With a native sidecar: ``istio-init`` (or ``istio-validation``), ``istio-proxy``, then
+    the pod's own init containers, which thus run inside the mesh. Classic layout:
+    ``istio-validation`` first (it must block everything until capture works), the pod's
+    own init containers, and ``istio-init`` *last*, so the pod's init containers still
+    reach the network before the rules send everything to a proxy that is not running yet.
+    """
+    if native_proxy is not None:
+        return [*rule_writer, native_proxy, *user]
+    if rule_writer and rule_writer[0]["name"] == "istio-validation":
+        return [*rule_writer, *user]
+    return [*user, *rule_writer]
+
+
+def _capture_notes(mode: str, iptables_args: tuple[str, ...] | None,
+                   cni_args: tuple[str, ...] | None,
+                   annotations: Mapping[str, str]) -> list[str]:
+    """Who writes the rules, with which arguments, and which annotations chose them."""
+    if iptables_args is None:
+        return ["interception mode NONE: no istio-init, so no iptables rules; traffic "
+                "reaches the proxy only if the application sends it there"]
     notes: list[str] = []
-    if init_args is None:
-        notes.append("interception mode NONE: no istio-init, so no iptables rules; traffic "
-                     "reaches the proxy only if the application sends it there")
+    if cni_args is None:
+        notes.append("istio-init runs: istio-iptables " + _shell_words(iptables_args))
     else:
-        notes.append("istio-init runs: istio-iptables " + " ".join(
-            _shell_word(arg) for arg in init_args))
-        used = [name for name in ANNOTATIONS if name in annotations]
-        if used:
-            notes.append("from annotations: " + ", ".join(
-                f"{name} -> {ANNOTATIONS[name]}" for name in used))
+        notes.append("istio-cni: no istio-init; the CNI plugin writes the rules while the pod's "
+                     "network is set up, before any container starts, like istio-iptables "
+                     + _shell_words(cni_args))
+        notes.append("istio-validation runs as UID 1337 with no capabilities: istio-iptables "
+                     + _shell_words(iptables_args) + " --run-validation --skip-rule-apply "
+                     "(checks that redirection works; writes nothing)")
+    used = [name for name in ANNOTATIONS if name in annotations]
+    if used:
+        notes.append("from annotations: " + ", ".join(
+            f"{name} -> {ANNOTATIONS[name]}" for name in used))
+    return notes
+
+
+def _proxy_note(mode: str, uid: int, gid: int, native: bool) -> str:
     who = f"UID {uid}, GID {gid}"
     if mode == "TPROXY":
         who += " (TPROXY: root with NET_ADMIN; the GID 1337 rules exempt its traffic)"
-    notes.append(f"istio-proxy runs as {who} in "
-                 + ("initContainers (native sidecar)" if native else "containers"))
-    return tuple(notes)
+    return f"istio-proxy runs as {who} in " + (
+        "initContainers (native sidecar)" if native else "containers")
+
+
+def _shell_words(args: Sequence[str]) -> str:
+    return " ".join(_shell_word(arg) for arg in args)
 
 
 def _shell_word(arg: str) -> str:

@@ -14,6 +14,14 @@ Injection is decided in two places, and a learner needs to see both:
    label wins when both are set) decides; otherwise the injection policy
    (``global.proxy.autoInject``, default ``enabled``) injects.
 
+**Which values mean yes.** istiod compares the value as an exact string (see
+:func:`inject_value_meaning`): ``"true"`` injects, ``"false"`` does not, and anything else
+(``"yes"``, ``"True"``, ``"no"``, ``"FALSE"``) is logged as invalid and *ignored*: the
+default policy decides, so in an ``istio-injection=enabled`` namespace a pod labelled
+``sidecar.istio.io/inject: "False"`` **is** injected. The webhook's selectors are exact
+strings too: ``NotIn ["false"]`` lets ``"False"`` through, and the ``object.`` entry's
+``In ["true"]`` does not match ``"yes"``.
+
 :func:`should_inject` runs both steps and records, in plain words, why the answer is what
 it is. It models the default revision unless told otherwise, and no
 ``neverInjectSelector`` / ``alwaysInjectSelector`` (both empty by default).
@@ -54,9 +62,29 @@ REV_LABEL = "istio.io/rev"
 NAMESPACE_LABEL = "istio-injection"
 STATUS_ANNOTATION = "sidecar.istio.io/status"
 
-#: Values of ``sidecar.istio.io/inject`` that istiod reads as "yes" (YAML 1.1 booleans,
-#: compared case-insensitively). Any other non-empty value means "no".
-TRUE_VALUES: frozenset[str] = frozenset({"y", "yes", "true", "on"})
+
+
+def inject_value_meaning(value: str) -> bool | None:
+    """What istiod makes of a ``sidecar.istio.io/inject`` value: ``True`` (inject),
+    ``False`` (do not), or ``None`` (no decision: the default injection policy applies).
+
+    istiod's ``injectRequired`` (``pkg/kube/inject/inject.go``, lines 223-239 at istio/istio
+    master 86c9f01f, 2026-08-22) takes the label, else the annotation, and switches on the
+    exact string: ``case "true"``, ``case "false"``,
+    ``case ""`` (use the default), and ``default:`` logs "Invalid value ... Only 'true'
+    and 'false' are accepted. Falling back to default injection policy." No other
+    spelling counts, whatever its case.
+
+    >>> inject_value_meaning("true"), inject_value_meaning("false")
+    (True, False)
+    >>> inject_value_meaning("yes") is None and inject_value_meaning("False") is None
+    True
+    """
+    if value == "true":
+        return True
+    if value == "false":
+        return False
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,23 +292,26 @@ def _sidecar_decision(pod_labels: Labels, annotations: Labels, spec: Mapping[str
     else:
         value, where = "", ""
 
-    if value == "":
-        reasons.append(
-            f"no {INJECT_LABEL} label or annotation, so istiod applies the injection policy "
-            "'enabled' (global.proxy.autoInject): inject"
-        )
-        return InjectionDecision(True, matched.name, tuple(reasons))
-    if value.lower() in TRUE_VALUES:
+    meaning = inject_value_meaning(value)
+    if meaning is True:
         reasons.append(f"{where} {INJECT_LABEL}={value!r} asks for injection: inject")
         return InjectionDecision(True, matched.name, tuple(reasons))
-    if value.lower() != "false":
-        reasons.append(
-            f"{where} {INJECT_LABEL}={value!r} is neither true nor false; istiod reads any value "
-            "other than y/yes/true/on as 'do not inject' - use \"true\" or \"false\""
-        )
-    else:
+    if meaning is False:
         reasons.append(f"{where} {INJECT_LABEL}={value!r} refuses injection")
-    return InjectionDecision(False, matched.name, tuple(reasons))
+        return InjectionDecision(False, matched.name, tuple(reasons))
+    if value == "":
+        said = f"{where} {INJECT_LABEL} is empty" if where else \
+            f"no {INJECT_LABEL} label or annotation"
+        reasons.append(f"{said}, so istiod applies the injection policy 'enabled' "
+                       "(global.proxy.autoInject): inject")
+    else:
+        reasons.append(
+            f"{where} {INJECT_LABEL}={value!r} is neither \"true\" nor \"false\": istiod "
+            "accepts only those two exact strings, logs this value as invalid and falls back "
+            "to the injection policy 'enabled' (global.proxy.autoInject): inject. Write "
+            "\"true\" or \"false\""
+        )
+    return InjectionDecision(True, matched.name, tuple(reasons))
 
 
 def _why_matched(name: str, revision: str) -> str:
@@ -308,7 +339,12 @@ def _how_to_enable(ns_labels: Labels, pod_labels: Labels, annotations: Labels,
                 "injection off for every pod in it; set it to 'enabled' to inject")
     if pod_labels.get(INJECT_LABEL) == "false":
         return f"the pod label {INJECT_LABEL}=false excludes it from every webhook entry"
-    if annotations.get(INJECT_LABEL, "").lower() in TRUE_VALUES:
+    value = pod_labels.get(INJECT_LABEL)
+    if value is not None and inject_value_meaning(value) is None:
+        return (f"the pod label {INJECT_LABEL}={value!r} selects nothing: the object. entry "
+                f"needs exactly \"true\" (selectors compare exact strings); write "
+                f"{INJECT_LABEL}: \"true\"")
+    if inject_value_meaning(annotations.get(INJECT_LABEL, "")) is True:
         return (f"the annotation {INJECT_LABEL} is only read by istiod after a webhook entry "
                 "matched, and objectSelectors read labels only: use the label "
                 f"{INJECT_LABEL}: \"true\" instead, or label the namespace "

@@ -38,9 +38,11 @@ def test_injects_and_prints_yaml_with_reason_header(capsys: pytest.CaptureFixtur
     assert code == 0 and err == ""
     assert out.startswith("# meshlab inject: ")
     assert "# - webhook namespace.sidecar-injector.istio.io matches" in out
+    assert "# cluster: Istio 1.28, kubelet 1.34, no istio-cni\n" in out
     pod = yaml.safe_load(out)          # the comments keep it valid YAML for kubectl apply
-    assert [c["name"] for c in pod["spec"]["containers"]] == ["productpage", "istio-proxy"]
-    assert pod["spec"]["initContainers"][0]["name"] == "istio-init"
+    # today's Istio on a kubelet >= 1.33: istio-proxy is a native sidecar
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["productpage"]
+    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["istio-init", "istio-proxy"]
 
 
 def test_not_injected_prints_original(capsys: pytest.CaptureFixture[str]) -> None:
@@ -55,12 +57,54 @@ def test_stdin(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPat
     assert code == 0 and "<stdin>: injected" in out
 
 
-def test_native_sidecar_flag(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run([PRODUCTPAGE, "-l", "istio-injection=enabled", "--native-sidecar"],
-                       capsys)
+@pytest.mark.parametrize(("flags", "init", "containers"), [
+    (["--native-sidecar", "true", "--istio-version", "1.22"], ["istio-init", "istio-proxy"],
+     ["productpage"]),
+    (["--native-sidecar", "false"], ["istio-init"], ["productpage", "istio-proxy"]),
+    (["--native-sidecar", "auto", "--kubelet-version", "v1.32.4"], ["istio-init"],
+     ["productpage", "istio-proxy"]),
+    (["--istio-version", "1.26"], ["istio-init"], ["productpage", "istio-proxy"]),
+    (["--istio-version", "1.27", "--kubelet-version", "1.33"], ["istio-init", "istio-proxy"],
+     ["productpage"]),
+    (["--cni"], ["istio-validation", "istio-proxy"], ["productpage"]),
+    (["--cni", "--native-sidecar", "false"], ["istio-validation"],
+     ["productpage", "istio-proxy"]),
+])
+def test_cluster_flags_choose_the_layout(flags: list[str], init: list[str],
+                                         containers: list[str],
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run([PRODUCTPAGE, "-l", "istio-injection=enabled", *flags], capsys)
     pod = yaml.safe_load(out)
-    assert code == 0
-    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["istio-init", "istio-proxy"]
+    assert code == 0 and err == ""
+    assert [c["name"] for c in pod["spec"]["initContainers"]] == init
+    assert [c["name"] for c in pod["spec"]["containers"]] == containers
+
+
+def test_cni_rules_are_the_plugins(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run([PRODUCTPAGE, "-l", "istio-injection=enabled", "--cni", "--rules"],
+                       capsys)
+    assert code == 0 and "# cluster: Istio 1.28, kubelet 1.34, istio-cni installed" in out
+    assert "# iptables-restore input the istio-cni plugin writes (IPv4):" in out
+    assert "# -A ISTIO_OUTPUT -p tcp --dport 15020 -j RETURN" in out
+    assert "--run-validation --skip-rule-apply" in out
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    (["--kubelet-version", "1.x"], "kubelet version '1.x' is not a version"),
+    (["--istio-version", "latest"], "Istio version 'latest' is not a version"),
+    (["--istio-version", "1.17", "--native-sidecar", "true"], "has no native sidecars"),
+])
+def test_bad_cluster_flags_exit_2(flags: list[str], expected: str,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run([PRODUCTPAGE, *flags], capsys)
+    assert code == 2 and out == "" and expected in err
+
+
+def test_bad_native_sidecar_value_is_refused_by_argparse(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        run([PRODUCTPAGE, "--native-sidecar", "yes"], capsys)
+    assert "invalid choice: 'yes'" in capsys.readouterr().err
 
 
 def test_namespace_option(capsys: pytest.CaptureFixture[str]) -> None:

@@ -191,7 +191,7 @@ def test_mesh_wide_tproxy() -> None:
 
 
 def test_none_removes_istio_init() -> None:
-    result = injected({"sidecar.istio.io/interceptionMode": "NONE"})
+    result = injected({"sidecar.istio.io/interceptionMode": "NONE"}, native_sidecar=False)
     assert result.init_args is None
     assert "initContainers" not in result.pod["spec"]
     status = json.loads(result.pod["metadata"]["annotations"]["sidecar.istio.io/status"])
@@ -212,8 +212,14 @@ def test_istio_init_security_context() -> None:
                    "runAsNonRoot": False, "runAsUser": 0}
 
 
+def test_none_with_a_native_sidecar_keeps_only_the_proxy_as_init_container() -> None:
+    result = injected({"sidecar.istio.io/interceptionMode": "NONE"})
+    assert result.init_args is None and result.native_sidecar
+    assert [c["name"] for c in result.pod["spec"]["initContainers"]] == ["istio-proxy"]
+
+
 def test_istio_proxy_container() -> None:
-    result = injected()
+    result = injected(native_sidecar=False)
     assert [c["name"] for c in result.pod["spec"]["containers"]] == ["hello", "istio-proxy"]
     assert [c["name"] for c in result.pod["spec"]["initContainers"]] == ["istio-init"]
     proxy = container(result, "istio-proxy")
@@ -234,7 +240,7 @@ def test_istio_proxy_container() -> None:
 
 
 def test_status_annotation_and_labels() -> None:
-    result = injected()
+    result = injected(native_sidecar=False)
     meta = result.pod["metadata"]
     status = json.loads(meta["annotations"]["sidecar.istio.io/status"])
     assert status["initContainers"] == ["istio-init"]
@@ -247,21 +253,43 @@ def test_status_annotation_and_labels() -> None:
     assert meta["annotations"]["kubectl.kubernetes.io/default-container"] == "hello"
 
 
-def test_native_sidecar_layout() -> None:
-    result = injected(native_sidecar=True)
+@pytest.mark.parametrize("kwargs", [{}, {"native_sidecar": True}])
+def test_native_sidecar_layout(kwargs: dict[str, Any]) -> None:
+    result = injected(**kwargs)  # today's Istio and kubelet give a native sidecar by default
+    assert result.native_sidecar
     init = result.pod["spec"]["initContainers"]
     assert [c["name"] for c in init] == ["istio-init", "istio-proxy"]
-    assert init[1]["restartPolicy"] == "Always"
+    assert init[1]["restartPolicy"] == "Always" and "restartPolicy" not in init[0]
     assert [c["name"] for c in result.pod["spec"]["containers"]] == ["hello"]
     status = json.loads(result.pod["metadata"]["annotations"]["sidecar.istio.io/status"])
     assert status["initContainers"] == ["istio-init", "istio-proxy"]
+    assert status["containers"] is None
+    assert result.init_args == DEFAULT_ARGS  # the same rules in either layout
 
 
-def test_existing_init_containers_come_after_istio_init() -> None:
+def test_classic_layout_has_no_restart_policy() -> None:
+    result = injected(native_sidecar=False)
+    assert not result.native_sidecar
+    assert "restartPolicy" not in container(result, "istio-proxy")
+
+
+def test_classic_istio_init_runs_after_the_pods_own_init_containers() -> None:
+    # reorderPod: istio-init last, so the pod's init containers reach the network first
+    manifest = pod()
+    manifest["spec"]["initContainers"] = [{"name": "migrate", "image": "m"}]
+    result = inject(manifest, ENABLED, native_sidecar=False)
+    assert [c["name"] for c in result.pod["spec"]["initContainers"]] == ["migrate", "istio-init"]
+
+
+def test_native_sidecar_runs_before_the_pods_own_init_containers() -> None:
+    # reorderPod: istio-init, istio-proxy, then the rest, which so run inside the mesh
     manifest = pod()
     manifest["spec"]["initContainers"] = [{"name": "migrate", "image": "m"}]
     result = inject(manifest, ENABLED)
-    assert [c["name"] for c in result.pod["spec"]["initContainers"]] == ["istio-init", "migrate"]
+    assert [c["name"] for c in result.pod["spec"]["initContainers"]] == [
+        "istio-init", "istio-proxy", "migrate"]
+    status = json.loads(result.pod["metadata"]["annotations"]["sidecar.istio.io/status"])
+    assert status["initContainers"] == ["istio-init", "istio-proxy"]
 
 
 def test_not_injected_leaves_pod_unchanged() -> None:

@@ -6,7 +6,12 @@ from typing import Any
 
 import pytest
 
-from meshlab.istio.webhook import SYSTEM_NAMESPACES, should_inject, webhook_entries
+from meshlab.istio.webhook import (
+    SYSTEM_NAMESPACES,
+    inject_value_meaning,
+    should_inject,
+    webhook_entries,
+)
 
 ENABLED = {"istio-injection": "enabled"}
 
@@ -73,15 +78,35 @@ def test_label_wins_over_annotation() -> None:
     assert any("label ('true') wins" in r for r in d.reasons)
 
 
-@pytest.mark.parametrize("value", ["y", "YES", "On", "True"])
-def test_yaml_true_spellings_inject(value: str) -> None:
-    assert should_inject(pod({"sidecar.istio.io/inject": value}), ENABLED).inject
+def test_only_the_exact_strings_true_and_false_decide() -> None:
+    assert inject_value_meaning("true") is True
+    assert inject_value_meaning("false") is False
+    for value in ("", "y", "yes", "on", "True", "TRUE", "False", "no", "0", " true"):
+        assert inject_value_meaning(value) is None, value
 
 
-@pytest.mark.parametrize("value", ["False", "no", "maybe"])
-def test_other_values_refuse(value: str) -> None:
+@pytest.mark.parametrize("value", ["y", "YES", "On", "True", "False", "no", "maybe"])
+def test_other_values_fall_back_to_the_default_policy(value: str) -> None:
+    # istiod logs "Only 'true' and 'false' are accepted" and applies the policy 'enabled'
     d = should_inject(pod({"sidecar.istio.io/inject": value}), ENABLED)
-    assert not d.inject and d.webhook == "namespace.sidecar-injector.istio.io"
+    assert d.inject and d.webhook == "namespace.sidecar-injector.istio.io"
+    assert any("neither \"true\" nor \"false\"" in r and "policy 'enabled'" in r
+               for r in d.reasons)
+
+
+@pytest.mark.parametrize("value", ["yes", "True", "on"])
+def test_a_yes_label_does_not_select_the_object_entry(value: str) -> None:
+    # the object. entry's selector is `sidecar.istio.io/inject In ["true"]`: exact strings
+    d = should_inject(pod({"sidecar.istio.io/inject": value}), {})
+    assert not d.inject and d.webhook is None
+    assert any("needs exactly \"true\"" in r for r in d.reasons)
+
+
+def test_a_yes_annotation_is_not_a_true_annotation() -> None:
+    d = should_inject(pod(annotations={"sidecar.istio.io/inject": "yes"}), ENABLED)
+    assert d.inject  # falls back to the policy, not read as yes
+    d = should_inject(pod(annotations={"sidecar.istio.io/inject": "no"}), ENABLED)
+    assert d.inject  # and "no" is not read as no
 
 
 def test_namespace_rev_label_matches_rev_namespace_webhook() -> None:
@@ -142,3 +167,11 @@ def test_at_most_one_entry_matches() -> None:
         for labels in pod_options:
             matched = [e.name for e in webhook_entries() if not e.failed(ns, labels)]
             assert len(matched) <= 1, (ns, labels, matched)
+
+
+def test_an_empty_label_wins_over_the_annotation_and_means_the_default() -> None:
+    # istiod takes the label whenever it is present, even empty, and "" means the default
+    d = should_inject(pod({"sidecar.istio.io/inject": ""},
+                          {"sidecar.istio.io/inject": "false"}), ENABLED)
+    assert d.inject
+    assert any("label sidecar.istio.io/inject is empty" in r for r in d.reasons)
