@@ -132,9 +132,12 @@ def ablated(rules: Any, without_rules: Sequence[str] = (),
     document = rules.ipv4
     texts = [t for t in without_rules if t.split()[:2] not in (["ip", "rule"], ["ip", "route"])]
     if texts:   # the model's own removal (rules compared as parsed, "/32" or not)
+        from meshlab.netfilter.parse import parse_rule_spec
+
         ruleset = rules.ruleset_v4
         for text in texts:
-            ruleset = ruleset.without_rule(text)
+            table, chain, rule = parse_rule_spec(text)
+            ruleset = ruleset.without_rule(rule, table=table, chain=chain)
         document = ruleset.render_restore()
     lines = []
     for line in document.splitlines():
