@@ -9,4 +9,6 @@ c.InteractiveShellApp.extensions.append("meshlab.jupyter")
 # The lessons' figures have fixed sizes and margins, so they are not cropped ("tight").
 c.InlineBackend.figure_formats = {"svg"}
 c.InlineBackend.rc = {"svg.fonttype": "none", "svg.hashsalt": "meshlab"}
-c.InlineBackend.print_figure_kwargs = {"bbox_inches": None}
+# No date or creator in an SVG (its bytes are the same every run, as nbval compares them).
+c.InlineBackend.print_figure_kwargs = {"bbox_inches": None,
+                                      "metadata": {"Date": None, "Creator": None}}

@@ -53,7 +53,8 @@ CASES = ("inbound", "outbound")
 # (n, title, explanation) as the article tells them
 INBOUND_STEPS: tuple[tuple[int, str, str], ...] = (
     (1, "PREROUTING -> ISTIO_INBOUND",
-     "The peer's SYN arrives on eth0; nat PREROUTING sends every TCP packet to ISTIO_INBOUND."),
+     "The peer's SYN arrives on eth0; nat PREROUTING sends the first packet of every new TCP "
+     "connection to ISTIO_INBOUND."),
     (2, "ISTIO_INBOUND -> ISTIO_IN_REDIRECT",
      "The destination port is not excluded (-d), so ISTIO_INBOUND jumps to ISTIO_IN_REDIRECT."),
     (3, "REDIRECT to 15006",
@@ -66,7 +67,7 @@ INBOUND_STEPS: tuple[tuple[int, str, str], ...] = (
      "Envoy (UID 1337) connects from 127.0.0.6 to the original destination; the pod IP is "
      "local, so the packet will leave by lo."),
     (6, "OUTPUT -> ISTIO_OUTPUT",
-     "nat OUTPUT sends every locally generated packet to ISTIO_OUTPUT."),
+     "nat OUTPUT sends the first packet of every new local connection to ISTIO_OUTPUT."),
     (7, "source 127.0.0.6 on lo -> RETURN",
      "The first ISTIO_OUTPUT rule lets connections from 127.0.0.6 leaving by lo through, so "
      "Envoy's inbound traffic is not captured a second time."),
@@ -78,7 +79,7 @@ OUTBOUND_STEPS: tuple[tuple[int, str, str], ...] = (
     (9, "the app's connection enters OUTPUT",
      "The app (UID 1000) calls connect(); the route chooses eth0 and the source address."),
     (10, "OUTPUT -> ISTIO_OUTPUT",
-     "nat OUTPUT sends every locally generated packet to ISTIO_OUTPUT."),
+     "nat OUTPUT sends the first packet of every new local connection to ISTIO_OUTPUT."),
     (11, "nothing matches -> ISTIO_REDIRECT",
      "No exemption (127.0.0.6, loopback, UID/GID 1337, excluded CIDR or port) matches, so the "
      "last rule jumps to ISTIO_REDIRECT."),

@@ -69,7 +69,7 @@ AMBIENT_OUTBOUND_STEPS: tuple[tuple[str, str, str], ...] = (
     ("A1", "the app's connection enters OUTPUT",
      "The app calls connect(); the route chooses eth0 and the source address."),
     ("A2", "OUTPUT -> ISTIO_OUTPUT",
-     "nat OUTPUT sends every locally generated packet to ISTIO_OUTPUT."),
+     "nat OUTPUT sends the first packet of every new local connection to ISTIO_OUTPUT."),
     ("A3", "REDIRECT to 15001",
      "No exemption matches (not loopback, not to lo, no mark 0x111 or 0x539), so the last "
      "rule redirects it to ztunnel's 15001."),

@@ -72,6 +72,16 @@ WRONG: dict[str, list[Any]] = {
     "check_debug_dump": [9080, 3306, 15006],
     "check_upstream_counter": [4, 9, 2],
     "check_nat_counts_connections": [10, 0, 2],
+    "check_ambient_outbound_port": [15008, 15006, 9080],
+    "check_ambient_app_sees_source": ["127.0.0.6", "10.244.0.12", "127.0.0.1"],
+    "check_ztunnel_loop_condition": ["! -d 127.0.0.1/32",
+                                     "! -d 127.0.0.1/32 -p tcp -m mark ! --mark 0x539/0xfff "
+                                     "-j REDIRECT --to-ports 15001",
+                                     "-m mark --mark 0x111/0xfff"],
+    "check_reply_path_piece": ["! -d 127.0.0.1/32 -o lo -j ACCEPT",
+                               "-p tcp -m mark --mark 0x111/0xfff -j ACCEPT",
+                               "! -d 127.0.0.1/32 -p tcp -m tcp ! --dport 15008 -m mark ! "
+                               "--mark 0x539/0xfff -j REDIRECT --to-ports 15006"],
 }
 
 #: What each right answer looks like in text (regular expressions): none of it may appear
@@ -97,6 +107,10 @@ ANSWER_TEXT: dict[str, list[str]] = {
     "check_debug_dump": [r"15001"],
     "check_upstream_counter": [r"\brule 1\b"],
     "check_nat_counts_connections": [r"(?<![\w.])(?<!Hint )1(?![\w.])"],
+    "check_ambient_outbound_port": [r"15001"],
+    "check_ambient_app_sees_source": [r"10\.244\.0\.13"],
+    "check_ztunnel_loop_condition": [r"!\s*--mark 0x539"],
+    "check_reply_path_piece": [r"CONNMARK", r"fwmark", r"ip rule", r"ip route", r"table 100"],
 }
 
 #: Answers of the wrong shape: each checker must say so, not raise.
@@ -120,6 +134,10 @@ UNREADABLE: dict[str, Any] = {
     "check_debug_dump": -1,
     "check_upstream_counter": 1.5,
     "check_nat_counts_connections": [1],
+    "check_ambient_outbound_port": "15001/tcp",
+    "check_ambient_app_sees_source": "reviews-v2",
+    "check_ztunnel_loop_condition": "-m nomatch",
+    "check_reply_path_piece": "-j NOPE",
 }
 
 NAMES = [e.checker.__name__ for e in EXERCISES]
@@ -153,7 +171,7 @@ def test_every_notebook_from_01_has_two_exercises_and_uses_them() -> None:
         by_notebook.setdefault(exercise.notebook, []).append(exercise.checker.__name__)
     assert sorted(by_notebook) == ["01-injection", "02-iptables-in-a-pod", "03-inbound",
                                    "04-outbound", "05-the-loop", "06-edge-cases",
-                                   "07-real-kernel"]
+                                   "07-real-kernel", "08-ambient"]
     for notebook, names in by_notebook.items():
         assert len(names) >= 2, notebook
         assert (SOLUTIONS_DIR / f"{notebook}.py").exists()

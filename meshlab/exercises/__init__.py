@@ -31,12 +31,19 @@ The package, one job per module (import everything from ``meshlab.exercises``):
 * one module per lesson: :mod:`~meshlab.exercises.injection` (01),
   :mod:`~meshlab.exercises.iptables` (02), :mod:`~meshlab.exercises.inbound` (03),
   :mod:`~meshlab.exercises.outbound` (04), :mod:`~meshlab.exercises.loop` (05),
-  :mod:`~meshlab.exercises.edge_cases` (06), :mod:`~meshlab.exercises.real_kernel` (07);
+  :mod:`~meshlab.exercises.edge_cases` (06), :mod:`~meshlab.exercises.real_kernel` (07),
+  :mod:`~meshlab.exercises.ambient` (08);
 * :mod:`~meshlab.exercises.catalog` -- :data:`EXERCISES`, every exercise in order.
 """
 
 from __future__ import annotations
 
+from meshlab.exercises.ambient import (
+    check_ambient_app_sees_source,
+    check_ambient_outbound_port,
+    check_reply_path_piece,
+    check_ztunnel_loop_condition,
+)
 from meshlab.exercises.answers import reset_tries
 from meshlab.exercises.catalog import EXERCISES, Exercise
 from meshlab.exercises.edge_cases import (
@@ -87,6 +94,8 @@ __all__ = [
     "REVIEWS_VIP",
     "CheckResult",
     "Exercise",
+    "check_ambient_app_sees_source",
+    "check_ambient_outbound_port",
     "check_app_sees_source",
     "check_bypass_port",
     "check_bypass_rule",
@@ -103,9 +112,11 @@ __all__ = [
     "check_outbound_cluster",
     "check_proxy_exempt_rule",
     "check_proxy_port_flag",
+    "check_reply_path_piece",
     "check_reply_source",
     "check_uid_1337_proxied",
     "check_upstream_counter",
+    "check_ztunnel_loop_condition",
     "debug_dump",
     "reset_tries",
 ]

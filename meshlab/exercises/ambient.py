@@ -1,102 +1,212 @@
-"""Lesson 08 (``08-ambient.ipynb``): what the app behind ztunnel sees, which condition keeps
-ztunnel from capturing itself, and which rule the reply path cannot do without -- judged on
-the ambient walks (``ambient-inbound``, ``ambient-outbound``) with the learner's answer applied.
+"""Lesson 08 (``08-ambient.ipynb``): an ambient pod, captured by istio-cni's rules and served by
+ztunnel -- judged on the ambient walks of the catalog, with rules or conditions taken out.
+
+The pod is ``details`` (10.244.0.12, no sidecar); its mesh peer is ``reviews-v2``
+(10.244.0.13, also ambient). Every verdict comes from a walk: the port the app's connection
+reaches first, whether ztunnel captures itself once a condition is gone, the source address
+the app sees, and whether the app's answer still finds its way back once a rule or the
+policy routing is gone.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from ipaddress import ip_address
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from meshlab.exercises.answers import Unreadable, checker, read_text
-from meshlab.exercises.model import walk_lines
+from meshlab.exercises.answers import Unreadable, checker, read_port, read_text, strip_append
+from meshlab.exercises.model import listener_ports, run_walk, walk_lines
 from meshlab.exercises.result import Verdict, right, wrong
-from meshlab.scenarios import run_scenario
-from meshlab.walk import Walk
 
-EXEMPTION = "-m mark ! --mark 0x539/0xfff"
+if TYPE_CHECKING:
+    from meshlab.walk import Walk
 
-
-def _lines(walk: Walk) -> tuple[str, ...]:
-    """The walk's hits in the subject pod only (the peer's own path is not the question)."""
-    return walk_lines(replace(walk, events=tuple(e for e in walk.events
-                                                 if e.pod == walk.subject)))
+#: The lesson's walks: the app calls its mesh peer; the mesh peer calls the app over HBONE.
+OUTBOUND = "ambient-outbound"
+INBOUND = "ambient-inbound"
 
 
-@checker("08.1", "an IP address as a string, e.g. '10.0.0.1'", hints=(
-    "ztunnel opens a new connection to the app. Which address does its socket bind first?",
-    "IP_FREEBIND and IP_TRANSPARENT let a socket bind an address that is not its own. "
-    "Whose address would ztunnel want the app to see?",
-    "Read A4 of the walk: the upstream connection is bound to an address before it connects.",
+def _first_listener(walk: Walk) -> int | None:
+    ports = listener_ports(walk)
+    return ports[0] if ports else None
+
+
+@checker("08.1", "a port number", hints=(
+    "The app's connection is made inside the pod. Which nat hook does its first packet pass: "
+    "PREROUTING or OUTPUT?",
+    "Read nat ISTIO_OUTPUT from the top: which rule is the first to match a TCP connection to "
+    "10.244.0.13:9080 from a socket with no mark?",
+    "That rule is a REDIRECT; its --to-ports is the answer.",
+))
+def check_ambient_outbound_port(answer: Any) -> Verdict:
+    """Which local port does the app's connection to reviews-v2 (10.244.0.13:9080) reach
+    first?"""
+    port = read_port(answer)
+    walk = run_walk(OUTBOUND)
+    first = _first_listener(walk)
+    model = walk_lines(walk)
+    solution = (f"{first}: the last rule of nat ISTIO_OUTPUT redirects the app's unmarked TCP "
+                f"connection to ztunnel's outbound listener on {first}.")
+    if first is not None and port == first:
+        return right(f"nat OUTPUT -> ISTIO_OUTPUT: no exemption matches the app's connection, so "
+                     f"REDIRECT sends it to ztunnel's socket on {first}, inside the pod. "
+                     "ztunnel then reads SO_ORIGINAL_DST and opens the HBONE tunnel.",
+                     evidence=model)
+    if port == 15008:
+        why = ("15008 is ztunnel's HBONE port, where a tunnel arrives. ztunnel does open a "
+               "connection to 15008, but on reviews-v2, and only after it has the app's "
+               "connection. No rule of this pod redirects anything to 15008.")
+    elif port == 15006:
+        why = ("15006 is where nat PREROUTING sends plain TCP that arrives from outside the "
+               "pod. The app's connection is made inside the pod, so it passes nat OUTPUT, "
+               "never nat PREROUTING, before it leaves.")
+    elif port == 9080:
+        why = ("9080 is where the app aimed, on reviews-v2. But nat OUTPUT rewrites the "
+               "destination before the packet leaves the pod, so no socket on 9080 sees it "
+               "first.")
+    elif port == 15053:
+        why = "15053 is ztunnel's DNS port; only connections to port 53 are sent there."
+    else:
+        why = f"no rule of the pod redirects the app's connection to {port}."
+    return wrong(f"Not {port}: {why}", solution=solution, evidence=model)
+
+
+@checker("08.3", "an IP address as a string, e.g. '10.244.0.9'", hints=(
+    "In a sidecar pod the app saw 127.0.0.6, because Envoy bound its socket to that address. "
+    "Does ztunnel do the same?",
+    "ztunnel connects to the app with IP_FREEBIND and IP_TRANSPARENT. These options let a "
+    "socket bind an address that is not one of the pod's own.",
+    "Which address would be most useful to the app, for its logs and its own checks?",
 ))
 def check_ambient_app_sees_source(answer: Any) -> Verdict:
-    """In ``ambient-inbound`` (reviews-v2 calls details:9080 over HBONE), what source address
-    does details' app see when it accepts the connection?"""
+    """reviews-v2 calls details' app over HBONE. Which source address does the app see
+    (``getpeername()``)?"""
     try:
         ip = ip_address(read_text(answer, "an IP address"))
     except ValueError as bad:
         raise Unreadable(str(bad)) from None
-    walk = run_scenario("ambient-inbound")
+    walk = run_walk(INBOUND)
     seen = walk.delivered_to.sees_source if walk.delivered_to else None
-    model = _lines(walk)
+    model = walk_lines(walk)
+    solution = (f"{seen}: ztunnel connects to the app from the client's own address "
+                "(IP_FREEBIND + IP_TRANSPARENT), so the app sees who really called.")
     if seen is not None and ip == ip_address(seen):
-        return right(f"The app sees {seen}, the caller's own address: ztunnel connects to the "
-                     "app from the client's address, and the connmark 0x111 with table 100 "
-                     "brings the app's answer back to ztunnel.", evidence=model)
-    why = ("127.0.0.6 is where a sidecar pod's Envoy binds its inbound connections; ztunnel "
-           "binds no loopback address." if str(ip) == "127.0.0.6" else
-           f"the model's app does not see {ip}.")
-    return wrong(f"Not {ip}: {why}", solution=f"{seen}: ztunnel binds the client's own IP "
-                 "(freebind + transparent) before connecting to the app.", evidence=model)
+        return right(f"The app sees {seen}, the real client. ztunnel ends the tunnel and opens "
+                     "a new connection to the app, bound to the client's address. A sidecar "
+                     "pod's app would see 127.0.0.6 instead.", evidence=model)
+    if str(ip) == "127.0.0.6":
+        why = ("127.0.0.6 is the address a sidecar's Envoy binds for its inbound clusters. "
+               "This pod has no Envoy, and ztunnel does not bind a loopback address for its "
+               "connection to the app.")
+    elif str(ip) == "127.0.0.1":
+        why = ("ztunnel does not bind 127.0.0.1 for this connection; its socket has another "
+               "source address.")
+    elif str(ip) == _ambient_pod_ip(walk):
+        why = (f"{ip} is details' own address: ztunnel connects *to* it, where the app "
+               "listens. The source of ztunnel's socket is another address.")
+    else:
+        why = f"no socket in the model's walk has {ip} as its address."
+    return wrong(f"Not {ip}: {why}", solution=solution, evidence=model)
 
 
-@checker("08.2", "a condition as the rules write it, e.g. '-p tcp'", hints=(
-    "ztunnel is no process of the pod, so no UID rule can see it. What does every socket "
-    "it makes in the pod carry?",
-    "Look at the conditions of the REDIRECT rules that are written with a `!`.",
+def _ambient_pod_ip(walk: Walk) -> str:
+    """The subject pod's address, read from ztunnel's connection to the app."""
+    for event in walk.events:
+        if event.kind == "connect" and event.pod == walk.subject and event.dst:
+            return event.dst.rsplit(":", 1)[0]
+    return ""
+
+
+def _rule_texts() -> tuple[str, ...]:
+    """Every rule of a default ambient pod, in restore form without ``-A CHAIN``."""
+    from meshlab.istio.ambient import inpod_rules
+
+    ruleset = inpod_rules().ruleset_v4
+    return tuple(rule.text for table in ruleset.tables.values()
+                 for chain in table.chains.values() for rule in chain.rules)
+
+
+def _walk_without_condition(name: str, condition: str) -> Walk | None:
+    """The walk with ``condition`` taken out of every rule of the ambient pod that has it;
+    None for an owner match, which no rule of an ambient pod has (a sidecar's way out)."""
+    from meshlab.scenarios import run_scenario
+
+    if not any(f" {condition} " in f" {text} " for text in _rule_texts()):
+        if "-m owner" in condition:
+            return None
+        raise Unreadable(f"no rule of the pod has the condition '{condition}'; copy a "
+                         "condition from the rules listed above, exactly as they write it")
+    return run_scenario(name, without_matches=(condition,))
+
+
+@checker("08.2", "a condition of a rule, as the rule writes it, e.g. '! -d 127.0.0.1/32'", hints=(
+    "ztunnel's connection and the app's connection meet the same nat OUTPUT rules. What does "
+    "every socket of ztunnel carry that the app's socket does not?",
+    "Read the last rule of nat ISTIO_OUTPUT condition by condition. Which one fails for "
+    "ztunnel's packet to 10.244.0.13:15008, and for nothing else?",
+    "Write only that condition (with its '!' if it has one), not the whole rule.",
 ))
-def check_ztunnel_exemption(answer: Any) -> Verdict:
-    """Which condition, present in the capturing rules, keeps ztunnel's own outbound
-    connection from being redirected to ztunnel again? (Write it as the rules write it.)"""
-    from meshlab.world import World
-
-    condition = read_text(answer, "a condition")
-    rules = [r.rule.text.split() for r in World.default().pod("details").ruleset.rules()]
-    words = condition.split()
-    solution = (f"`{EXEMPTION}`: every socket ztunnel makes in the pod carries SO_MARK 0x539, "
-                "and every redirecting rule requires the mark to be absent.")
-    if not any(words == have[i:i + len(words)] for have in rules
-               for i in range(len(have) - len(words) + 1)):
-        return wrong(f"No rule of an ambient pod contains `{condition}`: istio-cni writes no "
-                     "UID or GID rules, since ztunnel is not a process of the pod.",
-                     solution=solution)
-    walk = run_scenario("ambient-outbound", without_matches=[condition])
+def check_ztunnel_loop_condition(answer: Any) -> Verdict:
+    """Which condition, taken out of the rules, makes ztunnel capture its own outbound
+    connection (a loop)?"""
+    text = strip_append(read_text(answer, "a condition of a rule"))
+    whole_rule = " -j " in f" {text}"
+    walk = (run_walk(OUTBOUND, without_rules=(text,)) if whole_rule
+            else _walk_without_condition(OUTBOUND, text))
+    solution = ("'-m mark ! --mark 0x539/0xfff': ztunnel's sockets carry SO_MARK 0x539, and this "
+                "condition is all that tells its packets from the app's.")
+    if walk is None:
+        return wrong(f"No rule of an ambient pod has '{text}': istio-cni writes no owner "
+                     "rules. ztunnel is not a container of this pod and does not run as UID "
+                     "1337, so its owner cannot be what lets it out.", solution=solution)
+    model = walk_lines(walk)
     if walk.outcome == "loop" and walk.loop is not None:
-        return right(f"Without `{condition}` ztunnel's own connection is captured again: "
-                     f"{walk.loop.text}. The socket mark 0x539 is how the kernel tells "
-                     "ztunnel's packets from the app's.", evidence=_lines(walk))
-    return wrong(f"Without `{condition}` the walk still ends {walk.outcome}: that condition "
-                 "does not exempt ztunnel.", solution=solution, evidence=_lines(walk))
+        return right(f"Without '{text}' the REDIRECT to 15001 matches ztunnel's own connection "
+                     f"too; ztunnel accepts it, reads the same original destination and "
+                     f"connects again: {walk.loop.text}.", evidence=model)
+    if whole_rule:
+        captured = any(e.kind == "accept" and e.pod == walk.subject for e in walk.events)
+        why = ("you took out the whole rule. "
+               + ("ztunnel's connection is still let out." if captured else
+                  "Then nothing redirects the app's connection either: it leaves the pod "
+                  "directly, not through ztunnel, so nothing can loop."))
+    elif walk.outcome == "delivered":
+        why = ("ztunnel's connection still leaves: another condition of the REDIRECT rule still "
+               "fails for its packet.")
+    else:
+        why = f"the walk ends '{walk.outcome}' ({walk.reason})."
+    return wrong(f"No loop without '{text}': {why}", solution=solution, evidence=model)
 
 
-@checker("08.3", "a rule in restore form without '-A CHAIN', or an 'ip rule ...' command",
-         hints=(
-    "The app answers the client's own address. What brings that answer back to ztunnel "
-    "instead of out by eth0?",
-    "The mark travels: one mangle rule sets it on the connection, another copies it onto the "
-    "answer, and the policy routing reads it.",
+@checker("08.4", "a rule in restore form (without '-A CHAIN'), or the 'ip rule ...' / "
+         "'ip route ...' command", hints=(
+    "Follow the app's SYN-ACK in the inbound walk. It is addressed to the client's own "
+    "address, which is not an address of this pod. Where would the kernel normally send it?",
+    "Something marks the connection when ztunnel's packet comes in by lo, and something "
+    "copies that mark onto the app's answer. Find both in the mangle table.",
+    "Policy routing picks a routing table by a packet's mark. Besides iptables-restore, the "
+    "agent runs two ip commands in the pod.",
 ))
-def check_reply_path_rule(answer: Any) -> Verdict:
-    """Name one rule (or the ``ip`` command) without which details' answer to an inbound
-    connection leaves by eth0 and the connection never completes."""
-    text = read_text(answer, "a rule or an ip command")
-    walk = run_scenario("ambient-inbound", without_rules=[text])
-    lost = next((e for e in walk.events if e.kind == "timeout" and "eth0" in e.decision), None)
-    if walk.outcome == "timeout" and lost is not None:
-        return right(f"Without it: {lost.decision}.", evidence=_lines(walk))
-    return wrong(f"Without `{text}` the inbound walk still ends {walk.outcome}.",
-                 solution="any of the mangle CONNMARK rules (--set-xmark 0x111/0xfff in "
-                 "ISTIO_PRERT, --restore-mark in ISTIO_OUTPUT), `ip rule add fwmark "
-                 "0x111/0xfff pref 32764 lookup 100`, or `ip route add local 0.0.0.0/0 dev lo "
-                 "table 100`.", evidence=_lines(walk))
+def check_reply_path_piece(answer: Any) -> Verdict:
+    """Name one thing the agent sets up (a rule, or the ip rule / ip route) without which the
+    HBONE call from reviews-v2 never completes."""
+    text = strip_append(read_text(answer, "a rule or an ip command"))
+    walk = run_walk(INBOUND, without_rules=(text,))
+    model = walk_lines(walk)
+    if walk.outcome == "timeout":
+        lost = next((e.decision for e in walk.events if e.kind == "timeout"), walk.reason)
+        outbound = run_walk(OUTBOUND, without_rules=(text,)).outcome
+        return right(f"Without it the app's answer is lost: {lost}. (The app's own outbound "
+                     f"call is '{outbound}' without it: only the inbound reply path needs it.)",
+                     evidence=model)
+    solution = ("any of the four pieces of the reply path: mangle ISTIO_PRERT's '-m mark --mark "
+                "0x539/0xfff -j CONNMARK --set-xmark 0x111/0xfff', mangle ISTIO_OUTPUT's "
+                "'-m connmark --mark 0x111/0xfff -j CONNMARK --restore-mark --nfmask 0xffffffff "
+                "--ctmask 0xffffffff', 'ip rule add fwmark 0x111/0xfff pref 32764 lookup 100' "
+                "or 'ip route add local 0.0.0.0/0 dev lo table 100'.")
+    if walk.outcome == "delivered" and walk.delivered_to is not None:
+        d = walk.delivered_to
+        why = (f"the call still completes: the {d.process} on port {d.port} accepts it and "
+               f"sees {d.sees_source}, and its answer still comes back by lo to ztunnel.")
+    else:
+        why = f"the walk ends '{walk.outcome}' ({walk.reason}), not with a lost answer."
+    return wrong(f"Without '{text}' {why}", solution=solution, evidence=model)

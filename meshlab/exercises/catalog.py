@@ -11,6 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from meshlab.exercises.ambient import (
+    check_ambient_app_sees_source,
+    check_ambient_outbound_port,
+    check_reply_path_piece,
+    check_ztunnel_loop_condition,
+)
 from meshlab.exercises.edge_cases import (
     check_debug_dump,
     check_exclude_cidr,
@@ -68,6 +74,10 @@ def _exercises() -> tuple[Exercise, ...]:
         ("06-edge-cases", check_debug_dump),
         ("07-real-kernel", check_upstream_counter),
         ("07-real-kernel", check_nat_counts_connections),
+        ("08-ambient", check_ambient_outbound_port),
+        ("08-ambient", check_ztunnel_loop_condition),
+        ("08-ambient", check_ambient_app_sees_source),
+        ("08-ambient", check_reply_path_piece),
     ]
     return tuple(Exercise(fn.exercise, nb, (fn.__doc__ or "").strip(), fn)  # type: ignore[attr-defined]
                  for nb, fn in table)

@@ -128,17 +128,17 @@ def check_uid_1337_proxied(answer: Any) -> Verdict:
                      f"connection too, so it {fate}: no mTLS, no policy, no telemetry. Istio's "
                      "analyzer warns about it (IST0144), and the docs say applications must "
                      "not run as UID 1337.", evidence=model)
+    chain = rules_for(default_flags()).tables["nat"].chains["ISTIO_OUTPUT"]
     if named is None and isinstance(rule, int):
         why_rule = (f"the connection never reaches {label}: an earlier rule decides" if
-                    1 <= rule <= 20 else f"ISTIO_OUTPUT has no {label}")
+                    1 <= rule <= len(chain.rules) else f"ISTIO_OUTPUT has no {label}")
     elif named is None:
-        chain = rules_for(default_flags()).tables["nat"].chains["ISTIO_OUTPUT"]
         why_rule = (f"the connection never reaches {label}: an earlier rule decides first"
                     if any(r.text == text for r in chain.rules)
                     else f"ISTIO_OUTPUT has no rule {label}")
     elif not named.matched:
-        why_rule = (f"{label} is tested and does not match this connection: one of its "
-                    "conditions is false for UID 1337, out by eth0, to another pod")
+        failed = named.why_not or "one of its conditions is false for it"
+        why_rule = f"{label} is tested and does not match this connection: {failed}"
     else:
         why_rule = f"{label} is the rule that decides"
     if rule_right:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from meshlab.exercises.answers import Unreadable, checker, read_text, strip_append
-from meshlab.exercises.model import default_flags, receive, rules_for, trace_lines
+from meshlab.exercises.model import PEER_IP, default_flags, receive, rules_for, trace_lines
 from meshlab.exercises.result import Verdict, right, wrong
 
 if TYPE_CHECKING:
@@ -137,8 +137,13 @@ def check_bypass_rule(answer: Any) -> Verdict:
                      "ISTIO_IN_REDIRECT and keeps its destination; 9080 is still redirected "
                      f"to {t9080.delivered[1]}. {same}", evidence=model)
     if t8081.nat is not None:
-        return wrong(f"Port 8081 is still redirected to {t8081.delivered[1]}: your rule did "
-                     "not match the packet, or it matched and did not stop ISTIO_INBOUND.",
+        mine = next((e for e in t8081.evaluations
+                     if e.table == "nat" and e.chain == "ISTIO_INBOUND" and e.rule == 1), None)
+        why = (f"your rule did not match the packet ({mine.why_not})" if mine is not None
+               and not mine.matched and mine.why_not else
+               f"your rule matched, and its verdict ({mine.verdict}) let the chain go on"
+               if mine is not None and mine.matched else "your rule did not match the packet")
+        return wrong(f"Port 8081 is still redirected to {t8081.delivered[1]}: {why}.",
                      solution=solution, evidence=model)
     return wrong("8081 bypasses Envoy, but so does 9080: the rule matches too much.",
                  solution=solution, evidence=model)
@@ -173,6 +178,9 @@ def check_reply_source(answer: Any) -> Verdict:
     if (ip, port) == (trace.delivered[0], trace.delivered[1]):
         why = ("that is where the proxy's socket really is, and the reply does leave it from "
                "there; but it is rewritten before it leaves the pod.")
+    elif ip == PEER_IP:
+        why = ("that is the peer's own address: the reply goes *to* it. It must come *from* "
+               "the address the peer sent its SYN to.")
     elif ip.is_loopback:
         why = ("a loopback address never leaves the host: the peer, on another pod, could not "
                "receive a packet from it, and it did not call that address.")

@@ -41,9 +41,9 @@ def check_proxy_exempt_rule(answer: Any) -> Verdict:
     if not 1 <= number <= size:
         why = f"ISTIO_OUTPUT has rules 1 to {size}."
     elif number in tested:
+        failed = tested[number].why_not or "one of its conditions is false for it"
         why = (f"rule {number} ({tested[number].text}) is tested against Envoy's connection "
-               "and does not match it: one of its conditions is false for a connection owned "
-               "by UID 1337 that leaves by eth0 for another pod.")
+               f"and does not match it: {failed}.")
     else:
         why = (f"rule {number} is never tested for Envoy's connection: an earlier rule has "
                "already decided its fate.")

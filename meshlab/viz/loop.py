@@ -14,9 +14,11 @@ loop; this module only plots them:
 
 from __future__ import annotations
 
+import math
 import textwrap
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from meshlab.viz import style
 from meshlab.walk import LoopReport
@@ -60,6 +62,9 @@ def loop_growth_figure(loop: LoopReport, *, hops: int = 1000) -> Figure:
                        label=label, lw=1.6, ms=5)
         right.set_xscale("log")
         right.set_yscale("log")
+        for axis in (right.xaxis, right.yaxis):  # plain text: mathtext labels are slow to draw
+            axis.set_major_formatter(FuncFormatter(_power_of_ten))
+            axis.set_minor_formatter(NullFormatter())
         ports = loop.ephemeral_port_count
         right.axhline(ports, color=style.ACCENT, linestyle="-.", lw=1.2)
         right.text(1.3, ports * 1.25, f"ephemeral ports: {ports}\n-> EADDRNOTAVAIL after "
@@ -80,3 +85,16 @@ def loop_growth_figure(loop: LoopReport, *, hops: int = 1000) -> Figure:
                  va="bottom")
         fig.subplots_adjust(left=0.09, right=0.98, top=0.88, bottom=0.37, wspace=0.25)
     return fig
+
+
+_SUPERSCRIPTS = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+
+
+def _power_of_ten(value: float, _position: int | None = None) -> str:
+    """A log axis' tick label as plain text: 1000 -> ``10³`` (1 and 10 stay as they are)."""
+    if value <= 0:
+        return ""
+    exponent = round(math.log10(value))
+    if abs(value - 10**exponent) > 1e-9 * value:
+        return ""
+    return {0: "1", 1: "10"}.get(exponent, "10" + str(exponent).translate(_SUPERSCRIPTS))

@@ -11,7 +11,9 @@ bytes delivered); a marker on a lane is something that actor decided there:
 * ``P`` the proxy's choice of listener and cluster, ``X`` the end (refused, dropped, loop).
 
 Each connection of the walk has its own line style (the app's first connection solid, the
-proxy's upstream dashed, ...). Circled numbers in the margin are the article's steps.
+proxy's upstream dashed, ...). Circled numbers in the margin are the article's steps; a
+number in a dashed square with a ``!`` is a step that did *not* happen as the article tells
+(the walk was changed, e.g. a rule removed): it marks what happened in its place.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def sequence_figure(walk: Walk) -> Figure:
 
     subject = subject_pod(walk)
     events = [e for e in walk.events if e.is_hit]
-    numbers = {info.event: info.n for info in step_infos(walk) if info.event is not None}
+    numbers = {info.event: info for info in step_infos(walk) if info.event is not None}
     texts = [_wrapped(f"c{e.connection}  {_words(e)}") for e in events]
     heights = [0.14 + LINE_H * t.count("\n") + LINE_H for t in texts] or [LINE_H]
     top = 1.05
@@ -103,14 +105,26 @@ def sequence_figure(walk: Walk) -> Figure:
                 ax.plot([LANE_X[lane]], [y], marker=_MARKERS.get(event.kind, "o"), ms=7,
                         color=st["color"], mfc=style.PAPER if event.kind == "policy"
                         else st["color"], zorder=4, linestyle="none")
-            n = numbers.get(event.index)
-            if n is not None:
-                ax.text(0.3, y, str(n), ha="center", va="center", fontsize=style.MIN_FONT_PT,
-                        fontweight="bold", bbox={"boxstyle": "circle,pad=0.2",
-                                                 "fc": style.PAPER, "ec": style.INK})
+            info = numbers.get(event.index)
+            if info is not None:
+                _step_badge(ax, 0.3, y, info.n, changed=info.status == "changed")
             ax.text(TEXT_X, y, text, ha="left", va="center", fontsize=style.MIN_FONT_PT,
                     linespacing=1.25)
     return fig
+
+
+def _step_badge(ax, x: float, y: float, n: int | str, *, changed: bool) -> None:
+    """The article's step number: in a circle when the step happened as told, in a dashed
+    square with ``!`` when something else happened in its place (shape, not colour, says it)."""
+    if changed:
+        box = {"boxstyle": "square,pad=0.2", "fc": style.PAPER, "ec": style.INK,
+               "linestyle": "--"}
+        label = f"{n}!"
+    else:
+        box = {"boxstyle": "circle,pad=0.2", "fc": style.PAPER, "ec": style.INK}
+        label = str(n)
+    ax.text(x, y, label, ha="center", va="center", fontsize=style.MIN_FONT_PT,
+            fontweight="bold", bbox=box)
 
 
 def _wrapped(text: str) -> str:

@@ -8,7 +8,8 @@ namespace labelled ``istio-injection=enabled`` (:func:`meshlab.istio.inject.inje
 differs from a pod without annotations marked ``+`` (added, bold) or ``-`` (gone, struck
 through), so the change is visible without colour. An annotation Istio's injector would reject
 (``excludeOutboundPorts: abc``) shows the injector's message in ``meshlab-error`` and the last
-valid result stays on screen.
+valid result stays on screen. The result follows the box when you leave it (click outside),
+not at every keystroke, so a half-typed annotation never flashes an error.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ class AnnotationExplorer(LiveWidget, widgets.VBox):
             value="", description="annotations",
             layout=widgets.Layout(width="100%", height="7em"),
             style={"description_width": "initial"},
-            placeholder="traffic.sidecar.istio.io/excludeOutboundPorts: \"5432\"")
+            placeholder="traffic.sidecar.istio.io/excludeOutboundPorts: \"5432\"",
+            continuous_update=False)
         self.annotations.add_class("meshlab-annotations-input")
         self.args_text = widgets.HTML("").add_class("meshlab-init-args")
         self.summary = widgets.HTML("")

@@ -47,6 +47,8 @@ def read_number(text: str, what: str, low: int, high: int) -> int:
     if not low <= number <= high:
         raise MeshlabError(f"{what} {number} is out of range: it must be from {low} to {high}")
     return number
+
+
 _COLUMNS = ["hook", "table", "chain", "#", "rule", "matched", "verdict"]
 
 

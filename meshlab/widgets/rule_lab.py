@@ -11,6 +11,11 @@ Try the proxy's exemptions: untick ``-m owner --uid-owner 1337 -j RETURN`` alone
 changes, because its twin ``--gid-owner 1337`` still lets Envoy's own connections out; untick
 both and the outbound request loops through Envoy.
 
+``RuleLab(ambient=True)`` is the same lab for an ambient pod: one checkbox per rule the
+istio-cni agent writes, and one for each of its two ``ip`` commands (the ``ip rule`` and the
+table-100 route), over the ambient scenarios. Untick the connmark rules or the ``ip rule``
+and the inbound calls never complete.
+
 Speed: results are cached per set of unticked rules, so going back to a set is instant.
 """
 
@@ -37,11 +42,14 @@ def _outcome(walk: object) -> str:
 class RuleLab(LiveWidget, widgets.VBox):
     """A checkbox per default rule; the catalog re-runs without the unticked ones.
 
-    ``scenarios`` limits the catalog (default: every scenario). The result table (HTML,
-    ``meshlab-rule-lab-result``) lists the scenarios that changed first, marked with ``*``.
+    ``scenarios`` limits the catalog (default: every scenario of the pod's kind). The result
+    table (HTML, ``meshlab-rule-lab-result``) lists the scenarios that changed first, marked
+    with ``*``. ``ambient``: the rules of an ambient pod, over the ambient scenarios.
     """
 
-    def __init__(self, scenarios: Sequence[str] | None = None) -> None:
+    def __init__(self, scenarios: Sequence[str] | None = None, *, ambient: bool = False) -> None:
+        self.ambient = ambient
+        self._pod = "an ambient pod (istio-cni's rules)" if ambient else "a default sidecar pod"
         self.error = error_widget()
         self.result = widgets.HTML("").add_class("meshlab-rule-lab-result")
         self.toggles: list[widgets.Checkbox] = []
@@ -55,24 +63,22 @@ class RuleLab(LiveWidget, widgets.VBox):
         reset.on_click(lambda _: self.reset())
         ok = guarded(lambda: self._setup(scenarios), self.error)
         box = widgets.VBox(self.toggles, layout=widgets.Layout(width="100%"))
-        super().__init__([widgets.HTML("<b>Rules of a default sidecar pod</b> (untick to "
+        super().__init__([widgets.HTML(f"<b>Rules of {esc(self._pod)}</b> (untick to "
                                        "remove):"), box, reset, self.error, self.result])
         self.add_class("meshlab-rule-lab")
         if ok:
             self._update()
 
     def _setup(self, scenarios: Sequence[str] | None) -> bool:
-        from meshlab.istio.capture import default_rules
         from meshlab.scenarios import catalog, get_scenario, run_scenario
 
         names = list(scenarios) if scenarios is not None else [
-            n for n, s in catalog().items() if not s.ambient]  # a sidecar pod's rules
+            n for n, s in catalog().items() if bool(s.ambient) == self.ambient]  # this pod's kind
         for name in names:
             get_scenario(name)  # an unknown name -> ScenarioError listing the choices
         self._names = names
-        for ref in default_rules().rules():
-            description = f"-A {ref.chain} {ref.rule.text}"
-            self._specs[description] = f"-t {ref.table} {description}"
+        for description, spec in _toggles(self.ambient):
+            self._specs[description] = spec
             box = widgets.Checkbox(value=True, description=description, indent=False,
                                    layout=widgets.Layout(width="100%"),
                                    style={"description_width": "initial"})
@@ -132,8 +138,8 @@ class RuleLab(LiveWidget, widgets.VBox):
         loops = list(frame.loc[frame["change"] == "loop", "scenario"])
         parts = []
         if not removed:
-            parts.append("<p>All rules are in place: every scenario behaves as in a default "
-                         "sidecar pod. Untick a rule to see what it is for.</p>")
+            parts.append(f"<p>All rules are in place: every scenario behaves as in "
+                         f"{esc(self._pod)}. Untick a rule to see what it is for.</p>")
         else:
             parts.append(f"<p><b>{len(removed)} rule(s) removed.</b> {len(changed)} of "
                          f"{len(frame)} scenarios change.</p>")
@@ -154,6 +160,24 @@ class RuleLab(LiveWidget, widgets.VBox):
     def static(self) -> pandas.DataFrame:
         """The current result (scenario, before, after, change, detail) as a DataFrame."""
         return self._frame.set_index("scenario") if len(self._frame) else self._frame
+
+
+def _toggles(ambient: bool) -> list[tuple[str, str]]:
+    """(checkbox text, what ``run_scenario(without_rules=...)`` is given) for every rule of the
+    pod: ``-A CHAIN text`` and ``-t TABLE -A CHAIN text``; an ambient pod's ``ip`` commands
+    as they are."""
+    if not ambient:
+        from meshlab.istio.capture import default_rules
+
+        return [(f"-A {ref.chain} {ref.rule.text}", f"-t {ref.table} -A {ref.chain} "
+                 f"{ref.rule.text}") for ref in default_rules().rules()]
+    from meshlab.istio.ambient import inpod_rules
+
+    rules = inpod_rules()
+    toggles = [(f"-t {ref.table} -A {ref.chain} {ref.rule.text}",
+                f"-t {ref.table} -A {ref.chain} {ref.rule.text}")
+               for ref in rules.ruleset_v4.rules()]
+    return toggles + [(command, command) for command in rules.route_commands]
 
 
 def _twin_notes(removed: Sequence[str], all_rules: Sequence[str]) -> list[str]:

@@ -4,8 +4,9 @@ This is lesson 06's "debug your own pod" as a widget. The text area takes what
 ``iptables-save`` (or ``iptables-restore`` input, or ``iptables -t nat -A ...`` lines) printed
 inside a pod's network namespace; the boxes below describe one connection:
 
-* **outbound**: a process of the pod (owner ``uid``/``gid``, optional socket ``mark``) opens a
-  connection to ``dst:port`` -- the packet passes nat OUTPUT, where ``-m owner`` can match;
+* **outbound**: a process of the pod (owner ``uid``/``gid``, optional socket ``mark``, in
+  decimal or as iptables prints it, ``0x539``) opens a connection to ``dst:port`` -- the
+  packet passes nat OUTPUT, where ``-m owner`` can match;
 * **inbound**: a peer ``src`` connects to ``dst:port`` (the pod's own address), the packet
   arrives on eth0 and passes nat PREROUTING. It has no local socket yet, so it has no owner:
   the uid box is greyed out, and a note says why.
@@ -39,11 +40,27 @@ def _address(text: str, what: str) -> Any:
                            "10.244.0.9") from None
 
 
+def read_mark(text: str) -> int:
+    """A socket mark as iptables prints it (``0x539``) or in decimal (``1337``)."""
+    value = text.strip()
+    if value.lower().startswith("0x"):
+        try:
+            number = int(value, 16)
+        except ValueError:
+            raise MeshlabError(f"mark {value!r} is not a hexadecimal number; write one like "
+                               "0x539 (or 1337 in decimal)") from None
+        if number > 2**32 - 1:
+            raise MeshlabError(f"mark {value} is out of range: it must fit in 32 bits "
+                               "(0 to 0xffffffff)")
+        return number
+    return read_number(value, "mark", 0, 2**32 - 1)
+
+
 def reason(evaluation: Any) -> str:
-    """Why a rule the packet was tested against did not match ("" when it matched, or for a
-    chain's policy). Until every trace carries ``RuleEval.why_not``, a trace without it shows
-    no reasons (the column stays empty)."""
-    return getattr(evaluation, "why_not", None) or ""
+    """Why a rule the packet was tested against did not match, in the model's words
+    (:attr:`~meshlab.netfilter.trace.RuleEval.why_not`); "" when it matched, or for a
+    chain's policy."""
+    return evaluation.why_not or ""
 
 
 class RulesTracer(LiveWidget, widgets.VBox):
@@ -105,7 +122,7 @@ class RulesTracer(LiveWidget, widgets.VBox):
         pod = _address(self.pod_ip.value, "pod IP")
         ns = Netns(ruleset, pod_interfaces(pod))
         port = read_number(self.port.value, "port", 1, 65535)
-        mark = read_number(self.mark.value, "mark", 0, 2**32 - 1)
+        mark = read_mark(self.mark.value)
         dst = _address(self.dst.value, "dst")
         if self.direction.value == "inbound":
             src = _address(self.src.value, "src")

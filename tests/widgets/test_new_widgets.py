@@ -23,6 +23,9 @@ def test_tracer_traces_a_pasted_dump_outbound_and_inbound():
     frame = t.static()
     assert isinstance(frame, pandas.DataFrame) and "why not" in frame.columns
     assert frame["matched"].tolist().count("yes") >= 2
+    owner = frame[frame["rule"] == "-m owner --uid-owner 1337 -j RETURN"]
+    assert "1000" in owner["why not"].iloc[0], "each passed-over rule says why"
+    assert (frame[frame["matched"] == "yes"]["why not"] == "").all()
     t.direction.value = "inbound"
     t.dst.value = "10.244.0.5"
     assert t.uid.disabled and "no owner" in t.note.value
@@ -48,7 +51,11 @@ def test_tracer_refuses_out_of_range_values():
     t.port.value = "70000"
     assert "out of range" in t.error.value
     t.port.value = "9080"
-    t.mark.value = "0x539"
+    t.mark.value = "0x539"  # as iptables prints a mark
+    assert t.error.value == ""
+    t.mark.value = "0xZZ"
+    assert "not a hexadecimal number" in t.error.value
+    t.mark.value = "-1"
     assert "not a whole number" in t.error.value
 
 
