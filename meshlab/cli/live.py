@@ -3,11 +3,18 @@
 ::
 
     meshlab live verify [--scenario NAME]... [--json] [--trace]
-    meshlab live run SCENARIO [--without-rule "TEXT"]... [--keep] [--json]
+    meshlab live run SCENARIO [--without-rule "TEXT"]... [--without-match "TEXT"]...
+                              [--keep] [--json]
     meshlab live loop                       # the 1337-exemption loop, real proxy, hop limit
     meshlab live random [--seed N]          # randomized model-vs-kernel connections
+    meshlab live random --ambient [--seed N] [--cases N]   # random requests, ambient world
     meshlab live record [--output PATH] [--seed N]...   # all of the above, into one JSON file
     meshlab live clean [--all]              # remove what a killed run left behind
+
+The ``ambient-*`` scenarios run in the ambient lab (:mod:`meshlab.live.ambient_lab`: two
+ambient pods with istio-cni's rules and a ztunnel stand-in each, beside the rest of the
+model's world); ``--without-match`` takes a condition out of every rule of the ambient pod
+(``-m mark ! --mark 0x539/0xfff``), in the model and in the kernel alike.
 
 ``verify`` exits 0 when every scenario agrees, 1 when any disagrees, and 2 when the lab
 cannot run here (not root, no iptables, no ``ip netns``), saying why.
@@ -66,6 +73,9 @@ def register(subparsers: Any) -> None:
     r.add_argument("scenario", metavar="SCENARIO")
     r.add_argument("--without-rule", action="append", default=[], metavar="TEXT",
                    help='remove a rule first, e.g. "-m owner --uid-owner 1337 -j RETURN"')
+    r.add_argument("--without-match", action="append", default=[], metavar="TEXT",
+                   help='ambient scenarios: take a condition out of every rule, e.g. '
+                        '"-m mark ! --mark 0x539/0xfff"')
     r.add_argument("--keep", action="store_true",
                    help="leave the namespaces in place to look around (then `meshlab live "
                         "clean --all`)")
@@ -82,6 +92,11 @@ def register(subparsers: Any) -> None:
                     help="random configurations (1-1000, default 12)")
     rd.add_argument("--per-config", type=_PER_CONFIG, default=20,
                     help="random connections per configuration (1-1000, default 20)")
+    rd.add_argument("--ambient", action="store_true",
+                    help="random requests in the ambient world instead (sources, targets, "
+                         "ports, pod annotations), each compared as a scenario is")
+    rd.add_argument("--cases", type=_PER_CONFIG, default=40,
+                    help="with --ambient: how many random requests (1-1000, default 40)")
     rd.add_argument("--json", action="store_true")
     rd.set_defaults(func=run_random)
 
@@ -138,6 +153,11 @@ def run_run(args: argparse.Namespace) -> int:
     from meshlab.scenarios import get_scenario, run_scenario
 
     scenario = get_scenario(args.scenario)
+    if scenario.name.startswith("ambient-"):
+        return _run_ambient(args, scenario)
+    if args.without_match:
+        raise MeshlabError(f"--without-match applies to the ambient scenarios only; "
+                           f"{scenario.name} studies a sidecar pod (use --without-rule)")
     run_scenario(scenario, without_rules=args.without_rule)  # bad rule texts: said before the lab
     _require_lab()
     with world_lab(trace=True, keep=args.keep, deadline=60.0) as lab:
@@ -162,6 +182,34 @@ def run_run(args: argparse.Namespace) -> int:
     return 0 if comparison.agree else 1
 
 
+def _run_ambient(args: argparse.Namespace, scenario: Any) -> int:
+    """``live run`` for an ambient scenario: the ambient lab, every proxy's log."""
+    from meshlab.live.ambient_lab import AmbientLab
+    from meshlab.live.ambient_verify import run_one
+    from meshlab.live.verify import side_by_side
+    from meshlab.scenarios import run_scenario
+
+    # bad rule or condition texts: said before the lab is built
+    run_scenario(scenario, without_rules=args.without_rule, without_matches=args.without_match)
+    _require_lab()
+    with AmbientLab(keep=args.keep, deadline=60.0) as lab:
+        _walk, seen, comparison = run_one(lab, scenario, without_rules=args.without_rule,
+                                          without_matches=args.without_match)
+        pod = lab.pod
+    if args.json:
+        print(json.dumps({**comparison.to_json(), "connection": seen.pod.to_json(),
+                          "proxy_log": list(seen.events)}, indent=2, default=str))
+        return 0 if comparison.agree else 1
+    print(side_by_side(comparison))
+    print("\nproxy logs (both ztunnels, the sidecar's Envoy), in time order:")
+    for event in seen.events:
+        print("  " + " ".join(f"{k}={v}" for k, v in event.items() if k != "t"))
+    if args.keep:
+        print(f"\nkept: ip netns exec {pod} iptables-save -c   "
+              f"(remove with `meshlab live clean --all`)")
+    return 0 if comparison.agree else 1
+
+
 def run_loop(args: argparse.Namespace) -> int:
     from meshlab.live.loop import describe, loop_experiment
 
@@ -176,6 +224,8 @@ def run_random(args: argparse.Namespace) -> int:
 
     _require_lab()
     seed = args.seed if args.seed is not None else seed_from_env()
+    if args.ambient:
+        return _random_ambient(args, seed)
     report = randomized(seed, configs=args.configs, per_config=args.per_config)
     if args.json:
         print(json.dumps({"seed": seed, "agreed": report.agreed, "total": len(report.results),
@@ -190,6 +240,26 @@ def run_random(args: argparse.Namespace) -> int:
               f"({report.configs} configurations, {report.seconds:.1f} s, seed {seed}; "
               f"replay with MESHLAB_LIVE_SEED={seed})")
     return 0 if not report.disagreements else 1
+
+
+def _random_ambient(args: argparse.Namespace, seed: int) -> int:
+    from meshlab.live.ambient_verify import randomized_ambient
+
+    results = randomized_ambient(seed, cases=args.cases)
+    bad = [(case, c) for case, c in results if not c.agree]
+    if args.json:
+        print(json.dumps({"seed": seed, "agreed": len(results) - len(bad),
+                          "total": len(results),
+                          "disagreements": [{"request": case.describe(), **c.to_json()}
+                                            for case, c in bad]}, indent=2, default=str))
+    else:
+        for case, c in bad:
+            print(f"DISAGREE {case.describe()}")
+            for item in c.diff:
+                print("  " + ", ".join(f"{k}={v}" for k, v in item.items()))
+        print(f"{len(results) - len(bad)}/{len(results)} ambient requests agree (seed {seed}; "
+              f"replay with --seed {seed})")
+    return 0 if not bad else 1
 
 
 def run_record(args: argparse.Namespace) -> int:

@@ -19,6 +19,15 @@ the same model the lessons use and checks it against the kernel:
 - :mod:`~meshlab.live.verify`  catalog scenarios, model beside kernel;
   :mod:`~meshlab.live.differential` connection by connection against ``Netns`` (the default
   rules' connections and the randomized test); :mod:`~meshlab.live.loop` the loop experiment;
+- :mod:`~meshlab.live.ambient_lab`  ambient mode: the model's ambient world (two ambient
+  pods with istio-cni's rules, the agent's ``ip rule`` and table-100 route, a pod outside
+  the mesh, a sidecar pod, a VM on a virtual interface, the node);
+  :mod:`~meshlab.live.ztunnel` a small real ztunnel (every socket ``SO_MARK`` 0x539,
+  transparent listeners on 15001/15006/15008, HBONE as a plain tunnel with a ``CONNECT``
+  line, the app reached from the client's own address, DNS on 15053);
+  :mod:`~meshlab.live.ambient_verify` the ``ambient-*`` scenarios, model beside kernel
+  (``verify_catalog`` runs them too), and random requests in that world; the ``ambient``
+  and ``ambient6`` random families are in :mod:`~meshlab.live.families`;
 - :mod:`~meshlab.live.record`  all of them in one JSON document,
   ``meshlab/data/live/recorded-run.json`` (``meshlab live record``), which notebook 07 shows
   where the lab cannot run.

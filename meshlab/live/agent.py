@@ -24,7 +24,12 @@ connection fails; the kernel's counters can then be matched to this exact connec
 
 A request may carry ``"tos"``: the socket's IPv4 TOS byte (IPv6 traffic class), which every
 packet the socket sends carries. The lab uses it to mark a *first-packet probe* (see
-:meth:`meshlab.live.lab.Lab.connect` with ``first_only``).
+:meth:`meshlab.live.lab.Lab.connect` with ``first_only``). It may also carry ``"mark"``:
+the socket's ``SO_MARK`` (the firewall mark every packet it sends starts with; setting it
+needs CAP_NET_ADMIN, so root), e.g. 0x539 for a socket like ambient ztunnel's. Such a socket
+is also made ``IP_FREEBIND`` and ``IP_TRANSPARENT``, as ztunnel's are, so that it may bind a
+source address that is not the namespace's own (the client's, when ztunnel connects to the
+app on the client's behalf).
 """
 
 from __future__ import annotations
@@ -60,6 +65,25 @@ def _mark_tos(sock: socket.socket, request: dict[str, Any]) -> None:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
 
 
+IP_FREEBIND = 15
+IPV6_FREEBIND = 78
+
+
+def _set_mark(sock: socket.socket, request: dict[str, Any]) -> None:
+    """``SO_MARK`` (the firewall mark of every packet the socket sends), and the freedom to
+    bind any source address (``IP_FREEBIND`` + ``IP_TRANSPARENT``), as ztunnel's sockets."""
+    mark = int(request.get("mark") or 0)
+    if not mark:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, wire.IPV6_TRANSPARENT, 1)
+    else:
+        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+        sock.setsockopt(socket.SOL_IP, wire.IP_TRANSPARENT, 1)
+
+
 def attempt(request: dict[str, Any]) -> dict[str, Any]:
     """Open one connection as the current process identity and describe what happened."""
     timeout = float(request.get("timeout", 2.0))
@@ -69,6 +93,7 @@ def attempt(request: dict[str, Any]) -> dict[str, Any]:
         sock.settimeout(timeout)
         _mark_tos(sock, request)
         try:
+            _set_mark(sock, request)
             sock.bind((request.get("src") or _any(request), int(request.get("sport") or 0)))
         except OSError as error:
             result["error"] = f"cannot bind source {request.get('src')}: {error.strerror}"
@@ -119,6 +144,7 @@ def attempt_udp(request: dict[str, Any]) -> dict[str, Any]:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         _mark_tos(sock, request)
         try:
+            _set_mark(sock, request)
             src = request.get("src")
             if not src:
                 with socket.socket(_family(request), socket.SOCK_DGRAM) as route:

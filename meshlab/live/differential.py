@@ -64,9 +64,12 @@ class ConnSpec:
     src: str | None = None
     proto: str = "tcp"        # "tcp" | "udp" (one datagram and its answer)
     sport: int | None = None  # a fixed source port (53: a DNS answer's port), else ephemeral
+    mark: int = 0             # the pod socket's SO_MARK (0x539: ambient ztunnel's); root only
 
     def describe(self) -> str:
         who = f"uid {self.uid} gid {self.gid}" if self.side == "pod" else self.side
+        if self.mark:
+            who += f" mark {self.mark:#x}"
         src = f" from {self.src}" if self.src else ""
         sport = f" port {self.sport}" if self.sport else ""
         proto = f"{self.proto} " if self.proto != "tcp" else ""
@@ -127,7 +130,7 @@ def _model_side(ns: Any, spec: ConnSpec, sport: int) -> tuple[Any, dict[Key, int
     before = dict(ns.counters)
     if spec.side == "pod":
         trace = ns.connect(proto=spec.proto, dst=spec.dst, dport=spec.dport, uid=spec.uid,
-                           gid=spec.gid, src=spec.src, sport=sport)
+                           gid=spec.gid, src=spec.src, sport=sport, mark=spec.mark)
     else:
         packet = Packet(spec.proto, ipaddress.ip_address(spec.src or PEERS[0]), sport,
                         ipaddress.ip_address(spec.dst), spec.dport)
@@ -337,7 +340,7 @@ def run_connections(lab: Lab, ruleset: Any, specs: Sequence[ConnSpec], config: S
         tables = first_packet or (ALL_TABLES if spec.proto == "udp" else ())
         tables = tuple(t for t in tables if t in ruleset.tables)
         kwargs: dict[str, Any] = {"side": spec.side, "uid": spec.uid, "gid": spec.gid,
-                                  "src": spec.src, "proto": spec.proto}
+                                  "src": spec.src, "proto": spec.proto, "so_mark": spec.mark}
         probe = zone = None
         if probing:
             if spec.sport is not None:

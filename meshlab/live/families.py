@@ -40,6 +40,15 @@ The families:
     TPROXY configurations where, besides nat, the first packet's counters in raw, mangle,
     nat and filter are compared, from a probe (raw and mangle count every packet of a
     connection, so only the first packet's can be set beside one model trace).
+``ambient``, ``ambient6``
+    istio-cni's in-pod rules for an ambient pod (:func:`meshlab.istio.ambient.inpod_rules`),
+    with the agent's ``ip rule``/route, over IPv4 and IPv6: random agent settings (DNS
+    capture on/off) and pod annotations (ingress mode, ``net1`` as a virtual interface, DNS
+    capture per pod). Connections from the app, from ztunnel (a root socket with ``SO_MARK
+    0x539``, also bound to a *peer's* address, as ztunnel's transparent connection to the
+    app is: it completes only if the app's SYN-ACK comes back by connmark 0x111 and table
+    100), from peers (HBONE on 15008, plaintext), kubelet probes from 169.254.7.127, traffic
+    arriving on net1, DNS over UDP and TCP; every table's first-packet counters compared.
 """
 
 from __future__ import annotations
@@ -73,6 +82,9 @@ from meshlab.live.lab import (
     Server,
 )
 
+PROBE_SNAT = "169.254.7.127"
+"""Kubelet probes' source in ambient mode (the node SNATs them): an address of the peer."""
+ZTUNNEL_MARK = 0x539
 DNS_SERVERS = ("10.96.0.10", "10.244.0.10")
 """Candidate resolv.conf nameservers (``dns_servers_v4``): kube-dns's VIP, a peer."""
 DNS_DSTS = ("10.96.0.10", "10.244.0.10", "10.244.0.9", "192.168.10.20", "127.0.0.1",
@@ -102,11 +114,43 @@ def wide_lab(**kwargs: Any) -> Lab:
                pod_servers=(Server("pod", (*tcp, *udp), transparent=True),
                             Server("pod-dns", ("udp/15053",), uid=1337)),
                peer_servers=(Server("peer", (*tcp, *udp)),), proxy=None,
-               peer_addresses=PEERS[1:], remote_addresses=REMOTES, ipv6=True, net1=True,
+               peer_addresses=(*PEERS[1:], PROBE_SNAT), remote_addresses=REMOTES, ipv6=True,
+               net1=True,
                ext_servers=(Server("ext", (*tcp, *udp)),), **kwargs)
 
 
 # -- the families: (flags, connections) generators --------------------------------------
+
+@dataclass(frozen=True)
+class Loaded:
+    """What one configuration puts in the pod: restore documents, the ``ip`` commands run
+    after them, and the ruleset of the family's IP version for the model."""
+
+    restore_v4: str
+    restore_v6: str | None
+    post_commands: tuple[str, ...]
+    ruleset: Any
+
+
+def sidecar_rules(flags: Sequence[str], options: dict[str, Any], ipv6: bool) -> Loaded:
+    """istio-iptables' rules for ``flags`` (``options``: CaptureConfig's other settings)."""
+    from meshlab.istio.capture import CaptureConfig, generate
+
+    rules = generate(CaptureConfig.from_args(list(flags), **options))
+    return Loaded(rules.restore_v4, rules.restore_v6, tuple(rules.post_commands),
+                  rules.ruleset_v6 if ipv6 else rules.ruleset_v4)
+
+
+def ambient_rules(flags: Sequence[str], options: dict[str, Any], ipv6: bool) -> Loaded:
+    """istio-cni's in-pod rules: ``options`` holds the agent's ``dns_capture`` and ``ipv6``
+    and the pod's annotations (their keys, e.g. ``ambient.istio.io/dns-capture``)."""
+    from meshlab.istio.ambient import AgentConfig, PodOverrides, inpod_rules
+
+    agent = AgentConfig(dns_capture=options["dns_capture"], ipv6=options["ipv6"])
+    annotations = {k: v for k, v in options.items() if "/" in k}
+    rules = inpod_rules(agent, PodOverrides.from_annotations(annotations))
+    return Loaded(rules.ipv4, rules.ipv6, rules.route_commands, rules.ruleset(6 if ipv6 else 4))
+
 
 @dataclass(frozen=True)
 class Family:
@@ -117,6 +161,7 @@ class Family:
     connection: Callable[[random.Random], ConnSpec]
     ipv6: bool = False
     first_packet: tuple[str, ...] = ()
+    rules: Callable[[Sequence[str], dict[str, Any], bool], Loaded] = sidecar_rules
 
 
 def dns_flags(rng: random.Random) -> tuple[list[str], dict[str, Any]]:
@@ -217,26 +262,87 @@ def tproxy_flags(rng: random.Random) -> tuple[list[str], dict[str, Any]]:
     return flags, {}
 
 
+def ambient_flags(rng: random.Random) -> tuple[list[str], dict[str, Any]]:
+    """A random agent setting and random pod annotations (IPv6 rules always written)."""
+    from meshlab.istio import ambient
+
+    options: dict[str, Any] = {"dns_capture": rng.random() < 0.6, "ipv6": True}
+    if rng.random() < 0.3:
+        options[ambient.ANNOTATION_DNS_CAPTURE] = rng.choice(["true", "false"])
+    if rng.random() < 0.3:
+        options[ambient.ANNOTATION_BYPASS_INBOUND_CAPTURE] = "true"
+    if rng.random() < 0.4:
+        options[ambient.ANNOTATION_REROUTE_VIRTUAL_INTERFACES] = "net1"
+    return ["ambient"], options
+
+
+AMBIENT_PORTS = (80, 443, 9080, 15001, 15006, 15008, 15053, 53, CLOSED_PORT)
+
+
+def ambient_connection(rng: random.Random) -> ConnSpec:
+    """One connection around an ambient pod (IPv4); see the module docstring."""
+    port = rng.choice(AMBIENT_PORTS)
+    roll = rng.random()
+    if roll < 0.25:   # from a peer (its ztunnel's HBONE, a plaintext client) or a probe
+        return ConnSpec("peer", POD_IP, port, src=rng.choice([*PEERS, PROBE_SNAT]))
+    if roll < 0.35:   # arriving on net1 (a virtual interface in some configurations)
+        return ConnSpec("ext", rng.choice([REMOTES[0], NET1_POD_IP, POD_IP]), port,
+                        src=NET1_EXT_IP)
+    if roll < 0.55:   # ztunnel: marked, sometimes on a client's behalf (transparent)
+        dst = rng.choice([*PEERS, *REMOTES, POD_IP, "127.0.0.1"])
+        src = rng.choice([*PEERS, PROBE_SNAT]) if dst == POD_IP and rng.random() < 0.6 \
+            else None
+        return ConnSpec("pod", dst, port, src=src, mark=ZTUNNEL_MARK)
+    if roll < 0.65:   # DNS over UDP, from the app or from ztunnel
+        mark = ZTUNNEL_MARK if rng.random() < 0.4 else 0
+        return ConnSpec("pod", rng.choice(DNS_DSTS), 53, uid=0 if mark else 1000,
+                        gid=0 if mark else 1000, proto="udp", mark=mark)
+    uid = rng.choice([1000, 1000, 0, 1337])
+    return ConnSpec("pod", rng.choice([*PEERS, *REMOTES, "127.0.0.1", POD_IP]), port,
+                    uid=uid, gid=uid)
+
+
+def ambient6_connection(rng: random.Random) -> ConnSpec:
+    """The same over IPv6 (no probe SNAT, no net1: both are IPv4 in the lab)."""
+    port = rng.choice(AMBIENT_PORTS)
+    roll = rng.random()
+    if roll < 0.3:
+        return ConnSpec("peer", POD_IP6, port, src=rng.choice(PEERS6))
+    if roll < 0.55:
+        dst = rng.choice([*PEERS6, *REMOTES6, POD_IP6, "::1"])
+        src = rng.choice(PEERS6) if dst == POD_IP6 and rng.random() < 0.6 else None
+        return ConnSpec("pod", dst, port, src=src, mark=ZTUNNEL_MARK)
+    if roll < 0.65:
+        mark = ZTUNNEL_MARK if rng.random() < 0.4 else 0
+        return ConnSpec("pod", rng.choice(DNS_DSTS6), 53, uid=0 if mark else 1000,
+                        gid=0 if mark else 1000, proto="udp", mark=mark)
+    uid = rng.choice([1000, 1000, 0, 1337])
+    return ConnSpec("pod", rng.choice([*PEERS6, *REMOTES6, "::1", POD_IP6]), port,
+                    uid=uid, gid=uid)
+
+
+EVERY_TABLE = ("raw", "mangle", "nat", "filter")
+
 FAMILIES = {
     "dns": Family("dns", dns_flags, dns_connection),
     "ipv6": Family("ipv6", ipv6_flags, ipv6_connection, ipv6=True),
     "dns6": Family("dns6", dns6_flags, dns6_connection, ipv6=True),
     "iface": Family("iface", iface_flags, iface_connection),
-    "tproxy": Family("tproxy", tproxy_flags, random_connection,
-                     first_packet=("raw", "mangle", "nat", "filter")),
+    "tproxy": Family("tproxy", tproxy_flags, random_connection, first_packet=EVERY_TABLE),
+    "ambient": Family("ambient", ambient_flags, ambient_connection, first_packet=EVERY_TABLE,
+                      rules=ambient_rules),
+    "ambient6": Family("ambient6", ambient_flags, ambient6_connection, ipv6=True,
+                       first_packet=EVERY_TABLE, rules=ambient_rules),
 }
 
 
 def run_case(lab: Lab, family: Family, flags: Sequence[str], options: dict[str, Any],
              specs: Sequence[ConnSpec]) -> list[ConnResult]:
     """Load one configuration into the lab and compare each connection."""
-    from meshlab.istio.capture import CaptureConfig, generate
-
-    rules = generate(CaptureConfig.from_args(list(flags), **options))
+    rules = family.rules(flags, options, family.ipv6)
     lab.load(rules.restore_v4, rules.post_commands, rules_v6=rules.restore_v6)
-    ruleset = rules.ruleset_v6 if family.ipv6 else rules.ruleset_v4
     label = [*flags] + [f"{k}={v}" for k, v in options.items() if v]
-    return run_connections(lab, ruleset, _distinct(specs), label,
+    return run_connections(lab, rules.ruleset, _distinct(specs), label,
                            post_commands=rules.post_commands, interfaces=interfaces(),
                            first_packet=family.first_packet)
 

@@ -568,7 +568,7 @@ class Lab:
                 gid: int | None = None, src: str | None = None, sport: int | None = None,
                 proto: str = "tcp", timeout: float = 2.0,
                 count: bool = True, trace: bool | None = None,
-                first_only: bool = False) -> KernelConnection:
+                first_only: bool = False, so_mark: int = 0) -> KernelConnection:
         """Make one real connection and report what the kernel did with it.
 
         ``side="pod"`` connects from inside the pod as ``uid``/``gid`` (the owner match sees
@@ -581,6 +581,9 @@ class Lab:
         every table; the client waits ``timeout`` (keep it short) and sees a timeout.
         ``arrivals`` says which server socket, if any, received it (a UDP catcher logs each
         datagram; a TCP SYN is never accepted, so TCP probes have none).
+
+        ``so_mark`` is the client socket's ``SO_MARK`` (needs ``uid=0``): 0x539 makes it look
+        like ztunnel's own socket to the ambient rules.
 
         Without ``sport`` the source port is the lab's next one of :data:`OWN_PORTS` (a TCP
         probe's, of :data:`FIRST_PORTS`), never the kernel's choice: so no connection meets
@@ -606,7 +609,7 @@ class Lab:
         result = self.agents[side].request(
             {"id": rid, "uid": uid, "gid": gid, "src": src, "sport": sport, "dst": dst,
              "dport": dport, "proto": proto, "timeout": timeout,
-             "tos": FIRST_TOS if first_only else 0},
+             "tos": FIRST_TOS if first_only else 0, "mark": so_mark},
             timeout=timeout * 2 + 3)
         grew = self.counters(family).minus(before) if before is not None else {}
         arrivals: tuple[Mapping[str, Any], ...] = ()

@@ -222,15 +222,25 @@ def run_one(lab: Lab, scenario: Any, *, without_rules: Sequence[str] = (),
 def verify_catalog(names: Iterable[str] | None = None, *, trace: bool = False,
                    deadline: float | None = 120.0) -> Report:
     """Run the scenarios (all when ``names`` is None) in the model and on the kernel."""
+    from meshlab.live.ambient_verify import is_ambient, verify_ambient
     from meshlab.live.worldlab import world_lab
     from meshlab.scenarios import catalog, get_scenario
 
     chosen = [get_scenario(n) for n in names] if names else list(catalog().values())
+    ambient = [s for s in chosen if is_ambient(s)]
+    sidecar = [s for s in chosen if not is_ambient(s)]
     started = time.perf_counter()
     results: list[Comparison] = []
+    notes: tuple[str, ...] = ()
+    if ambient:   # the ambient world is a lab of its own (meshlab.live.ambient_verify)
+        found, said = verify_ambient(ambient, deadline=deadline)
+        results += found
+        notes += tuple(said)
+    if not sidecar:
+        return Report(tuple(results), time.perf_counter() - started, notes)
     with world_lab(trace=trace, deadline=deadline) as lab:
         state: dict[str, Any] = {}
-        for scenario in chosen:
+        for scenario in sidecar:
             try:
                 results.append(run_one(lab, scenario, state=state)[2])
             except LabError as error:
@@ -241,5 +251,5 @@ def verify_catalog(names: Iterable[str] | None = None, *, trace: bool = False,
                 results.append(Comparison(scenario.name, {"error": str(error)}, {},
                                           ({"what": "model error", "model": str(error),
                                             "kernel": None},)))
-        notes = tuple(lab.notes)
+        notes += tuple(lab.notes)
     return Report(tuple(results), time.perf_counter() - started, notes)

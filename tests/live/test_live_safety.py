@@ -45,6 +45,46 @@ def test_full_lab_run_leaves_host_rules_and_namespaces_as_they_were() -> None:
     assert _ours() == []
 
 
+def _host_routing() -> tuple[str, str]:
+    """The host's policy routing rules and its table 100 (the ambient lab adds both, in its
+    pods' namespaces only)."""
+    def show(*argv: str) -> str:
+        return subprocess.run(["ip", *argv], capture_output=True, text=True, timeout=10,
+                              check=False).stdout
+    return show("rule", "show"), show("route", "show", "table", "100")
+
+
+def test_ambient_lab_run_leaves_host_rules_routing_and_namespaces_as_they_were() -> None:
+    from meshlab.live.ambient_lab import PEER_IP, POD_IP, AmbientLab
+    from meshlab.live.lab import FLUSH_DOCUMENT
+
+    before, routing = _host_rules(), _host_routing()
+    rules = FLUSH_DOCUMENT.replace("*mangle\n", "*mangle\n-A PREROUTING -m mark --mark "
+                                   "0x539/0xfff -j CONNMARK --set-xmark 0x111/0xfff\n")
+    with AmbientLab(rules=rules, deadline=60.0) as lab:
+        names = [lab.pod, lab.peer, lab.node, lab.vm, *lab.plain.values()]
+        assert all(_exists(n) for n in names)
+        assert lab.connect(PEER_IP, 9080, side="pod").outcome == "answered"
+        assert lab.connect(POD_IP, 9080, side="reviews").outcome == "answered"
+        assert "lookup 100" in subprocess.run(
+            ["ip", "-n", lab.pod, "rule", "show"], capture_output=True, text=True,
+            timeout=10, check=False).stdout
+    assert _host_rules() == before
+    assert _host_routing() == routing
+    assert not any(n in _ours() for n in names)
+
+
+def test_error_inside_the_ambient_lab_removes_everything() -> None:
+    from meshlab.live.ambient_lab import AmbientLab
+
+    with pytest.raises(RuntimeError), AmbientLab() as lab:
+        names = [lab.pod, lab.peer, lab.node, lab.vm, *lab.plain.values()]
+        workdir = lab.workdir
+        raise RuntimeError("boom")
+    assert not any(n in _ours() for n in names)
+    assert not workdir.exists()
+
+
 def test_error_inside_the_lab_removes_everything() -> None:
     from meshlab.live.lab import Lab
 
