@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from meshlab.errors import MeshlabError
 from meshlab.istio.ztunnel import ZTUNNEL
-from meshlab.netfilter.packet import IPAddress, endpoint
+from meshlab.netfilter.packet import IPAddress, Skb, address, endpoint
 from meshlab.pod import AGENT, ENVOY, Pod, Process, default_services
 from meshlab.variants import Variants
 from meshlab.walk import Delivery, Event, LoopCost, LoopReport, Walk
@@ -294,19 +294,20 @@ def _world_variant(world: World, key: tuple[Any, ...]) -> World:
                                            world.hop_limit, world.gateways))
 
 
-_ENDPOINTS: dict[tuple[IPAddress, int], str] = {}
+_ENDPOINTS: dict[tuple[int, int, int], str] = {}
 
 
-def _endpoint(ip: IPAddress, port: int) -> str:
-    """:func:`~meshlab.netfilter.packet.endpoint`, remembered by value (at most 4096): a walk
+def _endpoint_of(number: int, port: int, version: int) -> str:
+    """:func:`~meshlab.netfilter.packet.endpoint` of an address given as its number (as the
+    kernel model's packet snapshots hold it), remembered by value (at most 4096): a walk
     writes the same few endpoints for each of its rule events, and writing an address as
     text is slow."""
-    key = (ip, port)
+    key = (number, port, version)
     text = _ENDPOINTS.get(key)
     if text is None:
         if len(_ENDPOINTS) >= 4096:
             _ENDPOINTS.clear()
-        text = _ENDPOINTS[key] = endpoint(ip, port)
+        text = _ENDPOINTS[key] = endpoint(address(number, version), port)
     return text
 
 
@@ -745,26 +746,41 @@ class _Run:
         events = self.events
         name = pod.name
         if has_rules:
-            # the rules of one chain visit share one packet: its texts are written once
-            last = src = dst = owner = None
-            for ev in trace.evaluations:
-                if not route_done and ev.hook in ("PREROUTING", "INPUT"):
+            # Read the trace's compact record (one run per chain visit: the rules tried, the
+            # packet as they saw it) rather than its expanded evaluations: a walk makes one
+            # Event per rule, and a RuleEval and a Packet more per rule would cost as much
+            # again. The reasons are the same :meth:`Rule.why_not` asks, on the same packet.
+            for run in trace.segments:
+                if not route_done and run.hook in ("PREROUTING", "INPUT"):
                     self._route(pod, conn, flow, trace, route_text)
                     route_done = True
-                p = ev.packet
-                if p is not last:
-                    last = p
-                    owner = None if p.uid is None else f"uid {p.uid} gid {p.gid}"
-                    src, dst = _endpoint(p.src, p.sport), _endpoint(p.dst, p.dport)
-                matched = ev.matched
-                events.append(Event(
-                    len(events), "kernel", "policy" if ev.rule == 0 else "rule", conn,
-                    src, dst, owner, (ev.verdict or "match") if matched else "no match",
-                    hook=ev.hook, table=ev.table, chain=ev.chain, rule=ev.rule, text=ev.text,
-                    matched=matched, pod=name, why_not=ev.why_not))
-                if matched and nat_key == (ev.table, ev.chain, ev.rule):
-                    self._nat(pod, conn, flow, trace)
-                    nat_key = None
+                snap, v = run.snap, run.version
+                src, dst = _endpoint_of(snap[1], snap[2], v), _endpoint_of(snap[3], snap[4], v)
+                owner = None if snap[7] is None else f"uid {snap[7]} gid {snap[8]}"
+                chain = run.chain
+                hook, table, cname = run.hook, run.table, chain.name
+                if run.stop < 0:  # the end of a built-in chain: its policy
+                    policy = chain.policy or "ACCEPT"
+                    events.append(Event(
+                        len(events), "kernel", "policy", conn, src, dst, owner, policy,
+                        hook=hook, table=table, chain=cname, rule=0,
+                        text=f"-P {cname} {policy}", matched=True, pod=name))
+                    continue
+                skb = None
+                for i in range(run.start, run.stop + 1):
+                    matched = run.matched and i == run.stop
+                    why_not = None
+                    if not matched:
+                        skb = skb or Skb.from_snapshot(snap)
+                        why_not = chain.rules[i].why_not(skb)
+                    events.append(Event(
+                        len(events), "kernel", "rule", conn, src, dst, owner,
+                        (run.verdict or "match") if matched else "no match",
+                        hook=hook, table=table, chain=cname, rule=i + 1, text=chain.text(i),
+                        matched=matched, pod=name, why_not=why_not))
+                    if matched and nat_key == (table, cname, i + 1):
+                        self._nat(pod, conn, flow, trace)
+                        nat_key = None
         if nat_key is not None:
             self._nat(pod, conn, flow, trace)
         if not route_done:
