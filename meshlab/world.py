@@ -40,7 +40,7 @@ container ``nofile`` limit of 1048576.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from ipaddress import IPv4Address, ip_address
@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from meshlab.errors import MeshlabError
 from meshlab.istio.ztunnel import ZTUNNEL
 from meshlab.netfilter.packet import IPAddress, Skb, address, endpoint
+from meshlab.netfilter.trace import RuleEval
 from meshlab.pod import AGENT, ENVOY, Pod, Process, default_services
 from meshlab.variants import Variants
 from meshlab.walk import Delivery, Event, LoopCost, LoopReport, Walk
@@ -309,6 +310,47 @@ def _endpoint_of(number: int, port: int, version: int) -> str:
             _ENDPOINTS.clear()
         text = _ENDPOINTS[key] = endpoint(address(number, version), port)
     return text
+
+
+_Row = tuple[str, str, str, int, str, bool, str, str, str, str | None, str | None]
+
+
+def _rule_rows(trace: Trace) -> Iterator[_Row]:
+    """Each rule ``trace`` tried, and each chain policy it applied, as (hook, table, chain,
+    rule number (0: the policy), text, matched, verdict, source, destination, owner,
+    why_not), the packet written as text as that rule saw it.
+
+    It reads the record the traversal left: the reference traversal's :class:`RuleEval` s,
+    or the fast path's runs of rules (``netfilter._fast.record.Run``: the rules of one chain
+    visit and the packet's snapshot), read without expanding them into a RuleEval and a
+    Packet per rule, which would cost a walk a third more time. The reasons are the same
+    :meth:`Rule.why_not` gives, on the same packet."""
+    for record in trace.segments:
+        if isinstance(record, RuleEval):
+            p = record.packet
+            owner = None if p.uid is None else f"uid {p.uid} gid {p.gid}"
+            yield (record.hook, record.table, record.chain, record.rule, record.text,
+                   record.matched, record.verdict, endpoint(p.src, p.sport),
+                   endpoint(p.dst, p.dport), owner, record.why_not)
+            continue
+        snap, v = record.snap, record.version
+        src, dst = _endpoint_of(snap[1], snap[2], v), _endpoint_of(snap[3], snap[4], v)
+        owner = None if snap[7] is None else f"uid {snap[7]} gid {snap[8]}"
+        chain = record.chain
+        if record.stop < 0:
+            policy = chain.policy or "ACCEPT"
+            yield (record.hook, record.table, chain.name, 0, f"-P {chain.name} {policy}", True,
+                   policy, src, dst, owner, None)
+            continue
+        skb = None
+        for i in range(record.start, record.stop + 1):
+            matched = record.matched and i == record.stop
+            why_not = None
+            if not matched:
+                skb = skb or Skb.from_snapshot(snap)
+                why_not = chain.rules[i].why_not(skb)
+            yield (record.hook, record.table, chain.name, i + 1, chain.text(i), matched,
+                   record.verdict if matched else "", src, dst, owner, why_not)
 
 
 class _Run:
@@ -746,41 +788,19 @@ class _Run:
         events = self.events
         name = pod.name
         if has_rules:
-            # Read the trace's compact record (one run per chain visit: the rules tried, the
-            # packet as they saw it) rather than its expanded evaluations: a walk makes one
-            # Event per rule, and a RuleEval and a Packet more per rule would cost as much
-            # again. The reasons are the same :meth:`Rule.why_not` asks, on the same packet.
-            for run in trace.segments:
-                if not route_done and run.hook in ("PREROUTING", "INPUT"):
+            for row in _rule_rows(trace):
+                hook, table, chain, rule, text, matched, verdict, src, dst, owner, why_not = row
+                if not route_done and hook in ("PREROUTING", "INPUT"):
                     self._route(pod, conn, flow, trace, route_text)
                     route_done = True
-                snap, v = run.snap, run.version
-                src, dst = _endpoint_of(snap[1], snap[2], v), _endpoint_of(snap[3], snap[4], v)
-                owner = None if snap[7] is None else f"uid {snap[7]} gid {snap[8]}"
-                chain = run.chain
-                hook, table, cname = run.hook, run.table, chain.name
-                if run.stop < 0:  # the end of a built-in chain: its policy
-                    policy = chain.policy or "ACCEPT"
-                    events.append(Event(
-                        len(events), "kernel", "policy", conn, src, dst, owner, policy,
-                        hook=hook, table=table, chain=cname, rule=0,
-                        text=f"-P {cname} {policy}", matched=True, pod=name))
-                    continue
-                skb = None
-                for i in range(run.start, run.stop + 1):
-                    matched = run.matched and i == run.stop
-                    why_not = None
-                    if not matched:
-                        skb = skb or Skb.from_snapshot(snap)
-                        why_not = chain.rules[i].why_not(skb)
-                    events.append(Event(
-                        len(events), "kernel", "rule", conn, src, dst, owner,
-                        (run.verdict or "match") if matched else "no match",
-                        hook=hook, table=table, chain=cname, rule=i + 1, text=chain.text(i),
-                        matched=matched, pod=name, why_not=why_not))
-                    if matched and nat_key == (table, cname, i + 1):
-                        self._nat(pod, conn, flow, trace)
-                        nat_key = None
+                events.append(Event(
+                    len(events), "kernel", "policy" if rule == 0 else "rule", conn, src, dst,
+                    owner, (verdict or "match") if matched else "no match", hook=hook,
+                    table=table, chain=chain, rule=rule, text=text, matched=matched, pod=name,
+                    why_not=why_not))
+                if matched and nat_key == (table, chain, rule):
+                    self._nat(pod, conn, flow, trace)
+                    nat_key = None
         if nat_key is not None:
             self._nat(pod, conn, flow, trace)
         if not route_done:
