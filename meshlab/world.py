@@ -377,11 +377,13 @@ class _Run:
         self.delivery: Delivery | None = None
         self.loop: LoopReport | None = None
         # ambient mode: what each HBONE connection carries, who opened each connection (and
-        # its trace), and each ztunnel hop (pod, downstream trace, upstream connection), so
-        # that the answers can be traced back once the request got through
+        # its trace), the connections a socket accepted, and each connection ztunnel
+        # accepted (pod, downstream trace, downstream connection, the upstream connection it
+        # opened or None), so that the answers can be traced back once the walk ends
         self.tunnels: dict[int, tuple[IPAddress, int]] = {}
         self.traces: dict[int, tuple[Pod, Any]] = {}
-        self.hops: list[tuple[Pod, Any, int, int]] = []
+        self.accepted: set[int] = set()
+        self.hops: list[tuple[Pod, Any, int, int | None]] = []
 
     # ------------------------------------------------------------ helpers
     def netns(self, pod: Pod) -> Netns:
@@ -435,7 +437,7 @@ class _Run:
         dst = self.world.resolve(request.to)
         self.open(pod, process, request.proto, dst, request.port, src=None, mark=0,
                   actor=self.actor_for(pod, process, self.subject))
-        if self.hops and self.outcome == "delivered":
+        if self.hops and self.outcome != "loop":
             self.replies()
         return self
 
@@ -529,6 +531,7 @@ class _Run:
                 and not self.netns(pod).is_local(src)
                 and not self.answer(pod, trace, conn, process, here)):
             return self
+        self.accepted.add(conn)
         if pod.ambient is not None and sock.process == ZTUNNEL:
             return self.ztunnel(pod, trace, conn, sock.port, (src, sport), here, owner)
         if not (pod.is_proxy_listener(sock) and proto == "tcp"):
@@ -667,6 +670,7 @@ class _Run:
                  decision.describe(), pod, listener=listener, cluster=decision.route,
                  process=ZTUNNEL)
         if decision.upstream is None:
+            self.hops.append((pod, trace, conn, None))
             self.add("proxy", "close", conn, endpoint(*client), endpoint(*original), ztunnel.owner,
                      f"ztunnel closes the connection ({decision.why}): the client sees it "
                      "accepted, then closed", pod, process=ZTUNNEL)
@@ -691,20 +695,31 @@ class _Run:
                         f"same original destination {endpoint(*original)} ({owner})")
 
     def replies(self) -> None:
-        """The answers of every connection the subject's ztunnel took part in, last first.
+        """The answers of every connection the subject's ztunnel took part in, last first,
+        traced once the walk has ended, however it ended (but in a loop, which the walk cuts
+        short where the kernel goes round on).
 
-        For each of its hops: the answer of its upstream, when that connection left the pod
-        (it arrives on eth0 and must be recognised by conntrack, in the right zone, and reach
-        ztunnel's socket), then ztunnel's own answer to its downstream client (back by lo to
-        the app, which sees it come from the address it asked, or out by eth0 to a remote
-        client). The answer of ztunnel's connection to the app was traced when it was made
-        (:meth:`answer`). A reply that goes astray ends the walk."""
+        For each connection ztunnel accepted: the answer of its upstream, when that
+        connection left the pod and a socket accepted it (it arrives on eth0 and must be
+        recognised by conntrack, in the right zone, and reach ztunnel's socket), then
+        ztunnel's own answer to its downstream client (back by lo to the app, which sees it
+        come from the address it asked, or out by eth0 to a remote client). A TCP connection
+        is answered whatever ztunnel then does with it: the kernel sends the SYN-ACK of an
+        accepted socket before ztunnel reads anything, with the listener's mark 0x539 (an
+        accepted socket keeps its listener's ``SO_MARK``), so a walk that ends refused -
+        ztunnel closed it, or its upstream was refused or never answered - still has that
+        SYN-ACK. A datagram is answered only with the upstream's answer: only when the walk
+        was delivered. The answer of ztunnel's connection to the app was traced when it was
+        made (:meth:`answer`). A reply that goes astray ends the walk."""
         from meshlab.istio.ztunnel import INPOD_MARK
 
+        delivered = self.outcome == "delivered"
         for pod, down_trace, down_conn, up_conn in reversed(self.hops):
             if pod.name != self.subject.name:
                 continue  # the answers that matter are the subject's
-            opened = self.traces.get(up_conn)
+            if not delivered and down_trace.connection.proto != "tcp":
+                continue  # no answer came back for ztunnel to pass on
+            opened = self.traces.get(up_conn) if up_conn in self.accepted else None
             if opened is not None and not opened[1].local:
                 up_pod, up_trace = opened
                 back = self.netns(up_pod).answer(up_trace, iface=up_trace.out_iface)

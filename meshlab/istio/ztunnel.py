@@ -29,8 +29,15 @@ What it does with a connection (:meth:`Ztunnel.decide`):
     ``ip rule fwmark 0x111/0xfff lookup 100`` make sure the application's answers come back
     to ztunnel instead of leaving by eth0 for that client (:data:`CONN_MARK`).
 ``15053`` DNS
-    It forwards the query to the resolver the application asked (the model carries no names,
-    so it never answers from its own table of mesh names, as real ztunnel can).
+    ztunnel's DNS proxy answers the query itself: from its own table of mesh names when it
+    knows the name, otherwise by asking its upstream resolvers, which it reads, as any
+    resolver library does, from the ``/etc/resolv.conf`` of *its* pod: the cluster's DNS
+    Service (kube-dns's VIP, with the usual ``dnsPolicy: ClusterFirst``). The model carries
+    no names, so every query goes upstream, simply: a query the app's rules redirected
+    (made to some resolver's port 53) goes to the resolver the app asked; a query made
+    straight to 15053 (``127.0.0.1:15053``, the pod's IP:15053: nothing is redirected, so
+    the only address left is ztunnel's own) goes to :attr:`Ztunnel.resolver`, kube-dns's
+    VIP on port 53 - never back to 15053, which would be ztunnel asking itself.
 
 Not modelled, and said so wherever it matters: HBONE's mutual TLS and HTTP/2 (the tunnel is a
 plain TCP connection that carries its target), authorization policy, waypoint proxies (where
@@ -76,6 +83,9 @@ LISTENERS: tuple[tuple[str, int, str], ...] = (
 """ztunnel's listening sockets in the pod: (protocol, port, what for). All bound to 0.0.0.0
 and IP_TRANSPARENT."""
 OWN_PORTS = frozenset(port for _, port, _ in LISTENERS)
+CLUSTER_DNS_SERVICE = "kube-dns"
+"""The Service whose VIP a pod's resolv.conf names (``dnsPolicy: ClusterFirst``): where
+ztunnel's DNS proxy sends what it cannot answer itself."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +133,9 @@ class ZtunnelDecision:
             return (f"ztunnel {self.listener}: {target}{via} is not in the mesh, so "
                     f"passthrough: a plain connection to {up} ({mark})")
         if self.route == "dns":
-            return (f"ztunnel's DNS proxy forwards the query to {up} ({mark}; answering mesh "
-                    "names itself is not modelled)")
+            why = f"{self.why}: " if self.why else ""
+            return (f"ztunnel's DNS proxy: {why}it forwards the query to {up} ({mark}; "
+                    "answering mesh names itself is not modelled)")
         if self.bind_source is None:
             return (f"ztunnel {self.listener}: connect to the app at {up} without binding a "
                     f"source (the client is this pod itself; {mark})")
@@ -137,17 +148,25 @@ class Ztunnel:
     """ztunnel as one pod sees it: its listeners there and how it forwards.
 
     ``pod_ip`` is the pod's address; ``mesh`` the IPs of the workloads ztunnel reaches over
-    HBONE (the ambient pods); ``services`` the Services whose VIPs it resolves itself.
+    HBONE (the ambient pods); ``services`` the Services whose VIPs it resolves itself;
+    ``resolver`` the upstream its DNS proxy asks (None: it has none).
     """
 
     pod_ip: IPAddress
     mesh: frozenset[IPAddress] = frozenset()
     services: tuple[object, ...] = ()
+    resolver: tuple[IPAddress, int] | None = None
 
     @classmethod
     def build(cls, *, pod_ip: IPAddress, mesh: Iterable[IPAddress] = (),
               services: Iterable[object] = ()) -> Ztunnel:
-        return cls(pod_ip, frozenset(mesh), tuple(services))
+        """The resolver is the cluster DNS Service's VIP, port 53 (what ztunnel's own pod's
+        resolv.conf names): the Service called ``kube-dns``, when there is one."""
+        services = tuple(services)
+        dns = next((s for s in services if getattr(s, "name", None) == CLUSTER_DNS_SERVICE),
+                   None)
+        resolver = None if dns is None else (dns.vip, 53)  # type: ignore[attr-defined]
+        return cls(pod_ip, frozenset(mesh), services, resolver)
 
     def listener_name(self, proto: str, port: int) -> str | None:
         """``"outbound"``, ``"inbound HBONE"``... for one of ztunnel's listeners, else None."""
@@ -167,7 +186,7 @@ class Ztunnel:
             raise MeshlabError(f"ztunnel does not listen on {proto} port {port}; its "
                                "listeners are 15001, 15006, 15008 and 15053 (udp and tcp)")
         if port == DNS_PORT:
-            return ZtunnelDecision(name, port, original_dst, "dns", original_dst)
+            return self._dns(name, original_dst)
         if port == OUTBOUND_PORT:
             return self._outbound(name, original_dst)
         if port == HBONE_PORT:
@@ -186,6 +205,20 @@ class Ztunnel:
                                    why=f"the target {_ep(target)} is not this pod")
         bind = None if client == target[0] else client
         return ZtunnelDecision(name, port, original_dst, "inbound", target, bind_source=bind)
+
+    def _dns(self, name: str, original: tuple[IPAddress, int]) -> ZtunnelDecision:
+        """A query to the DNS proxy: on to the resolver the app asked or, when the app asked
+        ztunnel's 15053 itself, to ztunnel's own upstream resolver."""
+        ip, port = original
+        if not (port == DNS_PORT and (ip == self.pod_ip or ip.is_loopback)):
+            return ZtunnelDecision(name, DNS_PORT, original, "dns", original)
+        if self.resolver is None:
+            return ZtunnelDecision(name, DNS_PORT, original, "close", None,
+                                   why="the query was made to ztunnel's DNS proxy itself and "
+                                   "ztunnel has no upstream resolver")
+        return ZtunnelDecision(name, DNS_PORT, original, "dns", self.resolver,
+                               why="the query was made to ztunnel's DNS proxy itself, so it "
+                               "asks its own upstream resolver")
 
     def _outbound(self, name: str, original: tuple[IPAddress, int]) -> ZtunnelDecision:
         ip, port = original

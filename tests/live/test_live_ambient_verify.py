@@ -15,6 +15,7 @@ import time
 import pytest
 
 from meshlab.live import unavailable_reason
+from meshlab.world import Request
 
 pytestmark = [pytest.mark.live,
               pytest.mark.skipif(unavailable_reason() is not None,
@@ -124,39 +125,9 @@ def test_ambient_breakage_agrees_with_the_kernel(lab, report, name: str, without
 
 # -- seeded random requests in the ambient world -------------------------------------------
 
-KNOWN_MODEL_GAPS = {
-    "connmark-on-refused": (
-        "ztunnel's accepted socket answers the app's SYN with a SYN-ACK carrying its mark "
-        "0x539 (an accepted socket keeps its listener's SO_MARK), which comes in by lo, so "
-        "mangle ISTIO_PRERT's connmark rule counts it (kernel 1); the model traces that "
-        "SYN-ACK when the walk is delivered but not when it ends refused (ztunnel closes the "
-        "connection, or the tunnel or the upstream is refused): model 0"),
-    "dns-to-itself": (
-        "a DNS connection made straight to ztunnel's own 15053 (127.0.0.1:15053, the pod "
-        "IP:15053: not redirected) is forwarded by the model to its original destination, "
-        "15053 itself, and loops; ztunnel serves the query (the lab's stand-in forwards it to "
-        "the pod's resolver, kube-dns), it does not forward it to itself"),
-}
-
-
-def known_model_gap(comparison) -> str | None:  # type: ignore[no-untyped-def]
-    """Which of :data:`KNOWN_MODEL_GAPS` explains every difference, if one does."""
-    model, kernel, diff = comparison.model, comparison.kernel, comparison.diff
-    if (model.get("outcome") == kernel.get("outcome") == "refused" and diff
-            and all(d.get("rule") == "mangle ISTIO_PRERT 1" and d["model"] == 0
-                    and d["kernel"] == 1 for d in diff)):
-        return "connmark-on-refused"
-    if (model.get("outcome") == "loop" and set(model.get("listeners", ())) == {15053}
-            and (kernel.get("delivered_to") or [None])[0] == "coredns"):
-        return "dns-to-itself"
-    return None
-
-
 def test_random_ambient_requests_agree_with_the_kernel(lab, report) -> None:  # type: ignore[no-untyped-def]
     """Random sources, targets, ports, protocols and pod annotations (seeded:
-    ``MESHLAB_LIVE_SEED`` replays a run), each compared as a catalog scenario is. Differences
-    that one of :data:`KNOWN_MODEL_GAPS` explains are the model's to fix (pinned by the
-    strict xfail tests below); any other fails here."""
+    ``MESHLAB_LIVE_SEED`` replays a run), each compared as a catalog scenario is."""
     from meshlab.live.ambient_verify import randomized_ambient
     from meshlab.live.differential import seed_from_env
 
@@ -164,24 +135,45 @@ def test_random_ambient_requests_agree_with_the_kernel(lab, report) -> None:  # 
     results = randomized_ambient(seed, cases=30, lab=lab)
     assert len(results) == 30
     bad = [f"{case.describe()}: {comparison.diff}" for case, comparison in results
-           if not comparison.agree and known_model_gap(comparison) is None]
+           if not comparison.agree]
     assert not bad, f"seed {seed} (replay: MESHLAB_LIVE_SEED={seed}):\n" + "\n".join(bad)
 
 
-@pytest.mark.parametrize(("gap", "to", "port"), [
-    pytest.param("connmark-on-refused", "svc/kube-dns", 15053, marks=pytest.mark.xfail(
-        strict=True, reason=KNOWN_MODEL_GAPS["connmark-on-refused"])),
-    pytest.param("dns-to-itself", "127.0.0.1", 15053, marks=pytest.mark.xfail(
-        strict=True, reason=KNOWN_MODEL_GAPS["dns-to-itself"])),
+@pytest.mark.parametrize(("to", "port", "proto", "outcome"), [
+    ("svc/kube-dns", 15053, "tcp", "refused"),     # ztunnel closes it: no such Service port
+    ("127.0.0.1", 15001, "tcp", "refused"),        # made to ztunnel's 15001 itself
+    ("pod/reviews-v2", 5432, "tcp", "refused"),    # the peer refuses the tunnel's target
 ])
-def test_known_model_gap_is_still_there(lab, report, gap: str, to: str, port: int) -> None:  # type: ignore[no-untyped-def]
-    """When the model is fixed this XPASSes (strict): then remove the gap from the list."""
+def test_ztunnels_syn_ack_is_counted_when_the_walk_ends_refused(
+        lab, report, to: str, port: int, proto: str, outcome: str) -> None:  # type: ignore[no-untyped-def]
+    """ztunnel's accepted socket answers the app's SYN before ztunnel decides anything, with
+    its listener's mark 0x539: the SYN-ACK comes back in by lo and mangle ISTIO_PRERT's
+    connmark rule counts it, in the model as in the kernel, however the walk then ends."""
+    _agrees(lab, Request("pod/details", to, port, proto), outcome, connmark=1)
+
+
+@pytest.mark.parametrize(("to", "port", "proto"), [
+    ("127.0.0.1", 15053, "tcp"),
+    ("127.0.0.1", 15053, "udp"),
+    ("pod/details", 15053, "tcp"),
+])
+def test_dns_made_straight_to_ztunnel_goes_to_its_resolver(lab, report, to: str, port: int,  # type: ignore[no-untyped-def]
+                                                          proto: str) -> None:
+    """A query made to ztunnel's own 15053 (nothing redirects it) is served by ztunnel, which
+    asks its upstream resolver (kube-dns): no loop, coredns answers."""
+    comparison = _agrees(lab, Request("pod/details", to, port, proto), "delivered", connmark=1)
+    assert comparison.kernel["delivered_to"][0] == "coredns"
+    assert comparison.kernel["listeners"] == [15053]
+
+
+def _agrees(lab, request, outcome: str, *, connmark: int):  # type: ignore[no-untyped-def]
     from meshlab.live.ambient_verify import RandomCase, run_one
     from meshlab.live.comparison import side_by_side
-    from meshlab.world import Request
 
-    case = RandomCase(f"ambient-{gap}", Request("pod/details", to, port), ())
+    case = RandomCase(f"ambient-{request.to}-{request.port}-{request.proto}", request, ())
     _walk, _seen, comparison = run_one(lab, case)
-    if not comparison.agree:
-        assert known_model_gap(comparison) == gap, side_by_side(comparison)
-    assert comparison.agree, side_by_side(comparison)
+    assert comparison.agree, side_by_side(comparison) + "\n" + "\n".join(
+        str(d) for d in comparison.diff)
+    assert comparison.kernel["outcome"] == outcome
+    assert comparison.kernel["mangle"].get("mangle ISTIO_PRERT 1") == connmark
+    return comparison
