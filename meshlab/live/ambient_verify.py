@@ -59,7 +59,14 @@ from meshlab.live.ambient_lab import (
     AmbientConnection,
     AmbientLab,
 )
-from meshlab.live.comparison import Comparison, compare, kernel_outcome, key_name, model_facts
+from meshlab.live.comparison import (
+    Comparison,
+    compare,
+    compared_or_error,
+    kernel_outcome,
+    key_name,
+    model_facts,
+)
 from meshlab.live.counters import Key
 from meshlab.live.lab import APP_UID
 from meshlab.live.netns import LabError
@@ -231,16 +238,8 @@ def verify_ambient(scenarios: Sequence[Any], *, deadline: float | None = 120.0,
     results: list[Comparison] = []
     state: dict[str, Any] = {}
     for scenario in scenarios:
-        try:
-            results.append(run_one(lab, scenario, state=state)[2])
-        except LabError as error:
-            results.append(Comparison(scenario.name, {}, {"error": str(error)},
-                                      ({"what": "error", "model": None,
-                                        "kernel": str(error)},)))
-        except MeshlabError as error:   # the model could not run this scenario
-            results.append(Comparison(scenario.name, {"error": str(error)}, {},
-                                      ({"what": "model error", "model": str(error),
-                                        "kernel": None},)))
+        results.append(compared_or_error(
+            scenario.name, lambda s=scenario: run_one(lab, s, state=state)[2]))
     return results, list(lab.notes)
 
 

@@ -8,12 +8,14 @@ prints them for a person. The sidecar lab (:mod:`meshlab.live.verify`) and the a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshlab.errors import MeshlabError
 from meshlab.live.counters import Key
 from meshlab.live.lab import KernelConnection
+from meshlab.live.netns import LabError
 
 
 @dataclass(frozen=True)
@@ -133,3 +135,16 @@ def _short(value: Any) -> str:
     if isinstance(value, list):
         return ",".join(str(v) for v in value) or "-"
     return "-" if value is None else str(value)
+
+
+def compared_or_error(name: str, run: Callable[[], Comparison]) -> Comparison:
+    """``run()``'s comparison, or, when the lab or the model could not run scenario ``name``,
+    a comparison that says which of the two failed and why (never an exception)."""
+    try:
+        return run()
+    except LabError as error:
+        return Comparison(name, {}, {"error": str(error)},
+                          ({"what": "error", "model": None, "kernel": str(error)},))
+    except MeshlabError as error:  # the model could not run this scenario
+        return Comparison(name, {"error": str(error)}, {},
+                          ({"what": "model error", "model": str(error), "kernel": None},))

@@ -29,18 +29,17 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from meshlab.errors import MeshlabError
 from meshlab.live.comparison import (
     Comparison,
     Report,
     compare,
+    compared_or_error,
     kernel_outcome,
     key_name,
     model_facts,
 )
 from meshlab.live.counters import Key
 from meshlab.live.lab import KernelConnection, Lab, ProxySpec
-from meshlab.live.netns import LabError
 
 
 def kernel_facts(seen: KernelConnection,
@@ -132,15 +131,7 @@ def verify_catalog(names: Iterable[str] | None = None, *, trace: bool = False,
     with world_lab(trace=trace, deadline=deadline) as lab:
         state: dict[str, Any] = {}
         for scenario in sidecar:
-            try:
-                results.append(run_one(lab, scenario, state=state)[2])
-            except LabError as error:
-                results.append(Comparison(scenario.name, {}, {"error": str(error)},
-                                          ({"what": "error", "model": None,
-                                            "kernel": str(error)},)))
-            except MeshlabError as error:  # the model could not run this scenario
-                results.append(Comparison(scenario.name, {"error": str(error)}, {},
-                                          ({"what": "model error", "model": str(error),
-                                            "kernel": None},)))
+            results.append(compared_or_error(
+                scenario.name, lambda s=scenario: run_one(lab, s, state=state)[2]))
         notes += tuple(lab.notes)
     return Report(tuple(results), time.perf_counter() - started, notes)
