@@ -672,16 +672,37 @@ def browser_timings() -> Timings:
     return TIMINGS
 
 
-@pytest.fixture
-def lab(browser: Any, lab_server: LabServer, request: pytest.FixtureRequest) -> Iterator[LabPage]:
+@contextlib.contextmanager
+def _lab_page(browser: Any, lab_server: LabServer, name: str,
+              viewport: dict[str, int]) -> Iterator[LabPage]:
     """A fresh page (own context: own cookies, own storage) on the private JupyterLab."""
-    context = browser.new_context(viewport=VIEWPORT)
+    context = browser.new_context(viewport=viewport)
     context.set_default_timeout(30_000)
     page = context.new_page()
     try:
-        yield LabPage(lab_server, page, request.node.name)
+        yield LabPage(lab_server, page, name)
     finally:
         with contextlib.suppress(Exception):
             context.close()
         with contextlib.suppress(Exception):
             lab_server.delete_sessions()
+
+
+@pytest.fixture
+def lab(browser: Any, lab_server: LabServer, request: pytest.FixtureRequest) -> Iterator[LabPage]:
+    """A fresh page on the private JupyterLab, in a wide window (:data:`VIEWPORT`)."""
+    with _lab_page(browser, lab_server, request.node.name, VIEWPORT) as page:
+        yield page
+
+
+#: A narrow JupyterLab: a 1280 px wide window, room for the file browser beside a notebook.
+NARROW_VIEWPORT = {"width": 1280, "height": 2400}
+
+
+@pytest.fixture
+def narrow_lab(browser: Any, lab_server: LabServer,
+               request: pytest.FixtureRequest) -> Iterator[LabPage]:
+    """A fresh page on the private JupyterLab in a 1280 px wide window
+    (:data:`NARROW_VIEWPORT`)."""
+    with _lab_page(browser, lab_server, request.node.name, NARROW_VIEWPORT) as page:
+        yield page

@@ -177,35 +177,44 @@ def exercise_step_player(lab: LabPage, stem: str) -> None:
     _snap(lab, player, stem, "step player")
 
 
+#: An ambient pod's rule lab: without this policy route the app's reply leaves by eth0.
+AMBIENT_IP_RULE = "ip rule add fwmark 0x111/0xfff pref 32764 lookup 100"
+
+
 def exercise_rule_lab(lab: LabPage, stem: str) -> None:
-    """Untick the UID 1337 exemption (and its GID twin): the result must report a loop."""
+    """A sidecar pod's lab: untick the UID 1337 exemption (and its GID twin), the result must
+    report a loop. An ambient pod's lab: untick the ``ip rule``, the result must report that
+    the inbound connections time out (the app's reply leaves by eth0)."""
     rule_lab = lab.scroll_to(lab.page.locator(".meshlab-rule-lab").first)
     result = rule_lab.locator(".meshlab-rule-lab-result").first
     lab.scroll_to(result)
     before = _text(result)
-    labels = []
+    toggles = rule_lab.locator(".meshlab-rule-toggle").all()
+    labels = [_text(toggle) for toggle in toggles]
+    ambient = any(label.endswith(AMBIENT_IP_RULE) for label in labels)
+    wanted = (AMBIENT_IP_RULE,) if ambient else (UID_EXEMPTION, GID_EXEMPTION)
+    # what the result must then say (a cell's text runs into the next one's: no \b on timeout)
+    what, expected = ("a timeout", "timeout") if ambient else ("a loop", r"\bloop")
     unticked = set()
-    for toggle in rule_lab.locator(".meshlab-rule-toggle").all():
-        label = _text(toggle)
-        labels.append(label)
-        rule = next((r for r in (UID_EXEMPTION, GID_EXEMPTION) if label.endswith(r)), None)
+    for toggle, label in zip(toggles, labels, strict=True):
+        rule = next((r for r in wanted if label.endswith(r)), None)
         if rule is None:
             continue
         box = lab.scroll_to(toggle.locator("input[type=checkbox]").first)
         if box.is_checked():
             box.uncheck()
         unticked.add(rule)
-    assert UID_EXEMPTION in unticked, (
-        f"{lab.path}: no .meshlab-rule-toggle labelled {UID_EXEMPTION!r}; toggles: {labels}"
+    assert wanted[0] in unticked, (
+        f"{lab.path}: no .meshlab-rule-toggle labelled {wanted[0]!r}; toggles: {labels}"
     )
 
-    def loop_reported() -> bool:
+    def change_reported() -> bool:
         now = _text(result)
-        return now != before and re.search(r"\bloop", now, re.IGNORECASE) is not None
+        return now != before and re.search(expected, now, re.IGNORECASE) is not None
 
     _wait_until(f"{lab.path}: unticking {sorted(unticked)} did not make "
-                f".meshlab-rule-lab-result report a loop (it says {_text(result)!r})",
-                loop_reported)  # fmt: skip
+                f".meshlab-rule-lab-result report {what} (it says {_text(result)!r})",
+                change_reported)  # fmt: skip
     _no_widget_error(lab, rule_lab, "rule lab")
     _snap(lab, rule_lab, stem, "rule lab")
 
@@ -418,20 +427,13 @@ def test_lessons_cover_every_interactive_widget() -> None:
     )
 
 
-#: A narrow JupyterLab: a 1280 px wide window with the file browser open on the left.
-NARROW_VIEWPORT = {"width": 1280, "height": 2400}
-
-
 @pytest.mark.timeout(600)
 def test_step_player_fits_a_narrow_lab_with_the_file_browser_open(
-    browser: Any, lab_server: LabServer, browser_timings: Timings
+    narrow_lab: LabPage, lab_server: LabServer, browser_timings: Timings
 ) -> None:
     """The real step player at 1280 px with the file browser open: its picture and its step
     list lie inside the widget's box, and the picture's smallest text is 12 px or more."""
-    import contextlib
-
     import nbformat
-    from conftest import LabPage
 
     from meshlab.viz.hooks import WIDTH
     from meshlab.viz.style import MIN_FONT_PT, MIN_TEXT_PX
@@ -443,10 +445,8 @@ def test_step_player_fits_a_narrow_lab_with_the_file_browser_open(
     nb.cells = [nbformat.v4.new_code_cell("from meshlab.widgets import StepPlayer\n"
                                           "StepPlayer('inbound')")]
     nbformat.write(nb, lab_server.root / "fixtures" / "narrow-player.ipynb")
-    context = browser.new_context(viewport=NARROW_VIEWPORT)
-    context.set_default_timeout(30_000)
+    lab = narrow_lab
     try:
-        lab = LabPage(lab_server, context.new_page(), "narrow")
         lab.open("fixtures/narrow-player.ipynb")
         lab.page.evaluate("() => window.jupyterapp.shell.activateById('filebrowser')")
         lab.page.wait_for_selector("#filebrowser", state="visible", timeout=10_000)
@@ -477,7 +477,5 @@ def test_step_player_fits_a_narrow_lab_with_the_file_browser_open(
             f"step player {box['width']:.0f} px wide, picture {shown:.0f} px, smallest text "
             f"{smallest:.1f} px")
     finally:
-        with contextlib.suppress(Exception):
-            context.close()
         browser_timings.notebooks["fixtures/narrow-player.ipynb"] = {
             "total": time.monotonic() - began}
