@@ -657,13 +657,13 @@ class _Run:
             self.self_hops += 1
         state = (pod.name, listener, original, tunnel, who)
         if state in self.seen:
-            return self.ztunnel_looped(pod, accept, self.seen[state], listener, original, who,
-                                       "repeated state")
+            return self.looped(pod, accept, self.seen[state], listener, original, who,
+                               "repeated state", ambient=True)
         self.seen[state] = accept.index
         self.proxy_accepts += 1
         if self.proxy_accepts > self.world.hop_limit:
-            return self.ztunnel_looped(pod, accept, accept.index, listener, original, who,
-                                       "hop limit")
+            return self.looped(pod, accept, accept.index, listener, original, who, "hop limit",
+                               ambient=True)
         decision = pod.ambient.ztunnel.decide(proto, port, original, client=client[0],
                                               tunnel_target=tunnel)
         self.add("proxy", "proxy", conn, endpoint(*client), endpoint(*original), ztunnel.owner,
@@ -679,20 +679,6 @@ class _Run:
         up_ip, up_port = decision.upstream
         return self.open(pod, ztunnel, proto, up_ip, up_port, src=decision.bind_source,
                          mark=decision.mark, actor="proxy", tunnel=decision.tunnel_target)
-
-    def ztunnel_looped(self, pod: Pod, accept: Event, first: int, listener: str,
-                       original: tuple[IPAddress, int], owner: str, detected_by: str) -> _Run:
-        """ztunnel's own connection was captured and came back to it."""
-        cycle = _nat_cycle(self.events[first:accept.index + 1], listener)
-        report = LoopReport(
-            cycle=cycle, hops=self.self_hops, detected_by=detected_by, listener=listener,
-            original_dst=endpoint(*original), owner=owner,
-            gives_out=_ztunnel_gives_out(listener, original))
-        self.loop = report
-        self.add("proxy", "loop", accept.connection, accept.src, accept.dst, accept.owner,
-                 f"loop ({detected_by}): {report.text}", pod, listener=listener)
-        return self.end("loop", f"ztunnel's own connection came back to {listener} with the "
-                        f"same original destination {endpoint(*original)} ({owner})")
 
     def replies(self) -> None:
         """The answers of every connection the subject's ztunnel took part in, last first,
@@ -758,16 +744,22 @@ class _Run:
         return True
 
     def looped(self, pod: Pod, accept: Event, first: int, listener: str,
-               original: tuple[IPAddress, int], owner: str, detected_by: str) -> _Run:
-        cycle = _cycle(self.events[first:accept.index + 1], listener)
+               original: tuple[IPAddress, int], owner: str, detected_by: str, *,
+               ambient: bool = False) -> _Run:
+        """The proxy's own connection was captured and came back to it: Envoy's in a sidecar
+        pod, ztunnel's (``ambient``) in an ambient pod, whose cycle is read off the nat rules
+        only (raw and mangle have rules of their own on every packet there)."""
+        events = self.events[first:accept.index + 1]
+        cycle = _nat_cycle(events, listener) if ambient else _cycle(events, listener)
+        gives_out = (_ztunnel_gives_out if ambient else _gives_out)(listener, original)
         report = LoopReport(
             cycle=cycle, hops=self.self_hops, detected_by=detected_by, listener=listener,
-            original_dst=endpoint(*original), owner=owner,
-            gives_out=_gives_out(listener, original))
+            original_dst=endpoint(*original), owner=owner, gives_out=gives_out)
         self.loop = report
         self.add("proxy", "loop", accept.connection, accept.src, accept.dst, accept.owner,
                  f"loop ({detected_by}): {report.text}", pod, listener=listener)
-        return self.end("loop", f"the proxy's own connection came back to {listener} with the "
+        who = "ztunnel's" if ambient else "the proxy's"
+        return self.end("loop", f"{who} own connection came back to {listener} with the "
                         f"same original destination {endpoint(*original)} ({owner})")
 
     def dropped(self, pod: Pod, trace: Trace, conn: int) -> _Run:
