@@ -29,7 +29,7 @@ test: setup-test lint
 # Quick checks without set-up (assumes `make test` ran once).
 check: lint unit
 lint:
-	$(VENV)/bin/ruff check meshlab tests benchmarks notebooks
+	$(VENV)/bin/ruff check meshlab i18n tests benchmarks notebooks
 unit:
 	$(PY) -m pytest -q -m "not live and not browser" tests
 

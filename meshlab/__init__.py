@@ -6,4 +6,8 @@ The layers point one way: :mod:`meshlab.netfilter` knows nothing of Istio;
 lessons, pictures, widgets and the command line only read their results.
 """
 
+from meshlab.i18n import language, set_language
+
 __version__ = "0.1.0"
+
+__all__ = ["__version__", "language", "set_language"]

@@ -1,0 +1,1 @@
+"""The course's editions in other languages, built from the English lessons."""
