@@ -25,6 +25,7 @@ Run from the repository's root::
 
     python -m i18n.lessons status          # every lesson: translated, missing, stale
     python -m i18n.lessons todo 03-inbound # the cells of one lesson still to translate
+    python -m i18n.lessons todo 03-inbound --code  # ... and its code cells with comments
     python -m i18n.lessons build           # write notebooks/ko/*.ipynb (no execution)
 """
 
@@ -236,14 +237,16 @@ def build(lesson: Path) -> dict[str, Any]:
     return notebook
 
 
-def skeleton(lesson: Path) -> str:
-    """YAML entries for the cells still to translate, with the English text to replace."""
+def skeleton(lesson: Path, *, code: bool = False) -> str:
+    """YAML entries for the cells still to translate, with the English text to replace:
+    the markdown cells, and with ``code`` the code cells that have comments."""
     catalog = load_catalog(lesson)
     entries = []
     for cell in read_notebook(lesson)["cells"]:
         english = cell_source(cell)
         known = catalog.get(cell["id"])
-        if cell["cell_type"] != "markdown" or (known and known.source == source_hash(english)):
+        wanted = cell["cell_type"] == "markdown" or (code and "#" in english)
+        if not wanted or (known and known.source == source_hash(english)):
             continue
         entries.append({"id": cell["id"], "source": source_hash(english), LANGUAGE: english})
     return yaml.dump(entries, Dumper=_Dumper, allow_unicode=True, sort_keys=False, width=100)
@@ -276,8 +279,9 @@ def main(argv: list[str]) -> int:
             for problem in found:
                 print(f"  {problem}")
         return 1 if failing else 0
-    if command == "todo" and len(rest) == 1:
-        print(skeleton(NOTEBOOKS / f"{rest[0].removesuffix('.ipynb')}.ipynb"), end="")
+    if command == "todo" and rest and set(rest[1:]) <= {"--code"}:
+        lesson = NOTEBOOKS / f"{rest[0].removesuffix('.ipynb')}.ipynb"
+        print(skeleton(lesson, code="--code" in rest), end="")
         return 0
     if command == "build":
         EDITION.mkdir(exist_ok=True)
