@@ -46,11 +46,15 @@ bench-instructions: setup-test
 	$(PY) -m benchmarks.instructions flat
 	$(PY) -m benchmarks.instructions flat --first
 
-# Re-execute every lesson in place after a library change (stored outputs are what nbval checks).
-notebooks: setup-test
-	cd notebooks && ../$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+# Re-execute every lesson in place after a library change (stored outputs are what nbval checks):
+# the English ones, then the Korean ones, built anew from them and i18n/ko/ (i18n/lessons.py).
+EXECUTE = ../$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 	  --ExecutePreprocessor.store_widget_state=True --ExecutePreprocessor.record_timing=False \
-	  --ExecutePreprocessor.timeout=120 [0-9]*.ipynb
+	  --ExecutePreprocessor.timeout=120
+notebooks: setup-test
+	cd notebooks && $(EXECUTE) [0-9]*.ipynb
+	$(PY) -m i18n.lessons build
+	cd notebooks/ko && ../$(EXECUTE) [0-9]*.ipynb
 
 live-clean:
 	$(VENV)/bin/meshlab live clean

@@ -25,9 +25,8 @@ def _pyproject_requirements() -> dict[str, str]:
 def _environment_requirements() -> dict[str, str]:
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     found: dict[str, str] = {}
-    for dep in env["dependencies"]:
-        if not isinstance(dep, str):
-            continue
+    pip = [d for dep in env["dependencies"] if isinstance(dep, dict) for d in dep.get("pip", [])]
+    for dep in [d for d in env["dependencies"] if isinstance(d, str)] + pip:
         name, spec = re.match(r"([A-Za-z0-9_.-]+)(.*)", dep).groups()  # type: ignore[union-attr]
         if name.lower() in {"python", "pip"}:
             continue

@@ -55,7 +55,8 @@ REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
-LESSONS = sorted(NOTEBOOKS.glob("[0-9]*.ipynb"))
+#: The English lessons, then their Korean edition (notebooks/ko/, built from them).
+LESSONS = sorted(NOTEBOOKS.glob("[0-9]*.ipynb")) + sorted(NOTEBOOKS.glob("ko/[0-9]*.ipynb"))
 SMOKE = FIXTURES / "widget-smoke.ipynb"
 
 
@@ -288,7 +289,7 @@ def _check_notebook(
     times: dict[str, float],
     notes: dict[str, str],
 ) -> set[str]:
-    stem = source.stem
+    stem = "-".join(Path(served).with_suffix("").parts[1:])
     began = time.monotonic()
     lab.open(served)
     times["open"] = time.monotonic() - began
@@ -401,7 +402,8 @@ def test_harness_reports_broken_notebook(
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize(
     "lesson",
-    [pytest.param(p, id=p.stem) for p in LESSONS]
+    [pytest.param(p, id="-".join(p.relative_to(NOTEBOOKS).with_suffix("").parts))
+     for p in LESSONS]
     or [
         pytest.param(
             None,
@@ -412,7 +414,7 @@ def test_harness_reports_broken_notebook(
 )
 def test_lesson_in_browser(lab: LabPage, lesson: Path, browser_timings: Timings) -> None:
     """One lesson, as a learner sees it after "Restart Kernel and Run All Cells"."""
-    check_notebook(lab, lesson, f"notebooks/{lesson.name}", browser_timings)
+    check_notebook(lab, lesson, f"notebooks/{lesson.relative_to(NOTEBOOKS)}", browser_timings)
 
 
 def test_lessons_cover_every_interactive_widget() -> None:
