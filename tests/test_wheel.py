@@ -15,6 +15,7 @@ pointing at this interpreter's site-packages, added after the install.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import site
 import subprocess
@@ -55,6 +56,12 @@ print("inbound agrees:", inbound["agree"])
 result = inject(load_pod(PRODUCTPAGE_POD.read_text(encoding="utf-8")),
                 {"istio-injection": "enabled"})
 print("injected:", result.injected, "init:", result.init_args is not None)
+
+import meshlab
+from meshlab.exercises import check_inbound_capture_port
+
+meshlab.set_language("ko")
+print("in Korean:", check_inbound_capture_port(None).feedback)
 """
 
 
@@ -148,3 +155,4 @@ def test_the_installed_wheel_runs_outside_the_checkout(tmp_path: Path) -> None:
     lesson = _run([python, "lesson.py"], cwd=elsewhere, env=env).stdout
     assert "inbound agrees: True" in lesson
     assert "injected: True init: True" in lesson
+    assert re.search("in Korean: .*[\uac00-\ud7a3]", lesson), "the wheel lacks messages/ko"
