@@ -28,8 +28,7 @@ def _notebook_cells(notebook: dict) -> list[tuple[str, str, str]]:
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
 def test_every_cell_is_translated_from_todays_english(lesson: Path) -> None:
     found = list(builder.problems(lesson))
-    assert not found, "\n".join(found + ["(python -m i18n.lessons status; todo " + lesson.stem
-                                         + ")"])
+    assert not found, "\n".join([*found, f"(python -m i18n.lessons todo {lesson.stem})"])
 
 
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
