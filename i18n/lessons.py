@@ -12,8 +12,10 @@ cell's comments are worth translating, of that code cell), keyed by the cell's i
         # 레슨 03: 인바운드
         ...
 
-``build`` writes ``notebooks/ko/<lesson>.ipynb``: the English notebook with each translated
-cell replaced, outputs cleared, a first code cell that calls ``meshlab.set_language("ko")``,
+``build`` writes ``notebooks/ko/<lesson>.ipynb`` for each lesson that has a catalog (a link
+to a lesson that has none yet leads to the English one): the English notebook with each
+translated cell replaced, outputs cleared, a first code cell that calls
+``meshlab.set_language("ko")``,
 and paths to the repository's ``data/`` one folder further up (``make notebooks`` then
 executes it). :func:`problems` lists what makes a translation wrong: an English cell with no
 translation, a translation made from an older English text (its ``source`` hash), a cell that
@@ -71,6 +73,22 @@ def source_hash(text: str) -> str:
 def lessons() -> list[Path]:
     """The English lessons, in course order."""
     return sorted(NOTEBOOKS.glob("[0-9]*.ipynb"))
+
+
+def translated_lessons() -> list[Path]:
+    """The lessons that have a Korean catalog: the ones the Korean edition holds."""
+    return [lesson for lesson in lessons() if catalog_path(lesson).exists()]
+
+
+def _localize_links(markdown: str) -> str:
+    """Links to a lesson the Korean edition does not hold yet lead to the English lesson."""
+    def target(match: re.Match[str]) -> str:
+        lesson = NOTEBOOKS / match.group(1)
+        if lesson.exists() and not catalog_path(lesson).exists():
+            return f"](../{match.group(1)}"
+        return match.group(0)
+
+    return re.sub(r"\]\(([0-9][^)/\s#]*\.ipynb)", target, markdown)
 
 
 def read_notebook(path: Path) -> dict[str, Any]:
@@ -145,7 +163,7 @@ def _code_tokens(source: str) -> list[str]:
 
 def _links_that_do_not_resolve(markdown: str) -> list[str]:
     bad = []
-    for target in _LINK.findall(markdown):
+    for target in _LINK.findall(_localize_links(markdown)):
         if re.match(r"[a-z]+:", target) or target.startswith("#"):
             continue
         if not (EDITION / target.split("#")[0]).exists():
@@ -223,7 +241,7 @@ def build(lesson: Path) -> dict[str, Any]:
     for cell in notebook["cells"]:
         translation = catalog.get(cell["id"])
         if translation is not None and translation.source == source_hash(cell_source(cell)):
-            cell["source"] = _as_source_lines(translation.text)
+            cell["source"] = _as_source_lines(_localize_links(translation.text))
         if cell["cell_type"] == "code":
             if not any(c["cell_type"] == "code" for c in cells):
                 cells.append({"cell_type": "code", "execution_count": None, "id": SET_LANGUAGE_ID,
@@ -273,6 +291,11 @@ def main(argv: list[str]) -> int:
     if command == "status":
         failing = 0
         for lesson in lessons():
+            if not catalog_path(lesson).exists():
+                print(f"{lesson.name}: not translated yet (python -m i18n.lessons todo "
+                      f"{lesson.stem})")
+                failing += 1
+                continue
             found = list(problems(lesson))
             failing += bool(found)
             print(f"{lesson.name}: {'ok' if not found else f'{len(found)} problems'}")
@@ -285,7 +308,7 @@ def main(argv: list[str]) -> int:
         return 0
     if command == "build":
         EDITION.mkdir(exist_ok=True)
-        for lesson in lessons():
+        for lesson in translated_lessons():
             write(EDITION / lesson.name, build(lesson))
             print(f"wrote {(EDITION / lesson.name).relative_to(ROOT)}")
         return 0

@@ -22,16 +22,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshlab.i18n import tr, translatable
+
 #: The first words of a result: meaning in words and symbols, never by colour alone.
 _LABELS: Mapping[str, str] = {
-    "correct": "✔ Correct",
-    "incorrect": "✘ Not quite",
-    "unanswered": "✎ Your turn",
-    "invalid": "⚠ Cannot read this answer",
+    "correct": translatable("✔ Correct"),
+    "incorrect": translatable("✘ Not quite"),
+    "unanswered": translatable("✎ Your turn"),
+    "invalid": translatable("⚠ Cannot read this answer"),
 }
 
 #: The line that opens the answer in the plain-text form; nothing after it is a hint.
-ANSWER_MARKER = "▸ Show the answer"
+ANSWER_MARKER = translatable("▸ Show the answer")
+
+
+def answer_marker() -> str:
+    """:data:`ANSWER_MARKER` in the language the library speaks now."""
+    return tr(ANSWER_MARKER)
 
 
 @dataclass(frozen=True)
@@ -86,17 +93,18 @@ class CheckResult:
     @property
     def answer_block(self) -> str:
         """The solution and the model's evidence, as plain text ("" when there is none)."""
-        lines = [f"The answer: {self.solution}"] if self.solution else []
+        lines = [tr("The answer: {solution}", solution=self.solution)] if self.solution else []
         if self.model:
-            lines.append("What the model shows:")
+            lines.append(tr("What the model shows:"))
             lines += [f"  {line}" for line in self.model]
         return "\n".join(lines)
 
     def _title(self) -> str:
-        return f"{_LABELS.get(self.status, self.status)} (exercise {self.exercise})"
+        label = tr(_LABELS[self.status]) if self.status in _LABELS else self.status
+        return tr("{label} (exercise {exercise})", label=label, exercise=self.exercise)
 
     def _hint_label(self) -> str:
-        return f"Hint {self.hint_number}" if self.hint_number else "Hint"
+        return tr("Hint {n}", n=self.hint_number) if self.hint_number else tr("Hint")
 
     def __str__(self) -> str:
         lines = [self._title(), self.feedback]
@@ -108,7 +116,8 @@ class CheckResult:
         if block and self.correct:
             lines.append(block)
         elif block:
-            lines += [f"{ANSWER_MARKER} (read it when you are done trying)", block]
+            lines += [tr("{marker} (read it when you are done trying)", marker=answer_marker()),
+                      block]
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -129,13 +138,14 @@ class CheckResult:
             parts.append(f"<p style='margin:4px 0'><i>{self._hint_label()}:</i> "
                          f"{html.escape(self.hint)}</p>")
         if self.solution or self.model:
-            summary = "What the model shows" if self.correct else "Show the answer"
+            summary = tr("What the model shows") if self.correct else tr("Show the answer")
             inner = []
             if self.solution:
-                inner.append(f"<p style='margin:4px 0'><b>The answer:</b> "
+                inner.append(f"<p style='margin:4px 0'><b>{html.escape(tr('The answer:'))}</b> "
                              f"{html.escape(self.solution)}</p>")
             if self.model:
-                inner.append("<p style='margin:4px 0 0'>What the model shows:</p>"
+                shows = html.escape(tr("What the model shows:"))
+                inner.append(f"<p style='margin:4px 0 0'>{shows}</p>"
                              f"<pre style='margin:2px 0;white-space:pre-wrap'>"
                              f"{html.escape(chr(10).join(self.model))}</pre>")
             parts.append(f"<details class='meshlab-answer'><summary>{summary}</summary>"
@@ -157,7 +167,8 @@ def _html_text(text: str) -> str:
 
 def unanswered(exercise: str, what: str) -> CheckResult:
     return CheckResult(exercise, "unanswered", None,
-                       f"Replace None with your answer ({what}), then run the cell again.")
+                       tr("Replace None with your answer ({what}), then run the cell again.",
+                          what=what))
 
 
 def invalid(exercise: str, answer: Any, problem: str, hint: str) -> CheckResult:

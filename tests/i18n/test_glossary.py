@@ -265,7 +265,8 @@ def test_a_terms_first_lesson_uses_it() -> None:
 def test_the_korean_glossary_keeps_the_term_columns() -> None:
     english = [row[:2] + row[3:] for row in _term_rows(_english())]
     korean = [row[:2] + row[3:] for row in _term_rows(_korean())]
-    assert english == korean
+    # a lesson not translated yet is linked in English, one folder up
+    assert english == [[cell.replace("](../", "](") for cell in row] for row in korean]
 
 
 def test_the_glossary_is_a_lesson_like_the_others() -> None:
