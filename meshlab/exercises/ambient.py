@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from meshlab.exercises.answers import Unreadable, checker, read_port, read_text, strip_append
 from meshlab.exercises.model import listener_ports, run_walk, walk_lines
 from meshlab.exercises.result import Verdict, right, wrong
+from meshlab.i18n import tr
 
 if TYPE_CHECKING:
     from meshlab.walk import Walk
@@ -44,30 +45,31 @@ def check_ambient_outbound_port(answer: Any) -> Verdict:
     walk = run_walk(OUTBOUND)
     first = _first_listener(walk)
     model = walk_lines(walk)
-    solution = (f"{first}: the last rule of nat ISTIO_OUTPUT redirects the app's unmarked TCP "
-                f"connection to ztunnel's outbound listener on {first}.")
+    solution = tr("{port}: the last rule of nat ISTIO_OUTPUT redirects the app's unmarked TCP "
+                  "connection to ztunnel's outbound listener on {port}.", port=first)
     if first is not None and port == first:
-        return right(f"nat OUTPUT -> ISTIO_OUTPUT: no exemption matches the app's connection, so "
-                     f"REDIRECT sends it to ztunnel's socket on {first}, inside the pod. "
-                     "ztunnel then reads SO_ORIGINAL_DST and opens the HBONE tunnel.",
-                     evidence=model)
+        return right(tr("nat OUTPUT -> ISTIO_OUTPUT: no exemption matches the app's connection, "
+                        "so REDIRECT sends it to ztunnel's socket on {port}, inside the pod. "
+                        "ztunnel then reads SO_ORIGINAL_DST and opens the HBONE tunnel.",
+                        port=first), evidence=model)
     if port == 15008:
-        why = ("15008 is ztunnel's HBONE port, where a tunnel arrives. ztunnel does open a "
-               "connection to 15008, but on reviews-v2, and only after it has the app's "
-               "connection. No rule of this pod redirects anything to 15008.")
+        why = tr("15008 is ztunnel's HBONE port, where a tunnel arrives. ztunnel does open a "
+                 "connection to 15008, but on reviews-v2, and only after it has the app's "
+                 "connection. No rule of this pod redirects anything to 15008.")
     elif port == 15006:
-        why = ("15006 is where nat PREROUTING sends plain TCP that arrives from outside the "
-               "pod. The app's connection is made inside the pod, so it passes nat OUTPUT, "
-               "never nat PREROUTING, before it leaves.")
+        why = tr("15006 is where nat PREROUTING sends plain TCP that arrives from outside the "
+                 "pod. The app's connection is made inside the pod, so it passes nat OUTPUT, "
+                 "never nat PREROUTING, before it leaves.")
     elif port == 9080:
-        why = ("9080 is where the app aimed, on reviews-v2. But nat OUTPUT rewrites the "
-               "destination before the packet leaves the pod, so no socket on 9080 sees it "
-               "first.")
+        why = tr("9080 is where the app aimed, on reviews-v2. But nat OUTPUT rewrites the "
+                 "destination before the packet leaves the pod, so no socket on 9080 sees it "
+                 "first.")
     elif port == 15053:
-        why = "15053 is ztunnel's DNS port; only connections to port 53 are sent there."
+        why = tr("15053 is ztunnel's DNS port; only connections to port 53 are sent there.")
     else:
-        why = f"no rule of the pod redirects the app's connection to {port}."
-    return wrong(f"Not {port}: {why}", solution=solution, evidence=model)
+        why = tr("no rule of the pod redirects the app's connection to {port}.", port=port)
+    return wrong(tr("Not {answer}: {why}", answer=port, why=why), solution=solution,
+                 evidence=model)
 
 
 @checker("08.3", "an IP address as a string, e.g. '10.244.0.9'", hints=(
@@ -87,25 +89,26 @@ def check_ambient_app_sees_source(answer: Any) -> Verdict:
     walk = run_walk(INBOUND)
     seen = walk.delivered_to.sees_source if walk.delivered_to else None
     model = walk_lines(walk)
-    solution = (f"{seen}: ztunnel connects to the app from the client's own address "
-                "(IP_FREEBIND + IP_TRANSPARENT), so the app sees who really called.")
+    solution = tr("{ip}: ztunnel connects to the app from the client's own address "
+                  "(IP_FREEBIND + IP_TRANSPARENT), so the app sees who really called.", ip=seen)
     if seen is not None and ip == ip_address(seen):
-        return right(f"The app sees {seen}, the real client. ztunnel ends the tunnel and opens "
-                     "a new connection to the app, bound to the client's address. A sidecar "
-                     "pod's app would see 127.0.0.6 instead.", evidence=model)
+        return right(tr("The app sees {ip}, the real client. ztunnel ends the tunnel and opens "
+                        "a new connection to the app, bound to the client's address. A sidecar "
+                        "pod's app would see 127.0.0.6 instead.", ip=seen), evidence=model)
     if str(ip) == "127.0.0.6":
-        why = ("127.0.0.6 is the address a sidecar's Envoy binds for its inbound clusters. "
-               "This pod has no Envoy, and ztunnel does not bind a loopback address for its "
-               "connection to the app.")
+        why = tr("127.0.0.6 is the address a sidecar's Envoy binds for its inbound clusters. "
+                 "This pod has no Envoy, and ztunnel does not bind a loopback address for its "
+                 "connection to the app.")
     elif str(ip) == "127.0.0.1":
-        why = ("ztunnel does not bind 127.0.0.1 for this connection; its socket has another "
-               "source address.")
+        why = tr("ztunnel does not bind 127.0.0.1 for this connection; its socket has another "
+                 "source address.")
     elif str(ip) == _ambient_pod_ip(walk):
-        why = (f"{ip} is details' own address: ztunnel connects *to* it, where the app "
-               "listens. The source of ztunnel's socket is another address.")
+        why = tr("{ip} is details' own address: ztunnel connects *to* it, where the app "
+                 "listens. The source of ztunnel's socket is another address.", ip=ip)
     else:
-        why = f"no socket in the model's walk has {ip} as its address."
-    return wrong(f"Not {ip}: {why}", solution=solution, evidence=model)
+        why = tr("no socket in the model's walk has {ip} as its address.", ip=ip)
+    return wrong(tr("Not {answer}: {why}", answer=ip, why=why), solution=solution,
+                 evidence=model)
 
 
 def _ambient_pod_ip(walk: Walk) -> str:
@@ -133,8 +136,9 @@ def _walk_without_condition(name: str, condition: str) -> Walk | None:
     if not any(f" {condition} " in f" {text} " for text in _rule_texts()):
         if "-m owner" in condition:
             return None
-        raise Unreadable(f"no rule of the pod has the condition '{condition}'; copy a "
-                         "condition from the rules listed above, exactly as they write it")
+        raise Unreadable(tr("no rule of the pod has the condition '{condition}'; copy a "
+                            "condition from the rules listed above, exactly as they write it",
+                            condition=condition))
     return run_scenario(name, without_matches=(condition,))
 
 
@@ -152,29 +156,35 @@ def check_ztunnel_loop_condition(answer: Any) -> Verdict:
     whole_rule = " -j " in f" {text}"
     walk = (run_walk(OUTBOUND, without_rules=(text,)) if whole_rule
             else _walk_without_condition(OUTBOUND, text))
-    solution = ("'-m mark ! --mark 0x539/0xfff': ztunnel's sockets carry SO_MARK 0x539, and this "
-                "condition is all that tells its packets from the app's.")
+    solution = tr("'{condition}': ztunnel's sockets carry SO_MARK 0x539, and this condition "
+                  "is all that tells its packets from the app's.",
+                  condition="-m mark ! --mark 0x539/0xfff")
     if walk is None:
-        return wrong(f"No rule of an ambient pod has '{text}': istio-cni writes no owner "
-                     "rules. ztunnel is not a container of this pod and does not run as UID "
-                     "1337, so its owner cannot be what lets it out.", solution=solution)
+        return wrong(tr("No rule of an ambient pod has '{condition}': istio-cni writes no owner "
+                        "rules. ztunnel is not a container of this pod and does not run as UID "
+                        "1337, so its owner cannot be what lets it out.", condition=text),
+                     solution=solution)
     model = walk_lines(walk)
     if walk.outcome == "loop" and walk.loop is not None:
-        return right(f"Without '{text}' the REDIRECT to 15001 matches ztunnel's own connection "
-                     f"too; ztunnel accepts it, reads the same original destination and "
-                     f"connects again: {walk.loop.text}.", evidence=model)
+        return right(tr("Without '{condition}' the REDIRECT to 15001 matches ztunnel's own "
+                        "connection too; ztunnel accepts it, reads the same original "
+                        "destination and connects again: {loop}.", condition=text,
+                        loop=walk.loop.text), evidence=model)
     if whole_rule:
         captured = any(e.kind == "accept" and e.pod == walk.subject for e in walk.events)
-        why = ("you took out the whole rule. "
-               + ("ztunnel's connection is still let out." if captured else
-                  "Then nothing redirects the app's connection either: it leaves the pod "
-                  "directly, not through ztunnel, so nothing can loop."))
+        why = (tr("you took out the whole rule. ztunnel's connection is still let out.")
+               if captured else
+               tr("you took out the whole rule. Then nothing redirects the app's connection "
+                  "either: it leaves the pod directly, not through ztunnel, so nothing can "
+                  "loop."))
     elif walk.outcome == "delivered":
-        why = ("ztunnel's connection still leaves: another condition of the REDIRECT rule still "
-               "fails for its packet.")
+        why = tr("ztunnel's connection still leaves: another condition of the REDIRECT rule "
+                 "still fails for its packet.")
     else:
-        why = f"the walk ends '{walk.outcome}' ({walk.reason})."
-    return wrong(f"No loop without '{text}': {why}", solution=solution, evidence=model)
+        why = tr("the walk ends '{outcome}' ({reason}).", outcome=walk.outcome,
+                 reason=walk.reason)
+    return wrong(tr("No loop without '{condition}': {why}", condition=text, why=why),
+                 solution=solution, evidence=model)
 
 
 @checker("08.4", "a rule in restore form (without '-A CHAIN'), or the 'ip rule ...' / "
@@ -195,18 +205,23 @@ def check_reply_path_piece(answer: Any) -> Verdict:
     if walk.outcome == "timeout":
         lost = next((e.decision for e in walk.events if e.kind == "timeout"), walk.reason)
         outbound = run_walk(OUTBOUND, without_rules=(text,)).outcome
-        return right(f"Without it the app's answer is lost: {lost}. (The app's own outbound "
-                     f"call is '{outbound}' without it: only the inbound reply path needs it.)",
-                     evidence=model)
-    solution = ("any of the four pieces of the reply path: mangle ISTIO_PRERT's '-m mark --mark "
-                "0x539/0xfff -j CONNMARK --set-xmark 0x111/0xfff', mangle ISTIO_OUTPUT's "
-                "'-m connmark --mark 0x111/0xfff -j CONNMARK --restore-mark --nfmask 0xffffffff "
-                "--ctmask 0xffffffff', 'ip rule add fwmark 0x111/0xfff pref 32764 lookup 100' "
-                "or 'ip route add local 0.0.0.0/0 dev lo table 100'.")
+        return right(tr("Without it the app's answer is lost: {lost}. (The app's own outbound "
+                        "call is '{outcome}' without it: only the inbound reply path needs "
+                        "it.)", lost=lost, outcome=outbound), evidence=model)
+    solution = tr("any of the four pieces of the reply path: mangle ISTIO_PRERT's '{mark}', "
+                  "mangle ISTIO_OUTPUT's '{restore}', '{ip_rule}' or '{ip_route}'.",
+                  mark="-m mark --mark 0x539/0xfff -j CONNMARK --set-xmark 0x111/0xfff",
+                  restore="-m connmark --mark 0x111/0xfff -j CONNMARK --restore-mark "
+                          "--nfmask 0xffffffff --ctmask 0xffffffff",
+                  ip_rule="ip rule add fwmark 0x111/0xfff pref 32764 lookup 100",
+                  ip_route="ip route add local 0.0.0.0/0 dev lo table 100")
     if walk.outcome == "delivered" and walk.delivered_to is not None:
         d = walk.delivered_to
-        why = (f"the call still completes: the {d.process} on port {d.port} accepts it and "
-               f"sees {d.sees_source}, and its answer still comes back by lo to ztunnel.")
+        why = tr("the call still completes: the {process} on port {port} accepts it and sees "
+                 "{source}, and its answer still comes back by lo to ztunnel.",
+                 process=d.process, port=d.port, source=d.sees_source)
     else:
-        why = f"the walk ends '{walk.outcome}' ({walk.reason}), not with a lost answer."
-    return wrong(f"Without '{text}' {why}", solution=solution, evidence=model)
+        why = tr("the walk ends '{outcome}' ({reason}), not with a lost answer.",
+                 outcome=walk.outcome, reason=walk.reason)
+    return wrong(tr("Without '{rule}' {why}", rule=text, why=why), solution=solution,
+                 evidence=model)

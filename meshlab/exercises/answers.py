@@ -16,6 +16,7 @@ from typing import Any
 
 from meshlab.errors import MeshlabError
 from meshlab.exercises.result import CheckResult, Verdict, invalid, unanswered
+from meshlab.i18n import tr
 
 
 class Unreadable(Exception):
@@ -24,23 +25,25 @@ class Unreadable(Exception):
 
 def read_port(answer: Any) -> int:
     if isinstance(answer, bool):
-        raise Unreadable(f"{answer!r} is a truth value; write a port number such as 8080")
+        raise Unreadable(tr("{answer} is a truth value; write a port number such as 8080",
+                            answer=repr(answer)))
     if isinstance(answer, str) and answer.strip().isdigit():
         answer = int(answer.strip())
     if not isinstance(answer, int) or not 1 <= answer <= 65535:
-        raise Unreadable(f"{answer!r} is not a port; write a whole number from 1 to 65535")
+        raise Unreadable(tr("{answer} is not a port; write a whole number from 1 to 65535",
+                            answer=repr(answer)))
     return answer
 
 
 def read_whole(answer: Any) -> int:
     if isinstance(answer, bool):
-        raise Unreadable(f"{answer!r} is a truth value; write a whole number")
+        raise Unreadable(tr("{answer} is a truth value; write a whole number", answer=repr(answer)))
     if isinstance(answer, str) and answer.strip().lstrip("-").isdigit():
         answer = int(answer.strip())
     if isinstance(answer, float) and answer.is_integer():
         answer = int(answer)
     if not isinstance(answer, int):
-        raise Unreadable(f"{answer!r} is not a whole number")
+        raise Unreadable(tr("{answer} is not a whole number", answer=repr(answer)))
     return answer
 
 
@@ -49,12 +52,13 @@ def read_bool(answer: Any) -> bool:
         return answer
     if isinstance(answer, str) and answer.strip().lower() in ("true", "yes", "false", "no"):
         return answer.strip().lower() in ("true", "yes")
-    raise Unreadable(f"{answer!r} is not True or False")
+    raise Unreadable(tr("{answer} is not True or False", answer=repr(answer)))
 
 
 def read_text(answer: Any, what: str) -> str:
     if not isinstance(answer, str) or not answer.strip():
-        raise Unreadable(f"{answer!r} is not {what}; write it as a string in quotes")
+        raise Unreadable(tr("{answer} is not {what}; write it as a string in quotes",
+                            answer=repr(answer), what=tr(what)))
     return answer.strip()
 
 
@@ -65,7 +69,8 @@ def read_texts(answer: Any, what: str) -> tuple[str, ...]:
         items = tuple(read_text(a, what) for a in answer)
         if items:
             return items
-    raise Unreadable(f"{answer!r} is not {what} (a string) or a list of them")
+    raise Unreadable(tr("{answer} is not {what} (a string) or a list of them",
+                        answer=repr(answer), what=tr(what)))
 
 
 def strip_append(text: str) -> str:
@@ -98,7 +103,9 @@ def checker(exercise: str, what: str, hints: Sequence[str]
     placeholder ``None`` into "your turn", unreadable input and model errors into
     "invalid" (never a traceback), and a wrong verdict into a result with the next rung of
     ``hints`` (the last rung stays once reached). ``what`` names the expected answer.
-    Hints help the learner think; none of them names the answer.
+    Hints help the learner think; none of them names the answer. ``what`` and the hints are
+    English message templates, shown through :func:`~meshlab.i18n.tr` (the message test reads
+    them from each ``checker(...)`` call).
     """
     ladder = tuple(hints)
     if not ladder:
@@ -107,21 +114,22 @@ def checker(exercise: str, what: str, hints: Sequence[str]
     def wrap(fn: Callable[[Any], Verdict]) -> Callable[..., CheckResult]:
         def check(answer: Any = None) -> CheckResult:
             if answer is None:
-                return unanswered(exercise, what)
+                return unanswered(exercise, tr(what))
             try:
                 verdict = fn(answer)
             except Unreadable as bad:
-                return invalid(exercise, answer, f"{bad}.", f"Expected {what}.")
+                return invalid(exercise, answer, f"{bad}.", tr("Expected {what}.", what=tr(what)))
             except MeshlabError as error:
-                return invalid(exercise, answer, f"The model could not use this answer: "
-                               f"{error}", f"Expected {what}.")
+                return invalid(exercise, answer,
+                               tr("The model could not use this answer: {error}", error=error),
+                               tr("Expected {what}.", what=tr(what)))
             if verdict.correct:
                 return CheckResult(exercise, "correct", answer, verdict.feedback,
                                    model=verdict.evidence, note=verdict.note)
             tries = _wrong_tries.get(exercise, 0)
             _wrong_tries[exercise] = tries + 1
             rung = min(tries, len(ladder) - 1)
-            return CheckResult(exercise, "incorrect", answer, verdict.feedback, ladder[rung],
+            return CheckResult(exercise, "incorrect", answer, verdict.feedback, tr(ladder[rung]),
                                verdict.evidence, verdict.solution, hint_number=rung + 1)
 
         check.__name__ = fn.__name__

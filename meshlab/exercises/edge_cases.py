@@ -28,6 +28,7 @@ from meshlab.exercises.model import (
     walk_lines,
 )
 from meshlab.exercises.result import Verdict, right, wrong
+from meshlab.i18n import tr
 
 
 def _with_flag(flags: Sequence[str], flag: str, value: str) -> tuple[str, ...]:
@@ -60,30 +61,31 @@ def check_exclude_cidr(answer: Any) -> Verdict:
              f"{'yes' if db.proxied else 'no'}",
              f"app -> reviews:9080: outcome {peer.outcome}, through Envoy: "
              f"{'yes' if peer.proxied else 'no'}")
-    solution = ("a range holding 192.168.10.20 and not 10.244.0.9, such as 192.168.10.0/24 "
-                "(or 192.168.0.0/16, or 192.168.10.20/32).")
+    solution = tr("a range holding 192.168.10.20 and not 10.244.0.9, such as 192.168.10.0/24 "
+                  "(or 192.168.0.0/16, or 192.168.10.20/32).")
     if not db.proxied and peer.proxied and db.outcome == "delivered":
-        return right(f"-x {value} becomes '-d {value} -j RETURN' in ISTIO_OUTPUT, before the "
-                     "catch-all jump to ISTIO_REDIRECT: legacy-db is reached directly, "
-                     "reviews still through Envoy.", evidence=model)
+        return right(tr("-x {cidr} becomes '-d {cidr} -j RETURN' in ISTIO_OUTPUT, before the "
+                        "catch-all jump to ISTIO_REDIRECT: legacy-db is reached directly, "
+                        "reviews still through Envoy.", cidr=value), evidence=model)
     if db.proxied:
-        return wrong(f"With -x {value}, legacy-db is still reached through Envoy: the range "
-                     "does not contain 192.168.10.20.", solution=solution, evidence=model)
-    return wrong(f"With -x {value}, legacy-db bypasses Envoy, but reviews does too: the range "
-                 "also contains 10.244.0.9, so the pods lose mTLS and policy.",
+        return wrong(tr("With -x {cidr}, legacy-db is still reached through Envoy: the range "
+                        "does not contain 192.168.10.20.", cidr=value), solution=solution,
+                     evidence=model)
+    return wrong(tr("With -x {cidr}, legacy-db bypasses Envoy, but reviews does too: the range "
+                    "also contains 10.244.0.9, so the pods lose mTLS and policy.", cidr=value),
                  solution=solution, evidence=model)
 
 
 def _read_fate(answer: Any) -> tuple[bool, str | int]:
     """``{"proxied": bool, "rule": "rule text" or rule number}`` -> (proxied, rule)."""
-    shape = ("a dict {'proxied': True or False, 'rule': 'the ISTIO_OUTPUT rule that decides'} "
-             "(a yes/no alone is one chance in two: the reason is the point)")
+    shape = tr("a dict {form} (a yes/no alone is one chance in two: the reason is the point)",
+               form="{'proxied': True or False, 'rule': 'the ISTIO_OUTPUT rule that decides'}")
     if not isinstance(answer, Mapping) or set(answer) != {"proxied", "rule"}:
-        raise Unreadable(f"Write {shape}")
+        raise Unreadable(tr("Write {shape}", shape=shape))
     rule = answer["rule"]
     if isinstance(rule, bool) or not isinstance(rule, (int, str)):
-        raise Unreadable(f"'rule' is a rule text such as '-j ISTIO_REDIRECT' or a rule number; "
-                         f"write {shape}")
+        raise Unreadable(tr("'rule' is a rule text such as '-j ISTIO_REDIRECT' or a rule "
+                            "number; write {shape}", shape=shape))
     if isinstance(rule, str):
         rule = strip_append(read_text(rule, "a rule text"))
     return read_bool(answer["proxied"]), rule
@@ -113,41 +115,46 @@ def check_uid_1337_proxied(answer: Any) -> Verdict:
                          "(the library changed?)")
     if isinstance(rule, int):
         named = next((e for e in tested if e.rule == rule), None)
-        label = f"rule {rule}"
+        label = tr("rule {rule}", rule=rule)
     else:
         text = parse_rule(rule).text
         named = next((e for e in tested if e.text == text), None)
         label = f"'{text}'"
-    fate = "goes through Envoy" if walk.proxied else "bypasses Envoy"
-    solution = (f"{'proxied' if walk.proxied else 'not proxied'}, because of ISTIO_OUTPUT rule "
-                f"{deciding.rule} ('{deciding.text}' -> {deciding.decision}): the kernel "
-                "cannot tell the app from Envoy by its owner.")
+    fate = tr("goes through Envoy") if walk.proxied else tr("bypasses Envoy")
+    solution = tr("{verdict}, because of ISTIO_OUTPUT rule {rule} ('{text}' -> {decision}): "
+                  "the kernel cannot tell the app from Envoy by its owner.",
+                  verdict=tr("proxied") if walk.proxied else tr("not proxied"),
+                  rule=deciding.rule, text=deciding.text, decision=deciding.decision)
     rule_right = named is not None and named.rule == deciding.rule
     if rule_right and proxied == walk.proxied:
-        return right(f"ISTIO_OUTPUT rule {deciding.rule} ({deciding.text}) matches the app's "
-                     f"connection too, so it {fate}: no mTLS, no policy, no telemetry. Istio's "
-                     "analyzer warns about it (IST0144), and the docs say applications must "
-                     "not run as UID 1337.", evidence=model)
+        return right(tr("ISTIO_OUTPUT rule {rule} ({text}) matches the app's connection too, "
+                        "so it {fate}: no mTLS, no policy, no telemetry. Istio's analyzer warns "
+                        "about it (IST0144), and the docs say applications must not run as UID "
+                        "1337.", rule=deciding.rule, text=deciding.text, fate=fate),
+                     evidence=model)
     chain = rules_for(default_flags()).tables["nat"].chains["ISTIO_OUTPUT"]
     if named is None and isinstance(rule, int):
-        why_rule = (f"the connection never reaches {label}: an earlier rule decides" if
-                    1 <= rule <= len(chain.rules) else f"ISTIO_OUTPUT has no {label}")
+        why_rule = (tr("the connection never reaches {rule}: an earlier rule decides",
+                       rule=label) if 1 <= rule <= len(chain.rules)
+                    else tr("ISTIO_OUTPUT has no {rule}", rule=label))
     elif named is None:
-        why_rule = (f"the connection never reaches {label}: an earlier rule decides first"
-                    if any(r.text == text for r in chain.rules)
-                    else f"ISTIO_OUTPUT has no rule {label}")
+        why_rule = (tr("the connection never reaches {rule}: an earlier rule decides first",
+                       rule=label) if any(r.text == text for r in chain.rules)
+                    else tr("ISTIO_OUTPUT has no rule {rule}", rule=label))
     elif not named.matched:
-        failed = named.why_not or "one of its conditions is false for it"
-        why_rule = f"{label} is tested and does not match this connection: {failed}"
+        failed = named.why_not or tr("one of its conditions is false for it")
+        why_rule = tr("{rule} is tested and does not match this connection: {failed}",
+                      rule=label, failed=failed)
     else:
-        why_rule = f"{label} is the rule that decides"
+        why_rule = tr("{rule} is the rule that decides", rule=label)
     if rule_right:
-        return wrong(f"You found the rule that decides, but not what it does: follow its "
-                     f"target ({deciding.decision}) and see where the connection goes next.",
-                     solution=solution, evidence=model)
-    agree = ("Your yes/no agrees with the model, but not for that reason: "
-             if proxied == walk.proxied else "")
-    return wrong(f"{agree}{why_rule}.", solution=solution, evidence=model)
+        return wrong(tr("You found the rule that decides, but not what it does: follow its "
+                        "target ({decision}) and see where the connection goes next.",
+                        decision=deciding.decision), solution=solution, evidence=model)
+    if proxied == walk.proxied:
+        why_rule = tr("Your yes/no agrees with the model, but not for that reason: {why}",
+                      why=why_rule)
+    return wrong(f"{why_rule}.", solution=solution, evidence=model)
 
 
 #: The dump the "debug your own pod" exercise starts from (06.3): a pod whose istio-init ran
@@ -182,18 +189,21 @@ def check_debug_dump(answer: Any) -> Verdict:
              *trace_lines(other))
     got = trace.delivered[1]
     if port == got:
-        return right(f"10.96.0.20 is inside -i 10.96.0.0/12, so ISTIO_OUTPUT sends it to "
-                     f"ISTIO_REDIRECT: delivered to 127.0.0.1:{got}. A pod IP such as "
-                     f"10.244.0.9 would have kept port {other.delivered[1]} and left by "
-                     f"{other.out_iface}.", evidence=model)
-    solution = f"{got}: delivered to {trace.delivered[0]}:{got}."
+        return right(tr("10.96.0.20 is inside -i 10.96.0.0/12, so ISTIO_OUTPUT sends it to "
+                        "ISTIO_REDIRECT: delivered to {envoy}. A pod IP such as 10.244.0.9 "
+                        "would have kept port {port} and left by {iface}.",
+                        envoy=f"127.0.0.1:{got}", port=other.delivered[1],
+                        iface=other.out_iface), evidence=model)
+    solution = tr("{port}: delivered to {endpoint}.", port=got,
+                  endpoint=f"{trace.delivered[0]}:{got}")
     if port == 9080:
-        why = ("9080 would mean no rule rewrites the destination; but 10.96.0.20 is inside "
-               "the range this pod captures, so a rule of ISTIO_OUTPUT does.")
+        why = tr("9080 would mean no rule rewrites the destination; but 10.96.0.20 is inside "
+                 "the range this pod captures, so a rule of ISTIO_OUTPUT does.")
     elif port == 3306:
-        why = ("3306 is the port this pod leaves alone (-o), and this connection goes to "
-               "9080; besides, a rule that leaves a port alone keeps the port, it does not "
-               "change it.")
+        why = tr("3306 is the port this pod leaves alone (-o), and this connection goes to "
+                 "9080; besides, a rule that leaves a port alone keeps the port, it does not "
+                 "change it.")
     else:
-        why = f"no rule of this dump sends a connection to port {port}."
-    return wrong(f"Not {port}: {why}", solution=solution, evidence=model)
+        why = tr("no rule of this dump sends a connection to port {port}.", port=port)
+    return wrong(tr("Not {answer}: {why}", answer=port, why=why), solution=solution,
+                 evidence=model)

@@ -21,6 +21,7 @@ from meshlab.exercises.model import (
     walk_lines,
 )
 from meshlab.exercises.result import Verdict, right, wrong
+from meshlab.i18n import tr
 
 
 @checker("03.1", "a port number", hints=(
@@ -39,28 +40,29 @@ def check_inbound_capture_port(answer: Any) -> Verdict:
     got = listener_ports(walk)
     model = walk_lines(walk)
     first = got[0] if got else None
-    solution = (f"{first}: ISTIO_IN_REDIRECT's REDIRECT --to-ports {first} (-z) sends it to "
-                "Envoy's virtualInbound listener.")
+    solution = tr("{port}: ISTIO_IN_REDIRECT's REDIRECT --to-ports {port} (-z) sends it to "
+                  "Envoy's virtualInbound listener.", port=first)
     if got and port == got[0]:
-        return right(f"Steps 1-3: PREROUTING -> ISTIO_INBOUND -> ISTIO_IN_REDIRECT, REDIRECT "
-                     f"to {got[0]}: Envoy's virtualInbound listener accepts it.",
+        return right(tr("Steps 1-3: PREROUTING -> ISTIO_INBOUND -> ISTIO_IN_REDIRECT, REDIRECT "
+                        "to {port}: Envoy's virtualInbound listener accepts it.", port=got[0]),
                      evidence=model)
     flags = CaptureConfig.from_args(list(default_flags()))
     if port == flags.proxy_port:
-        why = (f"with {port} the connection would be treated as outbound: {port} is where "
-               "ISTIO_REDIRECT sends connections the pod opens itself (-p), from nat OUTPUT. "
-               "A peer's packet arrives on eth0 and passes nat PREROUTING, which never "
-               "jumps to ISTIO_REDIRECT.")
+        why = tr("with {port} the connection would be treated as outbound: {port} is where "
+                 "ISTIO_REDIRECT sends connections the pod opens itself (-p), from nat OUTPUT. "
+                 "A peer's packet arrives on eth0 and passes nat PREROUTING, which never "
+                 "jumps to ISTIO_REDIRECT.", port=port)
     elif port == 9080:
-        why = ("9080 is where the peer aimed, and where the app listens; but nat PREROUTING "
-               "rewrites the destination before any socket sees the packet, so the app is "
-               "not the first to get it.")
+        why = tr("9080 is where the peer aimed, and where the app listens; but nat PREROUTING "
+                 "rewrites the destination before any socket sees the packet, so the app is "
+                 "not the first to get it.")
     elif port == flags.inbound_tunnel_port:
-        why = (f"{port} is the HBONE tunnel port; ISTIO_INBOUND leaves connections to it "
-               "alone, and this one is addressed to 9080.")
+        why = tr("{port} is the HBONE tunnel port; ISTIO_INBOUND leaves connections to it "
+                 "alone, and this one is addressed to 9080.", port=port)
     else:
-        why = f"no rule of the pod redirects this connection to {port}."
-    return wrong(f"Not {port}: {why}", solution=solution, evidence=model)
+        why = tr("no rule of the pod redirects this connection to {port}.", port=port)
+    return wrong(tr("Not {answer}: {why}", answer=port, why=why), solution=solution,
+                 evidence=model)
 
 
 @checker("03.2", "an IP address as a string, e.g. '10.244.0.9'", hints=(
@@ -79,26 +81,28 @@ def check_app_sees_source(answer: Any) -> Verdict:
     walk = run_walk("inbound")
     seen = walk.delivered_to.sees_source if walk.delivered_to else None
     model = walk_lines(walk)
-    solution = (f"{seen}: cluster inbound|9080|| binds its upstream socket there, and "
-                f"ISTIO_OUTPUT's '-s {seen}/32 -o lo -j RETURN' lets it through (step 7).")
+    solution = tr("{ip}: cluster inbound|9080|| binds its upstream socket there, and "
+                  "ISTIO_OUTPUT's '{rule}' lets it through (step 7).", ip=seen,
+                  rule=f"-s {seen}/32 -o lo -j RETURN")
     if seen is not None and ip == ip_address(seen):
-        return right(f"The app sees {seen}: cluster inbound|9080|| binds its upstream socket "
-                     f"there, and ISTIO_OUTPUT rule 1 (-s {seen}/32 -o lo -j RETURN) lets that "
-                     "connection through instead of capturing it again (step 7).",
-                     evidence=model)
+        return right(tr("The app sees {ip}: cluster inbound|9080|| binds its upstream socket "
+                        "there, and ISTIO_OUTPUT rule 1 ({rule}) lets that connection through "
+                        "instead of capturing it again (step 7).", ip=seen,
+                        rule=f"-s {seen}/32 -o lo -j RETURN"), evidence=model)
     if ip == PEER_IP:
-        why = ("that would be true if the peer's connection reached the app itself; but it "
-               "ends at Envoy, and the app's connection is a new one that Envoy opens.")
+        why = tr("that would be true if the peer's connection reached the app itself; but it "
+                 "ends at Envoy, and the app's connection is a new one that Envoy opens.")
     elif str(ip) == "127.0.0.1":
-        why = ("127.0.0.1 is loopback's usual address, and the model's Envoy does not use it "
-               "for this connection: it binds its socket to a special address before "
-               "connecting.")
+        why = tr("127.0.0.1 is loopback's usual address, and the model's Envoy does not use it "
+                 "for this connection: it binds its socket to a special address before "
+                 "connecting.")
     elif ip == POD_IP:
-        why = ("the pod's own address is where Envoy connects *to*; the source of its socket "
-               "is another one.")
+        why = tr("the pod's own address is where Envoy connects *to*; the source of its socket "
+                 "is another one.")
     else:
-        why = f"no socket in the model's walk has {ip} as its address."
-    return wrong(f"Not {ip}: {why}", solution=solution, evidence=model)
+        why = tr("no socket in the model's walk has {ip} as its address.", ip=ip)
+    return wrong(tr("Not {answer}: {why}", answer=ip, why=why), solution=solution,
+                 evidence=model)
 
 
 @checker("03.3", "a port number", hints=(
@@ -115,13 +119,14 @@ def check_bypass_port(answer: Any) -> Verdict:
     model = trace_lines(trace)
     if trace.nat is None:
         returned = [e for e in trace.hits if e.chain == "ISTIO_INBOUND" and e.verdict == "RETURN"]
-        why = (f"ISTIO_INBOUND rule {returned[0].rule} ({returned[0].text}) returns it"
-               if returned else "no rule redirects it")
-        return right(f"A connection to {port} is not redirected: {why}, so it reaches "
-                     f"whatever listens on {port} itself.", evidence=model)
+        why = (tr("ISTIO_INBOUND rule {rule} ({text}) returns it", rule=returned[0].rule,
+                  text=returned[0].text) if returned else tr("no rule redirects it"))
+        return right(tr("A connection to {port} is not redirected: {why}, so it reaches "
+                        "whatever listens on {port} itself.", port=port, why=why),
+                     evidence=model)
     left = [r.text for r in ruleset.tables["nat"].chains["ISTIO_INBOUND"].rules
             if r.text.endswith("-j RETURN")]
-    return wrong(f"A connection to {port} is redirected to {trace.delivered[1]} (Envoy), like "
-                 "every port the rules do not leave alone.",
-                 solution="any port ISTIO_INBOUND RETURNs: " + "; ".join(left),
+    return wrong(tr("A connection to {port} is redirected to {envoy} (Envoy), like every port "
+                    "the rules do not leave alone.", port=port, envoy=trace.delivered[1]),
+                 solution=tr("any port ISTIO_INBOUND RETURNs: {rules}", rules="; ".join(left)),
                  evidence=model)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from meshlab.exercises.answers import Unreadable, checker, read_text, strip_append
 from meshlab.exercises.model import PEER_IP, default_flags, receive, rules_for, trace_lines
 from meshlab.exercises.result import Verdict, right, wrong
+from meshlab.i18n import tr
 
 if TYPE_CHECKING:
     from meshlab.netfilter.ruleset import Ruleset
@@ -40,30 +41,34 @@ def check_first_chain(answer: Any) -> Verdict:
     if not jumps:
         raise Unreadable("in this model nat PREROUTING jumps nowhere (the library changed?)")
     target = jumps[0].verdict.split()[1]
-    solution = f"{target}: nat PREROUTING rule {jumps[0].rule} is '{jumps[0].text}'."
+    solution = tr("{chain}: nat PREROUTING rule {rule} is '{text}'.", chain=target,
+                  rule=jumps[0].rule, text=jumps[0].text)
     if chain == target:
         onward = [e.verdict.split()[1] for e in trace.hits
                   if e.chain == target and e.verdict.startswith("jump ")]
-        then = f"; from there it jumps on to {onward[0]}" if onward else ""
-        return right(f"nat PREROUTING rule {jumps[0].rule} ({jumps[0].text}) jumps to "
-                     f"{target}{then}.", evidence=model)
+        then = tr("; from there it jumps on to {chain}", chain=onward[0]) if onward else ""
+        return right(tr("nat PREROUTING rule {rule} ({text}) jumps to {chain}{then}.",
+                        rule=jumps[0].rule, text=jumps[0].text, chain=target, then=then),
+                     evidence=model)
     nat_chains = set(ruleset.tables["nat"].chains) if "nat" in ruleset.tables else set()
     if chain.upper() == target or chain in {c.lower() for c in nat_chains}:
-        why = (f"chain names are case-sensitive: iptables knows no chain called {chain!r} "
-               f"('-j {chain}' would fail with \"Couldn't load target\"). Write the name "
-               "exactly as iptables-save prints it.")
+        why = tr("chain names are case-sensitive: iptables knows no chain called {quoted} "
+                 "('-j {chain}' would fail with \"Couldn't load target\"). Write the name "
+                 "exactly as iptables-save prints it.", quoted=repr(chain), chain=chain)
     elif chain.upper() in _BUILTIN:
-        why = (f"{chain.upper()} is a built-in chain: the kernel calls it at its own hook, and "
-               "no rule jumps to it. PREROUTING jumps to a chain Istio created.")
+        why = tr("{chain} is a built-in chain: the kernel calls it at its own hook, and no "
+                 "rule jumps to it. PREROUTING jumps to a chain Istio created.",
+                 chain=chain.upper())
     elif chain in {e.chain for e in trace.hits}:
-        why = (f"the packet does reach {chain}, but not straight from PREROUTING: another "
-               "Istio chain is in between, and it jumps there.")
+        why = tr("the packet does reach {chain}, but not straight from PREROUTING: another "
+                 "Istio chain is in between, and it jumps there.", chain=chain)
     elif chain in nat_chains:
-        why = (f"nat has a chain {chain}, but this packet never enters it: it is for "
-               "connections opened inside the pod.")
+        why = tr("nat has a chain {chain}, but this packet never enters it: it is for "
+                 "connections opened inside the pod.", chain=chain)
     else:
-        why = f"this pod's nat table has no chain called {chain}."
-    return wrong(f"Not {chain}: {why}", solution=solution, evidence=model)
+        why = tr("this pod's nat table has no chain called {chain}.", chain=chain)
+    return wrong(tr("Not {answer}: {why}", answer=chain, why=why), solution=solution,
+                 evidence=model)
 
 
 def _insert_rule(ruleset: Ruleset, table: str, chain: str, position: int,
@@ -115,37 +120,41 @@ def check_bypass_rule(answer: Any) -> Verdict:
     model = (f"-I ISTIO_INBOUND 1 {text}", "peer -> :8081", *trace_lines(t8081),
              "peer -> :9080", *trace_lines(t9080))
     istio = _istio_bypass_rule(8081)
-    solution = (f"'{istio}': the rule istio-iptables writes for -d ...,8081. Other rules the "
-                "model accepts work too.")
+    solution = tr("'{rule}': the rule istio-iptables writes for -d ...,8081. Other rules the "
+                  "model accepts work too.", rule=istio)
     if t8081.verdict == "DROP" or t9080.verdict == "DROP":
-        return wrong("Your rule drops the connection: the peer gets no answer at all, and "
-                     "keeps retrying its SYN until it times out.", solution=solution,
+        return wrong(tr("Your rule drops the connection: the peer gets no answer at all, and "
+                        "keeps retrying its SYN until it times out."), solution=solution,
                      evidence=model)
     if t8081.nat is None and t9080.nat is not None:
         mine = parse_rule(text)
         target = mine.text.rsplit("-j ", 1)[-1].split()[0]
         if mine.text == istio:
-            same = "This is exactly the rule istio-iptables writes for '-d ...,8081'."
+            same = tr("This is exactly the rule istio-iptables writes for '-d ...,8081'.")
         elif target == "ACCEPT":
-            same = (f"istio-iptables would write '{istio}' instead: ACCEPT ends the packet's "
-                    "walk through the whole nat PREROUTING hook at once, while RETURN only "
-                    "leaves ISTIO_INBOUND and lets PREROUTING's later rules (none in this pod) "
-                    "still see the packet.")
+            same = tr("istio-iptables would write '{rule}' instead: ACCEPT ends the packet's "
+                      "walk through the whole nat PREROUTING hook at once, while RETURN only "
+                      "leaves ISTIO_INBOUND and lets PREROUTING's later rules (none in this "
+                      "pod) still see the packet.", rule=istio)
         else:
-            same = f"istio-iptables would write '{istio}' for '-d ...,8081'."
-        return right("The connection to 8081 leaves the Istio chains before the jump to "
-                     "ISTIO_IN_REDIRECT and keeps its destination; 9080 is still redirected "
-                     f"to {t9080.delivered[1]}. {same}", evidence=model)
+            same = tr("istio-iptables would write '{rule}' for '-d ...,8081'.", rule=istio)
+        return right(tr("The connection to 8081 leaves the Istio chains before the jump to "
+                        "ISTIO_IN_REDIRECT and keeps its destination; 9080 is still redirected "
+                        "to {port}. {same}", port=t9080.delivered[1], same=same),
+                     evidence=model)
     if t8081.nat is not None:
         mine = next((e for e in t8081.evaluations
                      if e.table == "nat" and e.chain == "ISTIO_INBOUND" and e.rule == 1), None)
-        why = (f"your rule did not match the packet ({mine.why_not})" if mine is not None
-               and not mine.matched and mine.why_not else
-               f"your rule matched, and its verdict ({mine.verdict}) let the chain go on"
-               if mine is not None and mine.matched else "your rule did not match the packet")
-        return wrong(f"Port 8081 is still redirected to {t8081.delivered[1]}: {why}.",
-                     solution=solution, evidence=model)
-    return wrong("8081 bypasses Envoy, but so does 9080: the rule matches too much.",
+        if mine is not None and not mine.matched and mine.why_not:
+            why = tr("your rule did not match the packet ({why_not})", why_not=mine.why_not)
+        elif mine is not None and mine.matched:
+            why = tr("your rule matched, and its verdict ({verdict}) let the chain go on",
+                     verdict=mine.verdict)
+        else:
+            why = tr("your rule did not match the packet")
+        return wrong(tr("Port 8081 is still redirected to {port}: {why}.",
+                        port=t8081.delivered[1], why=why), solution=solution, evidence=model)
+    return wrong(tr("8081 bypasses Envoy, but so does 9080: the rule matches too much."),
                  solution=solution, evidence=model)
 
 
@@ -168,23 +177,25 @@ def check_reply_source(answer: Any) -> Verdict:
     reply = netns.reply(trace)
     model = (*trace_lines(trace), f"conntrack: {trace.connection}",
              f"reply as the peer receives it: {reply}")
-    solution = (f"{reply.src}:{reply.sport}: conntrack rewrites the reply's source back to "
-                "the address the peer called.")
+    called = f"{reply.src}:{reply.sport}"
+    solution = tr("{endpoint}: conntrack rewrites the reply's source back to the address the "
+                  "peer called.", endpoint=called)
     if (ip, port) == (reply.src, reply.sport):
-        return right(f"The reply leaves the proxy's socket from :{trace.delivered[1]}, but "
-                     f"conntrack rewrites it back to {reply.src}:{reply.sport}. No nat rule "
-                     "sees the reply: nat sees only a connection's first packet.",
-                     evidence=model)
+        return right(tr("The reply leaves the proxy's socket from :{port}, but conntrack "
+                        "rewrites it back to {endpoint}. No nat rule sees the reply: nat sees "
+                        "only a connection's first packet.", port=trace.delivered[1],
+                        endpoint=called), evidence=model)
     if (ip, port) == (trace.delivered[0], trace.delivered[1]):
-        why = ("that is where the proxy's socket really is, and the reply does leave it from "
-               "there; but it is rewritten before it leaves the pod.")
+        why = tr("that is where the proxy's socket really is, and the reply does leave it from "
+                 "there; but it is rewritten before it leaves the pod.")
     elif ip == PEER_IP:
-        why = ("that is the peer's own address: the reply goes *to* it. It must come *from* "
-               "the address the peer sent its SYN to.")
+        why = tr("that is the peer's own address: the reply goes *to* it. It must come *from* "
+                 "the address the peer sent its SYN to.")
     elif ip.is_loopback:
-        why = ("a loopback address never leaves the host: the peer, on another pod, could not "
-               "receive a packet from it, and it did not call that address.")
+        why = tr("a loopback address never leaves the host: the peer, on another pod, could "
+                 "not receive a packet from it, and it did not call that address.")
     else:
-        why = (f"the peer never sent anything to {ip}:{port}, so its TCP stack would find no "
-               "connection for the reply and answer with a reset.")
-    return wrong(f"Not {ip}:{port}: {why}", solution=solution, evidence=model)
+        why = tr("the peer never sent anything to {endpoint}, so its TCP stack would find no "
+                 "connection for the reply and answer with a reset.", endpoint=f"{ip}:{port}")
+    return wrong(tr("Not {answer}: {why}", answer=f"{ip}:{port}", why=why), solution=solution,
+                 evidence=model)

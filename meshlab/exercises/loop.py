@@ -16,6 +16,7 @@ from meshlab.exercises.answers import (
 )
 from meshlab.exercises.model import run_walk, walk_lines
 from meshlab.exercises.result import Verdict, right, wrong
+from meshlab.i18n import tr
 
 if TYPE_CHECKING:
     from meshlab.walk import Walk
@@ -45,19 +46,21 @@ def check_loop_rules(answer: Any) -> Verdict:
         note = ""
         if spare:
             keep = "; ".join(f"'{t}'" for t in spare)
-            note = (f"Right, but not minimal: the request loops even if you keep {keep}. "
-                    "Removing fewer rules shows more clearly which ones stop the loop.")
-        return right(f"Without {len(texts)} rule(s) Envoy's own connection is captured again "
-                     f"and comes back to itself: {_loop_text(walk)}.", evidence=model,
-                     note=note)
+            note = tr("Right, but not minimal: the request loops even if you keep {rules}. "
+                      "Removing fewer rules shows more clearly which ones stop the loop.",
+                      rules=keep)
+        return right(tr("Without {count} rule(s) Envoy's own connection is captured again and "
+                        "comes back to itself: {loop}.", count=len(texts),
+                        loop=_loop_text(walk)), evidence=model, note=note)
     exempt = [e for e in walk.events if e.kind == "rule" and e.matched and e.connection >= 1
               and e.chain == "ISTIO_OUTPUT" and e.decision == "RETURN"]
-    why = ("another rule of ISTIO_OUTPUT still RETURNs Envoy's upstream connection" if exempt
-           else f"the walk ends '{walk.outcome}'")
-    solution = ("remove both owner rules, " + " and ".join(f"'{t}'" for t in _LOOP_RULES)
-                + ": each one alone lets Envoy's connection out.")
-    return wrong(f"No loop without the {len(texts)} rule(s) you removed: {why}.",
-                 solution=solution, evidence=model)
+    why = (tr("another rule of ISTIO_OUTPUT still RETURNs Envoy's upstream connection")
+           if exempt else tr("the walk ends '{outcome}'", outcome=walk.outcome))
+    uid_rule, gid_rule = (f"'{t}'" for t in _LOOP_RULES)
+    solution = tr("remove both owner rules, {uid_rule} and {gid_rule}: each one alone lets "
+                  "Envoy's connection out.", uid_rule=uid_rule, gid_rule=gid_rule)
+    return wrong(tr("No loop without the {count} rule(s) you removed: {why}.",
+                    count=len(texts), why=why), solution=solution, evidence=model)
 
 
 @checker("05.3", "a rule text (restore form, without '-A CHAIN')", hints=(
@@ -74,22 +77,24 @@ def check_inbound_loop_rule(answer: Any) -> Verdict:
     walk = run_walk("inbound", without_rules=(text,))
     model = walk_lines(walk)
     if walk.outcome == "loop":
-        return right("Without it Envoy's connection to the app (UID 1337, out by lo, to the "
-                     "pod's own IP) matches the ISTIO_IN_REDIRECT rule and comes back to "
-                     f"15006: {_loop_text(walk)}. 127.0.0.6 exists to avoid exactly this.",
-                     evidence=model)
+        return right(tr("Without it Envoy's connection to the app (UID 1337, out by lo, to "
+                        "the pod's own IP) matches the ISTIO_IN_REDIRECT rule and comes back "
+                        "to 15006: {loop}. 127.0.0.6 exists to avoid exactly this.",
+                        loop=_loop_text(walk)), evidence=model)
     exempt = [e for e in walk.events if e.kind == "rule" and e.matched and e.connection >= 1
               and e.chain == "ISTIO_OUTPUT"]
-    why = ("another rule of ISTIO_OUTPUT still decides Envoy's connection to the app before "
-           "it can be captured again" if exempt else
-           "the rule you removed is not on Envoy's path to the app")
+    why = (tr("another rule of ISTIO_OUTPUT still decides Envoy's connection to the app "
+              "before it can be captured again") if exempt else
+           tr("the rule you removed is not on Envoy's path to the app"))
     deciding = [e for e in run_walk("inbound").events if e.kind == "rule" and e.matched
                 and e.connection >= 1 and e.chain == "ISTIO_OUTPUT"]
-    solution = (f"'{deciding[0].text}' (ISTIO_OUTPUT rule {deciding[0].rule}): it RETURNs "
-                "Envoy's connection to the app by its source address." if deciding else
-                "the model's inbound walk has no ISTIO_OUTPUT rule for Envoy's connection")
-    return wrong(f"Without '{text}' the inbound walk ends '{walk.outcome}', not in a loop: "
-                 f"{why}.", solution=solution, evidence=model)
+    solution = (tr("'{text}' (ISTIO_OUTPUT rule {rule}): it RETURNs Envoy's connection to "
+                   "the app by its source address.", text=deciding[0].text,
+                   rule=deciding[0].rule) if deciding else
+                tr("the model's inbound walk has no ISTIO_OUTPUT rule for Envoy's connection"))
+    return wrong(tr("Without '{rule}' the inbound walk ends '{outcome}', not in a loop: {why}.",
+                    rule=text, outcome=walk.outcome, why=why), solution=solution,
+                 evidence=model)
 
 
 @checker("05.2", "a whole number of hops", hints=(
@@ -112,19 +117,21 @@ def check_loop_port_exhaustion(answer: Any) -> Verdict:
              f"{walk.loop.nofile}) after {walk.loop.hops_until_fds_run_out}",
              f"what stops a real proxy: {walk.loop.gives_out}")
     if abs(hops - limit) <= max(1, limit // 100):
-        return right(f"About {limit} turns: then connect() fails with EADDRNOTAVAIL. Long "
-                     "before that, the loop has eaten the pod's memory and CPU.",
-                     evidence=model)
-    solution = f"{limit}: the ports {lo} to {hi}, both included."
+        return right(tr("About {limit} turns: then connect() fails with EADDRNOTAVAIL. Long "
+                        "before that, the loop has eaten the pod's memory and CPU.",
+                        limit=limit), evidence=model)
+    solution = tr("{limit}: the ports {lo} to {hi}, both included.", limit=limit, lo=lo, hi=hi)
     if hops in (65535, 65536, 2**16 - 1024):
-        why = (f"{hops} would mean every port number is a source port; connect() only "
-               "picks from ip_local_port_range.")
+        why = tr("{hops} would mean every port number is a source port; connect() only "
+                 "picks from ip_local_port_range.", hops=hops)
     elif hops > limit:
-        why = (f"{hops} turns would need more ephemeral ports towards one destination than "
-               "the default range holds.")
+        why = tr("{hops} turns would need more ephemeral ports towards one destination than "
+                 "the default range holds.", hops=hops)
     else:
-        why = f"after {hops} turns there are still free ports in the default range."
-    return wrong(f"Not {hops}: {why}", solution=solution, evidence=model)
+        why = tr("after {hops} turns there are still free ports in the default range.",
+                 hops=hops)
+    return wrong(tr("Not {answer}: {why}", answer=hops, why=why), solution=solution,
+                 evidence=model)
 
 
 #: The two owner rules whose removal makes the outbound request loop (the checker's solution

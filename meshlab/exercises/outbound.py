@@ -10,6 +10,7 @@ from typing import Any
 from meshlab.exercises.answers import Unreadable, checker, read_text, read_whole
 from meshlab.exercises.model import default_flags, proxy_events, rules_for, run_walk, walk_lines
 from meshlab.exercises.result import Verdict, right, wrong
+from meshlab.i18n import tr
 
 
 @checker("04.1", "a rule number (1 is the first rule of the chain)", hints=(
@@ -33,21 +34,23 @@ def check_proxy_exempt_rule(answer: Any) -> Verdict:
                          "(the library changed?)")
     hit = upstream[0]
     if number == hit.rule:
-        return right(f"ISTIO_OUTPUT rule {hit.rule}: {hit.text} -> {hit.decision}. The rules "
-                     "before it need -o lo, and this connection leaves by eth0.",
-                     evidence=model)
-    solution = f"rule {hit.rule}: '{hit.text}' -> {hit.decision}."
+        return right(tr("ISTIO_OUTPUT rule {rule}: {text} -> {decision}. The rules before it "
+                        "need -o lo, and this connection leaves by eth0.", rule=hit.rule,
+                        text=hit.text, decision=hit.decision), evidence=model)
+    solution = tr("rule {rule}: '{text}' -> {decision}.", rule=hit.rule, text=hit.text,
+                  decision=hit.decision)
     size = len(rules_for(default_flags()).tables["nat"].chains["ISTIO_OUTPUT"].rules)
     if not 1 <= number <= size:
-        why = f"ISTIO_OUTPUT has rules 1 to {size}."
+        why = tr("ISTIO_OUTPUT has rules 1 to {size}.", size=size)
     elif number in tested:
-        failed = tested[number].why_not or "one of its conditions is false for it"
-        why = (f"rule {number} ({tested[number].text}) is tested against Envoy's connection "
-               f"and does not match it: {failed}.")
+        failed = tested[number].why_not or tr("one of its conditions is false for it")
+        why = tr("rule {rule} ({text}) is tested against Envoy's connection and does not "
+                 "match it: {failed}.", rule=number, text=tested[number].text, failed=failed)
     else:
-        why = (f"rule {number} is never tested for Envoy's connection: an earlier rule has "
-               "already decided its fate.")
-    return wrong(f"Not rule {number}: {why}", solution=solution, evidence=model)
+        why = tr("rule {rule} is never tested for Envoy's connection: an earlier rule has "
+                 "already decided its fate.", rule=number)
+    return wrong(tr("Not rule {rule}: {why}", rule=number, why=why), solution=solution,
+                 evidence=model)
 
 
 @checker("04.2", "an Envoy cluster name, e.g. 'PassthroughCluster'", hints=(
@@ -67,19 +70,22 @@ def check_outbound_cluster(answer: Any) -> Verdict:
     if not chosen:
         raise Unreadable("in this model Envoy picks no cluster (the library changed?)")
     if name == chosen[0]:
-        return right(f"virtualOutbound hands it to {chosen[0]}; Envoy picks an endpoint "
-                     "itself, so kube-proxy's VIP translation is never used.", evidence=model)
-    solution = f"{chosen[0]}: the filter chain for 10.96.0.20:9080 of virtualOutbound."
+        return right(tr("virtualOutbound hands it to {cluster}; Envoy picks an endpoint "
+                        "itself, so kube-proxy's VIP translation is never used.",
+                        cluster=chosen[0]), evidence=model)
+    solution = tr("{cluster}: the filter chain for 10.96.0.20:9080 of virtualOutbound.",
+                  cluster=chosen[0])
     if name == "PassthroughCluster":
-        why = ("PassthroughCluster is for destinations Envoy has no configuration for; "
-               "it would forward to 10.96.0.20:9080 as it is and leave the VIP to kube-proxy. "
-               "The reviews Service is in Envoy's configuration.")
+        why = tr("PassthroughCluster is for destinations Envoy has no configuration for; "
+                 "it would forward to 10.96.0.20:9080 as it is and leave the VIP to kube-proxy. "
+                 "The reviews Service is in Envoy's configuration.")
     elif name.startswith("inbound|"):
-        why = ("an inbound cluster delivers to the app in *this* pod; this connection leaves "
-               "the pod for another Service.")
+        why = tr("an inbound cluster delivers to the app in *this* pod; this connection leaves "
+                 "the pod for another Service.")
     elif name.startswith("outbound|") and name.count("|") == 3:
-        why = ("the shape is right, but one of its parts differs from the model's: check the "
-               "port, the subset (none here) and the host's full name.")
+        why = tr("the shape is right, but one of its parts differs from the model's: check the "
+                 "port, the subset (none here) and the host's full name.")
     else:
-        why = "Envoy in this pod has no cluster by that name."
-    return wrong(f"Not {name}: {why}", solution=solution, evidence=model)
+        why = tr("Envoy in this pod has no cluster by that name.")
+    return wrong(tr("Not {answer}: {why}", answer=name, why=why), solution=solution,
+                 evidence=model)

@@ -10,6 +10,7 @@ from typing import Any
 from meshlab.exercises.answers import checker, read_whole
 from meshlab.exercises.model import counter_lines, default_flags, rules_for, run_walk
 from meshlab.exercises.result import Verdict, right, wrong
+from meshlab.i18n import tr
 
 
 @checker("07.1", "a rule number of nat ISTIO_OUTPUT", hints=(
@@ -29,19 +30,21 @@ def check_upstream_counter(answer: Any) -> Verdict:
                      if table == "nat" and chain == "ISTIO_OUTPUT" and n and rule > 0)
     model = counter_lines(walk.counters)
     if number in counted:
-        return right(f"ISTIO_OUTPUT rule {number} counted Envoy's connection to the app "
-                     "(source 127.0.0.6, out by lo): step 7. The live lab reads the same "
-                     "counter from the real kernel.", evidence=model)
+        return right(tr("ISTIO_OUTPUT rule {rule} counted Envoy's connection to the app "
+                        "(source 127.0.0.6, out by lo): step 7. The live lab reads the same "
+                        "counter from the real kernel.", rule=number), evidence=model)
     size = len(rules_for(default_flags()).tables["nat"].chains["ISTIO_OUTPUT"].rules)
-    solution = ("rule " + " and rule ".join(str(n) for n in counted)
-                + ": the only ISTIO_OUTPUT rule(s) with a non-zero counter.")
+    rules = tr(" and ").join(tr("rule {rule}", rule=n) for n in counted)
+    solution = tr("{rules}: the only ISTIO_OUTPUT rule(s) with a non-zero counter.",
+                  rules=rules)
     if not 1 <= number <= size:
-        why = f"ISTIO_OUTPUT has rules 1 to {size}."
+        why = tr("ISTIO_OUTPUT has rules 1 to {size}.", size=size)
     else:
-        why = (f"rule {number} stays at 0 after one inbound request: the one connection that "
-               "passes ISTIO_OUTPUT is decided by another rule (a counter counts only the rule "
-               "that matched, not the ones tested before it).")
-    return wrong(f"Not rule {number}: {why}", solution=solution, evidence=model)
+        why = tr("rule {rule} stays at 0 after one inbound request: the one connection that "
+                 "passes ISTIO_OUTPUT is decided by another rule (a counter counts only the "
+                 "rule that matched, not the ones tested before it).", rule=number)
+    return wrong(tr("Not rule {rule}: {why}", rule=number, why=why), solution=solution,
+                 evidence=model)
 
 
 @checker("07.2", "a whole number", hints=(
@@ -59,18 +62,19 @@ def check_nat_counts_connections(answer: Any) -> Verdict:
     model = (f"nat PREROUTING rule 1 after one connection: {count}",
              "later packets of the connection: translated by conntrack, not counted by nat")
     if number == count:
-        return right(f"{count}: nat counters count connections, not packets. (The filter and "
-                     "mangle tables would count all 10.)", evidence=model)
-    solution = f"{count}: nat sees only the first packet of each connection."
+        return right(tr("{count}: nat counters count connections, not packets. (The filter "
+                        "and mangle tables would count all 10.)", count=count), evidence=model)
+    solution = tr("{count}: nat sees only the first packet of each connection.", count=count)
     if number == 10:
-        why = ("10 would mean nat sees every packet of the connection, as the filter and "
-               "mangle tables do; nat does not.")
+        why = tr("10 would mean nat sees every packet of the connection, as the filter and "
+                 "mangle tables do; nat does not.")
     elif number == 0:
-        why = ("0 would mean nat never sees this connection; but PREROUTING's rule is what "
-               "sends it to Envoy, so it did see it.")
+        why = tr("0 would mean nat never sees this connection; but PREROUTING's rule is what "
+                 "sends it to Envoy, so it did see it.")
     elif number > 10:
-        why = "the request has only 10 packets; no counter can grow by more."
+        why = tr("the request has only 10 packets; no counter can grow by more.")
     else:
-        why = (f"{number} packets would be counted only if nat saw some of the later packets "
-               "too; think about which packet nat does see.")
-    return wrong(f"Not {number}: {why}", solution=solution, evidence=model)
+        why = tr("{count} packets would be counted only if nat saw some of the later packets "
+                 "too; think about which packet nat does see.", count=number)
+    return wrong(tr("Not {answer}: {why}", answer=number, why=why), solution=solution,
+                 evidence=model)

@@ -1,7 +1,9 @@
 """Every message the library shows a learner has a Korean translation that says the same.
 
 The messages are found in the source, not listed by hand: the literal first argument of each
-``tr(...)`` and ``translatable(...)`` call. Each must be in the Korean catalog (``meshlab/data/messages/ko``),
+``tr(...)`` and ``translatable(...)`` call, and the arguments that are messages by their place
+(:data:`MESSAGE_ARGUMENTS`: an exercise's ``what`` and hints). Each must be in the Korean
+catalog (``meshlab/data/messages/ko``),
 with the same ``{placeholders}``, the same `code spans` and the same numbers, in Hangul; the
 catalog holds nothing the code no longer says. Then every checker's frame is read in Korean.
 """
@@ -43,6 +45,23 @@ def _literal(node: ast.expr, where: str) -> str:
                          f"not {ast.unparse(node)!r}; pass values as keywords")
 
 
+#: Functions some of whose arguments are messages, shown through tr() inside them:
+#: name -> (positions, keywords). A keyword's value may be a tuple of literals.
+MESSAGE_ARGUMENTS: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {
+    "checker": ((1,), ("what", "hints")),
+    "read_text": ((1,), ("what",)),
+    "read_texts": ((1,), ("what",)),
+}
+
+
+def _arguments(node: ast.Call, name: str) -> Iterator[ast.expr]:
+    positions, keywords = MESSAGE_ARGUMENTS[name]
+    values = [node.args[i] for i in positions if i < len(node.args)]
+    values += [k.value for k in node.keywords if k.arg in keywords]
+    for value in values:
+        yield from value.elts if isinstance(value, (ast.Tuple, ast.List)) else (value,)
+
+
 def messages() -> Iterator[tuple[str, str]]:
     """(where, English text) for every message the package marks for translation."""
     for path in sorted(PACKAGE.rglob("*.py")):
@@ -52,6 +71,11 @@ def messages() -> Iterator[tuple[str, str]]:
                 continue
             where = f"{path.relative_to(PACKAGE.parent)}:{node.lineno}"
             name = _name(node.func)
+            if name in MESSAGE_ARGUMENTS:
+                for argument in _arguments(node, name):
+                    if not isinstance(argument, ast.Name):  # a name passes a message on
+                        yield where, _literal(argument, where)
+                continue
             if not node.args or name not in ("tr", "translatable"):
                 continue
             first = node.args[0]
