@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 
+import meshlab
 from meshlab import exercises
 from meshlab.exercises import EXERCISES, CheckResult
 from meshlab.exercises.answers import reset_tries
-from meshlab.exercises.result import ANSWER_MARKER
+from meshlab.exercises.result import ANSWER_MARKER, answer_marker
+from meshlab.i18n import tr
 
 SOLUTIONS_DIR = Path(__file__).resolve().parent.parent / "notebooks" / "solutions"
 NOTEBOOKS_DIR = SOLUTIONS_DIR.parent
@@ -106,7 +108,7 @@ ANSWER_TEXT: dict[str, list[str]] = {
     "check_uid_1337_proxied": [r"--uid-owner 1337 -j RETURN", r"\brule 4\b"],
     "check_debug_dump": [r"15001"],
     "check_upstream_counter": [r"\brule 1\b"],
-    "check_nat_counts_connections": [r"(?<![\w.])(?<!Hint )1(?![\w.])"],
+    "check_nat_counts_connections": [r"(?<![\w.])(?<!Hint )(?<!힌트 )1(?![\w.])"],
     "check_ambient_outbound_port": [r"15001"],
     "check_ambient_app_sees_source": [r"10\.244\.0\.13"],
     "check_ztunnel_loop_condition": [r"!\s*--mark 0x539"],
@@ -344,3 +346,61 @@ def test_result_renders_as_text_and_html_without_colour_alone() -> None:
     # deterministic once the ladder is reset: the stored outputs are compared by nbval
     reset_tries()
     assert exercises.check_inbound_capture_port(15001)._repr_html_() == html
+
+
+HANGUL = re.compile(r"[\uac00-\ud7a3]")
+
+
+@pytest.fixture
+def korean() -> Any:
+    """The checkers speak Korean for one test (``meshlab.set_language("ko")``)."""
+    meshlab.set_language("ko")
+    yield
+    meshlab.set_language("en")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_solution_is_confirmed_in_korean(name: str, korean: None) -> None:
+    result = getattr(exercises, name)(SOLUTIONS[name][1])
+    assert result.correct, str(result)
+    assert str(result).startswith("✔ 맞았습니다") and HANGUL.search(result.feedback), str(result)
+
+
+@pytest.mark.parametrize(("name", "answer"),
+                         [(n, a) for n in NAMES for a in WRONG[n]],
+                         ids=lambda v: v if isinstance(v, str) and v.startswith("check_") else None)
+def test_a_wrong_answer_is_answered_in_korean_without_the_answer(name: str, answer: Any,
+                                                                  korean: None) -> None:
+    """The feedback, the hint and the answer block are Korean, and the answer stays in the
+    collapsed block, as in English."""
+    result = getattr(exercises, name)(answer)
+    assert result.status == "incorrect", str(result)
+    for part in (result.feedback, result.hint, result.solution):
+        assert HANGUL.search(part), f"{name}({answer!r}) is not Korean: {part!r}"
+    assert "힌트 1:" in str(result) and answer_marker() in str(result)
+    text = str(result).split(answer_marker())[0]
+    html = re.sub(r"<details.*?</details>", "", result._repr_html_(), flags=re.S)
+    assert "<summary>답 보기</summary>" in result._repr_html_()
+    learner_wrote = str(answer)
+    for pattern in ANSWER_TEXT[name]:
+        if re.search(pattern, learner_wrote):
+            continue
+        for shown in (text, html):
+            found = re.search(pattern, shown)
+            assert found is None, f"{name}({answer!r}) shows {found.group()!r}:\n{shown}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_korean_hints_do_not_name_the_answer_either(name: str, korean: None) -> None:
+    for hint in getattr(exercises, name).hints:
+        korean_hint = tr(hint)
+        assert HANGUL.search(korean_hint), f"{name}: no Korean for the hint {hint!r}"
+        for pattern in ANSWER_TEXT[name]:
+            assert re.search(pattern, korean_hint) is None, (
+                f"{name}'s Korean hint names the answer: {korean_hint}")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_unreadable_answer_is_explained_in_korean(name: str, korean: None) -> None:
+    result = getattr(exercises, name)(UNREADABLE[name])
+    assert result.status == "invalid" and HANGUL.search(result.hint), str(result)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ipaddress import ip_address
 from typing import TYPE_CHECKING, Any
 
-from meshlab.exercises.answers import Unreadable, checker, read_port, read_text, strip_append
+from meshlab.exercises.answers import Unreadable, checker, read_port, read_string, strip_append
 from meshlab.exercises.model import listener_ports, run_walk, walk_lines
 from meshlab.exercises.result import Verdict, right, wrong
 from meshlab.i18n import tr
@@ -83,7 +83,7 @@ def check_ambient_app_sees_source(answer: Any) -> Verdict:
     """reviews-v2 calls details' app over HBONE. Which source address does the app see
     (``getpeername()``)?"""
     try:
-        ip = ip_address(read_text(answer, "an IP address"))
+        ip = ip_address(read_string(answer, "an IP address"))
     except ValueError as bad:
         raise Unreadable(str(bad)) from None
     walk = run_walk(INBOUND)
@@ -152,7 +152,7 @@ def _walk_without_condition(name: str, condition: str) -> Walk | None:
 def check_ztunnel_loop_condition(answer: Any) -> Verdict:
     """Which condition, taken out of the rules, makes ztunnel capture its own outbound
     connection (a loop)?"""
-    text = strip_append(read_text(answer, "a condition of a rule"))
+    text = strip_append(read_string(answer, "a condition of a rule"))
     whole_rule = " -j " in f" {text}"
     walk = (run_walk(OUTBOUND, without_rules=(text,)) if whole_rule
             else _walk_without_condition(OUTBOUND, text))
@@ -199,7 +199,7 @@ def check_ztunnel_loop_condition(answer: Any) -> Verdict:
 def check_reply_path_piece(answer: Any) -> Verdict:
     """Name one thing the agent sets up (a rule, or the ip rule / ip route) without which the
     HBONE call from reviews-v2 never completes."""
-    text = strip_append(read_text(answer, "a rule or an ip command"))
+    text = strip_append(read_string(answer, "a rule or an ip command"))
     walk = run_walk(INBOUND, without_rules=(text,))
     model = walk_lines(walk)
     if walk.outcome == "timeout":

@@ -55,18 +55,18 @@ def read_bool(answer: Any) -> bool:
     raise Unreadable(tr("{answer} is not True or False", answer=repr(answer)))
 
 
-def read_text(answer: Any, what: str) -> str:
+def read_string(answer: Any, what: str) -> str:
     if not isinstance(answer, str) or not answer.strip():
         raise Unreadable(tr("{answer} is not {what}; write it as a string in quotes",
                             answer=repr(answer), what=tr(what)))
     return answer.strip()
 
 
-def read_texts(answer: Any, what: str) -> tuple[str, ...]:
+def read_strings(answer: Any, what: str) -> tuple[str, ...]:
     if isinstance(answer, str):
-        return (read_text(answer, what),)
+        return (read_string(answer, what),)
     if isinstance(answer, Iterable) and not isinstance(answer, Mapping):
-        items = tuple(read_text(a, what) for a in answer)
+        items = tuple(read_string(a, what) for a in answer)
         if items:
             return items
     raise Unreadable(tr("{answer} is not {what} (a string) or a list of them",

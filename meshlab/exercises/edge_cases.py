@@ -14,7 +14,7 @@ from meshlab.exercises.answers import (
     checker,
     read_bool,
     read_port,
-    read_text,
+    read_string,
     strip_append,
 )
 from meshlab.exercises.model import (
@@ -52,7 +52,7 @@ def _with_flag(flags: Sequence[str], flag: str, value: str) -> tuple[str, ...]:
 def check_exclude_cidr(answer: Any) -> Verdict:
     """Choose ``-x`` (excludeOutboundIPRanges) so that the app reaches legacy-db without Envoy
     while its calls to reviews are still proxied."""
-    value = read_text(answer, "a CIDR list")
+    value = read_string(answer, "a CIDR list")
     flags = _with_flag(default_flags(), "-x", value)
     db = run_walk("outbound-external", flags=flags)
     peer = run_walk("outbound", flags=flags)
@@ -87,7 +87,7 @@ def _read_fate(answer: Any) -> tuple[bool, str | int]:
         raise Unreadable(tr("'rule' is a rule text such as '-j ISTIO_REDIRECT' or a rule "
                             "number; write {shape}", shape=shape))
     if isinstance(rule, str):
-        rule = strip_append(read_text(rule, "a rule text"))
+        rule = strip_append(read_string(rule, "a rule text"))
     return read_bool(answer["proxied"]), rule
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from ipaddress import ip_address
 from typing import Any
 
-from meshlab.exercises.answers import Unreadable, checker, read_port, read_text
+from meshlab.exercises.answers import Unreadable, checker, read_port, read_string
 from meshlab.exercises.model import (
     PEER_IP,
     POD_IP,
@@ -75,7 +75,7 @@ def check_inbound_capture_port(answer: Any) -> Verdict:
 def check_app_sees_source(answer: Any) -> Verdict:
     """In the inbound walk, what source address does the app see (``getpeername()``)?"""
     try:
-        ip = ip_address(read_text(answer, "an IP address"))
+        ip = ip_address(read_string(answer, "an IP address"))
     except ValueError as bad:
         raise Unreadable(str(bad)) from None
     walk = run_walk("inbound")

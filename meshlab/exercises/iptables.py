@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from meshlab.exercises.answers import Unreadable, checker, read_text, strip_append
+from meshlab.exercises.answers import Unreadable, checker, read_string, strip_append
 from meshlab.exercises.model import PEER_IP, default_flags, receive, rules_for, trace_lines
 from meshlab.exercises.result import Verdict, right, wrong
 from meshlab.i18n import tr
@@ -32,7 +32,7 @@ _BUILTIN = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
 def check_first_chain(answer: Any) -> Verdict:
     """A peer's TCP SYN arrives on eth0 for 10.244.0.5:9080. Which chain does nat PREROUTING
     jump to?"""
-    chain = read_text(answer, "a chain name")
+    chain = read_string(answer, "a chain name")
     ruleset = rules_for(default_flags())
     _, trace = receive(ruleset, 9080)
     jumps = [e for e in trace.hits if e.chain == "PREROUTING" and e.table == "nat"
@@ -113,7 +113,7 @@ def check_bypass_rule(answer: Any) -> Verdict:
     8081 without Envoy, and changes nothing for port 9080."""
     from meshlab.netfilter.parse import parse_rule
 
-    text = strip_append(read_text(answer, "a rule"))
+    text = strip_append(read_string(answer, "a rule"))
     ruleset = _insert_rule(rules_for(default_flags()), "nat", "ISTIO_INBOUND", 1, text)
     _, t8081 = receive(ruleset, 8081)
     _, t9080 = receive(ruleset, 9080)
@@ -170,7 +170,7 @@ def check_reply_source(answer: Any) -> Verdict:
     from meshlab.netfilter.packet import parse_endpoint
 
     try:
-        ip, port = parse_endpoint(read_text(answer, "an IP:PORT"))
+        ip, port = parse_endpoint(read_string(answer, "an IP:PORT"))
     except ValueError as bad:
         raise Unreadable(str(bad)) from None
     netns, trace = receive(rules_for(default_flags()), 9080)

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 from meshlab.exercises.answers import (
     Unreadable,
     checker,
-    read_text,
-    read_texts,
+    read_string,
+    read_strings,
     read_whole,
     strip_append,
 )
@@ -36,7 +36,7 @@ def _loop_text(walk: Walk) -> str:
 ))
 def check_loop_rules(answer: Any) -> Verdict:
     """Remove as few rules as you can so that the outbound request loops."""
-    texts = tuple(strip_append(t) for t in read_texts(answer, "a rule text"))
+    texts = tuple(strip_append(t) for t in read_strings(answer, "a rule text"))
     walk = run_walk("outbound", without_rules=texts)
     model = walk_lines(walk)
     if walk.outcome == "loop":
@@ -73,7 +73,7 @@ def check_loop_rules(answer: Any) -> Verdict:
 ))
 def check_inbound_loop_rule(answer: Any) -> Verdict:
     """Which one rule, removed, makes the *inbound* request loop?"""
-    text = strip_append(read_text(answer, "a rule"))
+    text = strip_append(read_string(answer, "a rule"))
     walk = run_walk("inbound", without_rules=(text,))
     model = walk_lines(walk)
     if walk.outcome == "loop":

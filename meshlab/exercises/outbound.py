@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from meshlab.exercises.answers import Unreadable, checker, read_text, read_whole
+from meshlab.exercises.answers import Unreadable, checker, read_string, read_whole
 from meshlab.exercises.model import default_flags, proxy_events, rules_for, run_walk, walk_lines
 from meshlab.exercises.result import Verdict, right, wrong
 from meshlab.i18n import tr
@@ -63,7 +63,7 @@ def check_proxy_exempt_rule(answer: Any) -> Verdict:
 ))
 def check_outbound_cluster(answer: Any) -> Verdict:
     """The app calls the reviews Service VIP 10.96.0.20:9080. Which Envoy cluster handles it?"""
-    name = read_text(answer, "a cluster name")
+    name = read_string(answer, "a cluster name")
     walk = run_walk("outbound-service")
     chosen = [e.cluster for e in proxy_events(walk) if e.cluster]
     model = walk_lines(walk)

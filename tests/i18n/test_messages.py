@@ -49,8 +49,8 @@ def _literal(node: ast.expr, where: str) -> str:
 #: name -> (positions, keywords). A keyword's value may be a tuple of literals.
 MESSAGE_ARGUMENTS: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {
     "checker": ((1,), ("what", "hints")),
-    "read_text": ((1,), ("what",)),
-    "read_texts": ((1,), ("what",)),
+    "read_string": ((1,), ("what",)),
+    "read_strings": ((1,), ("what",)),
 }
 
 
