@@ -22,6 +22,8 @@ import re
 from types import TracebackType
 from typing import Any
 
+from meshlab.i18n import tr
+
 
 def name_error_lines(error: NameError) -> list[str]:
     """The short message for ``error``: which name is missing, and which cells to run."""
@@ -29,13 +31,13 @@ def name_error_lines(error: NameError) -> list[str]:
     if not name:
         found = re.search(r"name '([^']+)'", str(error))
         name = found.group(1) if found else None
-    missing = f"{name!r} is not defined yet." if name else f"{error}."
+    missing = tr("{name} is not defined yet.", name=repr(name)) if name else f"{error}."
     return [
         f"NameError: {missing}",
-        "A cell above this one makes it, and it has not run in this kernel (after a "
-        "restart, none has).",
-        "Run the cells above first: Run -> Run All Above Selected Cell (or Run -> Run All "
-        "Cells). If no cell above makes it, check its spelling.",
+        tr("A cell above this one makes it, and it has not run in this kernel (after a "
+           "restart, none has)."),
+        tr("Run the cells above first: Run -> Run All Above Selected Cell (or Run -> Run All "
+           "Cells). If no cell above makes it, check its spelling."),
     ]
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from meshlab.i18n import tr, translatable
 from meshlab.lesson_match import (
     Step,
     decisive_rule,
@@ -50,50 +51,55 @@ from meshlab.walk import Event, Walk
 CASES = ("inbound", "outbound")
 
 
-# (n, title, explanation) as the article tells them
+# (n, title, explanation) as the article tells them; an explanation is shown in the
+# learner's language (make_step), a title stays as the article writes it
 INBOUND_STEPS: tuple[tuple[int, str, str], ...] = (
     (1, "PREROUTING -> ISTIO_INBOUND",
-     "The peer's SYN arrives on eth0; nat PREROUTING sends the first packet of every new TCP "
-     "connection to ISTIO_INBOUND."),
+     translatable("The peer's SYN arrives on eth0; nat PREROUTING sends the first packet of "
+                  "every new TCP connection to ISTIO_INBOUND.")),
     (2, "ISTIO_INBOUND -> ISTIO_IN_REDIRECT",
-     "The destination port is not excluded (-d), so ISTIO_INBOUND jumps to ISTIO_IN_REDIRECT."),
+     translatable("The destination port is not excluded (-d), so ISTIO_INBOUND jumps to "
+                  "ISTIO_IN_REDIRECT.")),
     (3, "REDIRECT to 15006",
-     "REDIRECT rewrites the destination to the pod's address, port 15006; conntrack remembers "
-     "the original one."),
+     translatable("REDIRECT rewrites the destination to the pod's address, port 15006; "
+                  "conntrack remembers the original one.")),
     (4, "virtualInbound: Addr: *:9080 -> inbound|9080||",
-     "Envoy accepts on 15006, reads SO_ORIGINAL_DST, picks the filter chain for the port and "
-     "its cluster (ORIGINAL_DST, bound to source 127.0.0.6)."),
+     translatable("Envoy accepts on 15006, reads SO_ORIGINAL_DST, picks the filter chain for "
+                  "the port and its cluster (ORIGINAL_DST, bound to source 127.0.0.6).")),
     (5, "Envoy's connection enters OUTPUT",
-     "Envoy (UID 1337) connects from 127.0.0.6 to the original destination; the pod IP is "
-     "local, so the packet will leave by lo."),
+     translatable("Envoy (UID 1337) connects from 127.0.0.6 to the original destination; the "
+                  "pod IP is local, so the packet will leave by lo.")),
     (6, "OUTPUT -> ISTIO_OUTPUT",
-     "nat OUTPUT sends the first packet of every new local connection to ISTIO_OUTPUT."),
+     translatable("nat OUTPUT sends the first packet of every new local connection to "
+                  "ISTIO_OUTPUT.")),
     (7, "source 127.0.0.6 on lo -> RETURN",
-     "The first ISTIO_OUTPUT rule lets connections from 127.0.0.6 leaving by lo through, so "
-     "Envoy's inbound traffic is not captured a second time."),
+     translatable("The first ISTIO_OUTPUT rule lets connections from 127.0.0.6 leaving by lo "
+                  "through, so Envoy's inbound traffic is not captured a second time.")),
     (8, "POSTROUTING -> the app",
-     "Through POSTROUTING, out by lo and back in: the app accepts the connection and sees "
-     "127.0.0.6 as the client."),
+     translatable("Through POSTROUTING, out by lo and back in: the app accepts the connection "
+                  "and sees 127.0.0.6 as the client.")),
 )
 OUTBOUND_STEPS: tuple[tuple[int, str, str], ...] = (
     (9, "the app's connection enters OUTPUT",
-     "The app (UID 1000) calls connect(); the route chooses eth0 and the source address."),
+     translatable("The app (UID 1000) calls connect(); the route chooses eth0 and the source "
+                  "address.")),
     (10, "OUTPUT -> ISTIO_OUTPUT",
-     "nat OUTPUT sends the first packet of every new local connection to ISTIO_OUTPUT."),
+     translatable("nat OUTPUT sends the first packet of every new local connection to "
+                  "ISTIO_OUTPUT.")),
     (11, "nothing matches -> ISTIO_REDIRECT",
-     "No exemption (127.0.0.6, loopback, UID/GID 1337, excluded CIDR or port) matches, so the "
-     "last rule jumps to ISTIO_REDIRECT."),
+     translatable("No exemption (127.0.0.6, loopback, UID/GID 1337, excluded CIDR or port) "
+                  "matches, so the last rule jumps to ISTIO_REDIRECT.")),
     (12, "REDIRECT to 15001",
-     "REDIRECT rewrites the destination to 127.0.0.1:15001, where Envoy's virtualOutbound "
-     "listens; conntrack remembers the original."),
+     translatable("REDIRECT rewrites the destination to 127.0.0.1:15001, where Envoy's "
+                  "virtualOutbound listens; conntrack remembers the original.")),
     (13, "Envoy's connection enters OUTPUT",
-     "Envoy reads SO_ORIGINAL_DST, picks a cluster and connects to the original destination as "
-     "UID 1337."),
+     translatable("Envoy reads SO_ORIGINAL_DST, picks a cluster and connects to the original "
+                  "destination as UID 1337.")),
     (14, "OUTPUT -> ISTIO_OUTPUT",
-     "Envoy's packet goes through nat OUTPUT and ISTIO_OUTPUT like any other."),
+     translatable("Envoy's packet goes through nat OUTPUT and ISTIO_OUTPUT like any other.")),
     (15, "owner UID 1337 -> RETURN, out through eth0",
-     "-m owner --uid-owner 1337 -j RETURN exempts the proxy's own traffic; it leaves by eth0 "
-     "to the peer, which sees the pod's IP."),
+     translatable("-m owner --uid-owner 1337 -j RETURN exempts the proxy's own traffic; it "
+                  "leaves by eth0 to the peer, which sees the pod's IP.")),
 )
 
 Finder = Callable[[list[Event]], Event | None]
@@ -179,9 +185,9 @@ def _inbound(events: list[Event], c0: int) -> list[Step]:
     e3 = first_event(events, lambda e: e.connection == c0 and is_nat_to(e, "REDIRECT"))
     tproxy = first_event(events, lambda e: e.connection == c0 and is_nat_to(e, "TPROXY"))
     steps.append(make_step(s[2], e3, tproxy, "" if tproxy is None else
-                       "TPROXY mode: the mangle table's TPROXY target hands the connection to "
-                       "Envoy's transparent 15006 listener without rewriting the destination "
-                       f"({tproxy.decision})"))
+                       tr("TPROXY mode: the mangle table's TPROXY target hands the connection "
+                          "to Envoy's transparent 15006 listener without rewriting the "
+                          "destination ({decision})", decision=tproxy.decision)))
     e4 = first_event(events, lambda e: e.connection == c0 and e.kind == "proxy"
                 and e.listener == "virtualInbound")
     instead4 = None

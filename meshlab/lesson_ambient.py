@@ -34,61 +34,65 @@ plaintext client) or ``"skipped"``, exactly as the article's steps are.
 
 from __future__ import annotations
 
+from meshlab.i18n import tr, translatable
 from meshlab.lesson_match import Step, decisive_rule, final_event, first_event, is_hit, make_step
 from meshlab.walk import Event, Walk
 
 AMBIENT_INBOUND_STEPS: tuple[tuple[str, str, str], ...] = (
     ("A1", "PREROUTING -> ISTIO_PRERT",
-     "The connection's first packet arrives on eth0; nat PREROUTING sends it to ISTIO_PRERT."),
+     translatable("The connection's first packet arrives on eth0; nat PREROUTING sends it to "
+                  "ISTIO_PRERT.")),
     ("A2", "15008 is not redirected",
-     "The inbound REDIRECT to 15006 says `! --dport 15008`: HBONE, the tunnel from the peer's "
-     "ztunnel, goes straight to ztunnel's 15008 listener."),
+     translatable("The inbound REDIRECT to 15006 says `! --dport 15008`: HBONE, the tunnel from "
+                  "the peer's ztunnel, goes straight to ztunnel's 15008 listener.")),
     ("A3", "ztunnel accepts",
-     "ztunnel's socket in this pod accepts; the tunnel carries the real target (a plaintext "
-     "connection redirected to 15006 has it from SO_ORIGINAL_DST)."),
+     translatable("ztunnel's socket in this pod accepts; the tunnel carries the real target (a "
+                  "plaintext connection redirected to 15006 has it from SO_ORIGINAL_DST).")),
     ("A4", "ztunnel connects to the app from the client's address",
-     "IP_FREEBIND and IP_TRANSPARENT let ztunnel bind the client's own IP; its socket carries "
-     "mark 0x539."),
+     translatable("IP_FREEBIND and IP_TRANSPARENT let ztunnel bind the client's own IP; its "
+                  "socket carries mark 0x539.")),
     ("A5", "out by lo: nat ISTIO_OUTPUT accepts",
-     "The app's address is local, so the packet leaves by lo; `! -d 127.0.0.1/32 -o lo -j "
-     "ACCEPT` lets it pass uncaptured."),
+     translatable("The app's address is local, so the packet leaves by lo; `! -d 127.0.0.1/32 "
+                  "-o lo -j ACCEPT` lets it pass uncaptured.")),
     ("A6", "mangle ISTIO_PRERT: connmark 0x111",
-     "In again by lo, the packet still carries mark 0x539, so mangle gives its connection the "
-     "connection mark 0x111."),
+     translatable("In again by lo, the packet still carries mark 0x539, so mangle gives its "
+                  "connection the connection mark 0x111.")),
     ("A7", "the app's SYN-ACK gets mark 0x111",
-     "The app answers the client's (foreign) address; mangle ISTIO_OUTPUT restores the "
-     "connection's mark 0x111 onto the answer."),
+     translatable("The app answers the client's (foreign) address; mangle ISTIO_OUTPUT restores "
+                  "the connection's mark 0x111 onto the answer.")),
     ("A8", "table 100 routes the answer back by lo",
-     "`ip rule fwmark 0x111/0xfff lookup 100` and `local 0.0.0.0/0 dev lo table 100` make the "
-     "client's address local for this packet: it goes back to ztunnel, not out by eth0."),
+     translatable("`ip rule fwmark 0x111/0xfff lookup 100` and `local 0.0.0.0/0 dev lo table "
+                  "100` make the client's address local for this packet: it goes back to "
+                  "ztunnel, not out by eth0.")),
     ("A9", "the app sees the real client",
-     "The handshake completes and the app accepts; getpeername() gives the client's own "
-     "address (a sidecar pod's app would see 127.0.0.6)."),
+     translatable("The handshake completes and the app accepts; getpeername() gives the "
+                  "client's own address (a sidecar pod's app would see 127.0.0.6).")),
 )
 AMBIENT_OUTBOUND_STEPS: tuple[tuple[str, str, str], ...] = (
     ("A1", "the app's connection enters OUTPUT",
-     "The app calls connect(); the route chooses eth0 and the source address."),
+     translatable("The app calls connect(); the route chooses eth0 and the source address.")),
     ("A2", "OUTPUT -> ISTIO_OUTPUT",
-     "nat OUTPUT sends the first packet of every new local connection to ISTIO_OUTPUT."),
+     translatable("nat OUTPUT sends the first packet of every new local connection to "
+                  "ISTIO_OUTPUT.")),
     ("A3", "REDIRECT to 15001",
-     "No exemption matches (not loopback, not to lo, no mark 0x111 or 0x539), so the last "
-     "rule redirects it to ztunnel's 15001."),
+     translatable("No exemption matches (not loopback, not to lo, no mark 0x111 or 0x539), so "
+                  "the last rule redirects it to ztunnel's 15001.")),
     ("A4", "ztunnel picks HBONE or passthrough",
-     "ztunnel reads SO_ORIGINAL_DST: to a mesh workload it opens HBONE (that pod's IP, port "
-     "15008, carrying the target); to anything else a plain connection."),
+     translatable("ztunnel reads SO_ORIGINAL_DST: to a mesh workload it opens HBONE (that pod's "
+                  "IP, port 15008, carrying the target); to anything else a plain connection.")),
     ("A5", "ztunnel's connection (mark 0x539) enters OUTPUT",
-     "Every socket ztunnel opens in the pod carries SO_MARK 0x539."),
+     translatable("Every socket ztunnel opens in the pod carries SO_MARK 0x539.")),
     ("A6", "`! --mark 0x539/0xfff`: not redirected",
-     "The same rules see ztunnel's packet, but each redirect requires the mark to be absent, "
-     "so nothing captures it again."),
+     translatable("The same rules see ztunnel's packet, but each redirect requires the mark to "
+                  "be absent, so nothing captures it again.")),
     ("A7", "out by eth0",
-     "The packet leaves the pod towards the peer (or the host outside the mesh)."),
+     translatable("The packet leaves the pod towards the peer (or the host outside the mesh).")),
     ("A8", "delivered at the other end",
-     "The peer accepts (over HBONE: the peer's ztunnel connects to its app, which sees this "
-     "pod's IP)."),
+     translatable("The peer accepts (over HBONE: the peer's ztunnel connects to its app, which "
+                  "sees this pod's IP).")),
     ("A9", "the answers come back",
-     "The peer's answer reaches ztunnel's socket, and ztunnel's answer reaches the app, which "
-     "sees it come from the address it called."),
+     translatable("The peer's answer reaches ztunnel's socket, and ztunnel's answer reaches the "
+                  "app, which sees it come from the address it called.")),
 )
 
 
@@ -186,14 +190,16 @@ def _outbound(events: list[Event], mine: list[Event], c0: int) -> list[Step]:
     a1 = first_event(mine, lambda e: e.connection == c0 and e.kind == "connect")
     arrived = first_event(mine, lambda e: e.connection == c0 and is_hit(e)) if a1 is None else None
     steps.append(make_step(s[0], a1, arrived, "" if arrived is None else
-                       f"instead, the connection arrives from outside the pod ({arrived.src} "
-                       f"-> {arrived.dst}): it did not start in this pod's OUTPUT"))
+                       tr("instead, the connection arrives from outside the pod ({src} -> "
+                          "{dst}): it did not start in this pod's OUTPUT",
+                          src=arrived.src, dst=arrived.dst)))
     a2 = first_event(mine, lambda e: e.connection == c0 and e.table == "nat" and e.chain == "OUTPUT"
                 and is_hit(e) and e.decision == "jump ISTIO_OUTPUT")
     in_nat = None if a1 is not None else first_event(
         mine, lambda e: e.connection == c0 and e.table == "nat" and is_hit(e))
     steps.append(make_step(s[1], a2, in_nat, "" if in_nat is None else
-                       f"instead, nat {in_nat.chain} ({in_nat.hook}): {in_nat.decision}"))
+                       tr("instead, nat {chain} ({hook}): {decision}", chain=in_nat.chain,
+                          hook=in_nat.hook, decision=in_nat.decision)))
     decisive = None
     if a2 is not None:
         decisive = decisive_rule(mine, c0, "ISTIO_OUTPUT")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from meshlab.i18n import tr
 from meshlab.walk import Event
 
 
@@ -65,13 +66,21 @@ def final_event(events: list[Event], conn: int | None = None) -> Event | None:
 
 def make_step(spec: tuple[int, str, str], found: Event | None, instead: Event | None,
           instead_text: str = "") -> Step:
+    """The step ``spec`` (n, title, explanation marked translatable) as this walk did it.
+
+    The explanation is put in the language the library speaks now (:func:`meshlab.i18n.tr`);
+    ``instead_text``, when given, is already in it. The title stays as the article writes it.
+    """
     n, title, explanation = spec
+    explanation = tr(explanation)
     if found is not None:
         return Step(n, title, explanation, found, "ok")
     if instead is not None:
-        what = instead_text or f"instead: {instead.decision}"
+        what = instead_text or tr("instead: {decision}", decision=instead.decision)
         if instead.kind == "rule" and instead.text:
-            what = instead_text or (f"instead, {instead.chain} rule {instead.rule} "
-                                    f"`{instead.text}` matched: {instead.decision}")
+            what = instead_text or tr("instead, {chain} rule {rule} `{text}` matched: {decision}",
+                                      chain=instead.chain, rule=instead.rule, text=instead.text,
+                                      decision=instead.decision)
         return Step(n, title, what, instead, "changed")
-    return Step(n, title, f"skipped: the walk did not get here ({explanation})", None, "skipped")
+    return Step(n, title, tr("skipped: the walk did not get here ({explanation})",
+                             explanation=explanation), None, "skipped")

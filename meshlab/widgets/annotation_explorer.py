@@ -23,8 +23,9 @@ import ipywidgets as widgets
 
 from meshlab import datafiles
 from meshlab.errors import MeshlabError
+from meshlab.i18n import tr
 from meshlab.widgets.common import LiveWidget, error_widget, esc, guarded
-from meshlab.widgets.flag_explorer import _render, diff_lines
+from meshlab.widgets.flag_explorer import _counts, _render, diff_lines
 
 POD = datafiles.PRODUCTPAGE_POD
 """The packaged pod the explorer injects (Bookinfo's productpage, no annotations of its own)."""
@@ -59,18 +60,22 @@ def parse_annotations(text: str) -> dict[str, str]:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise MeshlabError(f"cannot read the annotations{where}: write one 'key: value' per "
-                           "line, e.g. traffic.sidecar.istio.io/excludeOutboundPorts: \"5432\"") \
-            from None
+        if mark is None:
+            raise MeshlabError(tr("cannot read the annotations: write one 'key: value' per "
+                                  "line, e.g. traffic.sidecar.istio.io/excludeOutboundPorts: "
+                                  "\"5432\"")) from None
+        raise MeshlabError(tr("cannot read the annotations at line {line}, column {column}: "
+                              "write one 'key: value' per line, e.g. "
+                              "traffic.sidecar.istio.io/excludeOutboundPorts: \"5432\"",
+                              line=mark.line + 1, column=mark.column + 1)) from None
     if not isinstance(loaded, dict):
-        raise MeshlabError("the annotations must be 'key: value' lines, e.g. "
-                           "sidecar.istio.io/interceptionMode: TPROXY")
+        raise MeshlabError(tr("the annotations must be 'key: value' lines, e.g. "
+                              "sidecar.istio.io/interceptionMode: TPROXY"))
     out: dict[str, str] = {}
     for key, value in loaded.items():
         if isinstance(value, (dict, list)):
-            raise MeshlabError(f"annotation {key!r}: a value must be one line of text, "
-                               f"not {type(value).__name__}")
+            raise MeshlabError(tr("annotation {key}: a value must be one line of text, not "
+                                  "{kind}", key=repr(key), kind=type(value).__name__))
         text_value = "" if value is None else str(value).lower() if isinstance(value, bool) \
             else str(value)
         out[str(key)] = text_value
@@ -97,7 +102,7 @@ class AnnotationExplorer(LiveWidget, widgets.VBox):
     def __init__(self, annotations: str = EXAMPLE) -> None:
         self.error = error_widget()
         self.annotations = widgets.Textarea(
-            value="", description="annotations",
+            value="", description=tr("annotations"),
             layout=widgets.Layout(width="100%", height="7em"),
             style={"description_width": "initial"},
             placeholder="traffic.sidecar.istio.io/excludeOutboundPorts: \"5432\"",
@@ -122,32 +127,36 @@ class AnnotationExplorer(LiveWidget, widgets.VBox):
         done = guarded(lambda: _inject(tuple(sorted(parse_annotations(text).items()))),
                        self.error)
         if done is None:
-            self.summary.value = "<i>Showing the result of the last valid annotations.</i>"
+            last = tr("Showing the result of the last valid annotations.")
+            self.summary.value = f"<i>{last}</i>"
             return
         args, restore, uid, gid, mode = done
         self._args = args
         if not args:
-            self.args_text.value = "<i>No istio-init container (interception mode NONE).</i>"
+            none = tr("No istio-init container (interception mode NONE).")
+            self.args_text.value = f"<i>{none}</i>"
             self._lines = []
             self.summary.value = ""
             self.rules_text.value = ""
             return
+        runs = tr("istio-init runs: istio-iptables {args}", args=esc(shlex.join(args)))
+        proxy = tr("istio-proxy runs as UID {uid}, GID {gid} (interception mode {mode})",
+                   uid=uid, gid=gid, mode=esc(mode))
         self.args_text.value = (
-            "<pre style='font-size:12px;white-space:pre-wrap'>istio-init runs: istio-iptables "
-            f"{esc(shlex.join(args))}\nistio-proxy runs as UID {uid}, GID {gid} "
-            f"(interception mode {esc(mode)})</pre>")
+            f"<pre style='font-size:12px;white-space:pre-wrap'>{runs}\n{proxy}</pre>")
         self._lines = diff_lines(self._default, restore)
         added = sum(1 for m, _ in self._lines if m == "+")
         gone = sum(1 for m, _ in self._lines if m == "-")
-        self.summary.value = ("<i>Same rules as a pod without annotations.</i>"
+        self.summary.value = (f"<i>{tr('Same rules as a pod without annotations.')}</i>"
                               if not added + gone else
-                              f"<b>{added} line(s) added (+), {gone} removed (-)</b> against "
-                              "a pod without annotations.")
+                              tr("{counts} against a pod without annotations.",
+                                 counts=f"<b>{_counts(added, gone)}</b>"))
         self.rules_text.value = _render(self._lines)
 
     def static(self) -> str:
         """The fallback for pages that show no live widgets: the ``istio-init`` arguments,
         then only the rule lines that differ from a pod without annotations (``+``/``-``)."""
-        head = f"istio-iptables {shlex.join(self._args)}" if self._args else "no istio-init"
+        head = (f"istio-iptables {shlex.join(self._args)}" if self._args else
+                tr("no istio-init"))
         changed = [f"{mark} {line}" for mark, line in self._lines if mark != " "]
-        return "\n".join([head, "", *(changed or ["(same rules as without annotations)"])])
+        return "\n".join([head, "", *(changed or [tr("(same rules as without annotations)")])])

@@ -15,6 +15,7 @@ from typing import TypeVar
 import ipywidgets as widgets
 
 from meshlab.errors import MeshlabError
+from meshlab.i18n import tr, translatable
 
 T = TypeVar("T")
 
@@ -47,7 +48,7 @@ def error_html(message: str) -> str:
     more = (f"<pre style='margin:2px 0;font-family:monospace;white-space:pre'>{esc(rest)}</pre>"
             if rest.strip() else "")
     return ("<div style='border:2px solid #333;padding:4px 8px;margin:4px 0'>"
-            f"<b>Problem:</b> {esc(first)}{more}</div>")
+            f"<b>{tr('Problem:')}</b> {esc(first)}{more}</div>")
 
 
 def guarded(call: Callable[[], T], error: widgets.HTML) -> T | None:
@@ -61,8 +62,9 @@ def guarded(call: Callable[[], T], error: widgets.HTML) -> T | None:
         error.value = error_html(str(exc))
         return None
     except Exception as exc:  # a bug in meshlab: still no traceback in the notebook
-        error.value = error_html(f"meshlab could not do this ({type(exc).__name__}: {exc}); "
-                                 "this is a bug in meshlab, please report it")
+        error.value = error_html(tr("meshlab could not do this ({kind}: {exc}); this is a bug "
+                                    "in meshlab, please report it",
+                                    kind=type(exc).__name__, exc=exc))
         return None
     error.value = ""
     return result
@@ -89,10 +91,11 @@ class LiveWidget:
     that text at 110 characters, so it stays short."""
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}: a live widget; run the lesson (Run -> Run All Cells) "
-                "to use it.")
+        return tr("{name}: a live widget; run the lesson (Run -> Run All Cells) to use it.",
+                  name=type(self).__name__)
 
 
-#: One line for a lesson to show above its widgets.
-STORED_WIDGET_NOTE = ("The widgets in this lesson are saved copies until it runs: they do not "
-                      "answer clicks yet. Run -> Run All Cells, and they come alive.")
+#: One line for a lesson to show above its widgets (show it as ``tr(STORED_WIDGET_NOTE)``).
+STORED_WIDGET_NOTE = translatable("The widgets in this lesson are saved copies until it runs: "
+                                  "they do not answer clicks yet. Run -> Run All Cells, and "
+                                  "they come alive.")

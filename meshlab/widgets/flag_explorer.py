@@ -24,6 +24,7 @@ from functools import lru_cache
 import ipywidgets as widgets
 
 from meshlab.errors import MeshlabError
+from meshlab.i18n import tr
 from meshlab.istio.flags import DEFAULT_ISTIO_INIT_ARGS
 from meshlab.widgets.common import LiveWidget, error_widget, esc, guarded
 
@@ -43,8 +44,8 @@ def split_flags(text: str) -> tuple[str, ...]:
     try:
         return tuple(shlex.split(text))
     except ValueError as exc:
-        raise MeshlabError(f"cannot split the flags ({exc}); close the quote you opened") \
-            from None
+        raise MeshlabError(tr("cannot split the flags ({problem}); close the quote you opened",
+                              problem=exc)) from None
 
 
 def diff_lines(default: str, current: str) -> list[tuple[str, str]]:
@@ -83,11 +84,16 @@ def replaced_lists(words: tuple[str, ...],
         kept = set(values[-1].split(","))
         lost = [item for item in old.split(",") if item and item not in kept]
         if lost:
-            twice = " (the flag is given twice: the last one counts)" if len(values) > 1 else ""
-            notes.append(f"{flag} {values[-1] or repr('')} replaces the default list {old}, it "
-                         f"does not add to it{twice}: {', '.join(lost)} "
-                         f"{'is' if len(lost) == 1 else 'are'} no longer in it. To add an item, "
-                         f"write {flag} {old},{values[-1] or '...'}.")
+            twice = (" " + tr("(the flag is given twice: the last one counts)")
+                     if len(values) > 1 else "")
+            words = {"flag": flag, "value": values[-1] or repr(""), "old": old, "twice": twice,
+                     "lost": ", ".join(lost), "more": values[-1] or "..."}
+            notes.append(tr("{flag} {value} replaces the default list {old}, it does not add "
+                            "to it{twice}: {lost} is no longer in it. To add an item, write "
+                            "{flag} {old},{more}.", **words) if len(lost) == 1 else
+                         tr("{flag} {value} replaces the default list {old}, it does not add "
+                            "to it{twice}: {lost} are no longer in it. To add an item, write "
+                            "{flag} {old},{more}.", **words))
     return notes
 
 
@@ -118,22 +124,29 @@ class FlagExplorer(LiveWidget, widgets.VBox):
         text = self.flags.value
         restore = guarded(lambda: _restore(split_flags(text)), self.error)
         notes = guarded(lambda: replaced_lists(split_flags(text)), widgets.HTML()) or []
-        self.notes.value = "".join(f"<p style='margin:2px 0'><b>Note:</b> {esc(n)}</p>"
+        note = tr("Note:")
+        self.notes.value = "".join(f"<p style='margin:2px 0'><b>{note}</b> {esc(n)}</p>"
                                    for n in notes)
         if restore is None:
-            self.summary.value = "<i>Showing the rules of the last valid flags.</i>"
+            self.summary.value = f"<i>{tr('Showing the rules of the last valid flags.')}</i>"
             return
         self._lines = diff_lines(self._default, restore)
         added = sum(1 for m, _ in self._lines if m == "+")
         gone = sum(1 for m, _ in self._lines if m == "-")
-        self.summary.value = ("<i>Same rules as the default flags.</i>" if not added + gone
-                              else f"<b>{added} line(s) added (+), {gone} removed (-)</b> "
-                              "against the default flags.")
+        self.summary.value = (f"<i>{tr('Same rules as the default flags.')}</i>"
+                              if not added + gone else
+                              tr("{counts} against the default flags.",
+                                 counts=f"<b>{_counts(added, gone)}</b>"))
         self.rules_text.value = _render(self._lines)
 
     def static(self) -> str:
         """The rules as plain text, each line prefixed by ``+``, ``-`` or a space."""
         return "\n".join(f"{mark} {line}" for mark, line in self._lines)
+
+
+def _counts(added: int, gone: int) -> str:
+    """How many rule lines differ: ``"2 line(s) added (+), 1 removed (-)"``."""
+    return tr("{added} line(s) added (+), {gone} removed (-)", added=added, gone=gone)
 
 
 def _render(lines: list[tuple[str, str]]) -> str:

@@ -28,28 +28,41 @@ import ipywidgets as widgets
 import pandas
 
 from meshlab.errors import MeshlabError
+from meshlab.i18n import tr, translatable
 from meshlab.netfilter.ruleset import Ruleset
 from meshlab.widgets.common import LiveWidget, error_widget, esc, guarded, html_table
 from meshlab.widgets.reasons import reasons_html
 
-CUSTOM = "custom UID/GID"
+CUSTOM = translatable("custom UID/GID")
+"""The process menu's value for typing a UID and GID (its label is ``tr(CUSTOM)``)."""
 #: The largest UID/GID Linux accepts (2^32 - 1 is "no ID").
 MAX_ID = 2**32 - 2
 
 
 def read_number(text: str, what: str, low: int, high: int) -> int:
-    """A whole number typed in a box, or MeshlabError saying what is wrong and what fits."""
+    """A whole number typed in a box, or MeshlabError saying what is wrong and what fits.
+
+    ``what`` names the box, in the learner's language (``tr("port")``)."""
     value = text.strip()
     if not value.isdigit():
-        raise MeshlabError(f"{what} {value!r} is not a whole number; write one from {low} to "
-                           f"{high}")
+        raise MeshlabError(tr("{what} {value} is not a whole number; write one from {low} to "
+                              "{high}", what=what, value=repr(value), low=low, high=high))
     number = int(value)
     if not low <= number <= high:
-        raise MeshlabError(f"{what} {number} is out of range: it must be from {low} to {high}")
+        raise MeshlabError(tr("{what} {number} is out of range: it must be from {low} to "
+                              "{high}", what=what, number=number, low=low, high=high))
     return number
 
 
 _COLUMNS = ["hook", "table", "chain", "#", "rule", "matched", "verdict"]
+#: The trace table's header as the learner reads it (the frame keeps :data:`_COLUMNS`).
+TRACE_HEADER = (translatable("hook"), translatable("table"), translatable("chain"), "#",
+                translatable("rule"), translatable("matched"), translatable("verdict"))
+
+
+def trace_header(names: tuple[str, ...] = TRACE_HEADER) -> list[str]:
+    """A trace table's column names in the learner's language ("#" stays as it is)."""
+    return [tr(name) if name != "#" else name for name in names]
 
 
 class PacketBuilder(LiveWidget, widgets.VBox):
@@ -64,18 +77,19 @@ class PacketBuilder(LiveWidget, widgets.VBox):
         self._ruleset = ruleset
         self._pod_ip = pod_ip
         options = [(f"{p.name} (uid {p.uid} gid {p.gid})", p.name) for p in self._pod.processes]
-        self.process = widgets.Dropdown(options=[*options, (CUSTOM, CUSTOM)], value="app",
-                                        description="process")
+        self.process = widgets.Dropdown(options=[*options, (tr(CUSTOM), CUSTOM)], value="app",
+                                        description=tr("process"))
         self.uid = widgets.Text(value="1000", description="uid", continuous_update=False,
                                 layout=widgets.Layout(width="170px"))
         self.gid = widgets.Text(value="1000", description="gid", continuous_update=False,
                                 layout=widgets.Layout(width="170px"))
         self.id_note = widgets.HTML("").add_class("meshlab-id-note")
-        self.destination = widgets.Text(value="10.244.0.9", description="destination",
+        self.destination = widgets.Text(value="10.244.0.9", description=tr("destination"),
                                         continuous_update=False)
-        self.port = widgets.Text(value="9080", description="port", continuous_update=False,
+        self.port = widgets.Text(value="9080", description=tr("port"), continuous_update=False,
                                  layout=widgets.Layout(width="170px"))
-        self.proto = widgets.Dropdown(options=["tcp", "udp"], value="tcp", description="proto",
+        self.proto = widgets.Dropdown(options=["tcp", "udp"], value="tcp",
+                                      description=tr("proto"),
                                       layout=widgets.Layout(width="170px"))
         self.summary = widgets.HTML("")
         self.result = widgets.HTML("").add_class("meshlab-trace-result")
@@ -98,9 +112,10 @@ class PacketBuilder(LiveWidget, widgets.VBox):
         custom = name == CUSTOM
         self.uid.disabled = self.gid.disabled = not custom
         self.id_note.value = ("" if custom else
-                              f"<i>uid and gid are those of {esc(name)} (greyed out: the kernel "
-                              "reads them from the process that owns the socket). Choose "
-                              f"'{CUSTOM}' to type others.</i>")
+                              "<i>" + tr("uid and gid are those of {name} (greyed out: the "
+                                         "kernel reads them from the process that owns the "
+                                         "socket). Choose '{custom}' to type others.",
+                                         name=esc(name), custom=tr(CUSTOM)) + "</i>")
         if not custom:
             proc = self._pod.process(name)
             with self.hold_trait_notifications():
@@ -123,9 +138,9 @@ class PacketBuilder(LiveWidget, widgets.VBox):
         try:
             dst = ip_address(text)
         except ValueError:
-            raise MeshlabError(f"destination {text!r} is not an IP address; write one like "
-                               "10.244.0.9 or 127.0.0.1") from None
-        port = read_number(self.port.value, "port", 1, 65535)
+            raise MeshlabError(tr("destination {text} is not an IP address; write one like "
+                                  "10.244.0.9 or 127.0.0.1", text=repr(text))) from None
+        port = read_number(self.port.value, tr("port"), 1, 65535)
         uid = read_number(self.uid.value, "uid", 0, MAX_ID)
         gid = read_number(self.gid.value, "gid", 0, MAX_ID)
         ns = self._netns()
@@ -136,7 +151,7 @@ class PacketBuilder(LiveWidget, widgets.VBox):
         found = guarded(self._trace, self.error)
         if found is None:
             self.summary.value = ""
-            self.result.value = "<i>No trace: fix the input above.</i>"
+            self.result.value = f"<i>{tr('No trace: fix the input above.')}</i>"
             return
         ns, trace = found
         rows = [(e.hook, e.table, e.chain, e.rule if e.rule else "policy", e.text,
@@ -144,28 +159,29 @@ class PacketBuilder(LiveWidget, widgets.VBox):
         self._frame = pandas.DataFrame(rows, columns=_COLUMNS)
         marked = [e.matched for e in trace.evaluations]
         self.summary.value = self._summary(ns, trace) + reasons_html(trace.evaluations)
-        self.result.value = (html_table(_COLUMNS, [(("* " if m else "") + str(r[0]), *r[1:])
-                                                   for r, m in zip(rows, marked, strict=True)],
-                                        marked)
-                             if rows else "<i>No rule was evaluated: the tables are empty, "
-                             "every policy is ACCEPT.</i>")
+        self.result.value = (html_table(trace_header(),
+                                        [(("* " if m else "") + str(r[0]), *r[1:])
+                                         for r, m in zip(rows, marked, strict=True)], marked)
+                             if rows else f"<i>{no_rule_evaluated()}</i>")
 
     def _summary(self, ns: Any, trace: Any) -> str:
         odst = f"{trace.original_dst[0]}:{trace.original_dst[1]}"
         ddst = f"{trace.delivered[0]}:{trace.delivered[1]}"
-        parts = [f"<b>verdict {esc(trace.verdict)}</b>"]
+        verdict = tr("verdict {verdict}", verdict=esc(trace.verdict))
+        parts = [f"<b>{verdict}</b>"]
         if trace.nat is not None:
-            parts.append(f"{esc(trace.nat.target)} in {esc(trace.nat.table)} "
-                         f"{esc(trace.nat.chain)} rule {trace.nat.rule}: {esc(odst)} becomes "
-                         f"<b>{esc(ddst)}</b> (SO_ORIGINAL_DST keeps {esc(odst)})")
+            parts.append(tr("{target} in {table} {chain} rule {rule}: {odst} becomes {ddst} "
+                            "(SO_ORIGINAL_DST keeps {odst})", target=esc(trace.nat.target),
+                            table=esc(trace.nat.table), chain=esc(trace.nat.chain),
+                            rule=trace.nat.rule, odst=esc(odst), ddst=f"<b>{esc(ddst)}</b>"))
         else:
-            parts.append(f"destination unchanged: {esc(ddst)}")
+            parts.append(tr("destination unchanged: {ddst}", ddst=esc(ddst)))
         if trace.out_iface:
-            parts.append(f"leaves by <b>{esc(trace.out_iface)}</b>")
+            parts.append(tr("leaves by {iface}", iface=f"<b>{esc(trace.out_iface)}</b>"))
         if trace.local and trace.verdict == "ACCEPT" and self._ruleset is None:
             sock = self._pod.listener(self.proto.value, trace.delivered[0], trace.delivered[1])
-            parts.append(f"reaches <b>{esc(sock)}</b>" if sock is not None else
-                         "nothing listens there: refused")
+            parts.append(tr("reaches {socket}", socket=f"<b>{esc(sock)}</b>")
+                         if sock is not None else tr("nothing listens there: refused"))
         for note in getattr(trace, "notes", ()):
             parts.append(esc(note))
         return "<p>" + "; ".join(parts) + ".</p>"
@@ -174,3 +190,8 @@ class PacketBuilder(LiveWidget, widgets.VBox):
         """The current trace: one row per rule evaluated (hook, table, chain, #, rule,
         matched, verdict)."""
         return self._frame
+
+
+def no_rule_evaluated() -> str:
+    """What a trace table says when no rule was evaluated."""
+    return tr("No rule was evaluated: the tables are empty, every policy is ACCEPT.")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from meshlab.i18n import tr
 from meshlab.netfilter.trace import passed_over_by_chain, reason_line
 from meshlab.walk import Event, Walk
 from meshlab.widgets.common import esc
@@ -41,12 +42,13 @@ def reasons_html(evaluations: Iterable[Any], *, limit: int = 12) -> str:
     groups = passed_over_by_chain(evaluations)
     if not groups:
         return ""
-    parts = ["<div class='meshlab-reasons'><b>Passed over</b> (the first condition that "
-             "failed):"]
+    parts = [f"<div class='meshlab-reasons'><b>{tr('Passed over')}</b> "
+             f"{tr('(the first condition that failed):')}"]
     for title, rules in groups:
         lines = "".join(f"<li>{esc(reason_line(e))}</li>" for e in rules[:limit])
         if len(rules) > limit:
-            lines += f"<li>... and {len(rules) - limit} more</li>"
+            more = tr("... and {n} more", n=len(rules) - limit)
+            lines += f"<li>{more}</li>"
         parts.append(f"<div style='margin-top:4px'>{esc(title)}<ul style='margin:0;"
                      f"font-family:monospace'>{lines}</ul></div>")
     parts.append("</div>")

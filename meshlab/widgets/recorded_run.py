@@ -17,6 +17,7 @@ from typing import Any
 import ipywidgets as widgets
 import pandas
 
+from meshlab.i18n import tr
 from meshlab.widgets.common import LiveWidget, error_widget, esc, guarded, html_table
 from meshlab.widgets.tables import recorded_caption, recorded_scenario
 
@@ -34,7 +35,7 @@ class RecordedRunBrowser(LiveWidget, widgets.VBox):
         self.document: Mapping[str, Any] = (document if document is not None else
                                             guarded(load, self.error) or {})
         names = [s["name"] for s in self.document.get("verify", {}).get("scenarios", [])]
-        self.scenario = widgets.Dropdown(options=names, description="scenario",
+        self.scenario = widgets.Dropdown(options=names, description=tr("scenario"),
                                          value=scenario if scenario in names else
                                          (names[0] if names else None))
         self.scenario.add_class("meshlab-recorded-scenario")
@@ -49,7 +50,7 @@ class RecordedRunBrowser(LiveWidget, widgets.VBox):
     def _update(self, change: object = None) -> None:
         name = self.scenario.value
         if name is None:
-            self.result.value = "<i>The recorded run has no scenarios.</i>"
+            self.result.value = f"<i>{tr('The recorded run has no scenarios.')}</i>"
             return
         frame = guarded(lambda: recorded_scenario(self.document, name), self.error)
         if frame is None:
@@ -59,11 +60,12 @@ class RecordedRunBrowser(LiveWidget, widgets.VBox):
         rows = [(index, *row) for index, row in zip(frame.index, frame.itertuples(index=False),
                                                      strict=True)]
         agree = all(r[-1] == "yes" for r in rows)
-        verdict = ("<b>model and kernel agree on every line</b>" if agree else
-                   "<b>model and kernel DIFFER</b> on the lines marked NO")
+        verdict = (f"<b>{tr('model and kernel agree on every line')}</b>" if agree else
+                   tr("{differ} on the lines marked NO",
+                      differ=f"<b>{tr('model and kernel DIFFER')}</b>"))
+        header = ["", tr("model"), tr("real kernel"), tr("agree")]
         self.result.value = (f"<p>{verdict}.</p>"
-                             + html_table(["", "model", "real kernel", "agree"], rows,
-                                          [r[-1] != "yes" for r in rows]))
+                             + html_table(header, rows, [r[-1] != "yes" for r in rows]))
 
     def static(self) -> pandas.DataFrame:
         """The chosen scenario's table: model and kernel side by side."""

@@ -26,16 +26,25 @@ from collections.abc import Sequence
 import ipywidgets as widgets
 import pandas
 
+from meshlab.i18n import tr, translatable
 from meshlab.widgets.common import LiveWidget, error_widget, esc, guarded, html_table
 
 _COLUMNS = ["scenario", "before", "after", "change", "detail"]
+#: The result table's header as the learner reads it (the frame keeps :data:`_COLUMNS`).
+_HEADER = (translatable("scenario"), translatable("before"), translatable("after"),
+           translatable("change"), translatable("detail"))
+#: Whose rules the lab shows, by ``ambient``.
+_PODS = {True: translatable("an ambient pod (istio-cni's rules)"),
+         False: translatable("a default sidecar pod")}
 
 
 def _outcome(walk: object) -> str:
     delivered = getattr(walk, "delivered_to", None)
     outcome = str(getattr(walk, "outcome", "?"))
     if delivered is not None:
-        return f"{outcome}: {delivered.process}:{delivered.port} sees {delivered.sees_source}"
+        return tr("{outcome}: {process}:{port} sees {source}", outcome=outcome,
+                  process=delivered.process, port=delivered.port,
+                  source=delivered.sees_source)
     return outcome
 
 
@@ -49,7 +58,7 @@ class RuleLab(LiveWidget, widgets.VBox):
 
     def __init__(self, scenarios: Sequence[str] | None = None, *, ambient: bool = False) -> None:
         self.ambient = ambient
-        self._pod = "an ambient pod (istio-cni's rules)" if ambient else "a default sidecar pod"
+        self._pod = tr(_PODS[ambient])
         self.error = error_widget()
         self.result = widgets.HTML("").add_class("meshlab-rule-lab-result")
         self.toggles: list[widgets.Checkbox] = []
@@ -58,13 +67,15 @@ class RuleLab(LiveWidget, widgets.VBox):
         self._baseline: dict[str, object] = {}
         self._names: list[str] = []
         self._frame = pandas.DataFrame(columns=_COLUMNS)
-        reset = widgets.Button(description="Tick all", icon="undo",
-                               tooltip="put every rule back")
+        reset = widgets.Button(description=tr("Tick all"), icon="undo",
+                               tooltip=tr("put every rule back"))
         reset.on_click(lambda _: self.reset())
         ok = guarded(lambda: self._setup(scenarios), self.error)
         box = widgets.VBox(self.toggles, layout=widgets.Layout(width="100%"))
-        super().__init__([widgets.HTML(f"<b>Rules of {esc(self._pod)}</b> (untick to "
-                                       "remove):"), box, reset, self.error, self.result])
+        heading = tr("Rules of {pod}", pod=esc(self._pod))
+        untick = tr("(untick to remove):")
+        super().__init__([widgets.HTML(f"<b>{heading}</b> {untick}"), box, reset, self.error,
+                          self.result])
         self.add_class("meshlab-rule-lab")
         if ok:
             self._update()
@@ -138,22 +149,27 @@ class RuleLab(LiveWidget, widgets.VBox):
         loops = list(frame.loc[frame["change"] == "loop", "scenario"])
         parts = []
         if not removed:
-            parts.append(f"<p>All rules are in place: every scenario behaves as in "
-                         f"{esc(self._pod)}. Untick a rule to see what it is for.</p>")
+            parts.append("<p>" + tr("All rules are in place: every scenario behaves as in "
+                                    "{pod}. Untick a rule to see what it is for.",
+                                    pod=esc(self._pod)) + "</p>")
         else:
-            parts.append(f"<p><b>{len(removed)} rule(s) removed.</b> {len(changed)} of "
-                         f"{len(frame)} scenarios change.</p>")
+            gone = tr("{n} rule(s) removed.", n=len(removed))
+            parts.append(f"<p><b>{gone}</b> " + tr("{changed} of {total} scenarios change.",
+                                                   changed=len(changed), total=len(frame))
+                         + "</p>")
         if loops:
-            parts.append(f"<p><b>loop</b> in: {esc(', '.join(loops))}: the proxy's own "
-                         "connection is captured again and comes back to it.</p>")
+            parts.append("<p>" + tr("{loop} in: {names}: the proxy's own connection is "
+                                    "captured again and comes back to it.",
+                                    loop=f"<b>{tr('loop')}</b>", names=esc(", ".join(loops)))
+                         + "</p>")
         for note in _twin_notes(removed, [b.description for b in self.toggles]):
-            parts.append(f"<p><b>Note:</b> {esc(note)}</p>")
+            parts.append(f"<p><b>{tr('Note:')}</b> {esc(note)}</p>")
         ordered = pandas.concat([changed, frame[frame["change"] == "no change"]])
         rows = ordered[_COLUMNS].itertuples(index=False)
         marked = [c != "no change" for c in ordered["change"]]
         table_rows = [(("* " if m else "") + r[0], *r[1:]) for r, m in
                       zip(rows, marked, strict=True)]
-        parts.append(html_table(_COLUMNS, table_rows, marked))
+        parts.append(html_table([tr(h) for h in _HEADER], table_rows, marked))
         return "".join(parts)
 
     # ------------------------------------------------------------------ fallback
@@ -189,8 +205,8 @@ def _twin_notes(removed: Sequence[str], all_rules: Sequence[str]) -> list[str]:
             if mine in rule:
                 twin = rule.replace(mine, other)
                 if twin in all_rules and twin not in gone:
-                    notes.append(f"'{rule}' is removed, but its twin '{twin}' is still there "
-                                 f"and matches the proxy too (Envoy runs as UID and GID 1337), "
-                                 "so the proxy is still exempted; untick both to see the "
-                                 "difference.")
+                    notes.append(tr("'{rule}' is removed, but its twin '{twin}' is still "
+                                    "there and matches the proxy too (Envoy runs as UID and "
+                                    "GID 1337), so the proxy is still exempted; untick both to "
+                                    "see the difference.", rule=rule, twin=twin))
     return notes

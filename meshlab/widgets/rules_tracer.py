@@ -26,18 +26,27 @@ import ipywidgets as widgets
 import pandas
 
 from meshlab.errors import MeshlabError
+from meshlab.i18n import tr, translatable
 from meshlab.widgets.common import LiveWidget, error_widget, esc, guarded, html_table
-from meshlab.widgets.packet_builder import MAX_ID, read_number
+from meshlab.widgets.packet_builder import (
+    MAX_ID,
+    TRACE_HEADER,
+    no_rule_evaluated,
+    read_number,
+    trace_header,
+)
 
 _COLUMNS = ["hook", "table", "chain", "#", "rule", "matched", "verdict", "why not"]
+#: The trace table's header as the learner reads it (the frame keeps :data:`_COLUMNS`).
+_TRACER_HEADER = (*TRACE_HEADER, translatable("why not"))
 
 
 def _address(text: str, what: str) -> Any:
     try:
         return ip_address(text.strip())
     except ValueError:
-        raise MeshlabError(f"{what} {text.strip()!r} is not an IP address; write one like "
-                           "10.244.0.9") from None
+        raise MeshlabError(tr("{what} {text} is not an IP address; write one like 10.244.0.9",
+                              what=what, text=repr(text.strip()))) from None
 
 
 def read_mark(text: str) -> int:
@@ -47,13 +56,13 @@ def read_mark(text: str) -> int:
         try:
             number = int(value, 16)
         except ValueError:
-            raise MeshlabError(f"mark {value!r} is not a hexadecimal number; write one like "
-                               "0x539 (or 1337 in decimal)") from None
+            raise MeshlabError(tr("mark {value} is not a hexadecimal number; write one like "
+                                  "0x539 (or 1337 in decimal)", value=repr(value))) from None
         if number > 2**32 - 1:
-            raise MeshlabError(f"mark {value} is out of range: it must fit in 32 bits "
-                               "(0 to 0xffffffff)")
+            raise MeshlabError(tr("mark {value} is out of range: it must fit in 32 bits (0 to "
+                                  "0xffffffff)", value=value))
         return number
-    return read_number(value, "mark", 0, 2**32 - 1)
+    return read_number(value, tr("mark"), 0, 2**32 - 1)
 
 
 def reason(evaluation: Any) -> str:
@@ -71,26 +80,27 @@ class RulesTracer(LiveWidget, widgets.VBox):
         self.error = error_widget()
         small = widgets.Layout(width="190px")
         self.rules = widgets.Textarea(
-            value=rules, placeholder="paste your pod's iptables-save here",
+            value=rules, placeholder=tr("paste your pod's iptables-save here"),
             description="iptables-save", continuous_update=False,
             layout=widgets.Layout(width="100%", height="12em"),
             style={"description_width": "initial"})
         self.rules.add_class("meshlab-rules-input")
-        self.direction = widgets.ToggleButtons(options=["outbound", "inbound"],
-                                               value="outbound", description="connection")
-        self.pod_ip = widgets.Text(value=pod_ip, description="pod IP", continuous_update=False,
-                                   layout=small)
+        self.direction = widgets.ToggleButtons(
+            options=[(tr("outbound"), "outbound"), (tr("inbound"), "inbound")],
+            value="outbound", description=tr("connection"))
+        self.pod_ip = widgets.Text(value=pod_ip, description=tr("pod IP"),
+                                   continuous_update=False, layout=small)
         self.src = widgets.Text(value="10.244.0.9", description="src", continuous_update=False,
                                 layout=small)
         self.dst = widgets.Text(value="10.96.0.20", description="dst", continuous_update=False,
                                 layout=small)
-        self.port = widgets.Text(value="9080", description="port", continuous_update=False,
+        self.port = widgets.Text(value="9080", description=tr("port"), continuous_update=False,
                                  layout=small)
-        self.proto = widgets.Dropdown(options=["tcp", "udp"], value="tcp", description="proto",
-                                      layout=small)
+        self.proto = widgets.Dropdown(options=["tcp", "udp"], value="tcp",
+                                      description=tr("proto"), layout=small)
         self.uid = widgets.Text(value="1000", description="uid", continuous_update=False,
                                 layout=small)
-        self.mark = widgets.Text(value="0", description="mark", continuous_update=False,
+        self.mark = widgets.Text(value="0", description=tr("mark"), continuous_update=False,
                                  layout=small)
         self.note = widgets.HTML("").add_class("meshlab-tracer-note")
         self.summary = widgets.HTML("")
@@ -116,12 +126,12 @@ class RulesTracer(LiveWidget, widgets.VBox):
         from meshlab.netfilter.parse import parse_ruleset
 
         if not self.rules.value.strip():
-            raise MeshlabError("paste the output of iptables-save (run inside the pod's "
-                               "network namespace) in the box above")
+            raise MeshlabError(tr("paste the output of iptables-save (run inside the pod's "
+                                  "network namespace) in the box above"))
         ruleset = parse_ruleset(self.rules.value)
-        pod = _address(self.pod_ip.value, "pod IP")
+        pod = _address(self.pod_ip.value, tr("pod IP"))
         ns = Netns(ruleset, pod_interfaces(pod))
-        port = read_number(self.port.value, "port", 1, 65535)
+        port = read_number(self.port.value, tr("port"), 1, 65535)
         mark = read_mark(self.mark.value)
         dst = _address(self.dst.value, "dst")
         if self.direction.value == "inbound":
@@ -136,15 +146,16 @@ class RulesTracer(LiveWidget, widgets.VBox):
         inbound = self.direction.value == "inbound"
         self.uid.disabled = inbound
         self.src.disabled = not inbound
-        self.note.value = (
-            "<i>uid is greyed out: an arriving packet has no local socket yet, so it has no "
-            "owner, and <code>-m owner</code> rules never match it.</i>" if inbound else
-            "<i>src is greyed out: the kernel picks the source of a connection the pod opens "
-            "(by the route); gid is taken equal to uid.</i>")
+        self.note.value = "<i>" + (
+            tr("uid is greyed out: an arriving packet has no local socket yet, so it has no "
+               "owner, and {owner} rules never match it.", owner="<code>-m owner</code>")
+            if inbound else
+            tr("src is greyed out: the kernel picks the source of a connection the pod opens "
+               "(by the route); gid is taken equal to uid.")) + "</i>"
         trace = guarded(self._trace, self.error)
         if trace is None:
             self.summary.value = ""
-            self.result.value = "<i>No trace: fix the input above.</i>"
+            self.result.value = f"<i>{tr('No trace: fix the input above.')}</i>"
             return
         rows = [(e.hook, e.table, e.chain, e.rule if e.rule else "policy", e.text,
                  "yes" if e.matched else "no", e.verdict, reason(e))
@@ -152,11 +163,10 @@ class RulesTracer(LiveWidget, widgets.VBox):
         self._frame = pandas.DataFrame(rows, columns=_COLUMNS)
         marked = [e.matched for e in trace.evaluations]
         self.summary.value = _summary(trace)
-        self.result.value = (html_table(_COLUMNS, [(("* " if m else "") + str(r[0]), *r[1:])
-                                                   for r, m in zip(rows, marked, strict=True)],
-                                        marked)
-                             if rows else "<i>No rule was evaluated: the tables are empty, "
-                             "every policy is ACCEPT.</i>")
+        self.result.value = (html_table(trace_header(_TRACER_HEADER),
+                                        [(("* " if m else "") + str(r[0]), *r[1:])
+                                         for r, m in zip(rows, marked, strict=True)], marked)
+                             if rows else f"<i>{no_rule_evaluated()}</i>")
 
     def static(self) -> pandas.DataFrame:
         """The current trace, one row per rule evaluated (with the reason it did not
@@ -167,14 +177,17 @@ class RulesTracer(LiveWidget, widgets.VBox):
 def _summary(trace: Any) -> str:
     odst = f"{trace.original_dst[0]}:{trace.original_dst[1]}"
     ddst = f"{trace.delivered[0]}:{trace.delivered[1]}"
-    parts = [f"<b>verdict {esc(trace.verdict)}</b>"]
+    verdict = tr("verdict {verdict}", verdict=esc(trace.verdict))
+    parts = [f"<b>{verdict}</b>"]
     if trace.nat is not None:
-        parts.append(f"{esc(trace.nat.target)} in {esc(trace.nat.table)} {esc(trace.nat.chain)} "
-                     f"rule {trace.nat.rule}: {esc(odst)} becomes <b>{esc(ddst)}</b>")
+        parts.append(tr("{target} in {table} {chain} rule {rule}: {odst} becomes {ddst}",
+                        target=esc(trace.nat.target), table=esc(trace.nat.table),
+                        chain=esc(trace.nat.chain), rule=trace.nat.rule, odst=esc(odst),
+                        ddst=f"<b>{esc(ddst)}</b>"))
     else:
-        parts.append(f"destination unchanged: {esc(ddst)}")
+        parts.append(tr("destination unchanged: {ddst}", ddst=esc(ddst)))
     if trace.out_iface:
-        parts.append(f"leaves by <b>{esc(trace.out_iface)}</b>")
+        parts.append(tr("leaves by {iface}", iface=f"<b>{esc(trace.out_iface)}</b>"))
     elif trace.local:
-        parts.append("delivered to a socket in the pod")
+        parts.append(tr("delivered to a socket in the pod"))
     return "<p>" + "; ".join(parts) + ".</p>"

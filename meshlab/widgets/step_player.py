@@ -25,9 +25,17 @@ import sys
 import ipywidgets as widgets
 import pandas
 
+from meshlab.i18n import tr, translatable
 from meshlab.walk import Walk
 from meshlab.widgets.common import LiveWidget, error_widget, esc, guarded
 from meshlab.widgets.reasons import passed_over_before, reasons_html
+
+#: How a step that did not happen as the article tells is marked (its ``status``).
+_STATUS = {"changed": translatable("changed"), "skipped": translatable("skipped")}
+
+
+def _status(status: str) -> str:
+    return tr(_STATUS[status]) if status in _STATUS else status
 
 
 class StepPlayer(LiveWidget, widgets.VBox):
@@ -44,14 +52,14 @@ class StepPlayer(LiveWidget, widgets.VBox):
         self._frames: dict[int, bytes] = {}
         self.play = widgets.Play(value=0, min=0, max=0, step=1, interval=1500,
                                  show_repeat=False, layout=widgets.Layout(display="none"))
-        self.play_button = widgets.Button(description="Play", icon="play",
-                                          tooltip="play the steps one after another")
+        self.play_button = widgets.Button(description=tr("Play"), icon="play",
+                                          tooltip=tr("play the steps one after another"))
         self.play_button.add_class("meshlab-play")
-        self.back = widgets.Button(description="Back", icon="step-backward").add_class(
+        self.back = widgets.Button(description=tr("Back"), icon="step-backward").add_class(
             "meshlab-back")
-        self.next = widgets.Button(description="Next", icon="step-forward").add_class(
+        self.next = widgets.Button(description=tr("Next"), icon="step-forward").add_class(
             "meshlab-next")
-        self.slider = widgets.IntSlider(value=0, min=0, max=0, description="step",
+        self.slider = widgets.IntSlider(value=0, min=0, max=0, description=tr("step"),
                                         readout=False, continuous_update=True)
         self.slider.add_class("meshlab-step-slider")
         self.image = widgets.Image(format="svg+xml", layout=widgets.Layout(
@@ -87,7 +95,7 @@ class StepPlayer(LiveWidget, widgets.VBox):
         if built is None:
             for control in (self.play_button, self.back, self.next, self.slider):
                 control.disabled = True
-            self.text.value = "<i>No walk to play.</i>"
+            self.text.value = f"<i>{tr('No walk to play.')}</i>"
             return
         self.walk, self.steps = built
         self._frames = {}
@@ -98,18 +106,20 @@ class StepPlayer(LiveWidget, widgets.VBox):
 
     def _show(self, change: object = None) -> None:
         if not self.steps:
-            self.text.value = "<i>This walk has none of the article's numbered steps.</i>"
+            none = tr("This walk has none of the article's numbered steps.")
+            self.text.value = f"<i>{none}</i>"
             self.step_list.value = ""
             return
         k = min(max(self.slider.value, 0), len(self.steps) - 1)
         step = self.steps[k]
         self.image.value = self.frame(k)
-        self.slider.description = f"step {step.n}"
-        status = "" if step.status == "ok" else f" <b>[{esc(step.status)}]</b>"
+        self.slider.description = tr("step {n}", n=step.n)
+        status = "" if step.status == "ok" else f" <b>[{esc(_status(step.status))}]</b>"
         what = ""
         if step.event is not None:
             what = f"<br><span style='font-family:monospace'>{esc(step.event.decision)}</span>"
-        self.text.value = (f"<b>Step {step.n}: {esc(step.title)}</b>{status}"
+        heading = tr("Step {n}: {title}", n=step.n, title=esc(step.title))
+        self.text.value = (f"<b>{heading}</b>{status}"
                            f"<p style='margin:4px 0'>{esc(step.explanation)}{what}</p>"
                            + reasons_html(passed_over_before(self.walk, step.event)))
         self.step_list.value = _step_list(self.steps, k)
@@ -162,7 +172,7 @@ class StepPlayer(LiveWidget, widgets.VBox):
 
     def _on_playing(self, change: dict) -> None:
         playing = bool(change["new"])
-        self.play_button.description = "Pause" if playing else "Play"
+        self.play_button.description = tr("Pause") if playing else tr("Play")
         self.play_button.icon = "pause" if playing else "play"
 
     # ------------------------------------------------------------------ fallback
@@ -189,9 +199,9 @@ def _step_list(steps: list, current: int) -> str:
     for k, step in enumerate(steps):
         label = f"{step.n}. {esc(step.title)}"
         if step.status == "skipped":
-            label = f"<s>{label}</s> (skipped)"
+            label = f"<s>{label}</s> ({_status('skipped')})"
         elif step.status == "changed":
-            label = f"{label} <b>(changed)</b>"
+            label = f"{label} <b>({_status('changed')})</b>"
         if k == current:
             items.append(f"<li class='meshlab-current-step' style='list-style:none;"
                          f"border-left:4px solid #000;padding-left:4px'><b>&#9654; {label}"

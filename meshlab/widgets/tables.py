@@ -19,18 +19,23 @@ from typing import Any
 
 import pandas
 
+from meshlab.i18n import tr
 
-def listing(items: Iterable[object], empty: str = "none") -> str:
-    """``[15001, 15006]`` -> ``"15001, 15006"``; an empty list -> ``empty``."""
+
+def listing(items: Iterable[object], empty: str | None = None) -> str:
+    """``[15001, 15006]`` -> ``"15001, 15006"``; an empty list -> ``empty`` (default:
+    ``"none"``, in the learner's language)."""
     words = [str(item) for item in items]
-    return ", ".join(words) if words else empty
+    if words:
+        return ", ".join(words)
+    return tr("none") if empty is None else empty
 
 
 def delivery_text(delivered_to: Any) -> str:
     """Who got the connection, in words: ``("app", 9080, "127.0.0.6")`` (or a walk's
     ``delivered_to``) -> ``"app on port 9080 (it sees the client as 127.0.0.6)"``."""
     if delivered_to is None:
-        return "nobody (not delivered)"
+        return tr("nobody (not delivered)")
     if isinstance(delivered_to, Sequence) and not isinstance(delivered_to, str):
         process, port, *seen = [*delivered_to, None]
         source = seen[0]
@@ -38,8 +43,10 @@ def delivery_text(delivered_to: Any) -> str:
         process = getattr(delivered_to, "process", delivered_to)
         port = getattr(delivered_to, "port", None)
         source = getattr(delivered_to, "sees_source", None)
-    text = f"{process}" + (f" on port {port}" if port is not None else "")
-    return text + (f" (it sees the client as {source})" if source else "")
+    text = (tr("{process} on port {port}", process=process, port=port) if port is not None
+            else f"{process}")
+    return tr("{who} (it sees the client as {source})", who=text, source=source) if source \
+        else text
 
 
 def scenario_overview(names: Iterable[str]) -> pandas.DataFrame:
@@ -84,7 +91,8 @@ def recorded_scenario(document: Mapping[str, Any], name: str) -> pandas.DataFram
     found = [s for s in document["verify"]["scenarios"] if s["name"] == name]
     if not found:
         names = listing(s["name"] for s in document["verify"]["scenarios"])
-        raise MeshlabError(f"the recorded run has no scenario {name!r}; it has: {names}")
+        raise MeshlabError(tr("the recorded run has no scenario {name}; it has: {names}",
+                              name=repr(name), names=names))
     model, kernel = found[0]["model"], found[0]["kernel"]
 
     def row(what: str, m: str, k: str) -> tuple[str, str, str, str]:
@@ -120,7 +128,9 @@ def recorded_scenarios(document: Mapping[str, Any]) -> pandas.DataFrame:
 
 def recorded_caption(document: Mapping[str, Any]) -> str:
     """Where the numbers come from: recorded as root on a real kernel, which, and when."""
-    return (f"Recorded as root on a real Linux kernel ({document.get('kernel', 'unknown')}, "
-            f"{document.get('iptables', 'iptables unknown')}) on {document.get('recorded')} "
-            "(UTC) by `meshlab live record`; the model's columns were computed in the same "
-            "run. Re-run it yourself with `sudo meshlab live record` (lesson 07).")
+    return tr("Recorded as root on a real Linux kernel ({kernel}, {iptables}) on {recorded} "
+              "(UTC) by `meshlab live record`; the model's columns were computed in the same "
+              "run. Re-run it yourself with `sudo meshlab live record` (lesson 07).",
+              kernel=document.get("kernel", "unknown"),
+              iptables=document.get("iptables", "iptables unknown"),
+              recorded=document.get("recorded"))

@@ -195,7 +195,7 @@ def exercise_rule_lab(lab: LabPage, stem: str) -> None:
     ambient = any(label.endswith(AMBIENT_IP_RULE) for label in labels)
     wanted = (AMBIENT_IP_RULE,) if ambient else (UID_EXEMPTION, GID_EXEMPTION)
     # what the result must then say (a cell's text runs into the next one's: no \b on timeout)
-    what, expected = ("a timeout", "timeout") if ambient else ("a loop", r"\bloop")
+    what, expected = ("a timeout", "timeout") if ambient else ("a loop", r"\bloop|루프")
     unticked = set()
     for toggle, label in zip(toggles, labels, strict=True):
         rule = next((r for r in wanted if label.endswith(r)), None)
