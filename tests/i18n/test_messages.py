@@ -138,6 +138,6 @@ def test_every_checker_frames_its_result_in_korean(exercise, korean: None) -> No
     """The verdict's title, and the "your turn" of an unanswered exercise, are Korean."""
     unanswered = exercise.checker(None)
     assert str(unanswered).startswith("✎ 직접 해 보세요 (연습 문제 "), str(unanswered)
-    assert "None을 내 답(" in unanswered.feedback
+    assert "None을 내 답으로 바꾸고" in unanswered.feedback
     unreadable = exercise.checker(object())
     assert unreadable.status == "invalid" and "읽을 수 없습니다" in str(unreadable)
