@@ -8,7 +8,7 @@ PYTHON3     ?= python3
 PY          := $(VENV)/bin/python
 PIP         := $(PY) -m pip
 DEB_VENV    := python3-venv
-DEB_TEST    := iptables nftables conntrack iproute2 ipset chromium
+DEB_TEST    := iptables nftables conntrack iproute2 ipset chromium fonts-nanum
 NBVAL_FLAGS := --nbval --nbval-sanitize-with notebooks/nbval-sanitize.cfg
 # JupyterLab defaults for the lessons (widget state saved, no news pop-up), and the IPython
 # configuration that loads meshlab.jupyter in every kernel (IPython reads

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -415,6 +416,17 @@ def test_harness_reports_broken_notebook(
 def test_lesson_in_browser(lab: LabPage, lesson: Path, browser_timings: Timings) -> None:
     """One lesson, as a learner sees it after "Restart Kernel and Run All Cells"."""
     check_notebook(lab, lesson, f"notebooks/{lesson.relative_to(NOTEBOOKS)}", browser_timings)
+
+
+def test_the_browser_has_a_font_with_hangul(lab_server: LabServer) -> None:
+    """Chromium draws text with the fonts fontconfig knows: without one that has Hangul, the
+    Korean lessons show boxes instead of letters (and so do their screenshots)."""
+    if not any(p.parent.name == "ko" for p in LESSONS):
+        pytest.skip("no Korean lessons (notebooks/ko/) to draw")
+    found = subprocess.run(["fc-list", ":lang=ko", "family"], capture_output=True, text=True,
+                           timeout=30, check=False).stdout.strip()
+    assert found, ("no font with Hangul is installed: the Korean lessons would show boxes; "
+                   "install one (`apt-get install fonts-nanum`, which `make test` does as root)")
 
 
 def test_lessons_cover_every_interactive_widget() -> None:
