@@ -12,7 +12,9 @@ definition: its ``_fails(packet)`` reads the field the match looks at, applies t
 predicate, and returns ``None`` when the packet passes, or what it saw when it does not.
 ``matches(packet)`` is "``_fails`` found nothing"; ``why_not(packet)`` turns what ``_fails``
 saw into a sentence a learner reads, the condition in backticks as ``iptables-save`` prints
-it: "`-m owner --uid-owner 1337`: the socket's owner is UID 1000". The two cannot disagree.
+it: "`-m owner --uid-owner 1337`: the socket's owner is UID 1000" (in the language the
+library speaks, :mod:`meshlab.i18n`; the condition stays as iptables writes it). The two
+cannot disagree.
 The packet is the one under traversal, :class:`meshlab.netfilter.packet.Skb` (addresses as
 integers; ``Skb.of(packet)`` makes one from a :class:`~meshlab.netfilter.packet.Packet`).
 
@@ -29,6 +31,7 @@ from socket import AF_INET6, inet_ntop
 from typing import Any, NamedTuple
 
 from meshlab.errors import MeshlabError
+from meshlab.i18n import tr
 from meshlab.netfilter.packet import IPAddress, Skb, address
 
 ALL_ONES = 0xFFFFFFFF
@@ -143,9 +146,10 @@ class AddrMatch(_Explained):
         return None if inside != self.negated else (value,)
 
     def _say(self, seen: tuple[int], option: str | None = None) -> str:
-        side = "source" if option == "-s" else "destination"
-        return (f"`{self.render(str(option))}`: the {side} is "
-                f"{show_ip(address(seen[0], self.version))}")
+        ip = show_ip(address(seen[0], self.version))
+        fact = (tr("the source is {ip}", ip=ip) if option == "-s" else
+                tr("the destination is {ip}", ip=ip))
+        return f"`{self.render(str(option))}`: {fact}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,11 +183,11 @@ class IfaceMatch(_Explained):
     def _say(self, seen: tuple[str | None], option: str | None = None) -> str:
         value = seen[0]
         if option == "-i":
-            fact = ("the packet was made here: it came in by no interface" if value is None
-                    else f"the packet came in by {value}")
+            fact = (tr("the packet was made here: it came in by no interface") if value is None
+                    else tr("the packet came in by {iface}", iface=value))
         else:
-            fact = ("the packet has no out interface (it is coming in, not going out)"
-                    if value is None else f"the packet leaves by {value}")
+            fact = (tr("the packet has no out interface (it is coming in, not going out)")
+                    if value is None else tr("the packet leaves by {iface}", iface=value))
         return f"`{self.render(str(option))}`: {fact}"
 
 
@@ -201,7 +205,7 @@ class ProtoMatch(_Explained):
         return None if (packet.proto == self.proto) != self.negated else (packet.proto,)
 
     def _say(self, seen: tuple[str], option: str | None = None) -> str:
-        return f"`{self.render()}`: the packet is {seen[0]}"
+        return f"`{self.render()}`: " + tr("the packet is {proto}", proto=seen[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,10 +255,12 @@ class PortMatch(_Explained):
     def _say(self, seen: tuple[str, int], option: str | None = None) -> str:
         side, value = seen
         if side == "sport":
-            failed, words = PortMatch(self.module, sport=self.sport), "source"
+            failed = PortMatch(self.module, sport=self.sport)
+            fact = tr("the source port is {port}", port=value)
         else:
-            failed, words = PortMatch(self.module, dport=self.dport), "destination"
-        return f"`{failed.render()}`: the {words} port is {value}"
+            failed = PortMatch(self.module, dport=self.dport)
+            fact = tr("the destination port is {port}", port=value)
+        return f"`{failed.render()}`: {fact}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,11 +290,12 @@ class MultiportMatch(_Explained):
     def _say(self, seen: tuple[int, int], option: str | None = None) -> str:
         sport, dport = seen
         if self.option == "dports":
-            fact = f"the destination port is {dport}"
+            fact = tr("the destination port is {port}", port=dport)
         elif self.option == "sports":
-            fact = f"the source port is {sport}"
+            fact = tr("the source port is {port}", port=sport)
         else:
-            fact = f"the source port is {sport} and the destination port {dport}"
+            fact = tr("the source port is {sport} and the destination port {dport}",
+                      sport=sport, dport=dport)
         return f"`{self.render()}`: {fact}"
 
 
@@ -324,11 +331,13 @@ class OwnerMatch(_Explained):
     def _say(self, seen: tuple[str, int | None], option: str | None = None) -> str:
         what, value = seen
         if what == "socket":
-            return (f"`{self.render()}`: the packet has no socket (it was not sent by a "
-                    "process here), so it has no owner to match")
+            return f"`{self.render()}`: " + tr("the packet has no socket (it was not sent by "
+                                                "a process here), so it has no owner to match")
         if what == "uid":
-            return f"`{OwnerMatch(uid=self.uid).render()}`: the socket's owner is UID {value}"
-        return f"`{OwnerMatch(gid=self.gid).render()}`: the socket's group is GID {value}"
+            return (f"`{OwnerMatch(uid=self.uid).render()}`: "
+                    + tr("the socket's owner is UID {uid}", uid=value))
+        return (f"`{OwnerMatch(gid=self.gid).render()}`: "
+                + tr("the socket's group is GID {gid}", gid=value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,10 +359,13 @@ class MarkMatch(_Explained):
 
     def _say(self, seen: tuple[int], option: str | None = None) -> str:
         mark = seen[0]
-        whose = "packet's" if self.module == "mark" else "connection's"
         masked = mark & self.mask
-        under = "" if masked == mark else f" ({_hex(masked)} under the mask {_hex(self.mask)})"
-        return f"`{self.render()}`: the {whose} mark is {_hex(mark)}{under}"
+        under = ("" if masked == mark else
+                 tr(" ({masked} under the mask {mask})", masked=_hex(masked), mask=_hex(self.mask)))
+        fact = (tr("the packet's mark is {mark}{under}", mark=_hex(mark), under=under)
+                if self.module == "mark" else
+                tr("the connection's mark is {mark}{under}", mark=_hex(mark), under=under))
+        return f"`{self.render()}`: {fact}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,9 +384,10 @@ class ConntrackMatch(_Explained):
 
     def _say(self, seen: tuple[str], option: str | None = None) -> str:
         state = seen[0]
-        why = (" (conntrack has not seen it yet: the raw table runs first)"
+        why = (tr(" (conntrack has not seen it yet: the raw table runs first)")
                if state == "INVALID" else "")
-        return f"`{self.render()}`: the packet's conntrack state is {state}{why}"
+        return f"`{self.render()}`: " + tr("the packet's conntrack state is {state}{why}",
+                                            state=state, why=why)
 
 
 @dataclass(frozen=True, slots=True)
