@@ -152,10 +152,24 @@ def _fresh_hint_ladders() -> None:
 
 
 def _outside_answer_block(result: CheckResult) -> tuple[str, str]:
-    """(plain text, HTML) of what a learner sees without opening "Show the answer"."""
-    text = str(result).split(ANSWER_MARKER)[0]
+    """(plain text, HTML) of what a learner sees without opening "Show the answer" (in the
+    language the library speaks now)."""
+    text = str(result).split(answer_marker())[0]
     html = re.sub(r"<details.*?</details>", "", result._repr_html_(), flags=re.S)
     return text, html
+
+
+def _assert_the_answer_is_hidden(name: str, answer: Any, result: CheckResult) -> None:
+    """Outside the collapsed answer block, nothing names the answer (unless the learner's own
+    answer already did)."""
+    text, html = _outside_answer_block(result)
+    learner_wrote = str(answer)
+    for pattern in ANSWER_TEXT[name]:
+        if re.search(pattern, learner_wrote):
+            continue
+        for shown in (text, html):
+            found = re.search(pattern, shown)
+            assert found is None, f"{name}({answer!r}) shows {found.group()!r}:\n{shown}"
 
 
 def test_every_exercise_has_a_solution_and_wrong_answers() -> None:
@@ -211,13 +225,7 @@ def test_wrong_answer_gets_feedback_and_a_hint_but_not_the_answer(name: str, ans
     assert ANSWER_MARKER in str(result)
     assert "<summary>Show the answer</summary>" in result._repr_html_()
     assert result.solution in str(result).split(ANSWER_MARKER)[1]
-    learner_wrote = str(answer)
-    for pattern in ANSWER_TEXT[name]:
-        if re.search(pattern, learner_wrote):
-            continue
-        for shown in (text, html):
-            found = re.search(pattern, shown)
-            assert found is None, f"{name}({answer!r}) shows {found.group()!r}:\n{shown}"
+    _assert_the_answer_is_hidden(name, answer, result)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -378,16 +386,8 @@ def test_a_wrong_answer_is_answered_in_korean_without_the_answer(name: str, answ
     for part in (result.feedback, result.hint, result.solution):
         assert HANGUL.search(part), f"{name}({answer!r}) is not Korean: {part!r}"
     assert "힌트 1:" in str(result) and answer_marker() in str(result)
-    text = str(result).split(answer_marker())[0]
-    html = re.sub(r"<details.*?</details>", "", result._repr_html_(), flags=re.S)
     assert "<summary>답 보기</summary>" in result._repr_html_()
-    learner_wrote = str(answer)
-    for pattern in ANSWER_TEXT[name]:
-        if re.search(pattern, learner_wrote):
-            continue
-        for shown in (text, html):
-            found = re.search(pattern, shown)
-            assert found is None, f"{name}({answer!r}) shows {found.group()!r}:\n{shown}"
+    _assert_the_answer_is_hidden(name, answer, result)
 
 
 @pytest.mark.parametrize("name", NAMES)

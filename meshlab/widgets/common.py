@@ -72,8 +72,11 @@ def guarded(call: Callable[[], T], error: widgets.HTML) -> T | None:
 
 def html_table(header: Sequence[str], rows: Sequence[Sequence[object]],
                marked: Sequence[bool] | None = None) -> str:
-    """A small HTML table; rows with ``marked[i]`` true are bold and start with a ``*``."""
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    """A small HTML table; rows with ``marked[i]`` true are bold and start with a ``*``.
+
+    The column names are shown in the learner's language (mark them with
+    :func:`~meshlab.i18n.translatable` where they are written)."""
+    head = "".join(f"<th>{esc(tr(h))}</th>" for h in header)
     body = []
     for i, row in enumerate(rows):
         mark = bool(marked[i]) if marked is not None else False

@@ -54,15 +54,9 @@ def read_number(text: str, what: str, low: int, high: int) -> int:
     return number
 
 
-_COLUMNS = ["hook", "table", "chain", "#", "rule", "matched", "verdict"]
-#: The trace table's header as the learner reads it (the frame keeps :data:`_COLUMNS`).
-TRACE_HEADER = (translatable("hook"), translatable("table"), translatable("chain"), "#",
-                translatable("rule"), translatable("matched"), translatable("verdict"))
-
-
-def trace_header(names: tuple[str, ...] = TRACE_HEADER) -> list[str]:
-    """A trace table's column names in the learner's language ("#" stays as it is)."""
-    return [tr(name) if name != "#" else name for name in names]
+#: A trace table's columns (the frame's names; the HTML table shows them translated).
+TRACE_COLUMNS = [translatable("hook"), translatable("table"), translatable("chain"), "#",
+                 translatable("rule"), translatable("matched"), translatable("verdict")]
 
 
 class PacketBuilder(LiveWidget, widgets.VBox):
@@ -72,7 +66,7 @@ class PacketBuilder(LiveWidget, widgets.VBox):
         from meshlab.pod import Pod
 
         self.error = error_widget()
-        self._frame = pandas.DataFrame(columns=_COLUMNS)
+        self._frame = pandas.DataFrame(columns=TRACE_COLUMNS)
         self._pod = Pod.default()
         self._ruleset = ruleset
         self._pod_ip = pod_ip
@@ -156,10 +150,10 @@ class PacketBuilder(LiveWidget, widgets.VBox):
         ns, trace = found
         rows = [(e.hook, e.table, e.chain, e.rule if e.rule else "policy", e.text,
                  "yes" if e.matched else "no", e.verdict) for e in trace.evaluations]
-        self._frame = pandas.DataFrame(rows, columns=_COLUMNS)
+        self._frame = pandas.DataFrame(rows, columns=TRACE_COLUMNS)
         marked = [e.matched for e in trace.evaluations]
         self.summary.value = self._summary(ns, trace) + reasons_html(trace.evaluations)
-        self.result.value = (html_table(trace_header(),
+        self.result.value = (html_table(TRACE_COLUMNS,
                                         [(("* " if m else "") + str(r[0]), *r[1:])
                                          for r, m in zip(rows, marked, strict=True)], marked)
                              if rows else f"<i>{no_rule_evaluated()}</i>")

@@ -17,7 +17,7 @@ from typing import Any
 import ipywidgets as widgets
 import pandas
 
-from meshlab.i18n import tr
+from meshlab.i18n import tr, translatable
 from meshlab.widgets.common import LiveWidget, error_widget, esc, guarded, html_table
 from meshlab.widgets.tables import recorded_caption, recorded_scenario
 
@@ -63,7 +63,7 @@ class RecordedRunBrowser(LiveWidget, widgets.VBox):
         verdict = (f"<b>{tr('model and kernel agree on every line')}</b>" if agree else
                    tr("{differ} on the lines marked NO",
                       differ=f"<b>{tr('model and kernel DIFFER')}</b>"))
-        header = ["", tr("model"), tr("real kernel"), tr("agree")]
+        header = ["", translatable("model"), translatable("real kernel"), translatable("agree")]
         self.result.value = (f"<p>{verdict}.</p>"
                              + html_table(header, rows, [r[-1] != "yes" for r in rows]))
 

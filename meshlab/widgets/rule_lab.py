@@ -29,10 +29,9 @@ import pandas
 from meshlab.i18n import tr, translatable
 from meshlab.widgets.common import LiveWidget, error_widget, esc, guarded, html_table
 
-_COLUMNS = ["scenario", "before", "after", "change", "detail"]
-#: The result table's header as the learner reads it (the frame keeps :data:`_COLUMNS`).
-_HEADER = (translatable("scenario"), translatable("before"), translatable("after"),
-           translatable("change"), translatable("detail"))
+#: The result table's columns (the frame's names; the HTML table shows them translated).
+_COLUMNS = [translatable("scenario"), translatable("before"), translatable("after"),
+            translatable("change"), translatable("detail")]
 #: Whose rules the lab shows, by ``ambient``.
 _PODS = {True: translatable("an ambient pod (istio-cni's rules)"),
          False: translatable("a default sidecar pod")}
@@ -169,7 +168,7 @@ class RuleLab(LiveWidget, widgets.VBox):
         marked = [c != "no change" for c in ordered["change"]]
         table_rows = [(("* " if m else "") + r[0], *r[1:]) for r, m in
                       zip(rows, marked, strict=True)]
-        parts.append(html_table([tr(h) for h in _HEADER], table_rows, marked))
+        parts.append(html_table(_COLUMNS, table_rows, marked))
         return "".join(parts)
 
     # ------------------------------------------------------------------ fallback

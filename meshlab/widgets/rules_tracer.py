@@ -30,15 +30,12 @@ from meshlab.i18n import tr, translatable
 from meshlab.widgets.common import LiveWidget, error_widget, esc, guarded, html_table
 from meshlab.widgets.packet_builder import (
     MAX_ID,
-    TRACE_HEADER,
+    TRACE_COLUMNS,
     no_rule_evaluated,
     read_number,
-    trace_header,
 )
 
-_COLUMNS = ["hook", "table", "chain", "#", "rule", "matched", "verdict", "why not"]
-#: The trace table's header as the learner reads it (the frame keeps :data:`_COLUMNS`).
-_TRACER_HEADER = (*TRACE_HEADER, translatable("why not"))
+_COLUMNS = [*TRACE_COLUMNS, translatable("why not")]
 
 
 def _address(text: str, what: str) -> Any:
@@ -163,7 +160,7 @@ class RulesTracer(LiveWidget, widgets.VBox):
         self._frame = pandas.DataFrame(rows, columns=_COLUMNS)
         marked = [e.matched for e in trace.evaluations]
         self.summary.value = _summary(trace)
-        self.result.value = (html_table(trace_header(_TRACER_HEADER),
+        self.result.value = (html_table(_COLUMNS,
                                         [(("* " if m else "") + str(r[0]), *r[1:])
                                          for r, m in zip(rows, marked, strict=True)], marked)
                              if rows else f"<i>{no_rule_evaluated()}</i>")
